@@ -1,0 +1,254 @@
+"""Reader of CO3D v2 category folders (real CO3D, ``catpose synth`` and ``catpose ingest`` output).
+
+Layout (paths inside annotations are relative to the dataset root and start with ``<category>/``)::
+
+    ROOT/<category>/frame_annotations.jgz
+    ROOT/<category>/sequence_annotations.jgz
+    ROOT/<category>/set_lists/set_lists_<subset>.json
+    ROOT/<category>/<sequence>/{images,masks,depths,depth_masks}/...  and pointcloud.ply
+
+Annotations are read when first needed; images, masks, depths and point clouds only when asked for,
+so opening a category of thousands of videos is cheap. Every error names the file (and field).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from catpose.data.camera import Camera
+from catpose.data.pointcloud import PointCloud, read_ply
+from catpose.data.types import (
+    FrameAnnotation,
+    SequenceAnnotation,
+    load_frame_annotations,
+    load_sequence_annotations,
+)
+from catpose.errors import DataFormatError, MissingFileError
+
+
+def read_file_bytes(path: Path, what: str) -> bytes:
+    if not path.is_file():
+        raise MissingFileError(str(path), what)
+    return path.read_bytes()
+
+
+def decode_image(data: bytes, path: str, mode: str = "RGB") -> np.ndarray:
+    """Decodes image bytes fully (a truncated file fails here, not later); errors name ``path``."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()
+            return np.asarray(im.convert(mode) if mode else im)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise DataFormatError(path, f"cannot decode image ({e})") from e
+
+
+@dataclass
+class Co3dFrame:
+    annotation: FrameAnnotation
+    root: Path
+    source: str  # the annotation file, for errors
+
+    @property
+    def sequence_name(self) -> str:
+        return self.annotation.sequence_name
+
+    @property
+    def frame_number(self) -> int:
+        return self.annotation.frame_number
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return self.annotation.image.size
+
+    @property
+    def image_path(self) -> Path:
+        return self.root / self.annotation.image.path
+
+    @property
+    def mask_path(self) -> Path | None:
+        return None if self.annotation.mask is None else self.root / self.annotation.mask.path
+
+    @property
+    def depth_path(self) -> Path | None:
+        return None if self.annotation.depth is None else self.root / self.annotation.depth.path
+
+    def _field(self, name: str) -> str:
+        return f"frame '{self.sequence_name}'/{self.frame_number}: {name}"
+
+    @property
+    def camera(self) -> Camera:
+        vp = self.annotation.viewpoint
+        if vp is None:
+            raise DataFormatError(self.source, "frame has no camera", field=self._field("viewpoint"))
+        return Camera.from_viewpoint(vp, self.image_size)
+
+    def image_bytes(self) -> bytes:
+        return read_file_bytes(self.image_path, "image")
+
+    def mask_bytes(self) -> bytes | None:
+        return None if self.mask_path is None else read_file_bytes(self.mask_path, "mask")
+
+    def load_image(self) -> np.ndarray:
+        """(H, W, 3) uint8; checks the size against the annotation."""
+        img = decode_image(self.image_bytes(), str(self.image_path))
+        if img.shape[:2] != tuple(self.image_size):
+            raise DataFormatError(self.source, f"annotated size {self.image_size} but {self.image_path} is "
+                                  f"{img.shape[:2]}", field=self._field("image.size"))
+        return img
+
+    def load_mask(self) -> np.ndarray:
+        """(H, W) float32 foreground probability in [0, 1]."""
+        if self.mask_path is None:
+            raise DataFormatError(self.source, "frame has no mask", field=self._field("mask"))
+        m = decode_image(read_file_bytes(self.mask_path, "mask"), str(self.mask_path), mode="L")
+        if m.shape != tuple(self.image_size):
+            raise DataFormatError(str(self.mask_path), f"mask is {m.shape}, image is {self.image_size}")
+        return m.astype(np.float32) / 255.0
+
+    def load_depth(self) -> np.ndarray:
+        """(H, W) float32 depth (camera Z): PNG float16 bits × ``scale_adjustment``; 0 = unknown."""
+        dep = self.annotation.depth
+        if dep is None:
+            raise DataFormatError(self.source, "frame has no depth", field=self._field("depth"))
+        raw = decode_image(read_file_bytes(self.root / dep.path, "depth map"), str(self.root / dep.path), mode="")
+        if raw.dtype not in (np.uint16, np.int32, np.uint32) and raw.dtype != np.dtype(">u2"):
+            raise DataFormatError(str(self.root / dep.path), f"expected a 16-bit PNG, got {raw.dtype}")
+        d = raw.astype(np.uint16).view(np.float16).astype(np.float32) * dep.scale_adjustment
+        d[~np.isfinite(d)] = 0.0
+        if dep.mask_path:
+            dm = decode_image(read_file_bytes(self.root / dep.mask_path, "depth mask"), str(self.root / dep.mask_path), "L")
+            d[dm == 0] = 0.0
+        return d
+
+
+@dataclass
+class Co3dSequence:
+    name: str
+    category: str
+    annotation: SequenceAnnotation | None
+    frames: list[Co3dFrame]
+    root: Path
+    source: str = ""
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    @property
+    def point_cloud_path(self) -> Path:
+        if self.annotation is not None and self.annotation.point_cloud is not None:
+            return self.root / self.annotation.point_cloud.path
+        return self.root / self.category / self.name / "pointcloud.ply"
+
+    def load_point_cloud(self) -> PointCloud:
+        """The sequence's point cloud in its world frame; an empty or missing cloud is an error."""
+        return read_ply(self.point_cloud_path)
+
+    @property
+    def cameras(self) -> list[Camera]:
+        return [f.camera for f in self.frames]
+
+    def subsample(self, k: int) -> list[Co3dFrame]:
+        """``k`` frames evenly spread over the video (all of them if it has fewer)."""
+        if k <= 0 or k >= len(self.frames):
+            return list(self.frames)
+        idx = np.unique(np.linspace(0, len(self.frames) - 1, k).round().astype(int))
+        return [self.frames[i] for i in idx]
+
+
+@dataclass
+class Co3dCategory:
+    """One category folder; annotation files are parsed on first use, media files on demand."""
+
+    root: Path
+    category: str
+    _frames: dict[str, list[FrameAnnotation]] | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self.root = Path(self.root)
+        d = self.root / self.category
+        if not d.is_dir():
+            raise MissingFileError(str(d), f"category folder '{self.category}'")
+        if not self.frame_annotations_path.is_file():
+            raise MissingFileError(str(self.frame_annotations_path), "frame annotations")
+
+    @property
+    def frame_annotations_path(self) -> Path:
+        return self.root / self.category / "frame_annotations.jgz"
+
+    @property
+    def sequence_annotations_path(self) -> Path:
+        return self.root / self.category / "sequence_annotations.jgz"
+
+    @cached_property
+    def sequence_annotations(self) -> dict[str, SequenceAnnotation]:
+        if not self.sequence_annotations_path.is_file():
+            raise MissingFileError(str(self.sequence_annotations_path), "sequence annotations")
+        anns = load_sequence_annotations(self.sequence_annotations_path)
+        return {a.sequence_name: a for a in anns}
+
+    @cached_property
+    def frame_annotations(self) -> dict[str, list[FrameAnnotation]]:
+        by_seq: dict[str, list[FrameAnnotation]] = {}
+        for fa in load_frame_annotations(self.frame_annotations_path):
+            by_seq.setdefault(fa.sequence_name, []).append(fa)
+        for v in by_seq.values():
+            v.sort(key=lambda f: f.frame_number)
+        return by_seq
+
+    @property
+    def sequence_names(self) -> list[str]:
+        return sorted(self.frame_annotations)
+
+    def __len__(self) -> int:
+        return len(self.frame_annotations)
+
+    def __iter__(self):
+        for name in self.sequence_names:
+            yield self[name]
+
+    def __getitem__(self, name: str) -> Co3dSequence:
+        if name not in self.frame_annotations:
+            raise KeyError(f"sequence '{name}' is not in {self.frame_annotations_path}")
+        src = str(self.frame_annotations_path)
+        frames = [Co3dFrame(fa, self.root, src) for fa in self.frame_annotations[name]]
+        ann = self.sequence_annotations.get(name) if self.sequence_annotations_path.is_file() else None
+        return Co3dSequence(name, self.category, ann, frames, self.root, src)
+
+    def set_list(self, subset: str) -> dict[str, list[tuple[str, int, str]]]:
+        """``set_lists/set_lists_<subset>.json``: split name → [(sequence, frame_number, image_path)]."""
+        p = self.root / self.category / "set_lists" / f"set_lists_{subset}.json"
+        if not p.is_file():
+            raise MissingFileError(str(p), f"set list '{subset}'")
+        try:
+            data = json.loads(p.read_text())
+        except json.JSONDecodeError as e:
+            raise DataFormatError(str(p), f"not valid JSON ({e})") from e
+        if not isinstance(data, dict):
+            raise DataFormatError(str(p), "expected an object of split name -> list of frames")
+        out = {}
+        for split, rows in data.items():
+            try:
+                out[split] = [(str(s), int(n), str(ip)) for s, n, ip in rows]
+            except (TypeError, ValueError) as e:
+                raise DataFormatError(str(p), "expected [sequence_name, frame_number, image_path] rows", field=split) from e
+        return out
+
+    @property
+    def set_list_names(self) -> list[str]:
+        d = self.root / self.category / "set_lists"
+        return sorted(p.name[len("set_lists_"):-5] for p in d.glob("set_lists_*.json")) if d.is_dir() else []
+
+
+def list_categories(root: str | Path) -> list[str]:
+    """Category folders under a dataset root (those with a frame_annotations.jgz)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise MissingFileError(str(root), "dataset root")
+    return sorted(p.parent.name for p in root.glob("*/frame_annotations.jgz"))

@@ -1,0 +1,263 @@
+"""Synthetic object-centric video categories written in the CO3D v2 layout.
+
+Every video shows a new instance of the category, filmed by a camera that orbits it with varying
+elevation, distance and a little hand-held roll. Every video gets its own random world frame
+(rotation, translation, scale): the ambiguity that SfM leaves and that catpose's alignment resolves.
+The similarity from each sequence's world frame to the canonical category frame,
+``x_canonical = scale · R · x_world + translation``, goes to ``<root>/catpose_gt.json``, which the
+pipeline reads only to evaluate.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from scipy.spatial.transform import Rotation
+
+from catpose.config import SynthConfig
+from catpose.data.camera import Camera, look_at_rotation
+from catpose.data.pointcloud import PointCloud, write_ply
+from catpose.data.synth.render import SceneRenderer
+from catpose.data.synth.shapes import make_instance
+from catpose.data.types import (
+    DepthAnnotation,
+    FrameAnnotation,
+    ImageAnnotation,
+    MaskAnnotation,
+    PointCloudAnnotation,
+    SequenceAnnotation,
+    dump_annotations,
+    parse_frame_annotation,
+    parse_sequence_annotation,
+    to_jsonable,
+)
+from catpose.manifest import Manifest
+from catpose.parallel import map_items
+
+GT_FILE = "catpose_gt.json"
+FILE_INDEX_STRIDE = 3  # image file numbers differ from frame_number, as in CO3D
+
+
+@dataclass(frozen=True)
+class Similarity:
+    """``x' = scale · R · x + t`` (column vectors)."""
+
+    R: np.ndarray
+    t: np.ndarray
+    scale: float
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        return self.scale * np.asarray(x) @ self.R.T + self.t
+
+    def inverse(self) -> "Similarity":
+        Rt = self.R.T
+        return Similarity(Rt, -(Rt @ self.t) / self.scale, 1.0 / self.scale)
+
+    def to_json(self) -> dict:
+        return {"rotation": self.R.ravel().tolist(), "translation": self.t.tolist(), "scale": float(self.scale)}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Similarity":
+        return cls(np.asarray(d["rotation"], float).reshape(3, 3), np.asarray(d["translation"], float), float(d["scale"]))
+
+
+def sequence_rng(seed: int, category: str, index: int) -> np.random.Generator:
+    return np.random.default_rng([seed, zlib.crc32(category.encode()), index])
+
+
+def sequence_name(category: str, index: int) -> str:
+    return f"{category}_{index:04d}"
+
+
+def orbit_cameras(rng: np.random.Generator, extent: float, center: np.ndarray, n_frames: int,
+                  size: int) -> list[Camera]:
+    """Cameras in the canonical frame, circling the object like a person filming it."""
+    fov = np.deg2rad(rng.uniform(40, 55))
+    f_ndc = 1.0 / np.tan(fov / 2)
+    radius = extent / 2
+    dist0 = radius / np.tan(fov / 2) / rng.uniform(0.9, 1.05)
+    az0 = rng.uniform(0, 2 * np.pi)
+    sweep = np.deg2rad(rng.uniform(320, 360)) * rng.choice([-1, 1])
+    el0, el1 = np.deg2rad(rng.uniform(15, 35)), np.deg2rad(rng.uniform(5, 15))
+    el_freq, el_phase = rng.uniform(0.5, 1.5), rng.uniform(0, 2 * np.pi)
+    cams = []
+    for k in range(n_frames):
+        s = k / n_frames
+        az = az0 + sweep * s
+        el = el0 + el1 * np.sin(2 * np.pi * el_freq * s + el_phase)
+        dist = dist0 * (1 + 0.05 * np.sin(2 * np.pi * s * 1.3 + el_phase))
+        eye = center + dist * np.array([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)])
+        target = center + rng.normal(0, 0.03 * radius, 3)
+        Rc = look_at_rotation(eye, target)
+        roll = Rotation.from_rotvec([0, 0, np.deg2rad(rng.normal(0, 3))]).as_matrix()
+        Rc = Rc @ roll.T  # roll about the viewing axis
+        T = -eye @ Rc
+        cams.append(Camera(Rc, T, (f_ndc, f_ndc), (0.0, 0.0), (size, size), "ndc_isotropic"))
+    return cams
+
+
+def random_world_frame(rng: np.random.Generator, extent: float) -> Similarity:
+    """The ground truth of one video: world → canonical. The world frame is random, as after SfM."""
+    R_w = Rotation.random(random_state=rng).as_matrix()  # world_from_canonical rotation
+    s_w = float(np.exp(rng.uniform(np.log(0.3), np.log(3.0)))) / extent  # SfM scale is arbitrary
+    t_w = rng.normal(0, 1.0, 3)
+    return Similarity(R_w, t_w, s_w).inverse()
+
+
+def camera_in_world(cam_c: Camera, gt: Similarity) -> Camera:
+    """Re-expresses a canonical-frame camera in the world frame ``x_c = s R x_w + t``.
+
+    ``X_cam = x_c Rc + Tc = s·x_w Rᵀ Rc + t Rc + Tc``; dividing the camera coordinates by ``s`` (which
+    does not change the image) gives a rigid camera ``R = Rᵀ Rc``, ``T = (t Rc + Tc) / s``.
+    """
+    R = gt.R.T @ cam_c.R
+    T = (gt.t @ cam_c.R + cam_c.T) / gt.scale
+    return Camera(R, T, cam_c.focal_length, cam_c.principal_point, cam_c.image_size, cam_c.intrinsics_format)
+
+
+def _voxel_downsample(points: np.ndarray, voxel: float) -> np.ndarray:
+    keys = np.floor(points / voxel).astype(np.int64)
+    _, first = np.unique(keys, axis=0, return_index=True)
+    return np.sort(first)
+
+
+def _write_depth_png(path: Path, depth: np.ndarray) -> None:
+    """CO3D depth: the uint16 bit pattern of float16 values, in a 16-bit PNG."""
+    bits = depth.astype(np.float16).view(np.uint16)
+    Image.fromarray(bits).save(path)
+
+
+def generate_sequence(cfg: SynthConfig, category: str, index: int) -> dict:
+    """Renders and writes one video; returns its annotations and ground truth (as JSON dicts)."""
+    root = Path(cfg.out)
+    rng = sequence_rng(cfg.seed, category, index)
+    seq = sequence_name(category, index)
+    inst = make_instance(category, rng)
+    renderer = SceneRenderer(inst, rng)
+    mesh, _ = inst.merged()
+    center = mesh.bounds.mean(axis=0)
+    cams_c = orbit_cameras(rng, inst.extent, center, cfg.frames, cfg.size)
+    gt = random_world_frame(rng, inst.extent)
+    seq_dir = root / category / seq
+    for sub in ("images", "masks") + (("depths", "depth_masks") if cfg.depth else ()):
+        (seq_dir / sub).mkdir(parents=True, exist_ok=True)
+    frames, pts, cols, nrms = [], [], [], []
+    for k, cam_c in enumerate(cams_c):
+        out = renderer.render(cam_c, supersample=cfg.supersample)
+        cam_w = camera_in_world(cam_c, gt)
+        fid = 1 + FILE_INDEX_STRIDE * k
+        rel = f"{category}/{seq}"
+        img_rel = f"{rel}/images/frame{fid:06d}.jpg"
+        mask_rel = f"{rel}/masks/frame{fid:06d}.png"
+        Image.fromarray(out.image).save(root / img_rel, quality=95)
+        Image.fromarray((out.mask * 255 + 0.5).astype(np.uint8)).save(root / mask_rel)
+        depth_w = out.depth / gt.scale  # camera coordinates were divided by s
+        depth_ann = None
+        if cfg.depth:
+            d_rel = f"{rel}/depths/frame{fid:06d}.jpg.geometric.png"
+            dm_rel = f"{rel}/depth_masks/frame{fid:06d}.png"
+            _write_depth_png(root / d_rel, np.where(out.mask > 0, depth_w, 0.0))
+            Image.fromarray(((out.mask > 0) * 255).astype(np.uint8)).save(root / dm_rel)
+            depth_ann = DepthAnnotation(d_rel, 1.0, dm_rel)
+        frames.append(FrameAnnotation(
+            sequence_name=seq, frame_number=k, frame_timestamp=round(k / 10.0, 3),
+            image=ImageAnnotation(img_rel, (cfg.size, cfg.size)), depth=depth_ann,
+            mask=MaskAnnotation(mask_rel, float(out.mask.sum())), viewpoint=cam_w.to_viewpoint(),
+        ))
+        # points of fully covered pixels, unprojected in the sequence's world frame
+        full = out.mask > 0.99
+        if full.any():
+            v, u = np.nonzero(full)
+            uv = np.stack([u + 0.5, v + 0.5], axis=-1)
+            pts.append(cam_w.unproject(uv, depth_w[full]))
+            cols.append(out.image[full])
+            nrms.append(out.normals[full] @ gt.R)  # canonical → world direction: Rᵀ n (row form)
+    points = np.concatenate(pts) if pts else np.zeros((0, 3))
+    keep = _voxel_downsample(points, voxel=inst.extent / gt.scale / 150.0) if len(points) else np.zeros(0, int)
+    if len(keep) > cfg.max_points:
+        keep = np.sort(rng.choice(keep, cfg.max_points, replace=False))
+    cloud = PointCloud(points[keep].astype(np.float32), np.concatenate(cols)[keep] if cols else None,
+                       np.concatenate(nrms)[keep].astype(np.float32) if nrms else None)
+    ply_rel = f"{category}/{seq}/pointcloud.ply"
+    write_ply(root / ply_rel, cloud)
+    seq_ann = SequenceAnnotation(
+        sequence_name=seq, category=category,
+        point_cloud=PointCloudAnnotation(ply_rel, 1.0, len(keep)), viewpoint_quality_score=1.0,
+    )
+    record = {
+        "frames": to_jsonable(frames),
+        "sequence": to_jsonable(seq_ann),
+        "gt": {**gt.to_json(), "instance": {k: float(v) for k, v in inst.params.items()}},
+    }
+    staging = root / category / ".synth" / f"{seq}.json"
+    staging.parent.mkdir(parents=True, exist_ok=True)
+    staging.write_text(json.dumps(record))
+    return record
+
+
+def _generate_task(args: tuple[SynthConfig, str, int]) -> dict:
+    cfg, category, index = args
+    return generate_sequence(cfg, category, index)
+
+
+def generate(cfg: SynthConfig) -> dict[str, Manifest]:
+    """Generates every category of ``cfg``; resumes where sequences are already written."""
+    root = Path(cfg.out)
+    root.mkdir(parents=True, exist_ok=True)
+    manifests = {}
+    gt_path = root / GT_FILE
+    gt_all = json.loads(gt_path.read_text()) if gt_path.is_file() else {"categories": {}}
+    gt_all["convention"] = ("x_canonical = scale * R @ x_world + translation; rotation row-major 3x3; "
+                            "canonical frame: x front, y left, z up, object on z = 0")
+    for category in cfg.category:
+        man = Manifest.load_or_new(root / category / "catpose_manifest_synth.json", "synth")
+        man.info.update({"videos": cfg.videos, "frames": cfg.frames, "size": cfg.size, "seed": cfg.seed})
+        todo = []
+        for i in range(cfg.videos):
+            staged = root / category / ".synth" / f"{sequence_name(category, i)}.json"
+            if not staged.is_file():
+                todo.append((cfg, category, i))
+        for (_, _, i), _, err, sec in map_items(_generate_task, todo, workers=cfg.workers, desc=f"synth {category}"):
+            man.record(sequence_name(category, i), "failed" if err else "ok", error=err, seconds=sec, save=False)
+        man.save()
+        # assemble the category's annotation files from the per-sequence records
+        frames, seqs, gts = [], [], {}
+        for i in range(cfg.videos):
+            name = sequence_name(category, i)
+            staged = root / category / ".synth" / f"{name}.json"
+            if not staged.is_file():
+                continue
+            rec = json.loads(staged.read_text())
+            frames += [parse_frame_annotation(d, str(staged), j) for j, d in enumerate(rec["frames"])]
+            seqs.append(parse_sequence_annotation(rec["sequence"], str(staged), 0))
+            gts[name] = rec["gt"]
+            if man.status(name) is None:
+                man.record(name, "ok", save=False)
+        man.save()
+        dump_annotations(root / category / "frame_annotations.jgz", frames)
+        dump_annotations(root / category / "sequence_annotations.jgz", seqs)
+        names = sorted(gts)
+        val = set(names[::10])
+        set_list = {
+            "train": [[f.sequence_name, f.frame_number, f.image.path] for f in frames if f.sequence_name not in val],
+            "val": [[f.sequence_name, f.frame_number, f.image.path] for f in frames if f.sequence_name in val],
+            "test": [],
+        }
+        (root / category / "set_lists").mkdir(exist_ok=True)
+        (root / category / "set_lists" / "set_lists_fewview_dev.json").write_text(json.dumps(set_list))
+        gt_all["categories"][category] = {"sequences": gts}
+        manifests[category] = man
+    gt_path.write_text(json.dumps(gt_all, indent=1))
+    return manifests
+
+
+def load_ground_truth(root: str | Path, category: str) -> dict[str, Similarity]:
+    """Ground-truth world→canonical similarities of a synthetic category (for evaluation only)."""
+    data = json.loads((Path(root) / GT_FILE).read_text())
+    seqs = data["categories"][category]["sequences"]
+    return {k: Similarity.from_json(v) for k, v in seqs.items()}

@@ -1,0 +1,45 @@
+"""Errors that name what is wrong and where: the file, the sequence or frame, and the field."""
+
+from __future__ import annotations
+
+
+class CatposeError(Exception):
+    """Base class of catpose's own errors."""
+
+
+class DataFormatError(CatposeError, ValueError):
+    """A file exists but its content is not what the format requires.
+
+    ``path`` is the file, ``field`` the dotted field inside it (``frame_annotations[12].viewpoint.R``)
+    when the problem is a field; both appear in the message.
+    """
+
+    def __init__(self, path: str, message: str, field: str | None = None):
+        self.path = str(path)
+        self.field = field
+        where = f"{self.path}: field '{field}'" if field else self.path
+        super().__init__(f"{where}: {message}")
+
+
+class MissingFileError(CatposeError, FileNotFoundError):
+    """A file that the data layout requires does not exist."""
+
+    def __init__(self, path: str, what: str = "file"):
+        self.path = str(path)
+        super().__init__(f"{what} not found: {self.path}")
+
+
+class SfMError(CatposeError, RuntimeError):
+    """Structure-from-Motion failed for a sequence."""
+
+    def __init__(self, sequence: str, message: str):
+        self.sequence = sequence
+        super().__init__(f"SfM failed for sequence '{sequence}': {message}")
+
+
+class StorageError(CatposeError, OSError):
+    """A store (local folder or s3:// bucket) cannot be reached or written."""
+
+    def __init__(self, uri: str, message: str):
+        self.uri = uri
+        super().__init__(f"{uri}: {message}")

@@ -1,0 +1,84 @@
+"""A thin layer over Ray for per-item batch work (one item = one sequence, or one chunk of pairs).
+
+``map_items`` runs ``fn(item)`` for every item, in this process (``workers=0``) or as Ray tasks
+(``workers>=1``: at most that many in flight, streamed with ``ray.wait``), shows a progress bar, and
+yields ``(item, result, error)`` in completion order. An exception in one item is returned as its
+error string and never stops the others; Ray system failures (a lost worker) are retried by Ray.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import traceback
+from typing import Any, Callable, Iterable, Iterator
+
+from tqdm.auto import tqdm
+
+
+def _call(fn: Callable[[Any], Any], item: Any) -> tuple[Any, str | None, float]:
+    t0 = time.perf_counter()
+    try:
+        return fn(item), None, time.perf_counter() - t0
+    except Exception as e:  # an item's failure is data, not a crash of the batch
+        msg = f"{type(e).__name__}: {e}"
+        if os.environ.get("CATPOSE_TRACEBACKS"):
+            msg += "\n" + traceback.format_exc()
+        return None, msg, time.perf_counter() - t0
+
+
+def init_ray(num_cpus: int | None = None, address: str | None = None) -> None:
+    """Connects to the cluster named by ``address``/``RAY_ADDRESS``, or starts a small local Ray."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, ignore_reinit_error=True, log_to_driver=True)
+    else:
+        ray.init(num_cpus=num_cpus, include_dashboard=False, ignore_reinit_error=True,
+                 object_store_memory=256 * 1024**2, log_to_driver=True)
+
+
+def map_items(
+    fn: Callable[[Any], Any],
+    items: Iterable[Any],
+    workers: int = 0,
+    desc: str = "",
+    num_cpus: float = 1,
+    num_gpus: float = 0,
+    progress: bool = True,
+) -> Iterator[tuple[Any, Any, str | None, float]]:
+    """Yields ``(item, result, error, seconds)`` for each item, as they complete."""
+    items = list(items)
+    bar = tqdm(total=len(items), desc=desc, disable=not progress or not items, dynamic_ncols=True)
+    try:
+        if workers <= 0 or len(items) <= 1:
+            for it in items:
+                res, err, sec = _call(fn, it)
+                bar.update(1)
+                yield it, res, err, sec
+            return
+        import ray
+
+        init_ray()
+        remote = ray.remote(_call).options(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=2)
+        fn_ref = ray.put(fn)
+        pending: dict[Any, Any] = {}
+        queue = list(items)
+        while queue or pending:
+            while queue and len(pending) < workers:
+                it = queue.pop(0)
+                pending[remote.remote(fn_ref, it)] = it
+            done, _ = ray.wait(list(pending), num_returns=1)
+            for ref in done:
+                it = pending.pop(ref)
+                try:
+                    res, err, sec = ray.get(ref)
+                except Exception as e:  # the task itself died after its retries
+                    res, err, sec = None, f"{type(e).__name__}: {e}", 0.0
+                bar.update(1)
+                yield it, res, err, sec
+    finally:
+        bar.close()
