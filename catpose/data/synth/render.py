@@ -20,16 +20,17 @@ from catpose.data.synth.shapes import ObjectInstance
 class SolidNoise:
     """Smooth random function of 3D position: a sum of random sinusoids (band-limited noise)."""
 
-    def __init__(self, rng: np.random.Generator, scale: float, n: int = 24, fmin: float = 4.0, fmax: float = 24.0):
+    def __init__(self, rng: np.random.Generator, scale: float, n: int = 24, fmin: float = 4.0, fmax: float = 24.0,
+                 contrast: float = 1.5):
         dirs = rng.normal(size=(n, 3))
         dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
         freqs = np.exp(rng.uniform(np.log(fmin), np.log(fmax), size=n)) / scale
         self.w = dirs * freqs[:, None]
         self.phase = rng.uniform(0, 2 * np.pi, size=n)
-        self.amp = 1.0 / np.sqrt(n)
+        self.amp = contrast / np.sqrt(n)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        return np.tanh(1.5 * self.amp * np.sin(x @ self.w.T + self.phase).sum(axis=1))
+        return np.tanh(self.amp * np.sin(x @ self.w.T + self.phase).sum(axis=1))
 
 
 @dataclass
@@ -51,20 +52,38 @@ class SceneRenderer:
         albedo = [p.albedo for p in instance.parts]
         amps = [p.texture_amp for p in instance.parts]
         if ground:
-            disc = trimesh.creation.cylinder(radius=2.5 * self.extent, height=1e-3 * self.extent, sections=64)
+            # a textured floor and, beyond the camera orbit, clutter (boxes and columns of random
+            # colours): a non-planar background, as in real object-centric videos, which SfM needs
+            disc = trimesh.creation.cylinder(radius=4.0 * self.extent, height=1e-3 * self.extent, sections=64)
             disc.apply_translation([0, 0, -1e-3 * self.extent])
             meshes.append(disc)
-            part_of_face.append(np.full(len(disc.faces), n_parts))
+            part_of_face.append(np.full(len(disc.faces), len(albedo)))
             g = rng.uniform(0.35, 0.65)
             albedo.append(np.array([g, g * rng.uniform(0.85, 1.0), g * rng.uniform(0.7, 0.95)]))
-            amps.append(0.45)
+            amps.append(0.6)
+            n_clutter = 10
+            for k in range(n_clutter):
+                ang = 2 * np.pi * (k + rng.uniform(0.2, 0.8)) / n_clutter
+                rad = self.extent * rng.uniform(2.4, 3.6)
+                size = self.extent * rng.uniform(0.3, 0.8, 3) * np.array([1, 1, 2])
+                if rng.uniform() < 0.5:
+                    c = trimesh.creation.box(extents=size)
+                else:
+                    c = trimesh.creation.cylinder(radius=size[0] / 2, height=size[2], sections=24)
+                c.apply_transform(trimesh.transformations.rotation_matrix(rng.uniform(0, np.pi), [0, 0, 1]))
+                c.apply_translation([rad * np.cos(ang), rad * np.sin(ang), size[2] / 2])
+                meshes.append(c)
+                part_of_face.append(np.full(len(c.faces), len(albedo)))
+                albedo.append(rng.uniform(0.2, 0.9, 3))
+                amps.append(0.6)
         self.mesh = trimesh.util.concatenate(meshes)
         self.face_part = np.concatenate(part_of_face)
         self.n_object_parts = n_parts
         self.albedo = np.stack(albedo)
         self.texture_amp = np.array(amps)
         self.noise = SolidNoise(rng, scale=self.extent)
-        self.fine_noise = SolidNoise(rng, scale=self.extent, fmin=20.0, fmax=60.0)
+        self.mid_noise = SolidNoise(rng, scale=self.extent, n=48, fmin=15.0, fmax=60.0, contrast=5.0)
+        self.fine_noise = SolidNoise(rng, scale=self.extent, n=48, fmin=60.0, fmax=200.0, contrast=5.0)
         if light_dir is None:
             light_dir = np.array([rng.uniform(-0.5, 0.5), rng.uniform(-0.5, 0.5), 1.0])
         self.light = np.asarray(light_dir, dtype=np.float64) / np.linalg.norm(light_dir)
@@ -93,7 +112,7 @@ class SceneRenderer:
             flip = (nrm * dirs[ray_idx]).sum(1) > 0
             nrm[flip] *= -1
             tex = 1.0 + self.texture_amp[part][:, None] * (
-                0.7 * self.noise(locs)[:, None] + 0.3 * self.fine_noise(locs)[:, None])
+                0.4 * self.noise(locs) + 0.3 * self.mid_noise(locs) + 0.3 * self.fine_noise(locs))[:, None]
             shade = 0.35 + 0.65 * np.clip(nrm @ self.light, 0.0, 1.0)
             color[ray_idx] = np.clip(self.albedo[part] * tex * shade[:, None], 0, 1)
             obj[ray_idx] = part < self.n_object_parts

@@ -23,7 +23,7 @@ class Part:
     name: str
     mesh: trimesh.Trimesh
     albedo: np.ndarray  # (3,) in [0, 1]
-    texture_amp: float = 0.3  # strength of the solid noise texture (SfM needs some)
+    texture_amp: float = 0.45  # strength of the solid noise texture (SfM needs some)
 
 
 @dataclass
@@ -80,23 +80,23 @@ def make_car(rng: np.random.Generator) -> ObjectInstance:
     glass = _hsv(0.58 + rng.normal(0, 0.02), 0.35, 0.35 + rng.uniform(-0.05, 0.05))
     ztop = z0 + hb
     parts = [
-        Part("body", _box([L, W, hb], [0, 0, z0 + hb / 2]), body_col, 0.25),
-        Part("cabin", _box([Lc, W * 0.84, hc], [xc, 0, ztop + hc / 2]), glass, 0.2),
-        Part("roof", _box([Lc * 0.9, W * 0.86, 0.06], [xc, 0, ztop + hc + 0.03]), body_col * 0.9, 0.25),
-        Part("grille", _box([0.04, W * 0.4, hb * 0.35], [L / 2 + 0.01, 0, z0 + hb * 0.45]), np.array([0.12, 0.12, 0.13]), 0.4),
+        Part("body", _box([L, W, hb], [0, 0, z0 + hb / 2]), body_col, 0.4),
+        Part("cabin", _box([Lc, W * 0.84, hc], [xc, 0, ztop + hc / 2]), glass, 0.35),
+        Part("roof", _box([Lc * 0.9, W * 0.86, 0.06], [xc, 0, ztop + hc + 0.03]), body_col * 0.9, 0.4),
+        Part("grille", _box([0.04, W * 0.4, hb * 0.35], [L / 2 + 0.01, 0, z0 + hb * 0.45]), np.array([0.12, 0.12, 0.13]), 0.5),
     ]
     for side in (1, -1):
         parts.append(Part("headlight", _box([0.05, W * 0.2, hb * 0.22], [L / 2 + 0.015, side * W * 0.33, z0 + hb * 0.7]),
-                          np.array([1.0, 0.95, 0.7]), 0.1))
+                          np.array([1.0, 0.95, 0.7]), 0.2))
         parts.append(Part("taillight", _box([0.05, W * 0.18, hb * 0.2], [-L / 2 - 0.015, side * W * 0.34, z0 + hb * 0.72]),
-                          np.array([0.85, 0.08, 0.06]), 0.1))
+                          np.array([0.85, 0.08, 0.06]), 0.2))
     xw = L / 2 - rw * rng.uniform(1.3, 1.7)
     for sx in (1, -1):
         for sy in (1, -1):
             parts.append(Part("wheel", _cylinder(rw, 0.24, [sx * xw, sy * (W / 2 - 0.08), rw], axis="y"),
-                              np.array([0.09, 0.09, 0.1]), 0.35))
+                              np.array([0.09, 0.09, 0.1]), 0.5))
             parts.append(Part("hubcap", _cylinder(rw * 0.5, 0.02, [sx * xw, sy * (W / 2 + 0.05), rw], axis="y"),
-                              np.array([0.75, 0.75, 0.78]), 0.2))
+                              np.array([0.75, 0.75, 0.78]), 0.3))
     return ObjectInstance("car", parts, dict(length=L, width=W, wheel_radius=rw))
 
 
@@ -118,10 +118,10 @@ def make_mug(rng: np.random.Generator) -> ObjectInstance:
     handle.apply_transform(trimesh.transformations.rotation_matrix(np.pi / 2, [1, 0, 0]))  # into the xz plane
     handle.apply_translation([r + R_major * 0.35, 0, h * 0.52])
     parts = [
-        Part("body", outer, body_col, 0.2),
-        Part("inside", bottom_in, body_col * 0.35, 0.2),
-        Part("band", band, _hsv(rng.uniform(), 0.1, 0.95), 0.15),
-        Part("handle", handle, body_col * 0.75, 0.2),
+        Part("body", outer, body_col, 0.35),
+        Part("inside", bottom_in, body_col * 0.35, 0.3),
+        Part("band", band, _hsv(rng.uniform(), 0.1, 0.95), 0.25),
+        Part("handle", handle, body_col * 0.75, 0.35),
     ]
     return ObjectInstance("mug", parts, dict(radius=r, height=h))
 
