@@ -258,7 +258,7 @@ def dump_jgz(path: str | Path, obj: Any) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     data = to_jsonable(obj)
     # mtime=0 keeps the bytes reproducible for the same content
-    with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as fh:
+    with open(tmp, "wb") as raw, gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as fh:
         fh.write(json.dumps(data).encode("utf8"))
     tmp.replace(path)
 
