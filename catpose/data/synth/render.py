@@ -25,12 +25,15 @@ class SolidNoise:
         dirs = rng.normal(size=(n, 3))
         dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
         freqs = np.exp(rng.uniform(np.log(fmin), np.log(fmax), size=n)) / scale
-        self.w = dirs * freqs[:, None]
-        self.phase = rng.uniform(0, 2 * np.pi, size=n)
+        self.w = (dirs * freqs[:, None]).astype(np.float32)
+        self.phase = rng.uniform(0, 2 * np.pi, size=n).astype(np.float32)
         self.amp = contrast / np.sqrt(n)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        return np.tanh(self.amp * np.sin(x @ self.w.T + self.phase).sum(axis=1))
+        # float32: numpy's vectorised sin makes this several times faster than float64
+        arg = np.asarray(x, dtype=np.float32) @ self.w.T
+        arg += self.phase
+        return np.tanh(self.amp * np.sin(arg, out=arg).sum(axis=1, dtype=np.float64))
 
 
 @dataclass
