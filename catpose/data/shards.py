@@ -41,6 +41,10 @@ SCHEMA = pa.schema([
 ])
 
 
+# JPEG/PNG bytes are compressed already: zstd there costs time and saves nothing
+COMPRESSION = {name: ("none" if name in ("image", "mask") else "zstd") for name in SCHEMA.names}
+
+
 def frame_row(frame: Co3dFrame, verify: bool = True) -> dict:
     """A frame as one shard row; raises a named error when the frame is unusable."""
     cam = frame.camera  # raises when the viewpoint is missing
@@ -93,7 +97,7 @@ def write_shards(cfg: ShardConfig, progress: bool = True) -> dict:
             if not (done and done.get("first") == keys[0] and done.get("rows") == len(rows) and store.exists(rel)):
                 table = pa.Table.from_pylist(rows, schema=SCHEMA)
                 store.makedirs(f"category={category}")
-                pq.write_table(table, store.path(rel), filesystem=fs, compression="zstd", row_group_size=64)
+                pq.write_table(table, store.path(rel), filesystem=fs, compression=COMPRESSION, row_group_size=64)
                 manifest["shards"][rel] = {"rows": len(rows), "first": keys[0], "last": keys[-1]}
             shard_idx += 1
             rows = []
