@@ -122,7 +122,8 @@ def run(cfg: PipelineConfig) -> dict:
             except Exception as e:
                 man.record(name, "failed", error=f"{type(e).__name__}: {e}", seconds=time.perf_counter() - t0)
                 raise
-            man.record(name, "ok", seconds=time.perf_counter() - t0)
+            man.record(name, "ok", seconds=time.perf_counter() - t0, **(
+                {"unusable": report["unusable"]} if name == "validate" and report.get("unusable") else {}))
             report["stages"][name] = round(time.perf_counter() - t0, 1)
             return res
         return deco
@@ -165,7 +166,9 @@ def run(cfg: PipelineConfig) -> dict:
                 try:
                     checks.append(check_sequence(seq))
                 except Exception as e:  # a broken sequence is reported, the others are checked
-                    print(f"  {c}/{seq.name}: {type(e).__name__}: {e}")
+                    msg = f"{type(e).__name__}: {e}"
+                    print(f"  unusable {c}/{seq.name}: {msg}")
+                    report.setdefault("unusable", {})[f"{c}/{seq.name}"] = msg
             in_mask = [k.in_mask for k in checks]
             rows.append({"category": c, "sequences": len(cat), "frames": sum(k.frames for k in checks),
                          "mean points": int(np.mean([k.points for k in checks])) if checks else 0,
@@ -195,6 +198,8 @@ def write_report(out: Path, data_root: Path, report: dict) -> None:
         lines.append(f"| {r['category']} | {r['sequences']} | {r['frames']} | {r['mean points']} | "
                      f"{r['cloud in masks']:.1%} | {r['unusable']} |")
     lines += [""] + [f"![frames of {r['category']}](plots/frames_{r['category']}.png)" for r in report.get("validate", [])]
+    if report.get("unusable"):
+        lines += ["", "Unusable sequences:", ""] + [f"- `{k}`: {v}" for k, v in report["unusable"].items()]
     if "shard" in report:
         s = report["shard"]
         lines += ["", "## Shards", "", f"`{s['uri']}`: " + ", ".join(

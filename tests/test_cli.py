@@ -56,3 +56,24 @@ def test_main_job_with_yaml_config_resumes(tmp_path):
     r = run(args + ["--synth.videos", "3"])  # flags override the YAML; finished videos are kept
     assert r.returncode == 0, r.stderr[-3000:]
     assert "| car | 3 | 12 |" in r.stdout and img.stat().st_mtime_ns == mtime
+
+
+def test_main_job_reports_a_broken_sequence_and_goes_on(tmp_path, synth_root):
+    import shutil
+
+    from catpose.data.pointcloud import PointCloud, write_ply
+    from catpose.pipeline import PipelineConfig, run
+
+    import numpy as np
+
+    data = tmp_path / "data"
+    shutil.copytree(synth_root, data)
+    write_ply(data / "mug" / "mug_0001" / "pointcloud.ply", PointCloud(np.zeros((0, 3), np.float32)))
+    report = run(PipelineConfig(out=tmp_path / "run", data=data, workers=0))
+    assert list(report["unusable"]) == ["mug/mug_0001"]
+    assert "mug_0001/pointcloud.ply" in report["unusable"]["mug/mug_0001"] and "empty" in report["unusable"]["mug/mug_0001"]
+    rows = {r["category"]: r for r in report["validate"]}
+    assert rows["mug"]["unusable"] == 1 and rows["car"]["unusable"] == 0 and rows["car"]["cloud in masks"] > 0.95
+    assert report["shard"]["categories"]["mug"]["frames"] == 24  # the frames themselves are still sharded
+    man = json.loads((tmp_path / "run" / "pipeline_manifest.json").read_text())
+    assert "mug/mug_0001" in man["items"]["validate"]["unusable"]

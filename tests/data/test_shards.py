@@ -70,14 +70,22 @@ def test_bad_frames_are_skipped_and_recorded(synth_root, tmp_path):
     bad_img = seq.frames[3].image_path
     bad_img.write_bytes(bad_img.read_bytes()[:200])  # truncated JPEG
     seq.frames[4].mask_path.unlink()  # missing mask
+    from catpose.data.types import dump_annotations, load_frame_annotations
+
+    fa_path = root / "car" / "frame_annotations.jgz"
+    anns = load_frame_annotations(fa_path)
+    victim = next(a for a in anns if a.sequence_name == seq.name and a.frame_number == 6)
+    victim.viewpoint = None  # missing annotation field
+    dump_annotations(fa_path, anns)
     out = str(tmp_path / "shards")
     man = write_shards(ShardConfig(data=root, out=out, category=("car",)), progress=False)
-    assert man["categories"]["car"]["frames"] == 22
+    assert man["categories"]["car"]["frames"] == 21
     skipped = man["skipped"]
-    assert set(skipped) == {f"car/{seq.name}/3", f"car/{seq.name}/4"}
+    assert set(skipped) == {f"car/{seq.name}/3", f"car/{seq.name}/4", f"car/{seq.name}/6"}
+    assert "viewpoint" in skipped[f"car/{seq.name}/6"] and "frame_annotations.jgz" in skipped[f"car/{seq.name}/6"]
     assert str(bad_img) in skipped[f"car/{seq.name}/3"]
     assert "mask not found" in skipped[f"car/{seq.name}/4"]
-    assert len(list(iter_shard_rows(out))) == 22
+    assert len(list(iter_shard_rows(out))) == 21
 
 
 def test_rerun_skips_written_shards(synth_root, tmp_path):
