@@ -3,6 +3,7 @@
     catpose synth   --category car mug --videos 40 --frames 24 --size 128 --out DIR
     catpose ingest  --frames RAW --category cup --out DIR
     catpose shard   --data DIR --out s3://bucket/shards
+    catpose features --data DIR --category car --out STORE [--backbone dinov2_vits14 --weights PATH]
     catpose info    --data DIR
 """
 
@@ -13,7 +14,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from catpose.config import IngestConfig, ShardConfig, SynthConfig
+from catpose.config import FeaturesConfig, IngestConfig, ShardConfig, SynthConfig
 from catpose.errors import CatposeError
 
 
@@ -66,6 +67,20 @@ def run_shard(cfg: ShardConfig) -> int:
     return 0
 
 
+def run_features(cfg: FeaturesConfig) -> int:
+    from catpose.features.runner import run_features as run
+
+    failed = 0
+    for cat, man in run(cfg).items():
+        s = man.summary()
+        failed += s.get("failed", 0)
+        print(f"{cat}: {s}, backbone: {man.info.get('backbone')}, mean visible fraction "
+              f"{man.info.get('mean_visible')} -> {cfg.out.rstrip('/')}/{cat}/")
+        for k, err in man.failed.items():
+            print(f"  FAILED {k}: {err}")
+    return 1 if failed else 0
+
+
 def run_info(cfg: InfoConfig) -> int:
     from catpose.data.co3d import Co3dCategory, list_categories
 
@@ -99,6 +114,7 @@ COMMANDS = {
     "synth": (SynthConfig, run_synth),
     "ingest": (IngestConfig, run_ingest),
     "shard": (ShardConfig, run_shard),
+    "features": (FeaturesConfig, run_features),
     "info": (InfoConfig, run_info),
 }
 

@@ -69,3 +69,43 @@ class ShardConfig:
     """Frames per Parquet file."""
     endpoint_url: str | None = None
     """S3 endpoint for S3-compatible stores (MinIO, moto); default: $AWS_ENDPOINT_URL or AWS."""
+
+
+@dataclass
+class FeaturesConfig:
+    """Surface features S = {V, F} per video: vertices from the point cloud, per-frame backbone features."""
+
+    data: Path = Path("data/synth")
+    """Dataset root (CO3D v2 layout)."""
+    category: tuple[str, ...] = ("car",)
+    """Categories to process."""
+    out: str = "data/features"
+    """Feature store: a folder or an s3://bucket/prefix URI; one file per sequence."""
+    backbone: str = "colorsift"
+    """colorsift (offline, no weights), random_cnn (floor), dinov2_vits14 / dinov2_vitb14 / dinov2_vitl14."""
+    weights: Path | None = None
+    """DINOv2 checkpoint file (default: $CATPOSE_DINOV2_WEIGHTS, then the torch hub cache)."""
+    layer: int = -1
+    """DINOv2 block whose output is used (-1: last)."""
+    facet: str = "token"
+    """DINOv2 facet: token, key, query or value."""
+    input_size: int = 448
+    """DINOv2 input resolution (multiple of 14)."""
+    vertices: int = 1000
+    """Vertices N per video (farthest point sampling of the cleaned point cloud)."""
+    frames: int = 8
+    """Frames K per video (evenly subsampled)."""
+    batch: int = 8
+    """Frames per backbone batch."""
+    outlier_k: int = 16
+    """Neighbours for statistical outlier removal."""
+    outlier_std: float = 2.0
+    """Outlier threshold in standard deviations of the mean neighbour distance."""
+    vis_tol: float = 0.03
+    """Depth tolerance of the visibility test, as a fraction of the object's diameter."""
+    workers: int = 2
+    """Ray tasks in flight (0: in this process)."""
+    device: str = "auto"
+    """cpu, cuda, or auto (cuda when available; Ray tasks then ask for GPU fractions)."""
+    endpoint_url: str | None = None
+    """S3 endpoint for S3-compatible stores."""

@@ -16,18 +16,22 @@ from typing import Any
 
 @dataclass
 class Manifest:
-    path: Path
+    path: Path | str  # a local file, or a key inside ``store``
     stage: str
     items: dict[str, dict[str, Any]] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
+    store: Any = None  # a catpose.storage.Store (local folder or s3://) holding ``path``
 
     @classmethod
-    def load_or_new(cls, path: str | Path, stage: str) -> "Manifest":
-        path = Path(path)
-        if path.is_file():
-            data = json.loads(path.read_text())
-            return cls(path, data.get("stage", stage), data.get("items", {}), data.get("info", {}))
-        return cls(path, stage)
+    def load_or_new(cls, path: str | Path, stage: str, store: Any = None) -> "Manifest":
+        if store is not None:
+            data = store.read_json(str(path), default=None)
+        else:
+            path = Path(path)
+            data = json.loads(path.read_text()) if path.is_file() else None
+        if data:
+            return cls(path, data.get("stage", stage), data.get("items", {}), data.get("info", {}), store)
+        return cls(path, stage, store=store)
 
     def record(self, key: str, status: str, error: str | None = None, seconds: float | None = None,
                save: bool = True, **extra: Any) -> None:
@@ -58,6 +62,10 @@ class Manifest:
         return out
 
     def save(self) -> None:
+        if self.store is not None:
+            self.store.write_json(str(self.path), {"stage": self.stage, "info": self.info, "items": self.items})
+            return
+        self.path = Path(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps({"stage": self.stage, "info": self.info, "items": self.items}, indent=1))

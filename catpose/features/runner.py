@@ -1,0 +1,121 @@
+"""``catpose features``: surface features of every sequence of a category, as Ray tasks.
+
+One task per sequence (GPU fractions when the cluster has GPUs, batched frames), a progress bar,
+one file per sequence in the store (``<out>/<category>/<sequence>.npz``, local or ``s3://``),
+per-sequence status in ``<out>/<category>/_manifest.json``. Reruns skip sequences already done with
+the same settings; a failed sequence is recorded with its error and the others go on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import numpy as np
+
+from catpose.config import FeaturesConfig
+from catpose.features.surface import SurfaceFeatures
+from catpose.manifest import Manifest
+from catpose.parallel import map_items
+from catpose.storage import Store
+
+_BACKBONES: dict = {}
+
+
+def signature(cfg: FeaturesConfig) -> dict:
+    """The settings that change a sequence's features (a mismatch recomputes it)."""
+    keys = ("backbone", "layer", "facet", "input_size", "vertices", "frames", "outlier_k", "outlier_std", "vis_tol")
+    sig = {k: getattr(cfg, k) for k in keys}
+    if not cfg.backbone.startswith("dinov2"):
+        for k in ("layer", "facet", "input_size"):
+            sig.pop(k)
+    return sig
+
+
+def resolve_device(cfg: FeaturesConfig) -> str:
+    import torch
+
+    if cfg.device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return cfg.device
+
+
+def get_backbone(cfg: FeaturesConfig, device: str):
+    """The backbone of ``cfg``, built once per process."""
+    from catpose.features.backbones import build_backbone
+
+    key = (cfg.backbone, str(cfg.weights), cfg.layer, cfg.facet, cfg.input_size, device)
+    if key not in _BACKBONES:
+        _BACKBONES[key] = build_backbone(cfg.backbone, cfg.weights, cfg.layer, cfg.facet, cfg.input_size).to(device)
+    return _BACKBONES[key]
+
+
+def feature_key(category: str, sequence: str) -> str:
+    return f"{category}/{sequence}.npz"
+
+
+def _task(args: tuple[FeaturesConfig, str, str]) -> dict:
+    from catpose.data.co3d import Co3dCategory
+    from catpose.features.surface import compute_surface_features
+
+    cfg, category, name = args
+    device = resolve_device(cfg)
+    backbone = get_backbone(cfg, device)
+    seq = Co3dCategory(cfg.data, category)[name]
+    t0 = time.perf_counter()
+    sf = compute_surface_features(seq, backbone, cfg.vertices, cfg.frames, cfg.batch, device, cfg.outlier_k,
+                                  cfg.outlier_std, cfg.vis_tol)
+    sf.meta["signature"] = signature(cfg)
+    Store(cfg.out, cfg.endpoint_url).write_bytes(feature_key(category, name), sf.to_bytes())
+    return {"vertices": int(len(sf.vertices)), "frames": int(len(sf.frame_numbers)),
+            "visible": round(float(sf.visible.mean()), 4), "backbone": sf.meta["backbone"],
+            "frames_per_s": round(len(sf.frame_numbers) / (time.perf_counter() - t0), 2)}
+
+
+def run_features(cfg: FeaturesConfig, progress: bool = True) -> dict[str, Manifest]:
+    from catpose.data.co3d import Co3dCategory
+
+    store = Store(cfg.out, cfg.endpoint_url)
+    store.check()
+    sig = signature(cfg)
+    use_gpu = False
+    if cfg.workers > 0 and cfg.device in ("auto", "cuda"):
+        import ray
+
+        from catpose.parallel import init_ray
+
+        init_ray()
+        use_gpu = ray.cluster_resources().get("GPU", 0) > 0
+    device_note = "GPU (Ray tasks with 0.25 GPU)" if use_gpu else resolve_device(cfg)
+    out = {}
+    for category in cfg.category:
+        cat = Co3dCategory(cfg.data, category)
+        man = Manifest.load_or_new(f"{category}/_manifest.json", "features", store=store)
+        man.info.update({"signature": sig})
+        todo = [(cfg, category, n) for n in cat.sequence_names
+                if not (man.status(n) == "ok" and man.items[n].get("signature") == sig
+                        and store.exists(feature_key(category, n)))]
+        print(f"features {category}: backbone {cfg.backbone} on {device_note}; "
+              f"{len(cat) - len(todo)} of {len(cat)} sequences already done", flush=True)
+        task_cfg = dataclasses.replace(cfg, device="cuda" if use_gpu else cfg.device)
+        todo = [(task_cfg, c, n) for _, c, n in todo]
+        for (_, _, name), res, err, sec in map_items(_task, todo, workers=cfg.workers, desc=f"features {category}",
+                                                     num_gpus=0.25 if use_gpu else 0, progress=progress):
+            if err:
+                man.record(name, "failed", error=err, seconds=sec)
+            else:
+                man.record(name, "ok", seconds=sec, signature=sig, **res)
+        ok = [v for v in man.items.values() if v.get("status") == "ok" and "backbone" in v]
+        if ok:
+            man.info["backbone"] = ok[-1]["backbone"]
+            man.info["mean_visible"] = round(float(np.mean([v["visible"] for v in ok])), 4)
+        man.save()
+        out[category] = man
+    return out
+
+
+def load_surface_features(store_uri: str, category: str, sequence: str,
+                          endpoint_url: str | None = None) -> SurfaceFeatures:
+    store = Store(store_uri, endpoint_url)
+    key = feature_key(category, sequence)
+    return SurfaceFeatures.from_bytes(store.read_bytes(key), store.url(key))
