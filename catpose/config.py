@@ -101,7 +101,7 @@ class FeaturesConfig:
     """Neighbours for statistical outlier removal."""
     outlier_std: float = 2.0
     """Outlier threshold in standard deviations of the mean neighbour distance."""
-    vis_tol: float = 0.03
+    vis_tol: float = 0.05
     """Depth tolerance of the visibility test, as a fraction of the object's diameter."""
     workers: int = 2
     """Ray tasks in flight (0: in this process)."""

@@ -144,15 +144,15 @@ class DinoV2(Backbone):
     patch = 14
 
     def __init__(self, arch: str = "dinov2_vits14", layer: int = -1, facet: str = "token", input_size: int = 448,
-                 num_register_tokens: int = 0):
+                 num_register_tokens: int = 0, spec: ViTSpec | None = None):
         super().__init__()
-        if arch not in DINOV2_SPECS:
+        if spec is None and arch not in DINOV2_SPECS:
             raise ValueError(f"unknown DINOv2 architecture {arch!r}; choose from {sorted(DINOV2_SPECS)}")
         if facet not in ("token", "key", "query", "value"):
             raise ValueError(f"facet must be token, key, query or value, got {facet!r}")
         if input_size % self.patch:
             raise ValueError(f"input_size must be a multiple of 14, got {input_size}")
-        spec = DINOV2_SPECS[arch]
+        spec = spec or DINOV2_SPECS[arch]
         self.name, self.dim, self.spec = arch, spec.dim, spec
         self.layer, self.facet, self.input_size = layer, facet, input_size
         self.patch_embed = _PatchEmbed(spec.dim, self.patch)
@@ -212,6 +212,15 @@ def dinov2_weight_candidates(arch: str, weights: str | Path | None = None) -> li
     return cands
 
 
+def _spec_from_state(state: dict, arch: str) -> ViTSpec:
+    """The ViT size of a checkpoint, read off its tensors (heads from the named architecture)."""
+    dim = int(state["cls_token"].shape[-1])
+    depth = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("blocks."))
+    known = DINOV2_SPECS.get(arch)
+    heads = known.heads if known and known.dim == dim else max(1, dim // 64)
+    return ViTSpec(dim, depth, heads)
+
+
 def load_dinov2(arch: str = "dinov2_vits14", weights: str | Path | None = None, layer: int = -1,
                 facet: str = "token", input_size: int = 448) -> DinoV2:
     """Builds a DINOv2 ViT and loads the official checkpoint from a local file (never downloads)."""
@@ -229,8 +238,12 @@ def load_dinov2(arch: str = "dinov2_vits14", weights: str | Path | None = None, 
         raise CatposeError(f"{path}: not a readable torch checkpoint ({type(e).__name__}: {e})") from e
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]
+    try:
+        spec = _spec_from_state(state, arch)
+    except (KeyError, AttributeError, IndexError) as e:
+        raise CatposeError(f"{path}: not a DINOv2 checkpoint (no {e})") from e
     n_reg = state["register_tokens"].shape[1] if "register_tokens" in state else 0
-    model = DinoV2(arch, layer=layer, facet=facet, input_size=input_size, num_register_tokens=n_reg)
+    model = DinoV2(arch, layer=layer, facet=facet, input_size=input_size, num_register_tokens=n_reg, spec=spec)
     if "pos_embed" in state and state["pos_embed"].shape != model.pos_embed.shape:
         model.pos_embed = nn.Parameter(torch.zeros_like(state["pos_embed"]))
     missing, unexpected = model.load_state_dict(state, strict=False)

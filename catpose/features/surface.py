@@ -70,12 +70,15 @@ def project(X: torch.Tensor, R: torch.Tensor, T: torch.Tensor, focal_px: torch.T
     return uv, z
 
 
-def zbuffer(uv: torch.Tensor, z: torch.Tensor, image_size: tuple[int, int], cell: int = 2,
-            grow: int = 1) -> torch.Tensor:
+def zbuffer(uv: torch.Tensor, z: torch.Tensor, image_size: tuple[int, int], cell: int = 1,
+            fill: int = 2, margin: float = float("inf")) -> torch.Tensor:
     """Per-cell minimum depth of points splatted into a grid of ``cell``-pixel cells.
 
-    uv, z: [K, P, 2], [K, P]. Returns [K, H/cell, W/cell] (inf where empty), min-pooled over
-    ``2·grow+1`` cells to close the holes between sparse points.
+    uv, z: [K, P, 2], [K, P]. Returns [K, H/cell, W/cell], ``inf`` where no point lands. Holes between
+    sparse points are closed with the minimum of the 3x3 neighbours, ``fill`` times: empty cells, and
+    cells whose depth is more than ``margin`` behind that minimum (the far side showing through a
+    hole in the near side). Other cells keep their own depth, so slanted surfaces do not hide
+    themselves.
     """
     K = uv.shape[0]
     H, W = image_size
@@ -88,13 +91,17 @@ def zbuffer(uv: torch.Tensor, z: torch.Tensor, image_size: tuple[int, int], cell
     zz = torch.where(ok, z, torch.full_like(z, float("inf")))
     flat.scatter_reduce_(1, idx, zz, reduce="amin", include_self=True)
     buf = flat.view(K, h, w)
-    if grow > 0:
-        buf = -F.max_pool2d(-buf[:, None], 2 * grow + 1, stride=1, padding=grow)[:, 0]
+    for _ in range(fill):
+        grown = -F.max_pool2d(-buf[:, None], 3, stride=1, padding=1)[:, 0]
+        hole = torch.isinf(buf) | (buf > grown + margin)
+        if not hole.any():
+            break
+        buf = torch.where(hole, grown, buf)
     return buf
 
 
 def visibility(uv: torch.Tensor, z: torch.Tensor, image_size: tuple[int, int], zbuf: torch.Tensor,
-               tol: float, cell: int = 2, masks: torch.Tensor | None = None,
+               tol: float, cell: int = 1, masks: torch.Tensor | None = None,
                depths: torch.Tensor | None = None) -> torch.Tensor:
     """Which of the projected vertices are visible: [K, N] bool.
 
@@ -170,12 +177,13 @@ def sequence_vertices(cloud: PointCloud, n: int, outlier_k: int = 16, outlier_st
 @torch.no_grad()
 def compute_surface_features(seq: Co3dSequence, backbone, n_vertices: int = 1000, n_frames: int = 8,
                              batch: int = 8, device: str = "cpu", outlier_k: int = 16, outlier_std: float = 2.0,
-                             vis_tol: float = 0.03, max_dense: int = 20000) -> SurfaceFeatures:
+                             vis_tol: float = 0.05, max_dense: int = 20000) -> SurfaceFeatures:
     """The surface features of one sequence (frames evenly subsampled to ``n_frames``)."""
     cloud = seq.load_point_cloud()
     V, normals, dense = sequence_vertices(cloud, n_vertices, outlier_k, outlier_std)
     if len(dense) > max_dense:
         dense = dense[np.random.default_rng(0).choice(len(dense), max_dense, replace=False)]
+    dense = np.concatenate([dense, V])  # every vertex lies on the z-buffered surface itself
     diam = float(np.linalg.norm(dense.max(0) - dense.min(0)))
     frames = seq.subsample(n_frames)
     cams = [f.camera for f in frames]
@@ -189,7 +197,7 @@ def compute_surface_features(seq: Co3dSequence, backbone, n_vertices: int = 1000
     Vt = torch.as_tensor(V, device=device)
     uv, z = project(Vt, R, T, fpx, ppx)
     duv, dz = project(torch.as_tensor(dense, device=device), R, T, fpx, ppx)
-    zb = zbuffer(duv, dz, hw)
+    zb = zbuffer(duv, dz, hw, margin=2 * vis_tol * diam)
     masks = t([f.load_mask() for f in frames]) if all(f.mask_path is not None for f in frames) else None
     depths = None
     if all(f.depth_path is not None for f in frames):

@@ -1,0 +1,89 @@
+"""Backbones: bilinear sampling, the DINOv2 loading code (on a small ViT it saves), offline backbones."""
+
+import pytest
+import torch
+
+from catpose.errors import CatposeError
+from catpose.features.backbones import (
+    ColorSift,
+    DinoV2,
+    RandomCNN,
+    ViTSpec,
+    build_backbone,
+    load_dinov2,
+    sample_features,
+)
+
+
+def test_sample_features_is_bilinear_at_sub_patch_positions(device):
+    H, W, h, w = 28, 42, 2, 3  # cells of 14 px, as DINOv2 patches
+    # a feature map whose channels are the pixel coordinates of the cell centres
+    cu = (torch.arange(w) + 0.5) * W / w
+    cv = (torch.arange(h) + 0.5) * H / h
+    fmap = torch.stack([cu[None].expand(h, w), cv[:, None].expand(h, w)])[None].to(device)
+    uv = torch.tensor([[[7.0, 7.0], [10.5, 7.0], [21.0, 14.0], [30.0, 17.5]]], device=device)
+    out = sample_features(fmap, uv, (H, W))
+    torch.testing.assert_close(out, uv)  # between cell centres, bilinear = exact for a linear ramp
+
+
+def tiny_vit(tmp_path, registers=0):
+    torch.manual_seed(0)
+    model = DinoV2("dinov2_vits14", input_size=56, spec=ViTSpec(128, 2, 2), num_register_tokens=registers)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.05)
+    path = tmp_path / "dinov2_vits14_pretrain.pth"
+    torch.save(model.state_dict(), path)  # the official checkpoint's parameter names
+    return model.eval(), path
+
+
+@pytest.mark.parametrize("registers", [0, 4])
+def test_dinov2_loads_a_local_checkpoint(tmp_path, registers, device):
+    model, path = tiny_vit(tmp_path, registers)
+    loaded = load_dinov2("dinov2_vits14", weights=path, input_size=56).to(device)
+    assert loaded.spec == ViTSpec(128, 2, 2)  # heads: DINOv2 heads are 64 wide
+    x = torch.rand(2, 3, 70, 90, device=device)
+    out = loaded(x)
+    assert out.shape == (2, 128, 4, 4)
+    torch.testing.assert_close(out, model.to(device)(x))
+    # other layers and facets come from the same weights
+    key = load_dinov2("dinov2_vits14", weights=path, input_size=56, layer=0, facet="key").to(device)(x)
+    assert key.shape == (2, 128, 4, 4) and not torch.allclose(key, out)
+
+
+def test_dinov2_weights_from_environment_and_torch_hub_cache(tmp_path, monkeypatch):
+    _, path = tiny_vit(tmp_path)
+    monkeypatch.setenv("CATPOSE_DINOV2_WEIGHTS", str(path))
+    assert load_dinov2("dinov2_vits14", input_size=56).spec.dim == 128
+    monkeypatch.delenv("CATPOSE_DINOV2_WEIGHTS")
+    hub = tmp_path / "torchhome" / "hub" / "checkpoints"
+    hub.mkdir(parents=True)
+    path.rename(hub / path.name)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torchhome"))
+    assert load_dinov2("dinov2_vits14", input_size=56).spec.depth == 2
+
+
+def test_missing_or_broken_weights_say_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.delenv("CATPOSE_DINOV2_WEIGHTS", raising=False)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
+    with pytest.raises(CatposeError) as e:
+        build_backbone("dinov2_vitb14")
+    msg = str(e.value)
+    assert "never downloads" in msg and "dinov2_vitb14_pretrain.pth" in msg and "--backbone colorsift" in msg
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(CatposeError, match="bad.pth: not a readable torch checkpoint"):
+        load_dinov2("dinov2_vits14", weights=bad)
+
+
+@pytest.mark.parametrize("cls", [ColorSift, RandomCNN])
+def test_offline_backbones(cls, device):
+    bb = cls().to(device).eval()
+    x = torch.rand(2, 3, 64, 80, device=device)
+    with torch.no_grad():
+        f1, f2 = bb(x), bb(x)
+    assert f1.shape[:2] == (2, bb.dim) and f1.shape[-2:] == ((64, 80) if cls is ColorSift else (16, 20))
+    torch.testing.assert_close(f1, f2)
+    assert torch.isfinite(f1).all()
+    with pytest.raises(ValueError, match="unknown backbone"):
+        build_backbone("resnet")
