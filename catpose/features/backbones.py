@@ -266,46 +266,61 @@ class ColorSift(Backbone):
     name = "colorsift"
 
     def __init__(self, w_sift: float = 1.0, w_color: float = 0.5, blur: tuple[float, ...] = (1.0, 3.0, 8.0),
-                 sift_scales: tuple[int, ...] = (1, 2, 3), bin_size: int = 8):
+                 sift_scales: tuple[int, ...] = (1, 2, 3), bin_size: int = 8, stride: int = 4):
         super().__init__()
         from kornia.feature import DenseSIFTDescriptor
 
-        # larger windows = the same descriptor on a downscaled image (a pyramid), upsampled back
-        self.sift = DenseSIFTDescriptor(spatial_bin_size=bin_size, padding=0)
-        self.bin_size, self.sift_scales, self.blur = bin_size, sift_scales, blur
+        # larger windows = the same descriptor on a downscaled image (a pyramid); every level is
+        # computed on a grid of about ``stride`` pixels and resampled to one grid of H/stride x W/stride
+        self.bin_size, self.sift_scales, self.blur, self.stride = bin_size, sift_scales, blur, stride
+        self.sift = nn.ModuleDict({
+            str(s): DenseSIFTDescriptor(spatial_bin_size=bin_size, padding=0, stride=max(1, round(stride / s)))
+            for s in sift_scales})
+        n = 8 * bin_size + 16
+        probe = DenseSIFTDescriptor(spatial_bin_size=bin_size, padding=0, stride=1)(torch.zeros(1, 1, n, n))
+        self.window = n - probe.shape[-1] + 1  # pixels under one descriptor
         self.w_sift, self.w_color = w_sift, w_color
         self.dim = 128 * len(sift_scales) + 3 * len(blur)
 
     def describe(self) -> str:
         bins = [self.bin_size * s for s in self.sift_scales]
         return (f"colorsift (offline: dense RootSIFT, bins {bins} px, + Lab colour at blur "
-                f"{list(self.blur)} px, weights {self.w_sift}/{self.w_color})")
+                f"{list(self.blur)} px, weights {self.w_sift}/{self.w_color}, stride {self.stride} px)")
+
+    def _sift_level(self, gray: torch.Tensor, s: int, out_hw: tuple[int, int]) -> torch.Tensor:
+        H, W = gray.shape[-2:]
+        g = gray if s == 1 else F.interpolate(gray, size=(max(1, round(H / s)), max(1, round(W / s))),
+                                              mode="bilinear", antialias=True, align_corners=False)
+        h, w = g.shape[-2:]
+        t = max(1, round(self.stride / s))
+        k = self.window
+        # pad so that descriptor j is centred on cell j of a grid of t-pixel cells tiling the image
+        pl = max(0, (k - t) // 2)
+        need_h = t * math.ceil(h / t) - t + k - h
+        need_w = t * math.ceil(w / t) - t + k - w
+        pad = (pl, max(0, need_w - pl), pl, max(0, need_h - pl))
+        mode = "reflect" if max(pad) < min(h, w) else "replicate"
+        d = self.sift[str(s)](F.pad(g, pad, mode=mode))[..., : math.ceil(h / t), : math.ceil(w / t)]
+        if d.shape[-2:] != out_hw:
+            d = F.interpolate(d, size=out_hw, mode="bilinear", align_corners=False)
+        return d
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         import kornia
 
         H, W = images.shape[-2:]
+        out_hw = (max(1, round(H / self.stride)), max(1, round(W / self.stride)))
         gray = kornia.color.rgb_to_grayscale(images)
-        n = 8 * self.bin_size + 16
-        k = n - self.sift(torch.zeros(1, 1, n, n, device=images.device, dtype=images.dtype)).shape[-1]  # window
-        feats = []
-        for s in self.sift_scales:
-            g = gray if s == 1 else F.interpolate(gray, size=(max(1, round(H / s)), max(1, round(W / s))),
-                                                  mode="bilinear", antialias=True, align_corners=False)
-            d = self.sift(F.pad(g, (k // 2, k - k // 2, k // 2, k - k // 2), mode="reflect"))
-            if s != 1:
-                d = F.interpolate(d, size=(H, W), mode="bilinear", align_corners=False)
-            feats.append(self.w_sift * F.normalize(d, dim=1) / math.sqrt(len(self.sift_scales)))
+        feats = [self.w_sift * F.normalize(self._sift_level(gray, s, out_hw), dim=1) / math.sqrt(len(self.sift_scales))
+                 for s in self.sift_scales]
         lab = kornia.color.rgb_to_lab(images) / torch.tensor([100.0, 128.0, 128.0], device=images.device).view(1, 3, 1, 1)
         cols = []
         for s in self.blur:
             ks = int(2 * math.ceil(3 * s) + 1)
-            cols.append(kornia.filters.gaussian_blur2d(lab, (ks, ks), (s, s), border_type="replicate"))
-        col = torch.cat(cols, dim=1)
-        feats.append(self.w_color * col / math.sqrt(len(self.blur)))
-        out = torch.cat(feats, dim=1)
-        assert out.shape[-2:] == (H, W)
-        return out
+            c = kornia.filters.gaussian_blur2d(lab, (ks, ks), (s, s), border_type="replicate")
+            cols.append(F.interpolate(c, size=out_hw, mode="area"))
+        feats.append(self.w_color * torch.cat(cols, dim=1) / math.sqrt(len(self.blur)))
+        return torch.cat(feats, dim=1)
 
 
 class RandomCNN(Backbone):

@@ -82,8 +82,24 @@ def test_offline_backbones(cls, device):
     x = torch.rand(2, 3, 64, 80, device=device)
     with torch.no_grad():
         f1, f2 = bb(x), bb(x)
-    assert f1.shape[:2] == (2, bb.dim) and f1.shape[-2:] == ((64, 80) if cls is ColorSift else (16, 20))
+    assert f1.shape[:2] == (2, bb.dim) and f1.shape[-2:] == (16, 20)  # both at stride 4
     torch.testing.assert_close(f1, f2)
     assert torch.isfinite(f1).all()
     with pytest.raises(ValueError, match="unknown backbone"):
         build_backbone("resnet")
+
+
+def test_colorsift_features_sit_where_they_are_sampled(device):
+    """Shift an image by 8 px: features sampled at the shifted positions stay the same, so the
+    feature grid is registered to the pixels (no half-cell offsets)."""
+    torch.manual_seed(0)
+    img = torch.nn.functional.interpolate(torch.rand(1, 3, 24, 24), size=(96, 96), mode="bilinear").to(device)
+    shifted = torch.roll(img, shifts=(8, 8), dims=(2, 3))
+    bb = ColorSift().to(device)
+    uv = torch.cartesian_prod(torch.arange(30.0, 60.0, 3.3), torch.arange(30.0, 60.0, 3.3))[None].to(device)
+    with torch.no_grad():
+        a = sample_features(bb(img), uv, (96, 96))
+        b = sample_features(bb(shifted), uv + 8, (96, 96))
+        c = sample_features(bb(shifted), uv, (96, 96))
+    err_aligned = (a - b).norm(dim=-1).mean()
+    assert err_aligned < 0.35 * (a - c).norm(dim=-1).mean()
