@@ -1,4 +1,4 @@
-"""The main job: data → (validated) CO3D-layout category → Parquet shards, with a report.
+"""The main job: data → (validated) CO3D-layout category → Parquet shards → surface features, with a report.
 
 Run by ``jobs/full_pipeline.py`` (locally, or on a cluster with ``ray job submit``). With no
 arguments it generates the embedded synthetic categories and runs offline in minutes on 2 cores.
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from catpose.config import IngestConfig, ShardConfig, SynthConfig
+from catpose.config import FeaturesConfig, IngestConfig, ShardConfig, SynthConfig
 from catpose.manifest import Manifest
 
 
@@ -39,6 +39,9 @@ class PipelineConfig:
     synth: SynthConfig = field(default_factory=lambda: SynthConfig(category=("car", "mug"), videos=30))
     ingest: IngestConfig = field(default_factory=IngestConfig)
     shard: ShardConfig = field(default_factory=lambda: ShardConfig(out=""))
+    features: FeaturesConfig = field(default_factory=lambda: FeaturesConfig(out="", category=()))
+    eval_pairs: int = 20
+    """Pairs of videos per category on which appearance correspondences are scored (synthetic data)."""
 
 
 def _merge(obj, values: dict):
@@ -189,6 +192,30 @@ def run(cfg: PipelineConfig) -> dict:
         m = write_shards(dataclasses.replace(cfg.shard, data=data_root, out=shard_out))
         report["shard"] = {"uri": shard_out, "categories": m["categories"], "skipped": len(m["skipped"])}
 
+    feat_out = cfg.features.out or str(out / "features")
+
+    @stage("features")
+    def _():
+        from catpose.data.synth.generate import GT_FILE, load_ground_truth
+        from catpose.features.evaluate import correspondence_accuracy
+        from catpose.features.runner import load_surface_features, run_features
+
+        fcfg = dataclasses.replace(cfg.features, data=data_root, out=feat_out,
+                                   category=tuple(cfg.features.category) or tuple(categories), workers=cfg.workers)
+        mans = run_features(fcfg)
+        rows = []
+        for c, m in mans.items():
+            row = {"category": c, "backbone": m.info.get("backbone", "?"), "ok": len(m.keys_with("ok")),
+                   "failed": len(m.keys_with("failed")), "visible": m.info.get("mean_visible", float("nan"))}
+            if (data_root / GT_FILE).is_file() and cfg.eval_pairs > 0:  # synthetic: measure against truth
+                gts = load_ground_truth(data_root, c)
+                feats = {n: load_surface_features(feat_out, c, n, fcfg.endpoint_url) for n in m.keys_with("ok")}
+                if len(feats) >= 2:
+                    acc = correspondence_accuracy(feats, gts, max_pairs=cfg.eval_pairs)
+                    row.update({"acc@10%": acc["accuracy"], "chance": acc["chance"], "pairs": acc["pairs"]})
+            rows.append(row)
+        report["features"] = rows
+
     write_report(out, data_root, report)
     return report
 
@@ -208,10 +235,25 @@ def write_report(out: Path, data_root: Path, report: dict) -> None:
         lines += ["", "## Shards", "", f"`{s['uri']}`: " + ", ".join(
             f"{c}: {v['frames']} frames in {v['shards']} files" for c, v in s["categories"].items())
             + f"; {s['skipped']} frames skipped (see _catpose_shards.json)"]
+    if report.get("features"):
+        lines += ["", "## Surface features", "",
+                  "| category | backbone | videos ok | failed | visible / frame | appearance match acc@10% | chance |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in report["features"]:
+            acc = f"{r['acc@10%']:.1%} ({r['pairs']} pairs)" if "acc@10%" in r else "n/a (no ground truth)"
+            ch = f"{r['chance']:.1%}" if "chance" in r else ""
+            lines.append(f"| {r['category']} | {r['backbone'].split(' (')[0]} | {r['ok']} | {r['failed']} | "
+                         f"{r['visible']:.1%} | {acc} | {ch} |")
+        lines += ["", "Backbones: " + "; ".join(sorted({r["backbone"] for r in report["features"]})),
+                  "acc@10%: share of vertices whose nearest feature in another video (min over frame pairs) "
+                  "lies within 10 % of the object size of the same point on that instance."]
     lines += ["", "## Stage times (s)", "", "| stage | seconds |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in report["stages"].items()]
     (out / "report.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines[6:8 + len(report.get("validate", []))]))
+    if report.get("features"):
+        i = lines.index("## Surface features")
+        print("\n".join(lines[i + 2:i + 4 + len(report["features"])] + [lines[i + 5 + len(report["features"])]]))
     print(f"\nreport: {out / 'report.md'}  plots: {out / 'plots'}")
 
 

@@ -48,7 +48,9 @@ def test_main_job_with_yaml_config_resumes(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     assert "| car | 2 | 8 |" in r.stdout
     man = json.loads((out / "pipeline_manifest.json").read_text())
-    assert {k: v["status"] for k, v in man["items"].items()} == {"synth": "ok", "validate": "ok", "shard": "ok"}
+    assert {k: v["status"] for k, v in man["items"].items()} == {"synth": "ok", "validate": "ok", "shard": "ok",
+                                                                 "features": "ok"}
+    assert "| car | colorsift |" in r.stdout and "Backbones: colorsift (offline" in r.stdout  # which backbone ran
     assert (out / "report.md").is_file() and (out / "plots" / "frames_car.png").is_file()
     assert len(list((out / "shards" / "category=car").glob("*.parquet"))) == 1
     img = out / "data" / "car" / "car_0000" / "images" / "frame000001.jpg"

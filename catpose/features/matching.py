@@ -20,24 +20,19 @@ def appearance_distance(fa: torch.Tensor, va: torch.Tensor, fb: torch.Tensor, vb
     """
     K, N, C = fa.shape
     L, M, _ = fb.shape
-    a = fa.float().reshape(K * N, C)
     b = fb.float().reshape(L * M, C)
-    a2 = (a * a).sum(-1)
-    b2 = (b * b).sum(-1)
-    inf = torch.tensor(float("inf"), device=a.device)
-    b_invalid = ~vb.reshape(L * M)
-    out = torch.full((N, M), float("inf"), device=a.device)
-    # rows are (k, i) pairs; process all k of a block of vertices at once
-    rows_per = max(1, chunk // K)
+    # invisible entries get an infinite squared norm, so every distance involving them is infinite
+    b2 = torch.where(vb.reshape(L * M), (b * b).sum(-1), torch.tensor(float("inf"), device=b.device))
+    out = torch.empty((N, M), device=b.device)
+    rows_per = max(1, chunk // K)  # all K frames of a block of vertices at once
     for i0 in range(0, N, rows_per):
         i1 = min(N, i0 + rows_per)
-        ai = fa[:, i0:i1].float().reshape(-1, C)  # [K*(i1-i0), C]
-        d2 = (ai * ai).sum(-1)[:, None] + b2[None] - 2.0 * ai @ b.T  # [K*n, L*M]
-        d2 = torch.where(b_invalid[None], inf, d2)
-        d2 = torch.where(~va[:, i0:i1].reshape(-1)[:, None], inf, d2)
-        d2 = d2.reshape(K, i1 - i0, L, M).amin(dim=(0, 2))
-        out[i0:i1] = d2.clamp_min(0).sqrt()
-    return out
+        ai = fa[:, i0:i1].float().reshape(-1, C)  # [K*n, C]
+        a2 = torch.where(va[:, i0:i1].reshape(-1), (ai * ai).sum(-1), torch.tensor(float("inf"), device=b.device))
+        d2 = torch.addmm(b2[None], ai, b.T, alpha=-2.0)  # |b|^2 - 2 a.b  [K*n, L*M]
+        d2.add_(a2[:, None])
+        out[i0:i1] = d2.view(K, i1 - i0, L, M).amin(dim=(0, 2))
+    return out.clamp_min_(0).sqrt_()
 
 
 def appearance_correspondences(A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
