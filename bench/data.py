@@ -78,7 +78,7 @@ def bench_render(size: int, frames: int) -> dict:
     ref = renderer.intersector.intersects_first(o[sample], d[sample])
     agree = float(((hits >= 0) == (ref >= 0)).mean())
     n_rays = 4 * size * size
-    return {"size": size, "frames": frames, "triangles": int(len(renderer.mesh.faces)),
+    return {"size": size, "frames": frames, "triangles": len(renderer.mesh.faces),
             "frames_per_s": round(full, 2), "mrays_per_s": round(full * n_rays / 1e6, 2),
             "baseline_bruteforce_frames_per_s": round(baseline, 4), "baseline_hit_agreement": round(agree, 4),
             "embree_only_frames_per_s": round(limit, 2),

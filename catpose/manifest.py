@@ -23,7 +23,7 @@ class Manifest:
     store: Any = None  # a catpose.storage.Store (local folder or s3://) holding ``path``
 
     @classmethod
-    def load_or_new(cls, path: str | Path, stage: str, store: Any = None) -> "Manifest":
+    def load_or_new(cls, path: str | Path, stage: str, store: Any = None) -> Manifest:
         if store is not None:
             data = store.read_json(str(path), default=None)
         else:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 import time
 import traceback
-from typing import Any, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from tqdm.auto import tqdm
 

@@ -245,8 +245,8 @@ def write_report(out: Path, data_root: Path, report: dict) -> None:
             lines.append(f"| {r['category']} | {r['backbone'].split(' (')[0]} | {r['ok']} | {r['failed']} | "
                          f"{r['visible']:.1%} | {acc} | {ch} |")
         lines += ["", "Backbones: " + "; ".join(sorted({r["backbone"] for r in report["features"]})),
-                  "acc@10%: share of vertices whose nearest feature in another video (min over frame pairs) "
-                  "lies within 10 % of the object size of the same point on that instance."]
+                  ("acc@10%: share of vertices whose nearest feature in another video (min over frame pairs) "
+                   "lies within 10 % of the object size of the same point on that instance.")]
     lines += ["", "## Stage times (s)", "", "| stage | seconds |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in report["stages"].items()]
     (out / "report.md").write_text("\n".join(lines) + "\n")

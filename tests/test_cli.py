@@ -63,10 +63,10 @@ def test_main_job_with_yaml_config_resumes(tmp_path):
 def test_main_job_reports_a_broken_sequence_and_goes_on(tmp_path, synth_root):
     import shutil
 
+    import numpy as np
+
     from catpose.data.pointcloud import PointCloud, write_ply
     from catpose.pipeline import PipelineConfig, run
-
-    import numpy as np
 
     data = tmp_path / "data"
     shutil.copytree(synth_root, data)

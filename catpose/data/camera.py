@@ -50,7 +50,7 @@ class Camera:
 
     # ---------------------------------------------------------------- construction / conversion
     @classmethod
-    def from_viewpoint(cls, vp: ViewpointAnnotation, image_size: tuple[int, int]) -> "Camera":
+    def from_viewpoint(cls, vp: ViewpointAnnotation, image_size: tuple[int, int]) -> Camera:
         return cls(vp.R, vp.T, vp.focal_length, vp.principal_point, image_size, vp.intrinsics_format)
 
     def to_viewpoint(self) -> ViewpointAnnotation:
@@ -91,7 +91,7 @@ class Camera:
     def from_opencv(
         cls, K: np.ndarray, R_cv: np.ndarray, t_cv: np.ndarray, image_size: tuple[int, int],
         intrinsics_format: str = "ndc_isotropic",
-    ) -> "Camera":
+    ) -> Camera:
         """Inverse of :meth:`to_opencv`; ``K`` must have zero skew."""
         K = np.asarray(K, dtype=np.float64)
         R = (_FLIP_XY @ np.asarray(R_cv, dtype=np.float64)).T
@@ -114,13 +114,13 @@ class Camera:
         except ImportError as e:  # pragma: no cover - depends on the optional extra
             raise ImportError("Camera.to_pytorch3d needs pytorch3d: pip install 'catpose[pytorch3d]'") from e
         iso = self.with_intrinsics_format("ndc_isotropic")
-        t = lambda a: torch.as_tensor(a, dtype=torch.float32, device=device)[None]  # noqa: E731
+        t = lambda a: torch.as_tensor(a, dtype=torch.float32, device=device)[None]
         return PerspectiveCameras(
             R=t(iso.R), T=t(iso.T), focal_length=t(iso.focal_length), principal_point=t(iso.principal_point),
             image_size=t(self.image_size), in_ndc=True, device=device,
         )
 
-    def with_intrinsics_format(self, fmt: str) -> "Camera":
+    def with_intrinsics_format(self, fmt: str) -> Camera:
         """The same camera with its intrinsics expressed in another NDC format."""
         out = Camera(self.R, self.T, self.focal_length, self.principal_point, self.image_size, fmt)
         s_new = out._ndc_scale()
@@ -129,7 +129,7 @@ class Camera:
         out.principal_point = (half - self.principal_point_px) / s_new
         return out
 
-    def resized(self, new_size: tuple[int, int]) -> "Camera":
+    def resized(self, new_size: tuple[int, int]) -> Camera:
         """The camera for the image resized to ``new_size`` = (H, W) (pixel intrinsics scale with it)."""
         sy, sx = new_size[0] / self.image_size[0], new_size[1] / self.image_size[1]
         K = self.K.copy()

@@ -10,7 +10,7 @@ skipped and recorded, with its error, in ``<out>/_catpose_shards.json``; reruns 
 from __future__ import annotations
 
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import pyarrow as pa

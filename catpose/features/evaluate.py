@@ -30,7 +30,7 @@ def normalised_canonical(sf: SurfaceFeatures, gt: Similarity) -> np.ndarray:
 def pair_accuracy(sa: SurfaceFeatures, sb: SurfaceFeatures, gta: Similarity, gtb: Similarity,
                   threshold: float = 0.1, device: str = "cpu") -> tuple[float, float]:
     """(accuracy of ψ, accuracy of a uniformly random match) for source a and reference b."""
-    t = lambda a: torch.as_tensor(a, device=device)  # noqa: E731
+    t = lambda a: torch.as_tensor(a, device=device)
     A = appearance_distance(t(sa.features), t(sa.visible), t(sb.features), t(sb.visible))
     psi, _ = appearance_correspondences(A)
     seen = torch.isfinite(A.min(dim=1).values).cpu().numpy()

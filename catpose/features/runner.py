@@ -67,7 +67,7 @@ def _task(args: tuple[FeaturesConfig, str, str]) -> dict:
                                   cfg.outlier_std, cfg.vis_tol)
     sf.meta["signature"] = signature(cfg)
     Store(cfg.out, cfg.endpoint_url).write_bytes(feature_key(category, name), sf.to_bytes())
-    return {"vertices": int(len(sf.vertices)), "frames": int(len(sf.frame_numbers)),
+    return {"vertices": len(sf.vertices), "frames": len(sf.frame_numbers),
             "visible": round(float(sf.visible.mean()), 4), "backbone": sf.meta["backbone"],
             "frames_per_s": round(len(sf.frame_numbers) / (time.perf_counter() - t0), 2)}
 

@@ -152,7 +152,7 @@ class SurfaceFeatures:
         return buf.getvalue()
 
     @classmethod
-    def from_bytes(cls, data: bytes, source: str = "<bytes>") -> "SurfaceFeatures":
+    def from_bytes(cls, data: bytes, source: str = "<bytes>") -> SurfaceFeatures:
         try:
             z = np.load(io.BytesIO(data))
             meta = json.loads(z["meta"].tobytes().decode())
@@ -191,7 +191,7 @@ def compute_surface_features(seq: Co3dSequence, backbone, n_vertices: int = 1000
     if len(sizes) != 1:
         raise DataFormatError(seq.source, f"sequence '{seq.name}' mixes image sizes {sorted(sizes)}")
     (hw,) = sizes
-    t = lambda a: torch.as_tensor(np.stack(a), dtype=torch.float32, device=device)  # noqa: E731
+    t = lambda a: torch.as_tensor(np.stack(a), dtype=torch.float32, device=device)
     R, T = t([c.R for c in cams]), t([c.T for c in cams])
     fpx, ppx = t([c.focal_px for c in cams]), t([c.principal_point_px for c in cams])
     Vt = torch.as_tensor(V, device=device)

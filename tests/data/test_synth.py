@@ -52,7 +52,7 @@ def test_instances_differ_but_keep_their_parts():
     b = make_instance("car", np.random.default_rng(2))
     assert a.part_names == b.part_names
     assert a.params != b.params
-    albedo = lambda inst, name: [p.albedo for p in inst.parts if p.name == name][0]  # noqa: E731
+    albedo = lambda inst, name: [p.albedo for p in inst.parts if p.name == name][0]
     assert not np.allclose(albedo(a, "body"), albedo(b, "body"))  # body colours vary
     np.testing.assert_allclose(albedo(a, "wheel"), albedo(b, "wheel"))  # wheels stay dark
     with pytest.raises(ValueError, match="unknown synthetic category"):

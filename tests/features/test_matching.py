@@ -19,7 +19,7 @@ def test_appearance_distance_matches_a_loop(device):
                 for l in range(L):
                     if va[k, i] and vb[l, j]:
                         ref[i, j] = min(ref[i, j], np.linalg.norm(fa[k, i] - fb[l, j]))
-    t = lambda a: torch.tensor(a, device=device)  # noqa: E731
+    t = lambda a: torch.tensor(a, device=device)
     A = appearance_distance(t(fa).float(), t(va), t(fb).float(), t(vb), chunk=4).cpu().numpy()
     np.testing.assert_allclose(A, ref, rtol=1e-4, atol=1e-4)
     psi, psi_bar = appearance_correspondences(torch.tensor(A))

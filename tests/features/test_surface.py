@@ -35,7 +35,7 @@ def cams_looking_at_origin(eyes, size=(64, 64)):
 
 
 def tensors(cams, device):
-    t = lambda a: torch.tensor(np.stack(a), dtype=torch.float32, device=device)  # noqa: E731
+    t = lambda a: torch.tensor(np.stack(a), dtype=torch.float32, device=device)
     return (t([c.R for c in cams]), t([c.T for c in cams]), t([c.focal_px for c in cams]),
             t([c.principal_point_px for c in cams]))
 

@@ -54,7 +54,7 @@ class Similarity:
     def apply(self, x: np.ndarray) -> np.ndarray:
         return self.scale * np.asarray(x) @ self.R.T + self.t
 
-    def inverse(self) -> "Similarity":
+    def inverse(self) -> Similarity:
         Rt = self.R.T
         return Similarity(Rt, -(Rt @ self.t) / self.scale, 1.0 / self.scale)
 
@@ -62,7 +62,7 @@ class Similarity:
         return {"rotation": self.R.ravel().tolist(), "translation": self.t.tolist(), "scale": float(self.scale)}
 
     @classmethod
-    def from_json(cls, d: dict) -> "Similarity":
+    def from_json(cls, d: dict) -> Similarity:
         return cls(np.asarray(d["rotation"], float).reshape(3, 3), np.asarray(d["translation"], float), float(d["scale"]))
 
 

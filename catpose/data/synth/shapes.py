@@ -11,8 +11,8 @@ plane z = 0 and its bounding box is centred on the z axis. Units are the object'
 from __future__ import annotations
 
 import colorsys
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import trimesh
