@@ -4,6 +4,8 @@
     catpose ingest  --frames RAW --category cup --out DIR
     catpose shard   --data DIR --out s3://bucket/shards
     catpose features --data DIR --category car --out STORE [--backbone dinov2_vits14 --weights PATH]
+    catpose align   --data DIR --category car --out OUT [--alpha 0.2 --tau 1 --rotations 2048]
+    catpose eval-align --data DIR --category car --alignment OUT/alignment.parquet
     catpose info    --data DIR
 """
 
@@ -14,7 +16,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from catpose.config import FeaturesConfig, IngestConfig, ShardConfig, SynthConfig
+from catpose.config import AlignConfig, FeaturesConfig, IngestConfig, ShardConfig, SynthConfig
 from catpose.errors import CatposeError
 
 
@@ -81,6 +83,46 @@ def run_features(cfg: FeaturesConfig) -> int:
     return 1 if failed else 0
 
 
+@dataclass
+class EvalAlignConfig:
+    """Score an alignment against ground truth (synthetic data): Acc@pi/6, Acc@pi/18, median error."""
+
+    data: Path = Path("data/synth")
+    """Dataset root with catpose_gt.json."""
+    category: str = "car"
+    """Category."""
+    alignment: Path = Path("runs/align/alignment.parquet")
+    """alignment.parquet written by catpose align."""
+
+
+def run_align(cfg: AlignConfig) -> int:
+    from catpose.align.evaluate import evaluate_alignment
+    from catpose.align.run import run_align as run
+    from catpose.data.synth.generate import GT_FILE
+
+    res = run(cfg)
+    print(f"{cfg.category}: {res['videos']} videos aligned from {res['pairs']} pairs, reference "
+          f"{res['reference']} -> {Path(cfg.out) / 'alignment.parquet'}")
+    for k, err in res["failed_chunks"].items():
+        print(f"  FAILED {k}: {err}")
+    if (Path(cfg.data) / GT_FILE).is_file():
+        r = evaluate_alignment(Path(cfg.out) / "alignment.parquet", cfg.data, cfg.category)
+        print(f"  vs ground truth: Acc@pi/6 {r['acc_pi_6']:.1%}, Acc@pi/18 {r['acc_pi_18']:.1%}, "
+              f"median {r['median_deg']:.1f} deg")
+    return 1 if res["failed_chunks"] else 0
+
+
+def run_eval_align(cfg: EvalAlignConfig) -> int:
+    from catpose.align.evaluate import evaluate_alignment
+
+    plot = Path(cfg.alignment).with_name("alignment_errors.png")
+    r = evaluate_alignment(cfg.alignment, cfg.data, cfg.category, plot=plot)
+    print("| category | videos | Acc@pi/6 | Acc@pi/18 | median error (deg) |\n|---|---|---|---|---|")
+    print(f"| {cfg.category} | {r['videos']} | {r['acc_pi_6']:.1%} | {r['acc_pi_18']:.1%} | {r['median_deg']:.1f} |")
+    print(f"histogram: {plot}")
+    return 0
+
+
 def run_info(cfg: InfoConfig) -> int:
     from catpose.data.co3d import Co3dCategory, list_categories
 
@@ -115,6 +157,8 @@ COMMANDS = {
     "ingest": (IngestConfig, run_ingest),
     "shard": (ShardConfig, run_shard),
     "features": (FeaturesConfig, run_features),
+    "align": (AlignConfig, run_align),
+    "eval-align": (EvalAlignConfig, run_eval_align),
     "info": (InfoConfig, run_info),
 }
 

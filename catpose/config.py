@@ -109,3 +109,37 @@ class FeaturesConfig:
     """cpu, cuda, or auto (cuda when available; Ray tasks then ask for GPU fractions)."""
     endpoint_url: str | None = None
     """S3 endpoint for S3-compatible stores."""
+
+
+@dataclass
+class AlignConfig:
+    """Align all videos of a category into one reference frame (pairwise alignments, then reduction)."""
+
+    data: Path = Path("data/synth")
+    """Dataset root (CO3D v2 layout)."""
+    category: str = "car"
+    """Category to align."""
+    out: Path = Path("runs/align")
+    """Output folder: alignment.parquet, pairs.parquet, plots."""
+    features: str = ""
+    """Surface-feature store (default: OUT/features; computed on the way where absent)."""
+    alpha: float = 0.2
+    """Appearance weight: D = (1 - alpha) D_geo + alpha D_app."""
+    tau: float = 1.0
+    """Cycle-weight temperature (large: weak cycle weighting)."""
+    rotations: int = 2048
+    """Rotations of the coarse SO(3) grid."""
+    vertices: int = 500
+    """Vertices per video in the alignment."""
+    partners: int = 0
+    """Partners per video in the pair graph (0: all pairs)."""
+    sync: bool = True
+    """Refine all rotations jointly by robust rotation synchronisation."""
+    chunk: int = 16
+    """Pairs per Ray task."""
+    workers: int = 2
+    """Ray tasks in flight (0: in this process)."""
+    device: str = "auto"
+    """cpu, cuda, or auto."""
+    endpoint_url: str | None = None
+    """S3 endpoint for an s3:// feature store."""

@@ -1,0 +1,172 @@
+"""Search for the similarity T = (s, R, t) that minimises the alignment cost D of one pair.
+
+1. Normalise both clouds: centre (centroid) and scale (diameter) — the rotation is what is unknown.
+2. Coarse: evaluate D over a uniform grid of rotations (super-Fibonacci spirals, Alexa 2022) in
+   batches, on a farthest-point subsample of both clouds.
+3. Refine the best few: iteratively reweighted, weighted Procrustes (Umeyama with scale, ``roma``) on
+   the four terms' correspondences (χ, ψ, ψ̄ and the backward nearest neighbours) with the cost's
+   weights divided by the current distances (so the iterations minimise the sum of distances, as
+   D does), keeping a step only when D decreases.
+4. Return T in the videos' own coordinates: ``x_ref = s·R·x + t``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from catpose.align.cost import PairTerms, alignment_cost, apply_similarity, pair_terms
+from catpose.features.matching import appearance_distance
+from catpose.features.surface import SurfaceFeatures, farthest_point_sample
+
+
+@dataclass
+class SearchConfig:
+    alpha: float = 0.2
+    """Weight of appearance: D = (1 − α)·D_geo + α·D_app."""
+    tau: float = 1.0
+    """Temperature of the cycle weights σ (large: weak cycle weighting; inf: uniform)."""
+    vertices: int = 500
+    """Vertices per video used for the alignment (farthest point subsample of the feature vertices)."""
+    rotations: int = 2048
+    """Rotations of the coarse grid."""
+    coarse_vertices: int = 128
+    """Vertices per cloud in the coarse search (farthest point subsample)."""
+    top_k: int = 4
+    """Coarse optima refined."""
+    refine_iters: int = 15
+    """IRLS Procrustes iterations per refined candidate."""
+    batch: int = 512
+    """Rotations per batch of the coarse search."""
+
+
+def super_fibonacci(n: int, device=None, dtype=torch.float32) -> torch.Tensor:
+    """``n`` rotation matrices [n, 3, 3] spread uniformly over SO(3) (super-Fibonacci spirals)."""
+    phi = math.sqrt(2.0)
+    psi = 1.533751168755204288118041  # the root of x^4 = x + 4 used by the spirals
+    s = torch.arange(n, dtype=torch.float64) + 0.5
+    r = torch.sqrt(s / n)
+    R = torch.sqrt(1.0 - s / n)
+    a = 2 * math.pi * s / phi
+    b = 2 * math.pi * s / psi
+    q = torch.stack([r * torch.sin(a), r * torch.cos(a), R * torch.sin(b), R * torch.cos(b)], dim=-1)  # xyzw
+    import roma
+
+    return roma.unitquat_to_rotmat(q).to(device=device, dtype=dtype)
+
+
+@dataclass
+class PairAlignment:
+    """``x_ref = scale · R · x + t``: the source video's frame into the reference video's frame."""
+
+    R: np.ndarray
+    t: np.ndarray
+    scale: float
+    cost: float
+
+    def matrix(self) -> np.ndarray:
+        M = np.eye(4)
+        M[:3, :3] = self.scale * self.R
+        M[:3, 3] = self.t
+        return M
+
+    def inverse(self) -> PairAlignment:
+        Rt = self.R.T
+        return PairAlignment(Rt, -(Rt @ self.t) / self.scale, 1.0 / self.scale, self.cost)
+
+
+def _normalise(V: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    c = V.mean(0)
+    d = (V - c).norm(dim=-1).max() * 2
+    return (V - c) / d, c, d
+
+
+def _subset(terms: PairTerms, n: int) -> PairTerms:
+    """The pair restricted to FPS subsets; correspondences follow each vertex to its nearest kept one."""
+    i_src = torch.as_tensor(farthest_point_sample(terms.V.cpu().numpy(), n).astype(np.int64), device=terms.V.device)
+    i_ref = torch.as_tensor(farthest_point_sample(terms.Vbar.cpu().numpy(), n).astype(np.int64), device=terms.V.device)
+    near_ref = torch.cdist(terms.Vbar, terms.Vbar[i_ref]).argmin(1)  # full ref index -> subset index
+    near_src = torch.cdist(terms.V, terms.V[i_src]).argmin(1)
+    return PairTerms(terms.V[i_src], terms.Vbar[i_ref], near_ref[terms.psi[i_src]], near_src[terms.psi_bar[i_ref]],
+                     terms.w_geo[i_src], terms.w_geo_bar[i_ref], terms.w_app[i_src], terms.w_app_bar[i_ref],
+                     terms.diam_bar)
+
+
+def coarse_search(terms: PairTerms, rotations: torch.Tensor, alpha: float, batch: int = 512) -> torch.Tensor:
+    """D for every rotation (scale 1, no translation: both clouds are normalised) → [n_rot]."""
+    out = []
+    one = torch.ones(1, device=terms.V.device)
+    zero = torch.zeros(1, 3, device=terms.V.device)
+    for s in range(0, len(rotations), batch):
+        Rb = rotations[s:s + batch]
+        TV = apply_similarity(terms.V, one.expand(len(Rb)), Rb, zero.expand(len(Rb), 3))
+        out.append(alignment_cost(TV, terms, alpha))
+    return torch.cat(out)
+
+
+def refine(terms: PairTerms, R: torch.Tensor, alpha: float, iters: int = 15) -> tuple[torch.Tensor, ...]:
+    """IRLS weighted Procrustes from rotation R; returns (s, R, t, D)."""
+    import roma
+
+    V, Vbar = terms.V, terms.Vbar
+    s = torch.ones((), device=V.device)
+    t = torch.zeros(3, device=V.device)
+    best = (s, R, t, alignment_cost(apply_similarity(V, s[None], R[None], t[None]), terms, alpha)[0])
+    for _ in range(iters):
+        TV = s * V @ R.T + t
+        d = torch.cdist(TV, Vbar)
+        chi = d.argmin(1)  # nearest reference vertex of each source vertex
+        chi_bar = d.argmin(0)  # nearest source vertex of each reference vertex
+        src = torch.cat([V, V[chi_bar], V, V[terms.psi_bar]])
+        dst = torch.cat([Vbar[chi], Vbar, Vbar[terms.psi], Vbar])
+        w = torch.cat([(1 - alpha) * terms.w_geo, (1 - alpha) * terms.w_geo_bar,
+                       alpha * terms.w_app, alpha * terms.w_app_bar])
+        resid = (s * src @ R.T + t - dst).norm(dim=-1)
+        w = w / resid.clamp_min(1e-3 * terms.diam_bar)  # IRLS: squared loss reweighted to the L1 of D
+        if w.sum() <= 0:
+            break
+        R_new, t_new, s_new = roma.rigid_points_registration(src, dst, weights=w, compute_scaling=True)
+        D = alignment_cost(apply_similarity(V, s_new[None], R_new[None], t_new[None]), terms, alpha)[0]
+        if D >= best[3] - 1e-7:
+            break
+        s, R, t = s_new, R_new, t_new
+        best = (s, R, t, D)
+    return best
+
+
+def subsample_vertices(sf: SurfaceFeatures, n: int) -> np.ndarray:
+    """Indices of at most ``n`` of a video's vertices (farthest point sampling, deterministic)."""
+    if n <= 0 or len(sf.vertices) <= n:
+        return np.arange(len(sf.vertices))
+    return np.asarray(farthest_point_sample(sf.vertices.astype(np.float64), n), dtype=np.int64)
+
+
+def align_pair(src: SurfaceFeatures, ref: SurfaceFeatures, cfg: SearchConfig | None = None,
+               device: str = "cpu", rotations: torch.Tensor | None = None) -> PairAlignment:
+    """Aligns the source video to the reference video (see the module docstring)."""
+    cfg = cfg or SearchConfig()
+    t = lambda a: torch.as_tensor(a, device=device)  # noqa: E731
+    i, j = subsample_vertices(src, cfg.vertices), subsample_vertices(ref, cfg.vertices)
+    A = appearance_distance(t(src.features[:, i]), t(src.visible[:, i]), t(ref.features[:, j]), t(ref.visible[:, j]))
+    V, c, d = _normalise(t(src.vertices[i]).float())
+    Vbar, cbar, dbar = _normalise(t(ref.vertices[j]).float())
+    terms = pair_terms(V, Vbar, A, cfg.tau, cfg.tau)
+    coarse = _subset(terms, cfg.coarse_vertices) if cfg.coarse_vertices < max(len(V), len(Vbar)) else terms
+    if rotations is None:
+        rotations = super_fibonacci(cfg.rotations, device=device)
+    D = coarse_search(coarse, rotations.to(device), cfg.alpha, cfg.batch)
+    cands = rotations[D.topk(min(cfg.top_k, len(D)), largest=False).indices]
+    best = None
+    for R0 in cands:
+        res = refine(terms, R0, cfg.alpha, cfg.refine_iters)
+        if best is None or res[3] < best[3]:
+            best = res
+    s_n, R_n, t_n, cost = best
+    # back to the videos' coordinates: x_ref = dbar·(s_n R_n (x − c)/d + t_n) + cbar
+    scale = float(dbar * s_n / d)
+    R = R_n.double().cpu().numpy()
+    tt = (dbar * t_n + cbar).double().cpu().numpy() - scale * R @ c.double().cpu().numpy()
+    return PairAlignment(R, tt, scale, float(cost))
