@@ -6,8 +6,8 @@
 * Initial absolute transforms ``T_a`` (a's frame into the reference frame): composed along the
   cheapest path to the reference (Dijkstra on the costs); for a direct edge that is the pair itself.
 * Rotation synchronisation: ``R_a = R_b · R_ab`` should hold on every edge; iteratively reweighted
-  chordal averaging (weights ``1 / ||R_a − R_b R_ab||_F``, i.e. an L1 fit that discounts wrong edges),
-  the reference fixed to the identity. Scale and translation follow the path estimate, re-centred so
+  chordal averaging (a few equally weighted sweeps, then weights ``1 / ||R_a − R_b R_ab||_F``, i.e. an
+  L1 fit that discounts wrong edges), the reference fixed to the identity. Scale and translation follow the path estimate, re-centred so
   the video's centroid lands where the path puts it.
 """
 
@@ -92,23 +92,27 @@ def project_so3(M: np.ndarray) -> np.ndarray:
 
 
 def synchronise_rotations(edges: list[Edge], init: dict[str, np.ndarray], ref: str, iters: int = 50,
-                          eps: float = 1e-3) -> dict[str, np.ndarray]:
-    """Robust rotation synchronisation (IRLS on chordal distances), starting from ``init``."""
+                          eps: float = 0.05, l2_iters: int = 5) -> dict[str, np.ndarray]:
+    """Robust rotation synchronisation, starting from ``init``.
+
+    The first ``l2_iters`` sweeps are plain chordal averaging (equal weights), so that edges that agree
+    with a wrong initial estimate cannot anchor it; then IRLS with weights ``1 / max(eps, residual)``.
+    """
     R = {k: v.copy() for k, v in init.items()}
     R[ref] = np.eye(3)
-    for _ in range(iters):
+    for it in range(iters):
         acc = {k: np.zeros((3, 3)) for k in R}
         for e in edges:
             if e.a not in R or e.b not in R:
                 continue
             Rab = e.T.R
-            w = 1.0 / max(eps, np.linalg.norm(R[e.a] - R[e.b] @ Rab))
+            w = 1.0 if it < l2_iters else 1.0 / max(eps, np.linalg.norm(R[e.a] - R[e.b] @ Rab))
             acc[e.a] += w * (R[e.b] @ Rab)
             acc[e.b] += w * (R[e.a] @ Rab.T)
         new = {k: (project_so3(acc[k]) if k != ref and np.abs(acc[k]).sum() > 0 else R[k]) for k in R}
         change = max(np.linalg.norm(new[k] - R[k]) for k in R)
         R = new
-        if change < 1e-6:
+        if it >= l2_iters and change < 1e-6:
             break
     return R
 
