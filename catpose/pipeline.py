@@ -1,4 +1,5 @@
-"""The main job: data → (validated) CO3D-layout category → Parquet shards → surface features, with a report.
+"""The main job: data → (validated) CO3D-layout category → Parquet shards → surface features →
+alignment of all videos into one reference frame per category, with a report.
 
 Run by ``jobs/full_pipeline.py`` (locally, or on a cluster with ``ray job submit``). With no
 arguments it generates the embedded synthetic categories and runs offline in minutes on 2 cores.
@@ -11,6 +12,7 @@ plug in here as they land.
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from catpose.config import FeaturesConfig, IngestConfig, ShardConfig, SynthConfig
+from catpose.config import AlignConfig, FeaturesConfig, IngestConfig, ShardConfig, SynthConfig
 from catpose.manifest import Manifest
 
 
@@ -42,6 +44,8 @@ class PipelineConfig:
     features: FeaturesConfig = field(default_factory=lambda: FeaturesConfig(out="", category=()))
     eval_pairs: int = 20
     """Pairs of videos per category on which appearance correspondences are scored (synthetic data)."""
+    align: AlignConfig = field(default_factory=lambda: AlignConfig(partners=6))
+    """Alignment settings (data, category, out and features are set per category by the job)."""
 
 
 def _merge(obj, values: dict):
@@ -216,6 +220,30 @@ def run(cfg: PipelineConfig) -> dict:
             rows.append(row)
         report["features"] = rows
 
+    @stage("align")
+    def _():
+        from catpose.align.evaluate import evaluate_alignment
+        from catpose.align.run import run_align
+        from catpose.data.synth.generate import GT_FILE
+
+        rows = []
+        for c in categories:
+            acfg = dataclasses.replace(cfg.align, data=data_root, category=c, out=out / "align" / c,
+                                       features=feat_out, workers=cfg.workers,
+                                       endpoint_url=cfg.align.endpoint_url or cfg.features.endpoint_url)
+            res = run_align(acfg)
+            row = {"category": c, "videos": res["videos"], "pairs": res["pairs"], "reference": res["reference"],
+                   "failed_chunks": len(res["failed_chunks"])}
+            if (data_root / GT_FILE).is_file():
+                for key, fname in (("sync", "alignment.parquet"), ("paths", "alignment_paths.parquet")):
+                    r = evaluate_alignment(acfg.out / fname, data_root, c,
+                                           plot=out / "plots" / f"alignment_errors_{c}_{key}.png")
+                    row[key] = {k: r[k] for k in ("acc_pi_6", "acc_pi_18", "median_deg")}
+            rows.append(row)
+            (out / "plots").mkdir(exist_ok=True)
+            shutil.copy(acfg.out / "aligned_clouds.png", out / "plots" / f"aligned_clouds_{c}.png")
+        report["align"] = rows
+
     write_report(out, data_root, report)
     return report
 
@@ -247,6 +275,18 @@ def write_report(out: Path, data_root: Path, report: dict) -> None:
         lines += ["", "Backbones: " + "; ".join(sorted({r["backbone"] for r in report["features"]})),
                   ("acc@10%: share of vertices whose nearest feature in another video (min over frame pairs) "
                    "lies within 10 % of the object size of the same point on that instance.")]
+    if report.get("align"):
+        lines += ["", "## Alignment into one reference frame per category", "",
+                  "| category | videos | pairs | Acc@π/6 | Acc@π/18 | median error | without sync: Acc@π/6 | median |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for r in report["align"]:
+            if "sync" in r:
+                a, p = r["sync"], r["paths"]
+                lines.append(f"| {r['category']} | {r['videos']} | {r['pairs']} | {a['acc_pi_6']:.1%} | "
+                             f"{a['acc_pi_18']:.1%} | {a['median_deg']:.1f}° | {p['acc_pi_6']:.1%} | {p['median_deg']:.1f}° |")
+            else:
+                lines.append(f"| {r['category']} | {r['videos']} | {r['pairs']} | n/a | n/a | n/a | | |")
+        lines += [""] + [f"![aligned {r['category']}](plots/aligned_clouds_{r['category']}.png)" for r in report["align"]]
     lines += ["", "## Stage times (s)", "", "| stage | seconds |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in report["stages"].items()]
     (out / "report.md").write_text("\n".join(lines) + "\n")
@@ -254,6 +294,9 @@ def write_report(out: Path, data_root: Path, report: dict) -> None:
     if report.get("features"):
         i = lines.index("## Surface features")
         print("\n".join(lines[i + 2:i + 4 + len(report["features"])] + [lines[i + 5 + len(report["features"])]]))
+    if report.get("align"):
+        i = lines.index("## Alignment into one reference frame per category")
+        print("\n".join(lines[i + 2:i + 4 + len(report["align"])]))
     print(f"\nreport: {out / 'report.md'}  plots: {out / 'plots'}")
 
 

@@ -49,7 +49,8 @@ def test_main_job_with_yaml_config_resumes(tmp_path):
     assert "| car | 2 | 8 |" in r.stdout
     man = json.loads((out / "pipeline_manifest.json").read_text())
     assert {k: v["status"] for k, v in man["items"].items()} == {"synth": "ok", "validate": "ok", "shard": "ok",
-                                                                 "features": "ok"}
+                                                                 "features": "ok", "align": "ok"}
+    assert "| car | 2 | 1 |" in r.stdout  # 2 videos aligned from 1 pair, with its accuracy
     assert "| car | colorsift |" in r.stdout and "Backbones: colorsift (offline" in r.stdout  # which backbone ran
     assert (out / "report.md").is_file() and (out / "plots" / "frames_car.png").is_file()
     assert len(list((out / "shards" / "category=car").glob("*.parquet"))) == 1

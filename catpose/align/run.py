@@ -152,13 +152,17 @@ def plot_aligned_clouds(path: Path, transforms: dict[str, PairAlignment], store:
     views = [(20, -60), (20, 30), (80, -90)]
     axes = [fig.add_subplot(1, 3, i + 1, projection="3d") for i in range(3)]
     cmap = plt.get_cmap("tab20")
+    allx = []
     for n, (name, T) in enumerate(sorted(transforms.items())[:max_videos]):
         V = _features(store, category, name, endpoint).vertices.astype(np.float64)
         X = T.scale * V @ T.R.T + T.t
+        allx.append(X)
         for ax in axes:
             ax.scatter(X[::3, 0], X[::3, 1], X[::3, 2], s=0.5, color=cmap(n % 20))
+    span = np.ptp(np.concatenate(allx), axis=0)
     for ax, (el, az) in zip(axes, views):
         ax.view_init(el, az)
+        ax.set_box_aspect(np.maximum(span, 1e-3 * span.max()))
         ax.set_axis_off()
     fig.suptitle(f"{category}: {min(len(transforms), max_videos)} videos in the reference frame")
     fig.tight_layout()
