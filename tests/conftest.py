@@ -11,6 +11,13 @@ import time
 
 import pytest
 
+# Fake credentials for the local S3 server, set before anything starts Ray so that Ray's worker
+# processes (which read S3 through s3fs in Ray Data tasks) inherit them too.
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
+
 
 def pytest_addoption(parser):
     parser.addoption("--device", default=os.environ.get("CATPOSE_TEST_DEVICE", "cpu"),
@@ -56,9 +63,6 @@ def s3_server():
     """A real S3 API (moto's server) on 127.0.0.1; yields its endpoint URL."""
     from moto.server import ThreadedMotoServer
 
-    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
-    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
-    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
     port = _free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
