@@ -112,6 +112,28 @@ class FeaturesConfig:
 
 
 @dataclass
+class SearchConfig:
+    """Search for one pair's similarity (catpose.align.search); AlignConfig takes its defaults from here."""
+
+    alpha: float = 0.2
+    """Weight of appearance: D = (1 − α)·D_geo + α·D_app."""
+    tau: float = 1.0
+    """Temperature of the cycle weights σ (large: weak cycle weighting; inf: uniform)."""
+    vertices: int = 500
+    """Vertices per video used for the alignment (farthest point subsample of the feature vertices)."""
+    rotations: int = 2048
+    """Rotations of the coarse grid."""
+    coarse_vertices: int = 128
+    """Vertices per cloud in the coarse search (farthest point subsample)."""
+    top_k: int = 4
+    """Coarse optima refined."""
+    refine_iters: int = 15
+    """IRLS Procrustes iterations per refined candidate."""
+    batch: int = 0
+    """Rotations per batch of the coarse search (0: sized to the device, see ``coarse_search``)."""
+
+
+@dataclass
 class AlignConfig:
     """Align all videos of a category into one reference frame (pairwise alignments, then reduction)."""
 
@@ -123,13 +145,13 @@ class AlignConfig:
     """Output folder: alignment.parquet, pairs.parquet, plots."""
     features: str = ""
     """Surface-feature store (default: OUT/features; computed on the way where absent)."""
-    alpha: float = 0.2
+    alpha: float = SearchConfig.alpha
     """Appearance weight: D = (1 - alpha) D_geo + alpha D_app."""
-    tau: float = 1.0
+    tau: float = SearchConfig.tau
     """Cycle-weight temperature (large: weak cycle weighting)."""
-    rotations: int = 2048
+    rotations: int = SearchConfig.rotations
     """Rotations of the coarse SO(3) grid."""
-    vertices: int = 500
+    vertices: int = SearchConfig.vertices
     """Vertices per video in the alignment."""
     partners: int = 0
     """Partners per video in the pair graph (0: all pairs)."""

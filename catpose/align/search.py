@@ -19,28 +19,9 @@ import numpy as np
 import torch
 
 from catpose.align.cost import PairTerms, alignment_cost, apply_similarity, pair_terms
+from catpose.config import SearchConfig
 from catpose.features.matching import appearance_distance
 from catpose.features.surface import SurfaceFeatures, farthest_point_sample
-
-
-@dataclass
-class SearchConfig:
-    alpha: float = 0.2
-    """Weight of appearance: D = (1 − α)·D_geo + α·D_app."""
-    tau: float = 1.0
-    """Temperature of the cycle weights σ (large: weak cycle weighting; inf: uniform)."""
-    vertices: int = 500
-    """Vertices per video used for the alignment (farthest point subsample of the feature vertices)."""
-    rotations: int = 2048
-    """Rotations of the coarse grid."""
-    coarse_vertices: int = 128
-    """Vertices per cloud in the coarse search (farthest point subsample)."""
-    top_k: int = 4
-    """Coarse optima refined."""
-    refine_iters: int = 15
-    """IRLS Procrustes iterations per refined candidate."""
-    batch: int = 0
-    """Rotations per batch of the coarse search (0: sized to the device, see ``coarse_search``)."""
 
 
 def super_fibonacci(n: int, device=None, dtype=torch.float32) -> torch.Tensor:

@@ -70,23 +70,27 @@ def test_hidden_vertices_are_not_visible(device):
         assert vis[k][np.argmax(verts @ e)]  # the near pole is visible
 
 
+def rendered_visibility(sf, seq):
+    """Per frame of ``sf``: (pixel rows, columns, mask, ground-truth visibility from the rendered depth)."""
+    frames = {f.frame_number: f for f in seq.frames}
+    for fn in sf.frame_numbers:
+        fr = frames[fn]
+        uv, z = fr.camera.project(sf.vertices)
+        mask, depth = fr.load_mask(), fr.load_depth()
+        u, v = np.floor(uv[:, 0]).astype(int).clip(0, 95), np.floor(uv[:, 1]).astype(int).clip(0, 95)
+        yield v, u, mask, (mask[v, u] > 0.5) & (np.abs(depth[v, u] - z) < 0.05 * sf.meta["diameter"]) & (z > 0)
+
+
 def test_visible_vertices_land_in_masks_and_agree_with_depth(synth_root):
     seq = next(iter(Co3dCategory(synth_root, "car")))
     sf = compute_surface_features(seq, ColorSift(), n_vertices=400, n_frames=6)
     assert sf.features.shape == (6, 400, ColorSift().dim) and sf.features.dtype == np.float16
     assert 0.1 < sf.visible.mean() < 0.7
-    frames = {f.frame_number: f for f in seq.frames}
     agree = []
-    for k, fn in enumerate(sf.frame_numbers):
-        fr = frames[fn]
-        uv, z = fr.camera.project(sf.vertices)
-        mask, depth = fr.load_mask(), fr.load_depth()
-        u, v = np.floor(uv[:, 0]).astype(int).clip(0, 95), np.floor(uv[:, 1]).astype(int).clip(0, 95)
+    for k, (v, u, mask, gt) in enumerate(rendered_visibility(sf, seq)):
         vis = sf.visible[k]
         assert (mask[v[vis], u[vis]] > 0.5).all()  # visible vertices land in the mask
         assert not sf.features[k][~vis].any()  # and only they carry features
-        # ground-truth visibility from the rendered depth
-        gt = (mask[v, u] > 0.5) & (np.abs(depth[v, u] - z) < 0.05 * sf.meta["diameter"]) & (z > 0)
         agree.append((gt == vis).mean())
     assert np.mean(agree) > 0.95
 
@@ -103,19 +107,9 @@ def test_visibility_without_depth_maps_still_matches_rendered_depth(synth_root, 
     for a in fa:
         a.depth = None
     dump_annotations(root / "car" / "frame_annotations.jgz", fa)
-    seq = next(iter(Co3dCategory(root, "car")))
-    sf = compute_surface_features(seq, ColorSift(), n_vertices=400, n_frames=6)
-    ref = next(iter(Co3dCategory(synth_root, "car")))
-    frames = {f.frame_number: f for f in ref.frames}
-    agree = []
-    for k, fn in enumerate(sf.frame_numbers):
-        fr = frames[fn]
-        uv, z = fr.camera.project(sf.vertices)
-        mask, depth = fr.load_mask(), fr.load_depth()
-        u, v = np.floor(uv[:, 0]).astype(int).clip(0, 95), np.floor(uv[:, 1]).astype(int).clip(0, 95)
-        gt = (mask[v, u] > 0.5) & (np.abs(depth[v, u] - z) < 0.05 * sf.meta["diameter"])
-        agree.append((gt == sf.visible[k]).mean())
-    assert np.mean(agree) > 0.9
+    sf = compute_surface_features(next(iter(Co3dCategory(root, "car"))), ColorSift(), n_vertices=400, n_frames=6)
+    truth = rendered_visibility(sf, next(iter(Co3dCategory(synth_root, "car"))))
+    assert np.mean([(gt == sf.visible[k]).mean() for k, (_, _, _, gt) in enumerate(truth)]) > 0.9
 
 
 def test_outliers_removed_and_fps_spreads():
