@@ -4,7 +4,7 @@
     catpose ingest  --frames RAW --category cup --out DIR
     catpose shard   --data DIR --out s3://bucket/shards
     catpose features --data DIR --category car --out STORE [--backbone dinov2_vits14 --weights PATH]
-    catpose align   --data DIR --category car --out OUT [--alpha 0.2 --tau 1 --rotations 2048]
+    catpose align   --data DIR --category car --out OUT [--alpha 0.2 --tau 1 --rotations 4096]
     catpose eval-align --data DIR --category car --alignment OUT/alignment.parquet
     catpose info    --data DIR
 """

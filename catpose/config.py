@@ -121,8 +121,8 @@ class SearchConfig:
     """Temperature of the cycle weights σ (large: weak cycle weighting; inf: uniform)."""
     vertices: int = 500
     """Vertices per video used for the alignment (farthest point subsample of the feature vertices)."""
-    rotations: int = 2048
-    """Rotations of the coarse grid."""
+    rotations: int = 4096
+    """Rotations of the coarse super-Fibonacci grid (about 7° apart)."""
     coarse_vertices: int = 128
     """Vertices per cloud in the coarse search (farthest point subsample)."""
     top_k: int = 4
