@@ -6,6 +6,7 @@
     catpose features --data DIR --category car --out STORE [--backbone dinov2_vits14 --weights PATH]
     catpose align   --data DIR --category car --out OUT [--alpha 0.2 --tau 1 --rotations 4096]
     catpose eval-align --data DIR --category car --alignment OUT/alignment.parquet
+    catpose tune    --data DIR --category car --out runs/tune-car
     catpose info    --data DIR
 """
 
@@ -16,7 +17,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from catpose.config import AlignConfig, FeaturesConfig, IngestConfig, ShardConfig, SynthConfig
+from catpose.config import AlignConfig, FeaturesConfig, IngestConfig, ShardConfig, SweepConfig, SynthConfig
 from catpose.errors import CatposeError
 
 
@@ -123,6 +124,16 @@ def run_eval_align(cfg: EvalAlignConfig) -> int:
     return 0
 
 
+def run_tune(cfg: SweepConfig) -> int:
+    from catpose.align.tune import run_sweep
+
+    res = run_sweep(cfg)
+    print((Path(res["results"]) / "sweep_results.md").read_text())
+    print(f"best: {res['best']} -> {Path(res['results']) / 'best_config.yaml'} "
+          f"(use it: python jobs/full_pipeline.py --config that file)")
+    return 0
+
+
 def run_info(cfg: InfoConfig) -> int:
     from catpose.data.co3d import Co3dCategory, list_categories
 
@@ -159,6 +170,7 @@ COMMANDS = {
     "features": (FeaturesConfig, run_features),
     "align": (AlignConfig, run_align),
     "eval-align": (EvalAlignConfig, run_eval_align),
+    "tune": (SweepConfig, run_tune),
     "info": (InfoConfig, run_info),
 }
 

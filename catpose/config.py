@@ -165,3 +165,37 @@ class AlignConfig:
     """cpu, cuda, or auto."""
     endpoint_url: str | None = None
     """S3 endpoint for an s3:// feature store."""
+
+
+@dataclass
+class SweepConfig:
+    """Ray Tune sweep of the alignment weights alpha and tau, scored without labels."""
+
+    data: Path = Path("data/synth")
+    """Dataset root (CO3D v2 layout)."""
+    category: str = "car"
+    """Category to tune on."""
+    out: str = "runs/tune"
+    """Sweep storage (local folder or s3://bucket/prefix): Tune trials, results table, heatmaps, best config."""
+    features: str = ""
+    """Surface-feature store (default: OUT/features; computed on the way where absent; local path)."""
+    alphas: tuple[float, ...] = (0.0, 0.1, 0.2, 0.4, 0.7, 1.0)
+    """Grid of alpha (appearance weight)."""
+    taus: tuple[float, ...] = (0.03, 0.1, 0.3, 1.0, 10.0)
+    """Grid of tau (cycle-weight temperature; log-spaced)."""
+    search: str = "grid"
+    """grid (alphas x taus, repeated num_samples times) or random (alpha uniform, tau log-uniform)."""
+    num_samples: int = 1
+    """Grid repeats, or random samples."""
+    videos: int = 8
+    """Fixed random subset of videos per trial; every pair and triangle among them is scored."""
+    rotations: int = 1024
+    """Coarse rotations per pair in the sweep."""
+    cpus_per_trial: float = 1.0
+    """CPUs per trial."""
+    gpus_per_trial: float = 0.0
+    """GPU fraction per trial (e.g. 0.25 on GPU nodes)."""
+    seed: int = 0
+    """Seed of the video subset."""
+    endpoint_url: str | None = None
+    """S3 endpoint for an s3:// storage path."""

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from catpose.config import AlignConfig, FeaturesConfig, IngestConfig, ShardConfig, SynthConfig
+from catpose.config import AlignConfig, FeaturesConfig, IngestConfig, ShardConfig, SweepConfig, SynthConfig
 from catpose.manifest import Manifest
 
 
@@ -46,6 +46,10 @@ class PipelineConfig:
     """Pairs of videos per category on which appearance correspondences are scored (synthetic data)."""
     align: AlignConfig = field(default_factory=lambda: AlignConfig(partners=6))
     """Alignment settings (data, category, out and features are set per category by the job)."""
+    tune: bool = False
+    """Sweep alpha and tau per category with Ray Tune (label-free objective) and align with the best."""
+    sweep: SweepConfig = field(default_factory=SweepConfig)
+    """Sweep settings for --tune (data, category, out and features are set per category by the job)."""
 
 
 def _merge(obj, values: dict):
@@ -220,6 +224,25 @@ def run(cfg: PipelineConfig) -> dict:
             rows.append(row)
         report["features"] = rows
 
+    best: dict[str, dict] = {}
+    if cfg.tune:
+
+        @stage("tune")
+        def _():
+            from catpose.align.tune import run_sweep
+
+            rows = []
+            for c in categories:
+                res = run_sweep(dataclasses.replace(cfg.sweep, data=data_root, category=c,
+                                                    out=str(out / "tune" / c), features=feat_out))
+                best[c] = res["best"]
+                top = res["rows"][0]
+                rows.append({"category": c, **res["best"], "cycle_deg": top["cycle_deg"], "trials": len(res["rows"]),
+                             **({"acc_pi_6": top["acc_pi_6"]} if "acc_pi_6" in top else {})})
+                (out / "plots").mkdir(exist_ok=True)
+                shutil.copy(out / "tune" / c / "sweep_heatmaps.png", out / "plots" / f"sweep_{c}.png")
+            report["tune"] = rows
+
     @stage("align")
     def _():
         from catpose.align.evaluate import evaluate_alignment
@@ -230,7 +253,8 @@ def run(cfg: PipelineConfig) -> dict:
         for c in categories:
             acfg = dataclasses.replace(cfg.align, data=data_root, category=c, out=out / "align" / c,
                                        features=feat_out, workers=cfg.workers,
-                                       endpoint_url=cfg.align.endpoint_url or cfg.features.endpoint_url)
+                                       endpoint_url=cfg.align.endpoint_url or cfg.features.endpoint_url,
+                                       **best.get(c, {}))
             res = run_align(acfg)
             row = {"category": c, "videos": res["videos"], "pairs": res["pairs"], "reference": res["reference"],
                    "failed_chunks": len(res["failed_chunks"])}
@@ -275,6 +299,12 @@ def write_report(out: Path, data_root: Path, report: dict) -> None:
         lines += ["", "Backbones: " + "; ".join(sorted({r["backbone"] for r in report["features"]})),
                   ("acc@10%: share of vertices whose nearest feature in another video (min over frame pairs) "
                    "lies within 10 % of the object size of the same point on that instance.")]
+    if report.get("tune"):
+        lines += ["", "## α/τ sweep (chosen without labels)", "", "| category | α | τ | cycle error | trials |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {r['category']} | {r['alpha']:.2f} | {r['tau']:.3g} | {r['cycle_deg']:.2f}° | {r['trials']} |"
+                  for r in report["tune"]]
+        lines += [""] + [f"![sweep {r['category']}](plots/sweep_{r['category']}.png)" for r in report["tune"]]
     if report.get("align"):
         lines += ["", "## Alignment into one reference frame per category", "",
                   "| category | videos | pairs | Acc@π/6 | Acc@π/18 | median error | without sync: Acc@π/6 | median |",

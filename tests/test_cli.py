@@ -80,3 +80,20 @@ def test_main_job_reports_a_broken_sequence_and_goes_on(tmp_path, synth_root):
     assert report["shard"]["categories"]["mug"]["frames"] == 24  # the frames themselves are still sharded
     man = json.loads((tmp_path / "run" / "pipeline_manifest.json").read_text())
     assert "mug/mug_0001" in man["items"]["validate"]["unusable"]
+
+
+def test_main_job_tunes_alpha_tau_and_aligns_with_the_best(tmp_path, synth_root, ray_local, capsys):
+    from catpose.config import ShardConfig, SweepConfig
+    from catpose.pipeline import PipelineConfig, run
+
+    cfg = PipelineConfig(out=tmp_path / "run", data=synth_root, workers=0, tune=True,
+                         shard=ShardConfig(out="", category=("car",)),
+                         sweep=SweepConfig(alphas=(0.2,), taus=(0.1, 10.0), videos=3, rotations=128))
+    report = run(cfg)
+    (row,) = report["tune"]
+    assert row["category"] == "car" and row["trials"] == 2 and row["tau"] in (0.1, 10.0)
+    best = yaml.safe_load((tmp_path / "run" / "tune" / "car" / "best_config.yaml").read_text())["align"]
+    assert best == {"alpha": 0.2, "tau": row["tau"]}
+    assert report["align"][0]["videos"] == 3
+    assert f"alpha 0.2, tau {row['tau']}" in capsys.readouterr().out  # the alignment used the chosen values
+    assert "## α/τ sweep (chosen without labels)" in (tmp_path / "run" / "report.md").read_text()
