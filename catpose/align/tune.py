@@ -19,7 +19,6 @@ per-trial logs (TensorBoard, progress.csv) under ``OUT/<name>/``. Rerunning resu
 from __future__ import annotations
 
 import itertools
-import math
 from pathlib import Path
 
 import numpy as np
