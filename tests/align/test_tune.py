@@ -35,3 +35,18 @@ def test_tiny_sweep(tmp_path, ray_local):
     # a second run restores the finished sweep instead of running it again
     again = run_sweep(cfg)
     assert again["best"] == res["best"]
+
+
+def test_sweep_storage_on_s3(tmp_path, ray_local, s3_bucket):
+    from catpose.storage import Store
+
+    endpoint, bucket = s3_bucket
+    data = tmp_path / "data"
+    generate(SynthConfig(out=data, category=("mug",), videos=3, frames=4, size=64, seed=2))
+    uri = f"s3://{bucket}/tune"
+    cfg = SweepConfig(data=data, category="mug", out=uri, features=str(tmp_path / "features"), alphas=(0.2,),
+                      taus=(1.0,), videos=3, rotations=64, endpoint_url=endpoint)
+    res = run_sweep(cfg)
+    store = Store(uri, endpoint)
+    assert yaml.safe_load(store.read_bytes("best_config.yaml"))["align"] == res["best"]
+    assert store.glob("sweep-mug/*/result.json")  # Tune's trial results live in the bucket
