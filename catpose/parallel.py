@@ -42,6 +42,17 @@ def init_ray(num_cpus: int | None = None, address: str | None = None) -> None:
                  object_store_memory=256 * 1024**2, log_to_driver=True)
 
 
+def ray_has_gpus(workers: int, device: str) -> bool:
+    """Whether per-item Ray tasks should ask for GPU fractions: tasks requested (``workers > 0``),
+    the device allows a GPU (``auto``/``cuda``), and the cluster (started here if needed) has GPUs."""
+    if workers <= 0 or device not in ("auto", "cuda"):
+        return False
+    import ray
+
+    init_ray()
+    return ray.cluster_resources().get("GPU", 0) > 0
+
+
 def map_items(
     fn: Callable[[Any], Any],
     items: Iterable[Any],

@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 from catpose.align.reference import Edge, pair_graph, reduce_to_reference
 from catpose.align.search import PairAlignment, SearchConfig, align_pair
 from catpose.config import AlignConfig, FeaturesConfig
-from catpose.parallel import map_items
+from catpose.parallel import map_items, ray_has_gpus
 
 _CACHE: dict = {}
 
@@ -49,7 +49,7 @@ def _features(store: str, category: str, name: str, endpoint: str | None):
 def _chunk_task(args) -> list[dict]:
     import torch
 
-    store, category, pairs, scfg, device, endpoint = args
+    _, store, category, pairs, scfg, device, endpoint = args  # the first field is the chunk index
     device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
     out = []
     for a, b in pairs:
@@ -85,22 +85,15 @@ def run_align(cfg: AlignConfig, progress: bool = True) -> dict:
         f = chunk_dir / f"chunk-{k:05d}.json"
         if not (f.is_file() and [tuple(p) for p in json.loads(f.read_text())["pairs"]] == ch):
             todo.append((k, ch))
-    use_gpu = False
-    if cfg.workers > 0 and cfg.device in ("auto", "cuda"):
-        import ray
-
-        from catpose.parallel import init_ray
-
-        init_ray()
-        use_gpu = ray.cluster_resources().get("GPU", 0) > 0
+    use_gpu = ray_has_gpus(cfg.workers, cfg.device)
     print(f"align {cfg.category}: {len(names)} videos, {len(pairs)} pairs in {len(chunks)} chunks "
           f"({len(chunks) - len(todo)} done before), alpha {cfg.alpha}, tau {cfg.tau}", flush=True)
-    tasks = [(feat_store, cfg.category, ch, scfg, "cuda" if use_gpu else cfg.device, cfg.endpoint_url) for _, ch in todo]
+    device = "cuda" if use_gpu else cfg.device
+    tasks = [(k, feat_store, cfg.category, ch, scfg, device, cfg.endpoint_url) for k, ch in todo]
     failed = {}
-    by_chunk = {id(t): k for t, (k, _) in zip(tasks, todo)}
     for task, res, err, _ in map_items(_chunk_task, tasks, workers=cfg.workers, desc=f"align {cfg.category}",
                                        num_gpus=0.25 if use_gpu else 0, progress=progress):
-        k = by_chunk[id(task)]
+        k = task[0]
         if err:
             failed[f"chunk-{k:05d}"] = err
             continue

@@ -16,7 +16,7 @@ import numpy as np
 from catpose.config import FeaturesConfig
 from catpose.features.surface import SurfaceFeatures
 from catpose.manifest import Manifest
-from catpose.parallel import map_items
+from catpose.parallel import map_items, ray_has_gpus
 from catpose.storage import Store
 
 _BACKBONES: dict = {}
@@ -78,14 +78,7 @@ def run_features(cfg: FeaturesConfig, progress: bool = True) -> dict[str, Manife
     store = Store(cfg.out, cfg.endpoint_url)
     store.check()
     sig = signature(cfg)
-    use_gpu = False
-    if cfg.workers > 0 and cfg.device in ("auto", "cuda"):
-        import ray
-
-        from catpose.parallel import init_ray
-
-        init_ray()
-        use_gpu = ray.cluster_resources().get("GPU", 0) > 0
+    use_gpu = ray_has_gpus(cfg.workers, cfg.device)
     device_note = "GPU (Ray tasks with 0.25 GPU)" if use_gpu else resolve_device(cfg)
     out = {}
     for category in cfg.category:
