@@ -17,7 +17,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from catpose.config import AlignConfig, FeaturesConfig, IngestConfig, ShardConfig, SweepConfig, SynthConfig
+from catpose.config import AlignConfig, FeaturesConfig, IngestConfig, ShardConfig, SweepConfig, SynthConfig, TrainConfig
 from catpose.errors import CatposeError
 
 
@@ -134,6 +134,21 @@ def run_tune(cfg: SweepConfig) -> int:
     return 0
 
 
+def run_train(cfg: TrainConfig) -> int:
+    from catpose.learn.train import run_train as run
+
+    res = run(cfg)
+    last = res["history"][-1] if res["history"] else {}
+    print(f"{cfg.category}: {res['epochs']} epochs, final loss {last.get('loss', float('nan')):.3f}, "
+          f"{res['parameters']:,} parameters, run {res['run']}")
+    if "evaluation" in res:
+        from catpose.learn.evaluate import format_table
+
+        print(format_table(res["evaluation"], cfg.category))
+    print(f"TensorBoard: tensorboard --logdir {res['run']}/tensorboard")
+    return 0
+
+
 def run_info(cfg: InfoConfig) -> int:
     from catpose.data.co3d import Co3dCategory, list_categories
 
@@ -171,6 +186,7 @@ COMMANDS = {
     "align": (AlignConfig, run_align),
     "eval-align": (EvalAlignConfig, run_eval_align),
     "tune": (SweepConfig, run_tune),
+    "train": (TrainConfig, run_train),
     "info": (InfoConfig, run_info),
 }
 

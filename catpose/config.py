@@ -199,3 +199,76 @@ class SweepConfig:
     """Seed of the video subset."""
     endpoint_url: str | None = None
     """S3 endpoint for an s3:// storage path."""
+
+
+@dataclass
+class TrainConfig:
+    """Learn viewpoint-invariant surface features on a category template with Ray Train."""
+
+    data: str = "data/shards"
+    """Parquet frame shards (a folder or s3://bucket/prefix), as written by `catpose shard`."""
+    alignment: Path = Path("runs/align")
+    """Output folder of `catpose align` for this category (alignment.parquet)."""
+    features: str = ""
+    """Surface-feature store with the videos' vertices (default: ALIGNMENT/features)."""
+    category: str = "car"
+    """Category to train."""
+    out: str = "runs/train"
+    """Run storage (a folder or s3://bucket/prefix): checkpoints, TensorBoard events, model, evaluation."""
+    name: str = ""
+    """Run name under OUT (default: train-CATEGORY). The same name resumes from its latest checkpoint."""
+    ground_truth: Path | None = None
+    """Dataset root with catpose_gt.json (synthetic data): held-out targets and viewpoints from the truth."""
+    vertices: int = 1000
+    """Template vertices N."""
+    dim: int = 64
+    """Feature dimension D."""
+    width: int = 16
+    """Encoder width (channels at stride 2; 2x and 4x deeper)."""
+    stride: int = 4
+    """Output stride of the features (2: finer, about 2x the compute of 4)."""
+    backbone: str = ""
+    """Frozen context backbone fed into the encoder: '' (none, from scratch) or dinov2_vits14/b14/l14
+    (local weights required: --weights or $CATPOSE_DINOV2_WEIGHTS)."""
+    weights: Path | None = None
+    """DINOv2 checkpoint file for --backbone."""
+    size: int = 128
+    """Crop size S in pixels."""
+    epochs: int = 20
+    """Passes over the training frames."""
+    batch_size: int = 16
+    """Crops per worker per step."""
+    lr: float = 5e-3
+    """AdamW learning rate (cosine decay over the epochs)."""
+    weight_decay: float = 1e-4
+    """AdamW weight decay."""
+    temperature: float = 0.07
+    """Softmax temperature T of the contrastive loss."""
+    background_weight: float = 0.5
+    """Weight w_bg of the background term."""
+    exclude: float = 0.05
+    """Vertices closer than this fraction of the template diameter are not negatives of each other."""
+    holdout: float = 0.2
+    """Share of the videos held out from training for the evaluation."""
+    augment: bool = True
+    """Backgrounds, occluders, crop/scale jitter and colour jitter in the data pipeline."""
+    num_workers: int = 2
+    """Ray Train workers (one per GPU on GPU clusters)."""
+    use_gpu: str = "auto"
+    """auto (GPUs when the cluster has them), yes, no."""
+    cpus_per_worker: float = 1.0
+    """CPUs reserved per worker (leave some to Ray Data's decoding tasks)."""
+    gpus_per_worker: float = 1.0
+    """GPUs per worker; below 1, workers share a GPU and talk through gloo instead of NCCL."""
+    amp: bool = True
+    """bfloat16 autocast on GPU."""
+    max_failures: int = 2
+    """Worker-group restarts (from the latest checkpoint) before the run fails."""
+    keep_checkpoints: int = 2
+    """Checkpoints kept in storage."""
+    eval_threshold: float = 4.0
+    """A vertex counts as matched when its best pixel lies within this many pixels of the truth."""
+    seed: int = 0
+    """Seed of the split, the initialisation and the evaluation."""
+    endpoint_url: str | None = None
+    """S3 endpoint for s3:// stores."""

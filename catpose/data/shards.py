@@ -133,13 +133,20 @@ def shard_files(uri: str, endpoint_url: str | None = None) -> list[str]:
     return store.glob("category=*/part-*.parquet")
 
 
-def read_shards_ray(uri: str, endpoint_url: str | None = None, columns: list[str] | None = None):
-    """The shards as a ``ray.data.Dataset`` (the ``category`` column comes from the partition path)."""
+def read_shards_ray(uri: str, endpoint_url: str | None = None, columns: list[str] | None = None,
+                    categories: list[str] | None = None):
+    """The shards as a ``ray.data.Dataset`` (the ``category`` column comes from the partition path);
+    ``categories`` limits it to those categories' shards."""
     import ray.data
 
     store = Store(uri, endpoint_url)
+    files = [rel for rel in shard_files(uri, endpoint_url)
+             if categories is None or rel.split("/", 1)[0].split("=", 1)[1] in categories]
+    if not files:
+        raise FileNotFoundError(f"no Parquet shards{' of ' + ', '.join(categories) if categories else ''} "
+                                f"under {store.url()} (run `catpose shard` first)")
     return ray.data.read_parquet(
-        [store.path(rel) for rel in shard_files(uri, endpoint_url)], filesystem=store.arrow_fs, columns=columns,
+        [store.path(rel) for rel in files], filesystem=store.arrow_fs, columns=columns,
         partitioning=ray.data.datasource.Partitioning("hive", base_dir=store.root),
     )
 

@@ -1,0 +1,106 @@
+"""Training data: Parquet frame shards → (crop, targets, augmentation) batches, through Ray Data.
+
+:func:`prepare_batch` is the whole per-batch transform as a plain function (used by Ray Data's
+``map_batches`` in training and directly in evaluation); :func:`training_dataset` builds the Ray Data
+pipeline over the shards of one category (local or ``s3://``). Decoding and augmentation run in Ray
+Data's CPU tasks, not in the training step; the training loop receives ready tensors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from catpose.data.camera import Camera
+from catpose.learn.frames import AugmentConfig, colour_jitter, composite, frame_targets, object_boxes, object_crops
+
+COLUMNS = ["sequence_name", "frame_number", "image", "mask", "height", "width", "R", "T", "focal_length",
+           "principal_point", "intrinsics_format"]
+
+
+@dataclass
+class VideoTargets:
+    """What the data pipeline needs of one video: template correspondents and occluding vertices."""
+
+    points: np.ndarray  # [N, 3] float32, instance correspondents c_ij in the video's world frame
+    valid: np.ndarray  # [N] bool
+    dense: np.ndarray  # [M, 3] float32, the video's vertices (z-buffer)
+
+
+def _decode(data: bytes, mode: str, what: str) -> np.ndarray:
+    try:
+        return np.asarray(Image.open(io.BytesIO(data)).convert(mode))
+    except Exception as e:
+        raise ValueError(f"{what}: cannot decode ({type(e).__name__}: {e})") from e
+
+
+def _camera(batch: dict, i: int) -> Camera:
+    return Camera(np.asarray(batch["R"][i], float).reshape(3, 3), np.asarray(batch["T"][i], float),
+                  np.asarray(batch["focal_length"][i], float), np.asarray(batch["principal_point"][i], float),
+                  (int(batch["height"][i]), int(batch["width"][i])), str(batch["intrinsics_format"][i]))
+
+
+def prepare_batch(batch: dict, videos: dict[str, VideoTargets], size: int = 128,
+                  augment: AugmentConfig | None = None, seed: int | None = None, tol: float = 0.05) -> dict:
+    """Shard rows (numpy columns, see ``COLUMNS``) → model inputs.
+
+    Rows of sequences not in ``videos`` and frames that do not decode are dropped. Returns numpy
+    columns: ``image`` uint8 [B, 3, S, S], ``uv`` float32 [B, N, 2] (pixels of the crop), ``vis`` bool
+    [B, N], ``fg`` uint8 [B, S, S] (visible object pixels, 0/255), ``sequence_name``, ``frame_number``.
+    """
+    gen = torch.Generator().manual_seed(int.from_bytes(os.urandom(8), "little") >> 1 if seed is None else seed)
+    imgs, masks, uvs, viss, names, numbers, boxes = [], [], [], [], [], [], []
+    for i, name in enumerate(batch["sequence_name"]):
+        name = str(name)
+        v = videos.get(name)
+        if v is None:
+            continue
+        what = f"{name}/{int(batch['frame_number'][i])}"
+        try:
+            img = torch.from_numpy(_decode(batch["image"][i], "RGB", what).copy()).permute(2, 0, 1).float() / 255
+            m = batch["mask"][i]
+            msk = (torch.from_numpy(_decode(m, "L", what + " mask").copy()).float() / 255 if m is not None
+                   else torch.ones(img.shape[1:]))
+        except ValueError:
+            continue
+        cam = _camera(batch, i)
+        t = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float32)
+        uv, vis = frame_targets(t(v.points), torch.as_tensor(v.valid), t(v.dense), t(cam.R)[None], t(cam.T)[None],
+                                t(cam.focal_px)[None], t(cam.principal_point_px)[None], cam.image_size,
+                                msk[None], tol=tol)
+        box = object_boxes(msk[None], uv[0][vis[0]][None])
+        jit = augment or AugmentConfig(scale_jitter=0, shift_jitter=0)
+        ci, cm, cuv, cvis = object_crops(img[None], msk[None], uv, vis, size, box, gen,
+                                         jit.scale_jitter, jit.shift_jitter)
+        imgs.append(ci[0]), masks.append(cm[0]), uvs.append(cuv[0]), viss.append(cvis[0])
+        names.append(name), numbers.append(int(batch["frame_number"][i]))
+    n = len(imgs)
+    N = next(iter(videos.values())).points.shape[0] if videos else 0
+    if n == 0:
+        return {"image": np.zeros((0, 3, size, size), np.uint8), "uv": np.zeros((0, N, 2), np.float32),
+                "vis": np.zeros((0, N), bool), "fg": np.zeros((0, size, size), np.uint8),
+                "sequence_name": np.array([], dtype=object), "frame_number": np.zeros(0, np.int64)}
+    img, msk, uv, vis = torch.stack(imgs), torch.stack(masks), torch.stack(uvs), torch.stack(viss)
+    if augment is not None:
+        img, msk, vis = composite(img, msk, uv, vis, gen, augment.background, augment.occluder)
+        img = colour_jitter(img, gen, augment.colour)
+    return {"image": (img * 255).round().clamp(0, 255).to(torch.uint8).numpy(), "uv": uv.numpy(),
+            "vis": vis.numpy(), "fg": (msk * 255).round().clamp(0, 255).to(torch.uint8).numpy(),
+            "sequence_name": np.array(names, dtype=object), "frame_number": np.array(numbers, np.int64)}
+
+
+def training_dataset(shards: str, category: str, videos: dict[str, VideoTargets], size: int,
+                     augment: AugmentConfig | None, endpoint_url: str | None = None, batch_rows: int = 16):
+    """Ray Data pipeline: read the category's shards, keep ``videos``' frames, crop/target/augment."""
+    from catpose.data.shards import read_shards_ray
+
+    ds = read_shards_ray(shards, endpoint_url, columns=COLUMNS, categories=[category])
+    return ds.map_batches(prepare_batch, batch_size=batch_rows, batch_format="numpy",
+                          fn_kwargs={"videos": videos, "size": size,
+                                     "augment": dataclasses.replace(augment) if augment else None})

@@ -1,0 +1,182 @@
+"""Per-frame training targets and augmentation, as plain batched functions (numpy/torch, no Ray).
+
+For a frame of video i, template vertex j should be seen at the projection of its instance
+correspondent ``c_ij`` (:func:`catpose.learn.template.instance_correspondents`) with the frame's
+camera, when visible: in front of the camera, inside the image and the mask, and not behind the
+z-buffer of the video's own vertices. :func:`object_crops` then cuts a square around the object
+(scale and shift jitter when training) and resamples image, mask and targets to ``S × S``;
+:func:`composite` pastes the object on other backgrounds and adds occluders, and
+:func:`colour_jitter` changes the lighting — the compositional augmentation that narrows the gap
+between object-centric videos and in-the-wild photos.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from catpose.features.surface import project, visibility, zbuffer
+
+
+@dataclass
+class AugmentConfig:
+    """Augmentation of training crops (all probabilities per sample)."""
+
+    scale_jitter: float = 0.25
+    """Crop side multiplied by exp(U(-j, j))."""
+    shift_jitter: float = 0.15
+    """Crop centre moved by up to this fraction of the side."""
+    background: float = 0.7
+    """Probability to paste the object on another background."""
+    occluder: float = 0.4
+    """Probability of an occluder over the object."""
+    colour: float = 0.8
+    """Probability of a brightness/contrast/colour change."""
+
+
+def frame_targets(points: torch.Tensor, valid: torch.Tensor, dense: torch.Tensor, R: torch.Tensor,
+                  T: torch.Tensor, focal_px: torch.Tensor, pp_px: torch.Tensor, image_size: tuple[int, int],
+                  masks: torch.Tensor | None = None, tol: float = 0.05) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pixel targets of the template vertices in K frames of one video.
+
+    points [N, 3]: the instance correspondents ``c_ij`` in the video's world frame; valid [N];
+    dense [M, 3]: the video's vertices (the occluding surface); cameras R [K, 3, 3], T [K, 3],
+    focal_px, pp_px [K, 2] (CO3D convention); masks [K, H, W] or None; ``tol``: depth tolerance as a
+    fraction of the video's diameter. Returns uv [K, N, 2] (pixels) and visible [K, N] (bool).
+    """
+    uv, z = project(points, R, T, focal_px, pp_px)
+    duv, dz = project(dense, R, T, focal_px, pp_px)
+    diam = float((dense.max(0).values - dense.min(0).values).norm())
+    # a per-pixel z-buffer of the video's vertices; the holes between them (about ``spacing`` pixels
+    # wide, with M/4 vertices on the visible side) are closed, so the far side cannot show through
+    span = (duv.amax(1) - duv.amin(1)).clamp(min=1).prod(-1).mean().item()
+    spacing = (span / max(len(dense) / 4, 1)) ** 0.5
+    zb = zbuffer(duv, dz, image_size, cell=1, fill=int(math.ceil(spacing)) + 1, margin=2 * tol * diam)
+    vis = visibility(uv, z, image_size, zb, tol=tol * diam, masks=masks)
+    return uv, vis & valid[None]
+
+
+def object_boxes(masks: torch.Tensor, fallback: torch.Tensor | None = None) -> torch.Tensor:
+    """Square boxes (centre u, centre v, side) [B, 3] around each mask's object (> 0.5), 15 % margin.
+
+    Where a mask is empty, the box around ``fallback`` points [B, N, 2] (or the whole image) is used.
+    """
+    B, H, W = masks.shape
+    out = torch.empty(B, 3)
+    for b in range(B):
+        ys, xs = torch.nonzero(masks[b] > 0.5, as_tuple=True)
+        if len(xs) >= 4:
+            u0, u1, v0, v1 = xs.min().item(), xs.max().item() + 1, ys.min().item(), ys.max().item() + 1
+        elif fallback is not None and len(fallback[b]):
+            u0, v0 = fallback[b].amin(0).tolist()
+            u1, v1 = fallback[b].amax(0).tolist()
+        else:
+            u0, u1, v0, v1 = 0, W, 0, H
+        out[b] = torch.tensor([(u0 + u1) / 2, (v0 + v1) / 2, 1.15 * max(u1 - u0, v1 - v0, 4)])
+    return out
+
+
+def object_crops(images: torch.Tensor, masks: torch.Tensor, uv: torch.Tensor, vis: torch.Tensor, size: int,
+                 boxes: torch.Tensor, generator: torch.Generator | None = None, scale_jitter: float = 0.0,
+                 shift_jitter: float = 0.0):
+    """Square crops resampled to ``size``: images [B, 3, H, W] float, masks [B, H, W], uv [B, N, 2].
+
+    Box b (centre, side) maps to the crop by ``uv' = (uv − centre)·size/side + size/2`` (continuous
+    pixel coordinates, pixel centres at +0.5), with optional random scale/shift. Returns the
+    cropped images, masks, uv' and the visibility restricted to the crop.
+    """
+    B = images.shape[0]
+    H, W = images.shape[-2:]
+    boxes = boxes.clone()
+    if scale_jitter or shift_jitter:
+        r = torch.rand(B, 3, generator=generator) * 2 - 1
+        boxes[:, 2] *= torch.exp(r[:, 2] * scale_jitter)
+        boxes[:, :2] += r[:, :2] * shift_jitter * boxes[:, 2:3]
+    c, side = boxes[:, :2], boxes[:, 2:3]
+    pix = torch.arange(size, dtype=torch.float32) + 0.5
+    u_in = c[:, 0:1] + (pix[None] - size / 2) * side / size  # [B, size]
+    v_in = c[:, 1:2] + (pix[None] - size / 2) * side / size
+    grid = torch.stack([(u_in / W * 2 - 1)[:, None, :].expand(B, size, size),
+                        (v_in / H * 2 - 1)[:, :, None].expand(B, size, size)], dim=-1)
+    img = F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    msk = F.grid_sample(masks[:, None].float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False)[:, 0]
+    uv2 = (uv - c[:, None]) * (size / side[:, None]) + size / 2
+    inside = (uv2 >= 0).all(-1) & (uv2 < size).all(-1)
+    return img, msk, uv2, vis & inside
+
+
+def random_backgrounds(n: int, size: int, generator: torch.Generator) -> torch.Tensor:
+    """Procedural backgrounds [n, 3, size, size] in [0, 1]: smooth colour fields at random scales plus
+    random rectangles (clutter)."""
+    out = torch.empty(n, 3, size, size)
+    for i in range(n):
+        g = int(torch.randint(2, 12, (1,), generator=generator))
+        field = torch.rand(1, 3, g, g, generator=generator)
+        bg = F.interpolate(field, size=(size, size), mode="bicubic", align_corners=False)[0]
+        for _ in range(int(torch.randint(0, 8, (1,), generator=generator))):
+            x0, y0 = torch.randint(0, size, (2,), generator=generator).tolist()
+            w, h = torch.randint(size // 16 + 1, size // 3 + 2, (2,), generator=generator).tolist()
+            bg[:, y0:y0 + h, x0:x0 + w] = torch.rand(3, 1, 1, generator=generator)
+        bg += 0.04 * torch.randn(bg.shape, generator=generator)
+        out[i] = bg.clamp(0, 1)
+    return out
+
+
+def composite(images: torch.Tensor, masks: torch.Tensor, uv: torch.Tensor, vis: torch.Tensor,
+              generator: torch.Generator, p_background: float = 0.7, p_occluder: float = 0.4):
+    """Pastes objects (soft masks [B, S, S]) on new backgrounds and adds occluders.
+
+    A background is procedural or another sample's whole frame (a distracting object included).
+    Occluders are rectangles or ellipses of noise over part of the object; vertices under them become
+    invisible and the returned foreground ``fg`` [B, S, S] (visible object pixels) loses them too.
+    """
+    B, _, S, _ = images.shape
+    out = images.clone()
+    fg = masks.clone()
+    vis = vis.clone()
+    new_bg = torch.rand(B, generator=generator) < p_background
+    if new_bg.any():
+        procedural = random_backgrounds(B, S, generator)
+        other = images.roll(1, dims=0)
+        use_other = (torch.rand(B, generator=generator) < 0.3)[:, None, None, None] & (B > 1)
+        bgs = torch.where(use_other, other, procedural)
+        m = masks[:, None]
+        out = torch.where(new_bg[:, None, None, None], m * images + (1 - m) * bgs, out)
+    yy, xx = torch.meshgrid(torch.arange(S) + 0.5, torch.arange(S) + 0.5, indexing="ij")
+    for b in range(B):
+        if torch.rand(1, generator=generator).item() >= p_occluder:
+            continue
+        ys, xs = torch.nonzero(masks[b] > 0.5, as_tuple=True)
+        if len(xs) < 4:
+            continue
+        k = int(torch.randint(len(xs), (1,), generator=generator))
+        cx, cy = xs[k].item() + 0.5, ys[k].item() + 0.5
+        rx, ry = (S * (0.08 + 0.17 * torch.rand(2, generator=generator))).tolist()
+        if torch.rand(1, generator=generator).item() < 0.5:
+            occ = ((xx - cx).abs() < rx) & ((yy - cy).abs() < ry)
+        else:
+            occ = ((xx - cx) / rx) ** 2 + ((yy - cy) / ry) ** 2 < 1
+        tex = torch.rand(3, 1, 1, generator=generator) + 0.15 * torch.randn(3, S, S, generator=generator)
+        out[b] = torch.where(occ, tex.clamp(0, 1), out[b])
+        fg[b] = torch.where(occ, torch.zeros(()), fg[b])
+        pu = uv[b, :, 0].floor().long().clamp(0, S - 1)
+        pv = uv[b, :, 1].floor().long().clamp(0, S - 1)
+        vis[b] &= ~occ[pv, pu]
+    return out, fg, vis
+
+
+def colour_jitter(images: torch.Tensor, generator: torch.Generator, p: float = 0.8) -> torch.Tensor:
+    """Lighting change: brightness ×[0.6, 1.4], contrast ×[0.7, 1.3], per-channel gain ×[0.85, 1.15]."""
+    B = images.shape[0]
+    on = (torch.rand(B, 1, 1, 1, generator=generator) < p).float()
+    r = torch.rand(B, 5, generator=generator)
+    bright = (0.6 + 0.8 * r[:, 0]).view(B, 1, 1, 1)
+    contrast = (0.7 + 0.6 * r[:, 1]).view(B, 1, 1, 1)
+    gain = (0.85 + 0.3 * torch.rand(B, 3, 1, 1, generator=generator))
+    mean = images.mean(dim=(1, 2, 3), keepdim=True)
+    jittered = ((images - mean) * contrast + mean) * bright * gain
+    return (on * jittered + (1 - on) * images).clamp(0, 1)

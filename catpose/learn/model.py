@@ -1,0 +1,165 @@
+"""The dense image encoder Φ, the neural template Θ and the vertex-contrastive loss.
+
+Φ maps an image to unit-length features at stride 4 or 2 (a small U-Net; optionally fed with a frozen
+DINOv2's patch features when local weights exist). The neural template holds one learnable unit
+feature θ_j per template vertex t_j and M background prototypes β_m. For a visible vertex j of a
+training crop, at its target pixel p_j, the loss is a softmax over all vertices and prototypes::
+
+    L_v = −log  exp(f(p_j)·θ_j / T) / ( Σ_{k ∉ nb(j)} exp(f(p_j)·θ_k / T) + Σ_m exp(f(p_j)·β_m / T) )
+
+where nb(j) are the other vertices within ``exclude`` × template diameter of t_j (neighbours are not
+negatives), and for background pixels b (outside the visible object) the prototypes are the positives::
+
+    L_bg = −log  Σ_m exp(f(b)·β_m / T) / ( Σ_k exp(f(b)·θ_k / T) + Σ_m exp(f(b)·β_m / T) )
+
+L = mean L_v + w_bg · mean L_bg (as in NeMo, with a learned template instead of a memory bank).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from catpose.features.backbones import sample_features
+
+
+def _block(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.GroupNorm(8, cout), nn.ReLU(inplace=True),
+                         nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.GroupNorm(8, cout), nn.ReLU(inplace=True))
+
+
+class FeatureNet(nn.Module):
+    """Φ: image [B, 3, H, W] in [0, 1] → unit features [B, D, H/s, W/s], output stride s = 2 or 4.
+
+    Encoder at strides 2/4/8 (widths w, 2w, 4w), decoder back to stride s with skip connections. With
+    ``context`` (a frozen backbone, e.g. DINOv2 from local weights) its features are resized to stride 8
+    and joined to the bottleneck.
+    """
+
+    def __init__(self, dim: int = 64, width: int = 32, context: nn.Module | None = None, context_dim: int = 0,
+                 stride: int = 4):
+        super().__init__()
+        if stride not in (2, 4):
+            raise ValueError(f"output stride must be 2 or 4, not {stride}")
+        self.stride = stride
+        w = width
+        self.enc1, self.enc2, self.enc3 = _block(3, w, 2), _block(w, 2 * w, 2), _block(2 * w, 4 * w, 2)
+        self.context = context
+        if context is not None:
+            for p in context.parameters():
+                p.requires_grad_(False)
+            self.ctx_proj = nn.Conv2d(context_dim, 4 * w, 1)
+        self.mid = _block(4 * w, 4 * w)
+        self.dec2 = _block(4 * w + 2 * w, 2 * w)
+        self.dec1 = _block(2 * w + w, 2 * w) if stride == 2 else None
+        self.head = nn.Conv2d(2 * w, dim, 1)
+        self.dim = dim
+        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = (images - self.mean) / self.std
+        e1 = self.enc1(x)
+        e2 = self.enc2(e1)
+        e3 = self.enc3(e2)
+        if self.context is not None:
+            with torch.no_grad():
+                self.context.eval()
+                c = self.context(images)
+            e3 = e3 + self.ctx_proj(F.interpolate(c.float(), size=e3.shape[-2:], mode="bilinear", align_corners=False))
+        m = self.mid(e3)
+        d2 = self.dec2(torch.cat([F.interpolate(m, size=e2.shape[-2:], mode="bilinear", align_corners=False), e2], 1))
+        if self.dec1 is not None:
+            d2 = self.dec1(torch.cat([F.interpolate(d2, size=e1.shape[-2:], mode="bilinear", align_corners=False), e1], 1))
+        return F.normalize(self.head(d2), dim=1)
+
+
+class NeuralTemplate(nn.Module):
+    """Θ: unit features θ_j [N, D] of the template vertices and β_m [M, D] of the background."""
+
+    def __init__(self, n_vertices: int, dim: int, n_background: int = 8, seed: int = 0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.theta = nn.Parameter(F.normalize(torch.randn(n_vertices, dim, generator=g), dim=1))
+        self.beta = nn.Parameter(F.normalize(torch.randn(n_background, dim, generator=g), dim=1))
+
+    def vertex_features(self) -> torch.Tensor:
+        return F.normalize(self.theta, dim=1)
+
+    def background_features(self) -> torch.Tensor:
+        return F.normalize(self.beta, dim=1)
+
+
+def neighbour_mask(vertices: torch.Tensor, radius: float) -> torch.Tensor:
+    """[N, N] bool: other vertices closer than ``radius`` (excluded from the negatives)."""
+    d = torch.cdist(vertices, vertices)
+    return (d < radius) & ~torch.eye(len(vertices), dtype=torch.bool, device=vertices.device)
+
+
+def sample_background(fg: torch.Tensor, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` random pixel centres per image outside the visible object (fg < 0.5): uv [B, n, 2] and
+    valid [B, n] (false where an image has no background at all)."""
+    B, S, _ = fg.shape
+    score = torch.rand(fg.shape, generator=generator, device="cpu").to(fg.device) + (fg >= 0.5).float() * 2
+    idx = score.view(B, -1).topk(n, dim=1, largest=False).indices
+    uv = torch.stack([idx % S, idx // S], -1).float() + 0.5
+    valid = torch.gather((fg < 0.5).view(B, -1), 1, idx)
+    return uv, valid
+
+
+def vertex_contrastive_loss(fmap: torch.Tensor, uv: torch.Tensor, vis: torch.Tensor, theta: torch.Tensor,
+                            beta: torch.Tensor, image_size: tuple[int, int], exclude: torch.Tensor,
+                            bg_uv: torch.Tensor, bg_valid: torch.Tensor, temperature: float = 0.07,
+                            w_bg: float = 0.5) -> tuple[torch.Tensor, dict]:
+    """L = mean L_v + w_bg · mean L_bg (see the module docstring).
+
+    fmap [B, D, h, w] (unit features tiling ``image_size``), uv [B, N, 2] target pixels, vis [B, N],
+    theta [N, D], beta [M, D] (unit), exclude [N, N] bool, bg_uv [B, n, 2], bg_valid [B, n].
+    """
+    N = theta.shape[0]
+    f = F.normalize(sample_features(fmap, uv, image_size).float(), dim=-1)  # [B, N, D]
+    protos = torch.cat([theta, beta]).float()  # [N + M, D]
+    logits = f @ protos.T / temperature  # [B, N, N + M]
+    logits[..., :N] = logits[..., :N].masked_fill(exclude[None], float("-inf"))
+    target = torch.arange(N, device=fmap.device).expand(uv.shape[0], N)
+    lv = F.cross_entropy(logits.flatten(0, 1), target.flatten(), reduction="none").view_as(vis)
+    n_vis = vis.sum().clamp_min(1)
+    loss_v = (lv * vis).sum() / n_vis
+    fb = F.normalize(sample_features(fmap, bg_uv, image_size).float(), dim=-1)
+    lb_logits = fb @ protos.T / temperature
+    loss_bg_each = torch.logsumexp(lb_logits, -1) - torch.logsumexp(lb_logits[..., N:], -1)
+    loss_bg = (loss_bg_each * bg_valid).sum() / bg_valid.sum().clamp_min(1)
+    with torch.no_grad():
+        acc = ((logits.argmax(-1) == target) & vis).sum() / n_vis
+    return loss_v + w_bg * loss_bg, {"loss_vertex": loss_v.detach(), "loss_background": loss_bg.detach(),
+                                     "vertex_acc": acc.detach()}
+
+
+class ContrastiveModel(nn.Module):
+    """Φ and Θ in one module, so that DDP averages the gradients of both."""
+
+    def __init__(self, encoder: FeatureNet, template: NeuralTemplate, vertices: torch.Tensor,
+                 exclude_radius: float = 0.05, temperature: float = 0.07, w_bg: float = 0.5, n_bg: int = 64):
+        super().__init__()
+        self.encoder, self.template = encoder, template
+        diam = (vertices.max(0).values - vertices.min(0).values).norm().item()
+        self.register_buffer("exclude", neighbour_mask(vertices.float(), exclude_radius * diam))
+        self.temperature, self.w_bg, self.n_bg = temperature, w_bg, n_bg
+
+    def forward(self, images: torch.Tensor, uv: torch.Tensor, vis: torch.Tensor, fg: torch.Tensor):
+        fmap = self.encoder(images)
+        bg_uv, bg_valid = sample_background(fg, self.n_bg)
+        return vertex_contrastive_loss(fmap, uv, vis, self.template.vertex_features(),
+                                       self.template.background_features(), images.shape[-2:], self.exclude,
+                                       bg_uv, bg_valid, self.temperature, self.w_bg)
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+def chance_level(n_vertices: int) -> float:
+    return 1.0 / n_vertices if n_vertices else math.nan

@@ -1,0 +1,342 @@
+"""``catpose train``: the template and its features, learned with Ray Train (TorchTrainer, DDP).
+
+The driver (:func:`run_train`) reads the alignment and the videos' vertices, splits the videos into
+training and held-out ones, builds the template (:mod:`catpose.learn.template`), the per-video targets
+and the Ray Data pipeline over the Parquet shards (:mod:`catpose.learn.data`), then fits a
+``TorchTrainer``. Each worker (:func:`train_loop_per_worker`) trains Φ and Θ with the vertex-contrastive
+loss (:mod:`catpose.learn.model`), bf16 autocast on GPU, reports every epoch with a checkpoint from
+rank 0, and writes TensorBoard events next to the checkpoints. A run is named (default
+``train-<category>``); running it again with the same storage and name resumes from its latest
+checkpoint, and ``max_failures`` worker-group restarts resume from it inside one run. The driver then
+writes ``model.pt``, ``template.npz``, ``history.json``, ``training_curves.png`` and the held-out
+evaluation (:mod:`catpose.learn.evaluate`) under ``OUT/NAME/``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+
+from catpose.align.search import PairAlignment
+from catpose.config import TrainConfig
+from catpose.learn.data import VideoTargets, training_dataset
+from catpose.learn.frames import AugmentConfig
+from catpose.learn.model import ContrastiveModel, FeatureNet, NeuralTemplate, count_parameters
+from catpose.learn.template import Template, build_template, instance_correspondents, to_reference
+from catpose.storage import Store
+
+
+def run_name(cfg: TrainConfig) -> str:
+    return cfg.name or f"train-{cfg.category}"
+
+
+def _compose(a: PairAlignment, b: PairAlignment) -> PairAlignment:
+    """``a ∘ b`` (apply b, then a)."""
+    return PairAlignment(a.R @ b.R, a.scale * a.R @ b.t + a.t, a.scale * b.scale, 0.0)
+
+
+def _inverse(a: PairAlignment) -> PairAlignment:
+    return PairAlignment(a.R.T, -(a.R.T @ a.t) / a.scale, 1.0 / a.scale, 0.0)
+
+
+def read_alignment_table(alignment_dir: Path) -> tuple[dict[str, PairAlignment], str]:
+    path = Path(alignment_dir) / "alignment.parquet"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no alignment (run `catpose align` for this category first)")
+    rows = pq.read_table(path).to_pylist()
+    tf = {r["sequence_name"]: PairAlignment(np.reshape(r["rotation"], (3, 3)), np.asarray(r["translation"]),
+                                            r["scale"], r["cost"]) for r in rows}
+    ref = next((r["sequence_name"] for r in rows if r["is_reference"]), rows[0]["sequence_name"])
+    return tf, ref
+
+
+def ground_truth_to_reference(root: Path, category: str, reference: str) -> dict[str, PairAlignment]:
+    """Each video's true world → reference-frame similarity, from the synthetic ground truth."""
+    from catpose.data.synth.generate import load_ground_truth
+
+    gt = {k: PairAlignment(v.R, v.t, v.scale, 0.0) for k, v in load_ground_truth(root, category).items()}
+    to_ref = _inverse(gt[reference])
+    return {k: _compose(to_ref, g) for k, g in gt.items()}
+
+
+def split_videos(names: list[str], holdout: float, seed: int) -> tuple[list[str], list[str]]:
+    names = sorted(names)
+    n_out = min(len(names) - 1, max(1 if len(names) >= 3 and holdout > 0 else 0, round(holdout * len(names))))
+    order = np.random.default_rng(seed).permutation(len(names))
+    held = sorted(names[i] for i in order[:n_out])
+    return [n for n in names if n not in held], held
+
+
+def prepare(cfg: TrainConfig) -> dict:
+    """Template, split and per-video targets (driver side; small arrays only)."""
+    from catpose.features.runner import load_surface_features
+
+    transforms, reference = read_alignment_table(cfg.alignment)
+    feat_store = cfg.features or str(Path(cfg.alignment) / "features")
+    vertices = {n: load_surface_features(feat_store, cfg.category, n, cfg.endpoint_url).vertices for n in transforms}
+    train, held = split_videos(list(transforms), cfg.holdout, cfg.seed)
+    if not train:
+        raise ValueError(f"category '{cfg.category}': no training videos in {cfg.alignment}")
+    template = build_template([to_reference(transforms[n], vertices[n]) for n in train], cfg.vertices)
+    held_tf = transforms
+    if cfg.ground_truth is not None:
+        held_tf = ground_truth_to_reference(cfg.ground_truth, cfg.category, reference)
+
+    def targets(name: str, tf: PairAlignment) -> VideoTargets:
+        pts, valid = instance_correspondents(template, vertices[name], tf)
+        return VideoTargets(pts, valid, vertices[name])
+
+    return {"template": template, "reference": reference, "train": train, "held_out": held,
+            "train_targets": {n: targets(n, transforms[n]) for n in train},
+            "held_targets": {n: targets(n, held_tf[n]) for n in held if n in held_tf},
+            "held_transforms": {n: held_tf[n] for n in held if n in held_tf}}
+
+
+def build_model(cfg: TrainConfig, vertices: torch.Tensor) -> ContrastiveModel:
+    context, cdim = None, 0
+    if cfg.backbone:
+        from catpose.features.backbones import load_dinov2
+
+        context = load_dinov2(cfg.backbone, cfg.weights, input_size=14 * max(1, cfg.size // 8))
+        cdim = context.dim
+    torch.manual_seed(cfg.seed)
+    enc = FeatureNet(cfg.dim, cfg.width, context, cdim, cfg.stride)
+    tpl = NeuralTemplate(len(vertices), cfg.dim, seed=cfg.seed)
+    return ContrastiveModel(enc, tpl, vertices, cfg.exclude, cfg.temperature, cfg.background_weight)
+
+
+def _state_bytes(obj) -> bytes:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
+def _upload_dir(store: Store, local: str, rel: str) -> None:
+    for f in sorted(os.listdir(local)):
+        p = os.path.join(local, f)
+        if os.path.isfile(p):
+            with open(p, "rb") as fh:
+                store.write_bytes(f"{rel}/{f}", fh.read())
+
+
+def train_loop_per_worker(config: dict) -> None:
+    """One Ray Train worker: resume, train Φ and Θ over this worker's data shard, report per epoch."""
+    import ray.train
+    import ray.train.torch
+
+    cfg: TrainConfig = config["cfg"]
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+    if device.type == "cpu":
+        torch.set_num_threads(max(1, int(round(cfg.cpus_per_worker))))
+    model = build_model(cfg, torch.as_tensor(config["vertices"]))
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
+                            weight_decay=cfg.weight_decay)
+    start, history = 0, []
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            state = torch.load(os.path.join(d, "state.pt"), map_location="cpu", weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        start, history = state["epoch"] + 1, state["history"]
+    model = ray.train.torch.prepare_model(model)
+    core = model.module if hasattr(model, "module") else model
+    store = Store(cfg.out, cfg.endpoint_url)
+    name = config["name"]
+    tb_dir = tb = None
+    if rank == 0:
+        from tensorboardX import SummaryWriter
+
+        tb_dir = tempfile.mkdtemp(prefix="catpose-tb-")
+        tb = SummaryWriter(tb_dir)
+        if start:
+            print(f"[catpose train] resumed from the checkpoint of epoch {start - 1}", flush=True)
+    use_amp = cfg.amp and device.type == "cuda"
+    shard = ray.train.get_dataset_shard("train")
+    for epoch in range(start, cfg.epochs):
+        lr = cfg.lr * 0.5 * (1 + math.cos(math.pi * epoch / cfg.epochs))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        sums = torch.zeros(5, device=device)  # loss, loss_v, loss_bg, acc, steps
+        n_img, t0 = 0, time.perf_counter()
+        model.train()
+        for batch in shard.iter_torch_batches(batch_size=cfg.batch_size, prefetch_batches=2):
+            images = batch["image"].to(device, non_blocking=True).float() / 255
+            uv, vis = batch["uv"].to(device).float(), batch["vis"].to(device).bool()
+            fg = batch["fg"].to(device).float() / 255
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                loss, parts = model(images, uv, vis, fg)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sums += torch.stack([loss.detach().float(), parts["loss_vertex"].float(), parts["loss_background"].float(),
+                                 parts["vertex_acc"].float(), torch.ones((), device=device)])
+            n_img += images.shape[0]
+        seconds = time.perf_counter() - t0
+        totals = torch.cat([sums, torch.tensor([n_img], dtype=sums.dtype, device=device)])
+        if world > 1 and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(totals)
+        steps = max(totals[4].item(), 1)
+        metrics = {"epoch": epoch, "loss": totals[0].item() / steps, "loss_vertex": totals[1].item() / steps,
+                   "loss_background": totals[2].item() / steps, "train_vertex_acc": totals[3].item() / steps,
+                   "images": int(totals[5].item()), "images_per_s": totals[5].item() / max(seconds, 1e-9),
+                   "lr": lr, "seconds": seconds, "started_at_epoch": start}
+        history.append(metrics)
+        checkpoint = None
+        if rank == 0:
+            for k, v in metrics.items():
+                if k not in ("epoch", "started_at_epoch"):
+                    tb.add_scalar(f"train/{k}", v, epoch)
+            tb.flush()
+            _upload_dir(store, tb_dir, f"{name}/tensorboard")
+            d = tempfile.mkdtemp(prefix="catpose-ckpt-")
+            torch.save({"model": core.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
+                        "history": history}, os.path.join(d, "state.pt"))
+            checkpoint = ray.train.Checkpoint.from_directory(d)
+        ray.train.report(metrics, checkpoint=checkpoint)
+    if tb is not None:
+        tb.close()
+
+
+def _use_gpu(cfg: TrainConfig) -> bool:
+    if cfg.use_gpu in ("yes", "true", "1"):
+        return True
+    if cfg.use_gpu in ("no", "false", "0"):
+        return False
+    import ray
+
+    from catpose.parallel import init_ray
+
+    init_ray()
+    return ray.cluster_resources().get("GPU", 0) > 0
+
+
+def make_trainer(cfg: TrainConfig, dataset, vertices: np.ndarray, name: str, use_gpu: bool):
+    """The ``TorchTrainer`` of a run: ``dataset`` from :func:`catpose.learn.data.training_dataset`."""
+    import ray.train
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    store = Store(cfg.out, cfg.endpoint_url)
+    on_s3 = store.uri.startswith("s3://")
+    gpus = cfg.gpus_per_worker if use_gpu else 0
+    resources = {"CPU": cfg.cpus_per_worker, **({"GPU": gpus} if gpus else {})}
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"cfg": cfg, "vertices": vertices, "name": name},
+        datasets={"train": dataset.select_columns(["image", "uv", "vis", "fg"])},
+        torch_config=TorchConfig(backend="nccl" if gpus >= 1 else "gloo"),
+        scaling_config=ray.train.ScalingConfig(num_workers=cfg.num_workers, use_gpu=use_gpu,
+                                               resources_per_worker=resources),
+        run_config=ray.train.RunConfig(
+            name=name, storage_path=store.root if on_s3 else str(Path(store.root).resolve()),
+            storage_filesystem=store.arrow_fs if on_s3 else None,
+            failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.keep_checkpoints)),
+    )
+
+
+def run_train(cfg: TrainConfig, evaluate: bool = True) -> dict:
+    """Fits (or resumes) the run ``OUT/NAME`` and writes the model, curves and evaluation."""
+    from catpose.parallel import init_ray
+
+    init_ray()
+    name = run_name(cfg)
+    store = Store(cfg.out, cfg.endpoint_url)
+    store.check()
+    prep = prepare(cfg)
+    tpl: Template = prep["template"]
+    store.write_bytes(f"{name}/template.npz", tpl.to_bytes())
+    store.write_json(f"{name}/split.json", {"train": prep["train"], "held_out": prep["held_out"],
+                                            "reference": prep["reference"], "config": _jsonable(cfg)})
+    use_gpu = _use_gpu(cfg)
+    augment = AugmentConfig() if cfg.augment else None
+    ds = training_dataset(cfg.data, cfg.category, prep["train_targets"], cfg.size, augment, cfg.endpoint_url)
+    print(f"train {cfg.category}: {len(prep['train'])} training videos, {len(prep['held_out'])} held out, "
+          f"template of {len(tpl.vertices)} vertices, {cfg.num_workers} worker(s) on {'GPU' if use_gpu else 'CPU'}, "
+          f"run {store.url(name)}", flush=True)
+    trainer = make_trainer(cfg, ds, tpl.vertices, name, use_gpu)
+    t0 = time.perf_counter()
+    result = trainer.fit()
+    if result.error:
+        raise RuntimeError(f"training run {store.url(name)} failed: {result.error}")
+    if result.checkpoint is None:
+        raise RuntimeError(f"training run {store.url(name)} produced no checkpoint")
+    with result.checkpoint.as_directory() as d:
+        state = torch.load(os.path.join(d, "state.pt"), map_location="cpu", weights_only=False)
+    model = build_model(cfg, torch.as_tensor(tpl.vertices))
+    model.load_state_dict(state["model"])
+    tpl = dataclasses.replace(tpl, features=model.template.vertex_features().detach().numpy())
+    store.write_bytes(f"{name}/template.npz", tpl.to_bytes())
+    store.write_bytes(f"{name}/model.pt", _state_bytes({
+        "encoder": model.encoder.state_dict(), "template": model.template.state_dict(),
+        "vertices": tpl.vertices, "config": _jsonable(cfg), "epochs": state["epoch"] + 1}))
+    history = state["history"]
+    store.write_json(f"{name}/history.json", history)
+    store.write_bytes(f"{name}/training_curves.png", plot_history(history, cfg.category))
+    out = {"run": store.url(name), "epochs": state["epoch"] + 1, "history": history,
+           "parameters": count_parameters(model), "fit_seconds": round(time.perf_counter() - t0, 1),
+           "use_gpu": use_gpu, "train_videos": len(prep["train"]), "held_out": len(prep["held_out"])}
+    if evaluate and prep["held_targets"]:
+        from catpose.learn.evaluate import evaluate_run
+
+        out["evaluation"] = evaluate_run(cfg, prep, model, store, name)
+    return out
+
+
+def _jsonable(cfg) -> dict:
+    return json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
+
+
+def plot_history(history: list[dict], title: str) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ep = [h["epoch"] + 1 for h in history]
+    fig, axes = plt.subplots(1, 3, figsize=(10, 2.8))
+    for key in ("loss", "loss_vertex", "loss_background"):
+        axes[0].plot(ep, [h[key] for h in history], label=key)
+    axes[0].set_title("loss")
+    axes[0].legend(fontsize=7)
+    axes[1].plot(ep, [h["train_vertex_acc"] for h in history])
+    axes[1].set_title("training vertex accuracy")
+    axes[2].plot(ep, [h["images_per_s"] for h in history])
+    axes[2].set_title("images / s (all workers)")
+    for ax in axes:
+        ax.set_xlabel("epoch")
+    fig.suptitle(f"{title}: training")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def load_trained(run: str, endpoint_url: str | None = None, device: str = "cpu") -> tuple[ContrastiveModel, Template]:
+    """The trained Φ/Θ and template of a finished run (a folder or s3:// URI ending in the run name)."""
+    store = Store(run, endpoint_url)
+    if not store.exists("model.pt"):
+        raise FileNotFoundError(f"{store.url('model.pt')}: no trained model (has `catpose train` finished?)")
+    state = torch.load(io.BytesIO(store.read_bytes("model.pt")), map_location="cpu", weights_only=False)
+    c = state["config"]
+    cfg = TrainConfig(**{k: v for k, v in c.items() if k in {f.name for f in dataclasses.fields(TrainConfig)}})
+    cfg = dataclasses.replace(cfg, weights=Path(cfg.weights) if cfg.weights else None,
+                              alignment=Path(cfg.alignment), ground_truth=None)
+    model = build_model(cfg, torch.as_tensor(state["vertices"]))
+    model.encoder.load_state_dict(state["encoder"])
+    model.template.load_state_dict(state["template"])
+    tpl = Template.from_bytes(store.read_bytes("template.npz"), store.url("template.npz"))
+    return model.to(device).eval(), tpl

@@ -1,0 +1,65 @@
+"""The category template: mean shape of aligned clouds, instance correspondents, file round trip."""
+
+import numpy as np
+import pytest
+from scipy.spatial import cKDTree
+from scipy.spatial.transform import Rotation
+
+from catpose.align.search import PairAlignment
+from catpose.errors import DataFormatError
+from catpose.learn.template import Template, build_template, instance_correspondents, to_reference
+
+
+def _box_surface(rng, n, dims):
+    """Points on the surface of an axis-aligned box with the given side lengths."""
+    p = rng.uniform(-0.5, 0.5, (n, 3))
+    axis = rng.integers(0, 3, n)
+    p[np.arange(n), axis] = rng.choice([-0.5, 0.5], n)
+    return p * dims
+
+
+def test_template_is_the_shared_shape_of_aligned_clouds():
+    rng = np.random.default_rng(0)
+    dims = np.array([2.0, 1.0, 0.6])
+    clouds, transforms = [], []
+    for i in range(6):
+        X = _box_surface(rng, 3000, dims * rng.uniform(0.95, 1.05, 3))
+        # the video's own frame: a random similarity away from the reference
+        T_ref = PairAlignment(Rotation.random(random_state=i).as_matrix(), rng.normal(size=3), float(rng.uniform(0.5, 2)), 0)
+        V = ((X - T_ref.t) @ T_ref.R) / T_ref.scale  # inverse map: x_ref = s R x + t
+        clouds.append(V.astype(np.float32))
+        transforms.append(T_ref)
+    # one video carries an extra part the others lack: it must not enter the template
+    stray = np.array([[0, 0, 3.0]]) + rng.normal(0, 0.05, (300, 3))
+    clouds[0] = np.concatenate([clouds[0], ((stray - transforms[0].t) @ transforms[0].R / transforms[0].scale)]).astype(np.float32)
+    aligned = [to_reference(T, V) for T, V in zip(transforms, clouds)]
+    tpl = build_template(aligned, n_vertices=500)
+    assert tpl.vertices.shape == (500, 3)
+    # every template vertex lies near the mean box surface, none on the stray part
+    ref = _box_surface(rng, 20000, dims)
+    d, _ = cKDTree(ref).query(tpl.vertices)
+    assert d.max() < 0.1 * np.linalg.norm(dims)
+    assert tpl.vertices[:, 2].max() < 0.5
+    assert tpl.support.min() >= 0.3
+    # correspondents: in the video's own frame, on that video's surface, near the template vertex once aligned
+    pts, valid = instance_correspondents(tpl, clouds[3], transforms[3])
+    assert valid.mean() > 0.95
+    back = to_reference(transforms[3], pts)
+    assert np.linalg.norm(back - tpl.vertices, axis=1)[valid].max() <= 0.1 * tpl.diameter
+
+
+def test_template_file_round_trip_and_bad_file():
+    tpl = Template(np.random.rand(10, 3).astype(np.float32), np.ones(10, np.float32),
+                   np.random.rand(10, 4).astype(np.float32), {"videos": 3})
+    back = Template.from_bytes(tpl.to_bytes())
+    assert np.array_equal(back.vertices, tpl.vertices) and np.array_equal(back.features, tpl.features)
+    assert back.meta == {"videos": 3}
+    with pytest.raises(DataFormatError, match="broken.npz"):
+        Template.from_bytes(b"not a zip", "broken.npz")
+
+
+def test_template_needs_shared_cells():
+    rng = np.random.default_rng(1)
+    far_apart = [rng.normal(size=(50, 3)) + 100 * i for i in range(4)]
+    with pytest.raises(ValueError, match="alignment broken"):
+        build_template(far_apart, support=0.5)

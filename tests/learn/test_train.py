@@ -1,0 +1,110 @@
+"""``catpose train`` through real Ray Train on CPU: loss, a killed worker, resume, S3 storage."""
+
+import dataclasses
+import json
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from catpose.align.run import write_alignment
+from catpose.align.search import PairAlignment
+from catpose.config import FeaturesConfig, ShardConfig, TrainConfig
+from catpose.data.shards import write_shards
+from catpose.data.synth.generate import load_ground_truth
+from catpose.features.runner import run_features
+from catpose.learn.train import load_trained, run_train
+
+pytestmark = pytest.mark.slow
+
+
+def _inputs(synth_root, base: Path, shards: str, endpoint=None):
+    """Shards, surface features and an alignment (the ground truth's, written as catpose align does)."""
+    write_shards(ShardConfig(data=synth_root, out=shards, category=("car",), endpoint_url=endpoint), progress=False)
+    feats = str(base / "features")
+    run_features(FeaturesConfig(data=synth_root, category=("car",), out=feats, vertices=300, frames=4, workers=0),
+                 progress=False)
+    gt = load_ground_truth(synth_root, "car")
+    ref = sorted(gt)[0]
+    inv = gt[ref].inverse()
+    tf = {k: PairAlignment(inv.R @ g.R, inv.scale * inv.R @ g.t + inv.t, inv.scale * g.scale, 0.0) for k, g in gt.items()}
+    (base / "align").mkdir(parents=True, exist_ok=True)
+    write_alignment(base / "align" / "alignment.parquet", tf, ref)
+    return feats
+
+
+def _config(synth_root, base, shards, feats, **kw):
+    base_kw = dict(data=shards, alignment=base / "align", features=feats, category="car", vertices=200, size=64,
+                   batch_size=4, holdout=0.3, num_workers=2, cpus_per_worker=0.5, ground_truth=synth_root)
+    return TrainConfig(**{**base_kw, **kw})
+
+
+def _kill_a_worker_after_a_checkpoint(run_dir: Path, done: dict, timeout: float = 300):
+    """SIGKILLs one Ray Train worker process once a checkpoint is surely registered (a second one is
+    being written and the run's checkpoint snapshot exists)."""
+    import psutil
+
+    t0 = time.time()
+    while time.time() - t0 < timeout and not done.get("stop"):
+        if len(list(run_dir.glob("checkpoint_*"))) >= 2 and (run_dir / "checkpoint_manager_snapshot.json").is_file():
+            for p in psutil.process_iter(["cmdline"]):
+                if "RayTrainWorker" in " ".join(p.info["cmdline"] or []):
+                    p.kill()
+                    done["killed"] = p.pid
+                    return
+        time.sleep(0.1)
+
+
+def test_train_two_workers_survives_a_killed_worker(synth_root, tmp_path, ray_local):
+    shards = str(tmp_path / "shards")
+    feats = _inputs(synth_root, tmp_path, shards)
+    cfg = _config(synth_root, tmp_path, shards, feats, out=str(tmp_path / "runs"), epochs=8, max_failures=2)
+    state: dict = {}
+    killer = threading.Thread(target=_kill_a_worker_after_a_checkpoint, args=(tmp_path / "runs" / "train-car", state))
+    killer.start()
+    try:
+        res = run_train(cfg)
+    finally:
+        state["stop"] = True
+        killer.join()
+    assert state.get("killed"), "no Ray Train worker was found to kill"
+    h = res["history"]
+    assert [e["epoch"] for e in h] == list(range(8))  # every epoch once, none lost or repeated
+    assert max(e["started_at_epoch"] for e in h) >= 1  # the restarted workers resumed from a checkpoint
+    losses = [e["loss"] for e in h]
+    print(f"\nkilled pid {state['killed']}; losses {np.round(losses, 3).tolist()}; "
+          f"resumed at epoch {max(e['started_at_epoch'] for e in h)}")
+    assert np.mean(losses[-2:]) < losses[0]
+    run = tmp_path / "runs" / "train-car"
+    for f in ("model.pt", "template.npz", "history.json", "training_curves.png", "evaluation.json",
+              "evaluation.md", "viewpoint_accuracy.png", "split.json"):
+        assert (run / f).is_file(), f
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    ev = json.loads((run / "evaluation.json").read_text())
+    assert set(ev["methods"]) == {"trained", "untrained network", "colorsift (alignment features)"}
+    assert ev["frames"] == 8 and 0 <= ev["methods"]["trained"]["accuracy"] <= 1
+    model, tpl = load_trained(str(run))
+    assert tpl.features.shape == (len(tpl.vertices), cfg.dim)
+
+
+def test_train_on_s3_storage_and_resume(synth_root, tmp_path, ray_local, s3_bucket):
+    import s3fs
+
+    endpoint, bucket = s3_bucket
+    shards = f"s3://{bucket}/shards"
+    feats = _inputs(synth_root, tmp_path, shards, endpoint)
+    cfg = _config(synth_root, tmp_path, shards, feats, out=f"s3://{bucket}/runs", epochs=1, num_workers=1,
+                  endpoint_url=endpoint)
+    res = run_train(cfg, evaluate=False)
+    assert res["run"] == f"s3://{bucket}/runs/train-car" and len(res["history"]) == 1
+    fs = s3fs.S3FileSystem(endpoint_url=endpoint)
+    keys = fs.find(f"{bucket}/runs/train-car")
+    names = {k.split("/train-car/", 1)[1] for k in keys}
+    assert any(n.startswith("checkpoint_") and n.endswith("/state.pt") for n in names), names
+    assert any(n.startswith("tensorboard/events.out.tfevents") for n in names), names
+    assert {"model.pt", "template.npz", "history.json", "training_curves.png", "split.json"} <= names
+    # the same run with more epochs continues from the checkpoint in the bucket
+    res2 = run_train(dataclasses.replace(cfg, epochs=2), evaluate=False)
+    assert [e["epoch"] for e in res2["history"]] == [0, 1] and res2["history"][1]["started_at_epoch"] == 1
