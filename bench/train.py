@@ -1,7 +1,7 @@
 """Benchmark of feature learning: images/s of the data pipeline, of the training step, and of whole
 Ray Train runs with 1..n workers, on this machine's CPU or one/several GPUs.
 
-Data: a synthetic car category (``--data`` root, or generated here: 8 videos × 24 frames, 128 px),
+Data: a synthetic car category (``--data`` root, or generated here: 4 videos × 24 frames, 128 px),
 sharded to Parquet, with the ground-truth alignment (so the benchmark does not depend on the
 alignment stage) and a 1000-vertex template.
 
@@ -52,7 +52,7 @@ def setup(data: Path | None, work: Path):
         from catpose.data.synth.generate import generate
 
         data = work / "synth"
-        generate(SynthConfig(out=data, category=("car",), videos=8, frames=24, size=128, seed=5, depth=False))
+        generate(SynthConfig(out=data, category=("car",), videos=4, frames=24, size=128, seed=5, depth=False))
     shards = str(work / "shards")
     write_shards(ShardConfig(data=data, out=shards, category=("car",)), progress=False)
     gt = load_ground_truth(data, "car")
@@ -168,7 +168,7 @@ def main() -> None:
     ap.add_argument("--gpus-per-worker", type=float, default=1.0)
     ap.add_argument("--cpus-per-worker", type=float, default=0.0, help="default: 1 on GPU, 0.5 on CPU")
     ap.add_argument("--epochs", type=int, default=3)
-    ap.add_argument("--repeat", type=int, default=0, help="passes over the frames per epoch (default 8 GPU, 1 CPU)")
+    ap.add_argument("--repeat", type=int, default=0, help="passes over the frames per epoch (default 16 GPU, 2 CPU)")
     ap.add_argument("--out", default="")
     a = ap.parse_args()
     dev = ("cuda" if torch.cuda.is_available() else "cpu") if a.device == "auto" else a.device
@@ -196,7 +196,7 @@ def main() -> None:
             res["ray"] = {"gpus_per_worker": a.gpus_per_worker if gpu else 0, "cpus_per_worker": cfg.cpus_per_worker,
                           "batch_per_worker": cfg.batch_size, "cluster": ray.cluster_resources(),
                           "runs": bench_ray(cfg, shards, tpl, targets, [int(x) for x in a.ray_workers.split(",")],
-                                            gpu, a.repeat or (8 if gpu else 1), work)}
+                                            gpu, a.repeat or (16 if gpu else 2), work)}
             ray.shutdown()
     print(json.dumps(res, indent=1))
     tag = "gpu" if gpu else "cpu"

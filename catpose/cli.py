@@ -17,7 +17,15 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from catpose.config import AlignConfig, FeaturesConfig, IngestConfig, ShardConfig, SweepConfig, SynthConfig, TrainConfig
+from catpose.config import (
+    AlignConfig,
+    FeaturesConfig,
+    IngestConfig,
+    ShardConfig,
+    SweepConfig,
+    SynthConfig,
+    TrainConfig,
+)
 from catpose.errors import CatposeError
 
 
@@ -140,7 +148,7 @@ def run_train(cfg: TrainConfig) -> int:
     res = run(cfg)
     last = res["history"][-1] if res["history"] else {}
     print(f"{cfg.category}: {res['epochs']} epochs, final loss {last.get('loss', float('nan')):.3f}, "
-          f"{res['parameters']:,} parameters, run {res['run']}")
+          f"run {res['run']}")
     if "evaluation" in res:
         from catpose.learn.evaluate import format_table
 

@@ -266,6 +266,10 @@ class TrainConfig:
     """Worker-group restarts (from the latest checkpoint) before the run fails."""
     keep_checkpoints: int = 2
     """Checkpoints kept in storage."""
+    evaluate: bool = True
+    """Score the held-out videos after training (vertex-to-pixel matching, against baselines)."""
+    eval_frames: int = 96
+    """Held-out frames scored (evenly drawn; 0: all)."""
     eval_threshold: float = 4.0
     """A vertex counts as matched when its best pixel lies within this many pixels of the truth."""
     seed: int = 0

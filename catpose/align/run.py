@@ -71,7 +71,8 @@ def run_align(cfg: AlignConfig, progress: bool = True) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     feat_store = cfg.features or str(out / "features")
     fman = run_features(FeaturesConfig(data=cfg.data, category=(cfg.category,), out=feat_store,
-                                       workers=cfg.workers, endpoint_url=cfg.endpoint_url), progress=progress)
+                                       workers=cfg.workers, endpoint_url=cfg.endpoint_url), progress=progress,
+                        keep_existing=True)
     names = fman[cfg.category].keys_with("ok")
     if len(names) < 2:
         raise ValueError(f"category '{cfg.category}' has {len(names)} usable videos; alignment needs 2 or more")

@@ -86,7 +86,8 @@ def run_sweep(cfg: SweepConfig) -> dict:
     local_out = Path(cfg.out) if not is_s3(cfg.out) else Path("runs") / "tune-results" / cfg.category
     local_out.mkdir(parents=True, exist_ok=True)
     feat_store = cfg.features or str(local_out / "features")
-    fman = run_features(FeaturesConfig(data=cfg.data, category=(cfg.category,), out=feat_store, workers=0))
+    fman = run_features(FeaturesConfig(data=cfg.data, category=(cfg.category,), out=feat_store, workers=0),
+                        keep_existing=True)
     ok = fman[cfg.category].keys_with("ok")
     if len(ok) < 3:
         raise ValueError(f"category '{cfg.category}' has {len(ok)} usable videos; the sweep needs 3 or more")

@@ -72,7 +72,10 @@ def _task(args: tuple[FeaturesConfig, str, str]) -> dict:
             "frames_per_s": round(len(sf.frame_numbers) / (time.perf_counter() - t0), 2)}
 
 
-def run_features(cfg: FeaturesConfig, progress: bool = True) -> dict[str, Manifest]:
+def run_features(cfg: FeaturesConfig, progress: bool = True, keep_existing: bool = False) -> dict[str, Manifest]:
+    """Surface features of every sequence of ``cfg.category`` into the store; finished sequences with
+    the same settings are skipped, and with ``keep_existing`` any finished sequence is kept whatever
+    its settings (later stages use a store as they find it and only fill in what is missing)."""
     from catpose.data.co3d import Co3dCategory
 
     store = Store(cfg.out, cfg.endpoint_url)
@@ -84,9 +87,10 @@ def run_features(cfg: FeaturesConfig, progress: bool = True) -> dict[str, Manife
     for category in cfg.category:
         cat = Co3dCategory(cfg.data, category)
         man = Manifest.load_or_new(f"{category}/_manifest.json", "features", store=store)
-        man.info.update({"signature": sig})
+        if not keep_existing:
+            man.info.update({"signature": sig})
         todo = [(cfg, category, n) for n in cat.sequence_names
-                if not (man.status(n) == "ok" and man.items[n].get("signature") == sig
+                if not (man.status(n) == "ok" and (keep_existing or man.items[n].get("signature") == sig)
                         and store.exists(feature_key(category, n)))]
         print(f"features {category}: backbone {cfg.backbone} on {device_note}; "
               f"{len(cat) - len(todo)} of {len(cat)} sequences already done", flush=True)

@@ -18,7 +18,14 @@ import torch
 from PIL import Image
 
 from catpose.data.camera import Camera
-from catpose.learn.frames import AugmentConfig, colour_jitter, composite, frame_targets, object_boxes, object_crops
+from catpose.learn.frames import (
+    AugmentConfig,
+    colour_jitter,
+    composite,
+    frame_targets,
+    object_boxes,
+    object_crops,
+)
 
 COLUMNS = ["sequence_name", "frame_number", "image", "mask", "height", "width", "R", "T", "focal_length",
            "principal_point", "intrinsics_format"]
@@ -55,7 +62,7 @@ def prepare_batch(batch: dict, videos: dict[str, VideoTargets], size: int = 128,
     [B, N], ``fg`` uint8 [B, S, S] (visible object pixels, 0/255), ``sequence_name``, ``frame_number``.
     """
     gen = torch.Generator().manual_seed(int.from_bytes(os.urandom(8), "little") >> 1 if seed is None else seed)
-    imgs, masks, uvs, viss, names, numbers, boxes = [], [], [], [], [], [], []
+    imgs, masks, uvs, viss, names, numbers = [], [], [], [], [], []
     for i, name in enumerate(batch["sequence_name"]):
         name = str(name)
         v = videos.get(name)
@@ -98,9 +105,19 @@ def prepare_batch(batch: dict, videos: dict[str, VideoTargets], size: int = 128,
 def training_dataset(shards: str, category: str, videos: dict[str, VideoTargets], size: int,
                      augment: AugmentConfig | None, endpoint_url: str | None = None, batch_rows: int = 16):
     """Ray Data pipeline: read the category's shards, keep ``videos``' frames, crop/target/augment."""
+    import ray.data
+    from ray.data.expressions import col
+
     from catpose.data.shards import read_shards_ray
 
+    # one bar for the whole pipeline in logs (per-operator bars flood `ray job logs`)
+    ray.data.DataContext.get_current().enable_operator_progress_bars = False
     ds = read_shards_ray(shards, endpoint_url, columns=COLUMNS, categories=[category])
+    # only the training videos' frames (an empty batch out of prepare_batch would lose its column types)
+    ds = ds.filter(expr=col("sequence_name").is_in(sorted(videos)))
+    # a shard file holds hundreds of frames: cut it into small blocks (streaming) so that many
+    # decoding/augmentation tasks run at once instead of one per file
+    ds = ds.repartition(target_num_rows_per_block=batch_rows)
     return ds.map_batches(prepare_batch, batch_size=batch_rows, batch_format="numpy",
                           fn_kwargs={"videos": videos, "size": size,
                                      "augment": dataclasses.replace(augment) if augment else None})

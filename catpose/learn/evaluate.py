@@ -117,8 +117,9 @@ def evaluate_run(cfg: TrainConfig, prep: dict, model, store, name: str, device: 
     colorsift = ColorSift().to(device).eval()
     N = len(prep["template"].vertices)
     train_frames, _ = load_frames(cfg, prep["train_targets"], max_frames=96, seed=cfg.seed)
-    clean, metas = load_frames(cfg, prep["held_targets"], seed=cfg.seed)
-    wild, _ = load_frames(cfg, prep["held_targets"], AugmentConfig(), seed=cfg.seed + 1)
+    cap = cfg.eval_frames or None
+    clean, metas = load_frames(cfg, prep["held_targets"], seed=cfg.seed, max_frames=cap)
+    wild, _ = load_frames(cfg, prep["held_targets"], AugmentConfig(), seed=cfg.seed, max_frames=cap)
     methods = {
         "trained": (model.encoder, model.template.vertex_features().detach().to(device)),
         "untrained network": (untrained.encoder, None),

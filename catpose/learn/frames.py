@@ -15,7 +15,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -55,7 +54,7 @@ def frame_targets(points: torch.Tensor, valid: torch.Tensor, dense: torch.Tensor
     # wide, with M/4 vertices on the visible side) are closed, so the far side cannot show through
     span = (duv.amax(1) - duv.amin(1)).clamp(min=1).prod(-1).mean().item()
     spacing = (span / max(len(dense) / 4, 1)) ** 0.5
-    zb = zbuffer(duv, dz, image_size, cell=1, fill=int(math.ceil(spacing)) + 1, margin=2 * tol * diam)
+    zb = zbuffer(duv, dz, image_size, cell=1, fill=math.ceil(spacing) + 1, margin=2 * tol * diam)
     vis = visibility(uv, z, image_size, zb, tol=tol * diam, masks=masks)
     return uv, vis & valid[None]
 

@@ -17,8 +17,6 @@ L = mean L_v + w_bg · mean L_bg (as in NeMo, with a learned template instead of
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -160,6 +158,3 @@ class ContrastiveModel(nn.Module):
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
-
-def chance_level(n_vertices: int) -> float:
-    return 1.0 / n_vertices if n_vertices else math.nan

@@ -172,7 +172,8 @@ def train_loop_per_worker(config: dict) -> None:
         sums = torch.zeros(5, device=device)  # loss, loss_v, loss_bg, acc, steps
         n_img, t0 = 0, time.perf_counter()
         model.train()
-        for batch in shard.iter_torch_batches(batch_size=cfg.batch_size, prefetch_batches=2):
+        for batch in shard.iter_torch_batches(batch_size=cfg.batch_size, prefetch_batches=2,
+                                                 local_shuffle_buffer_size=4 * cfg.batch_size):
             images = batch["image"].to(device, non_blocking=True).float() / 255
             uv, vis = batch["uv"].to(device).float(), batch["vis"].to(device).bool()
             fg = batch["fg"].to(device).float() / 255
@@ -247,7 +248,7 @@ def make_trainer(cfg: TrainConfig, dataset, vertices: np.ndarray, name: str, use
     )
 
 
-def run_train(cfg: TrainConfig, evaluate: bool = True) -> dict:
+def run_train(cfg: TrainConfig) -> dict:
     """Fits (or resumes) the run ``OUT/NAME`` and writes the model, curves and evaluation."""
     from catpose.parallel import init_ray
 
@@ -255,6 +256,10 @@ def run_train(cfg: TrainConfig, evaluate: bool = True) -> dict:
     name = run_name(cfg)
     store = Store(cfg.out, cfg.endpoint_url)
     store.check()
+    done = finished_run(cfg, store, name)
+    if done is not None:
+        print(f"train {cfg.category}: {store.url(name)} finished its {done['epochs']} epochs before; kept", flush=True)
+        return done
     prep = prepare(cfg)
     tpl: Template = prep["template"]
     store.write_bytes(f"{name}/template.npz", tpl.to_bytes())
@@ -288,10 +293,24 @@ def run_train(cfg: TrainConfig, evaluate: bool = True) -> dict:
     out = {"run": store.url(name), "epochs": state["epoch"] + 1, "history": history,
            "parameters": count_parameters(model), "fit_seconds": round(time.perf_counter() - t0, 1),
            "use_gpu": use_gpu, "train_videos": len(prep["train"]), "held_out": len(prep["held_out"])}
-    if evaluate and prep["held_targets"]:
+    if cfg.evaluate and prep["held_targets"]:
         from catpose.learn.evaluate import evaluate_run
 
-        out["evaluation"] = evaluate_run(cfg, prep, model, store, name)
+        device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
+        out["evaluation"] = evaluate_run(cfg, prep, model, store, name, device)
+    return out
+
+
+def finished_run(cfg: TrainConfig, store: Store, name: str) -> dict | None:
+    """The summary of a run that already trained ``cfg.epochs`` epochs (and was evaluated if asked)."""
+    if not (store.exists(f"{name}/model.pt") and store.exists(f"{name}/history.json")):
+        return None
+    history = store.read_json(f"{name}/history.json")
+    if len(history) < cfg.epochs or (cfg.evaluate and not store.exists(f"{name}/evaluation.json")):
+        return None
+    out = {"run": store.url(name), "epochs": len(history), "history": history, "resumed": "finished before"}
+    if cfg.evaluate:
+        out["evaluation"] = store.read_json(f"{name}/evaluation.json")
     return out
 
 

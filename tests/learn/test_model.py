@@ -6,8 +6,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from catpose.learn.model import (ContrastiveModel, FeatureNet, NeuralTemplate, neighbour_mask, sample_background,
-                                 vertex_contrastive_loss)
+from catpose.learn.model import (
+    ContrastiveModel,
+    FeatureNet,
+    NeuralTemplate,
+    neighbour_mask,
+    sample_background,
+    vertex_contrastive_loss,
+)
 
 
 @pytest.mark.parametrize("stride", [2, 4])

@@ -96,8 +96,8 @@ def test_train_on_s3_storage_and_resume(synth_root, tmp_path, ray_local, s3_buck
     shards = f"s3://{bucket}/shards"
     feats = _inputs(synth_root, tmp_path, shards, endpoint)
     cfg = _config(synth_root, tmp_path, shards, feats, out=f"s3://{bucket}/runs", epochs=1, num_workers=1,
-                  endpoint_url=endpoint)
-    res = run_train(cfg, evaluate=False)
+                  endpoint_url=endpoint, evaluate=False)
+    res = run_train(cfg)
     assert res["run"] == f"s3://{bucket}/runs/train-car" and len(res["history"]) == 1
     fs = s3fs.S3FileSystem(endpoint_url=endpoint)
     keys = fs.find(f"{bucket}/runs/train-car")
@@ -106,5 +106,5 @@ def test_train_on_s3_storage_and_resume(synth_root, tmp_path, ray_local, s3_buck
     assert any(n.startswith("tensorboard/events.out.tfevents") for n in names), names
     assert {"model.pt", "template.npz", "history.json", "training_curves.png", "split.json"} <= names
     # the same run with more epochs continues from the checkpoint in the bucket
-    res2 = run_train(dataclasses.replace(cfg, epochs=2), evaluate=False)
+    res2 = run_train(dataclasses.replace(cfg, epochs=2))
     assert [e["epoch"] for e in res2["history"]] == [0, 1] and res2["history"][1]["started_at_epoch"] == 1
