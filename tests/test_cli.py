@@ -41,7 +41,8 @@ def test_wrong_path_is_a_clear_error(tmp_path):
 def test_main_job_with_yaml_config_resumes(tmp_path):
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text(yaml.safe_dump({"workers": 0, "synth": {"category": ["car"], "videos": 2, "frames": 4,
-                                                           "size": 64}}))
+                                                           "size": 64},
+                                   "train_categories": []}))  # training has its own job tests
     out = tmp_path / "run"
     args = [sys.executable, str(REPO / "jobs" / "full_pipeline.py"), "--config", str(cfg), "--out", str(out)]
     r = run(args)
@@ -72,7 +73,7 @@ def test_main_job_reports_a_broken_sequence_and_goes_on(tmp_path, synth_root):
     data = tmp_path / "data"
     shutil.copytree(synth_root, data)
     write_ply(data / "mug" / "mug_0001" / "pointcloud.ply", PointCloud(np.zeros((0, 3), np.float32)))
-    report = run(PipelineConfig(out=tmp_path / "run", data=data, workers=0))
+    report = run(PipelineConfig(out=tmp_path / "run", data=data, workers=0, train_categories=()))
     assert list(report["unusable"]) == ["mug/mug_0001"]
     assert "mug_0001/pointcloud.ply" in report["unusable"]["mug/mug_0001"] and "empty" in report["unusable"]["mug/mug_0001"]
     rows = {r["category"]: r for r in report["validate"]}
@@ -86,7 +87,7 @@ def test_main_job_tunes_alpha_tau_and_aligns_with_the_best(tmp_path, synth_root,
     from catpose.config import ShardConfig, SweepConfig
     from catpose.pipeline import PipelineConfig, run
 
-    cfg = PipelineConfig(out=tmp_path / "run", data=synth_root, workers=0, tune=True,
+    cfg = PipelineConfig(out=tmp_path / "run", data=synth_root, workers=0, tune=True, train_categories=(),
                          shard=ShardConfig(out="", category=("car",)),
                          sweep=SweepConfig(alphas=(0.2,), taus=(0.1, 10.0), videos=3, rotations=128))
     report = run(cfg)
