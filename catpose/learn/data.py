@@ -62,11 +62,11 @@ def prepare_batch(batch: dict, videos: dict[str, VideoTargets], size: int = 128,
     [B, N], ``fg`` uint8 [B, S, S] (visible object pixels, 0/255), ``sequence_name``, ``frame_number``.
     """
     gen = torch.Generator().manual_seed(int.from_bytes(os.urandom(8), "little") >> 1 if seed is None else seed)
-    imgs, masks, uvs, viss, names, numbers = [], [], [], [], [], []
+    # decode, then compute the targets of each video's frames in one batched call
+    decoded: dict[str, list] = {}
     for i, name in enumerate(batch["sequence_name"]):
         name = str(name)
-        v = videos.get(name)
-        if v is None:
+        if name not in videos:
             continue
         what = f"{name}/{int(batch['frame_number'][i])}"
         try:
@@ -76,17 +76,29 @@ def prepare_batch(batch: dict, videos: dict[str, VideoTargets], size: int = 128,
                    else torch.ones(img.shape[1:]))
         except ValueError:
             continue
-        cam = _camera(batch, i)
-        t = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float32)
-        uv, vis = frame_targets(t(v.points), torch.as_tensor(v.valid), t(v.dense), t(cam.R)[None], t(cam.T)[None],
-                                t(cam.focal_px)[None], t(cam.principal_point_px)[None], cam.image_size,
-                                msk[None], tol=tol)
-        box = object_boxes(msk[None], uv[0][vis[0]][None])
-        jit = augment or AugmentConfig(scale_jitter=0, shift_jitter=0)
-        ci, cm, cuv, cvis = object_crops(img[None], msk[None], uv, vis, size, box, gen,
-                                         jit.scale_jitter, jit.shift_jitter)
-        imgs.append(ci[0]), masks.append(cm[0]), uvs.append(cuv[0]), viss.append(cvis[0])
-        names.append(name), numbers.append(int(batch["frame_number"][i]))
+        decoded.setdefault(name, []).append((i, img, msk, _camera(batch, i)))
+    jit = augment or AugmentConfig(scale_jitter=0, shift_jitter=0)
+    t = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float32)  # noqa: E731
+    imgs, masks, uvs, viss, names, numbers = [], [], [], [], [], []
+    for name, items in decoded.items():
+        v = videos[name]
+        by_size: dict[tuple, list] = {}
+        for it in items:
+            by_size.setdefault(it[3].image_size, []).append(it)
+        for hw, group in by_size.items():
+            cams = [g[3] for g in group]
+            img, msk = torch.stack([g[1] for g in group]), torch.stack([g[2] for g in group])
+            uv, vis = frame_targets(t(v.points), torch.as_tensor(v.valid), t(v.dense), t([c.R for c in cams]),
+                                    t([c.T for c in cams]), t([c.focal_px for c in cams]),
+                                    t([c.principal_point_px for c in cams]), hw, msk, tol=tol)
+            boxes = torch.cat([object_boxes(msk[k:k + 1], uv[k][vis[k]][None]) for k in range(len(group))])
+            ci, cm, cuv, cvis = object_crops(img, msk, uv, vis, size, boxes, gen, jit.scale_jitter, jit.shift_jitter)
+            imgs += list(ci)
+            masks += list(cm)
+            uvs += list(cuv)
+            viss += list(cvis)
+            names += [name] * len(group)
+            numbers += [int(batch["frame_number"][g[0]]) for g in group]
     n = len(imgs)
     N = next(iter(videos.values())).points.shape[0] if videos else 0
     if n == 0:
