@@ -75,10 +75,13 @@ def test_ray_job_submit_runs_the_pipeline(tmp_path):
             pytest.fail("the Ray dashboard (job server) did not come up in 120 s")
         out = tmp_path / "run"
         cfg = _tiny_config(tmp_path / "tiny.yaml", train=True)
-        sub = subprocess.run(
-            [str(BIN / "ray"), "job", "submit", f"--address={address}", "--working-dir", str(ROOT), "--",
-             "python", "jobs/full_pipeline.py", "--config", str(cfg), "--out", str(out)],
-            env=_env(), cwd=ROOT, capture_output=True, text=True, timeout=900)
+        submit = [str(BIN / "ray"), "job", "submit", f"--address={address}", "--working-dir", str(ROOT), "--",
+                  "python", "jobs/full_pipeline.py", "--config", str(cfg), "--out", str(out)]
+        for _ in range(60):  # the node's job agent comes up a little after the dashboard
+            sub = subprocess.run(submit, env=_env(), cwd=ROOT, capture_output=True, text=True, timeout=900)
+            if "No available agent" not in sub.stdout + sub.stderr:
+                break
+            time.sleep(2)
         log = sub.stdout + sub.stderr
         assert sub.returncode == 0, log[-4000:]
         assert "succeeded" in log, log[-4000:]
