@@ -22,6 +22,7 @@ import argparse
 import io
 import json
 import platform
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -47,7 +48,7 @@ def sync(dev: str) -> None:
         torch.cuda.synchronize()
 
 
-def setup(data: Path | None, work: Path):
+def setup(data: Path | None, work: Path, repeat: int = 1):
     if data is None:
         from catpose.data.synth.generate import generate
 
@@ -55,6 +56,10 @@ def setup(data: Path | None, work: Path):
         generate(SynthConfig(out=data, category=("car",), videos=4, frames=24, size=128, seed=5, depth=False))
     shards = str(work / "shards")
     write_shards(ShardConfig(data=data, out=shards, category=("car",)), progress=False)
+    # a larger epoch without a larger dataset: copies of the shard files (same rows, same targets)
+    for f in sorted((work / "shards" / "category=car").glob("part-*.parquet")):
+        for k in range(1, repeat):
+            shutil.copy(f, f.with_name(f"{f.stem}-copy{k}.parquet"))
     gt = load_ground_truth(data, "car")
     ref = sorted(gt)[0]
     inv = gt[ref].inverse()
@@ -69,7 +74,7 @@ def setup(data: Path | None, work: Path):
 
 
 def bench_data(shards: str, targets: dict, size: int, n_rows: int = 64) -> dict:
-    rows = [r for r in iter_shard_rows(shards, columns=COLUMNS)][:n_rows]
+    rows = list(iter_shard_rows(shards, columns=COLUMNS))[:n_rows]
     cols = {c: [r[c] for r in rows] for c in COLUMNS}
     prepare_batch(cols, targets, size, AugmentConfig(), seed=0)
     t0 = time.perf_counter()
@@ -135,12 +140,11 @@ def bench_step(cfg: TrainConfig, vertices: np.ndarray, batches: list[dict], dev:
 
 
 def bench_ray(cfg: TrainConfig, shards: str, tpl, targets: dict, workers: list[int], use_gpu: bool,
-              repeat: int, work: Path) -> list[dict]:
+              work: Path) -> list[dict]:
     rows = []
     for n in workers:
         c = TrainConfig(**{**cfg.__dict__, "num_workers": n, "out": str(work / f"ray-{n}")})
         ds = training_dataset(shards, "car", targets, c.size, AugmentConfig())
-        ds = ds.union(*[ds] * (repeat - 1)) if repeat > 1 else ds
         t0 = time.perf_counter()
         res = make_trainer(c, ds, tpl.vertices, f"bench-{n}", use_gpu).fit()
         if res.error:
@@ -168,7 +172,8 @@ def main() -> None:
     ap.add_argument("--gpus-per-worker", type=float, default=1.0)
     ap.add_argument("--cpus-per-worker", type=float, default=0.0, help="default: 1 on GPU, 0.5 on CPU")
     ap.add_argument("--epochs", type=int, default=3)
-    ap.add_argument("--repeat", type=int, default=0, help="passes over the frames per epoch (default 16 GPU, 2 CPU)")
+    ap.add_argument("--repeat", type=int, default=0,
+                    help="copies of the shard files, i.e. passes over the frames per epoch (default 16 GPU, 2 CPU)")
     ap.add_argument("--out", default="")
     a = ap.parse_args()
     dev = ("cuda" if torch.cuda.is_available() else "cpu") if a.device == "auto" else a.device
@@ -179,13 +184,15 @@ def main() -> None:
                       use_gpu="yes" if gpu else "no")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        shards, tpl, targets = setup(a.data, work)
-        res = {"device": name, "crop_px": a.size, "template_vertices": len(tpl.vertices), "feature_dim": cfg.dim,
+        repeat = a.repeat or (16 if gpu else 2)
+        shards, tpl, targets = setup(a.data, work, repeat)
+        res = {"device": name, "crop_px": a.size, "shard_copies": repeat, "template_vertices": len(tpl.vertices),
+               "feature_dim": cfg.dim,
                "width": cfg.width, "stride": cfg.stride}
         res["parameters"] = sum(p.numel() for p in build_model(cfg, torch.as_tensor(tpl.vertices)).parameters())
         res["data"] = bench_data(shards, targets, a.size)
         print(json.dumps(res, indent=1), flush=True)
-        rows = [r for r in iter_shard_rows(shards, columns=COLUMNS)][:cfg.batch_size]
+        rows = list(iter_shard_rows(shards, columns=COLUMNS))[:cfg.batch_size]
         batch = prepare_batch({c: [r[c] for r in rows] for c in COLUMNS}, targets, a.size, AugmentConfig(), seed=0)
         res["step"] = bench_step(cfg, tpl.vertices, [batch], dev, a.steps)
         print(json.dumps(res["step"], indent=1), flush=True)
@@ -196,7 +203,7 @@ def main() -> None:
             res["ray"] = {"gpus_per_worker": a.gpus_per_worker if gpu else 0, "cpus_per_worker": cfg.cpus_per_worker,
                           "batch_per_worker": cfg.batch_size, "cluster": ray.cluster_resources(),
                           "runs": bench_ray(cfg, shards, tpl, targets, [int(x) for x in a.ray_workers.split(",")],
-                                            gpu, a.repeat or (16 if gpu else 2), work)}
+                                            gpu, work)}
             ray.shutdown()
     print(json.dumps(res, indent=1))
     tag = "gpu" if gpu else "cpu"
