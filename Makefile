@@ -34,6 +34,7 @@ bench: $(STAMP)
 	$(PY) bench/data.py
 	$(PY) bench/features.py
 	$(PY) bench/align.py
+	$(PY) bench/train.py
 
 lint: $(STAMP)
 	$(PY) -m pip install -q ruff && $(VENV)/bin/ruff check catpose tests jobs bench
