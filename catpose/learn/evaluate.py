@@ -191,6 +191,13 @@ def plot_viewpoints(results: dict, category: str) -> bytes:
     ax.set_xticks(np.arange(0, 361, 90))
     ax.legend(fontsize=7)
     ax.set_title(f"{category}: held-out matching by viewpoint")
+    return png_bytes(fig)
+
+
+def png_bytes(fig) -> bytes:
+    """A matplotlib figure as PNG bytes (for stores that may be on S3); closes the figure."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)

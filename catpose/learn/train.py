@@ -337,11 +337,9 @@ def plot_history(history: list[dict], title: str) -> bytes:
     for ax in axes:
         ax.set_xlabel("epoch")
     fig.suptitle(f"{title}: training")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return buf.getvalue()
+    from catpose.learn.evaluate import png_bytes
+
+    return png_bytes(fig)
 
 
 def load_trained(run: str, endpoint_url: str | None = None, device: str = "cpu") -> tuple[ContrastiveModel, Template]:
