@@ -63,3 +63,11 @@ def test_template_needs_shared_cells():
     far_apart = [rng.normal(size=(50, 3)) + 100 * i for i in range(4)]
     with pytest.raises(ValueError, match="alignment broken"):
         build_template(far_apart, support=0.5)
+
+
+def test_training_without_an_alignment_says_which_file_is_missing(tmp_path):
+    from catpose.config import TrainConfig
+    from catpose.learn.train import prepare
+
+    with pytest.raises(FileNotFoundError, match=r"align-car/alignment.parquet.*catpose align"):
+        prepare(TrainConfig(alignment=tmp_path / "align-car", category="car"))
