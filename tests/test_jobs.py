@@ -52,11 +52,13 @@ def _env() -> dict:
 
 
 def test_ray_job_submit_runs_the_pipeline(tmp_path):
-    port, dash = _free_port(), _free_port()
+    port, dash, agent, metrics = _free_port(), _free_port(), _free_port(), _free_port()
     ray_tmp = tempfile.mkdtemp(prefix="rayjob", dir="/tmp")  # Ray's socket paths must stay short
     head = subprocess.Popen(
         [str(BIN / "ray"), "start", "--head", "--block", f"--port={port}", f"--dashboard-port={dash}",
          "--dashboard-host=127.0.0.1", "--include-dashboard=true", "--num-cpus=2", "--disable-usage-stats",
+         # ports of their own: another Ray on this machine (the tests' local one) holds the defaults
+         f"--dashboard-agent-listen-port={agent}", f"--metrics-export-port={metrics}",
          f"--temp-dir={ray_tmp}"],
         env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     address = f"http://127.0.0.1:{dash}"

@@ -19,6 +19,7 @@ import io
 import json
 import math
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -195,20 +196,23 @@ def train_loop_per_worker(config: dict) -> None:
                    "images": int(totals[5].item()), "images_per_s": totals[5].item() / max(seconds, 1e-9),
                    "lr": lr, "seconds": seconds, "started_at_epoch": start}
         history.append(metrics)
-        checkpoint = None
+        checkpoint = ckpt_dir = None
         if rank == 0:
             for k, v in metrics.items():
                 if k not in ("epoch", "started_at_epoch"):
                     tb.add_scalar(f"train/{k}", v, epoch)
             tb.flush()
             _upload_dir(store, tb_dir, f"{name}/tensorboard")
-            d = tempfile.mkdtemp(prefix="catpose-ckpt-")
+            ckpt_dir = tempfile.mkdtemp(prefix="catpose-ckpt-")
             torch.save({"model": core.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
-                        "history": history}, os.path.join(d, "state.pt"))
-            checkpoint = ray.train.Checkpoint.from_directory(d)
-        ray.train.report(metrics, checkpoint=checkpoint)
+                        "history": history}, os.path.join(ckpt_dir, "state.pt"))
+            checkpoint = ray.train.Checkpoint.from_directory(ckpt_dir)
+        ray.train.report(metrics, checkpoint=checkpoint)  # uploads the checkpoint before returning
+        if ckpt_dir is not None:
+            shutil.rmtree(ckpt_dir, ignore_errors=True)
     if tb is not None:
         tb.close()
+        shutil.rmtree(tb_dir, ignore_errors=True)
 
 
 def _use_gpu(cfg: TrainConfig) -> bool:
