@@ -31,7 +31,6 @@ import numpy as np
 import torch
 from PIL import Image
 
-from catpose.align.search import PairAlignment
 from catpose.config import ShardConfig, SynthConfig, TrainConfig
 from catpose.data.co3d import Co3dCategory
 from catpose.data.shards import iter_shard_rows, write_shards
@@ -40,7 +39,7 @@ from catpose.features.surface import sequence_vertices
 from catpose.learn.data import COLUMNS, VideoTargets, prepare_batch, training_dataset
 from catpose.learn.frames import AugmentConfig
 from catpose.learn.template import build_template, instance_correspondents, to_reference
-from catpose.learn.train import build_model, make_trainer
+from catpose.learn.train import build_model, ground_truth_to_reference, make_trainer
 
 
 def sync(dev: str) -> None:
@@ -60,10 +59,7 @@ def setup(data: Path | None, work: Path, repeat: int = 1):
     for f in sorted((work / "shards" / "category=car").glob("part-*.parquet")):
         for k in range(1, repeat):
             shutil.copy(f, f.with_name(f"{f.stem}-copy{k}.parquet"))
-    gt = load_ground_truth(data, "car")
-    ref = sorted(gt)[0]
-    inv = gt[ref].inverse()
-    tf = {k: PairAlignment(inv.R @ g.R, inv.scale * inv.R @ g.t + inv.t, inv.scale * g.scale, 0.0) for k, g in gt.items()}
+    tf = ground_truth_to_reference(data, "car", sorted(load_ground_truth(data, "car"))[0])
     verts = {s.name: sequence_vertices(s.load_point_cloud(), 1000)[0] for s in Co3dCategory(data, "car")}
     tpl = build_template([to_reference(tf[n], v) for n, v in verts.items()], 1000)
     targets = {}

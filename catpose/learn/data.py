@@ -9,15 +9,15 @@ Data's CPU tasks, not in the training step; the training loop receives ready ten
 from __future__ import annotations
 
 import dataclasses
-import io
 import os
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image
 
-from catpose.data.camera import Camera
+from catpose.data.co3d import decode_image
+from catpose.data.shards import row_camera
+from catpose.errors import DataFormatError
 from catpose.learn.frames import (
     AugmentConfig,
     colour_jitter,
@@ -40,17 +40,9 @@ class VideoTargets:
     dense: np.ndarray  # [M, 3] float32, the video's vertices (z-buffer)
 
 
-def _decode(data: bytes, mode: str, what: str) -> np.ndarray:
-    try:
-        return np.asarray(Image.open(io.BytesIO(data)).convert(mode))
-    except Exception as e:
-        raise ValueError(f"{what}: cannot decode ({type(e).__name__}: {e})") from e
-
-
-def _camera(batch: dict, i: int) -> Camera:
-    return Camera(np.asarray(batch["R"][i], float).reshape(3, 3), np.asarray(batch["T"][i], float),
-                  np.asarray(batch["focal_length"][i], float), np.asarray(batch["principal_point"][i], float),
-                  (int(batch["height"][i]), int(batch["width"][i])), str(batch["intrinsics_format"][i]))
+def _camera(batch: dict, i: int):
+    return row_camera({k: batch[k][i] for k in ("R", "T", "focal_length", "principal_point", "height", "width",
+                                                 "intrinsics_format")})
 
 
 def prepare_batch(batch: dict, videos: dict[str, VideoTargets], size: int = 128,
@@ -70,11 +62,12 @@ def prepare_batch(batch: dict, videos: dict[str, VideoTargets], size: int = 128,
             continue
         what = f"{name}/{int(batch['frame_number'][i])}"
         try:
-            img = torch.from_numpy(_decode(batch["image"][i], "RGB", what).copy()).permute(2, 0, 1).float() / 255
+            img = decode_image(batch["image"][i], what, "RGB")
+            img = torch.from_numpy(img.copy()).permute(2, 0, 1).float() / 255
             m = batch["mask"][i]
-            msk = (torch.from_numpy(_decode(m, "L", what + " mask").copy()).float() / 255 if m is not None
+            msk = (torch.from_numpy(decode_image(m, what + " mask", "L").copy()).float() / 255 if m is not None
                    else torch.ones(img.shape[1:]))
-        except ValueError:
+        except DataFormatError:  # an undecodable frame is dropped (the shard stage verifies frames)
             continue
         decoded.setdefault(name, []).append((i, img, msk, _camera(batch, i)))
     jit = augment or AugmentConfig(scale_jitter=0, shift_jitter=0)

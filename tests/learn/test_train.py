@@ -10,12 +10,11 @@ import numpy as np
 import pytest
 
 from catpose.align.run import write_alignment
-from catpose.align.search import PairAlignment
 from catpose.config import FeaturesConfig, ShardConfig, TrainConfig
 from catpose.data.shards import write_shards
 from catpose.data.synth.generate import load_ground_truth
 from catpose.features.runner import run_features
-from catpose.learn.train import load_trained, run_train
+from catpose.learn.train import ground_truth_to_reference, load_trained, run_train
 
 pytestmark = pytest.mark.slow
 
@@ -26,10 +25,8 @@ def _inputs(synth_root, base: Path, shards: str, endpoint=None):
     feats = str(base / "features")
     run_features(FeaturesConfig(data=synth_root, category=("car",), out=feats, vertices=300, frames=4, workers=0),
                  progress=False)
-    gt = load_ground_truth(synth_root, "car")
-    ref = sorted(gt)[0]
-    inv = gt[ref].inverse()
-    tf = {k: PairAlignment(inv.R @ g.R, inv.scale * inv.R @ g.t + inv.t, inv.scale * g.scale, 0.0) for k, g in gt.items()}
+    ref = sorted(load_ground_truth(synth_root, "car"))[0]
+    tf = ground_truth_to_reference(synth_root, "car", ref)
     (base / "align").mkdir(parents=True, exist_ok=True)
     write_alignment(base / "align" / "alignment.parquet", tf, ref)
     return feats
