@@ -133,6 +133,15 @@ def shard_files(uri: str, endpoint_url: str | None = None) -> list[str]:
     return store.glob("category=*/part-*.parquet")
 
 
+def _category_files(store: Store, categories: list[str] | None) -> list[str]:
+    files = [rel for rel in store.glob("category=*/part-*.parquet")
+             if categories is None or rel.split("/", 1)[0].split("=", 1)[1] in categories]
+    if not files:
+        raise FileNotFoundError(f"no Parquet shards{' of ' + ', '.join(categories) if categories else ''} "
+                                f"under {store.url()} (run `catpose shard` first)")
+    return files
+
+
 def read_shards_ray(uri: str, endpoint_url: str | None = None, columns: list[str] | None = None,
                     categories: list[str] | None = None):
     """The shards as a ``ray.data.Dataset`` (the ``category`` column comes from the partition path);
@@ -140,21 +149,17 @@ def read_shards_ray(uri: str, endpoint_url: str | None = None, columns: list[str
     import ray.data
 
     store = Store(uri, endpoint_url)
-    files = [rel for rel in shard_files(uri, endpoint_url)
-             if categories is None or rel.split("/", 1)[0].split("=", 1)[1] in categories]
-    if not files:
-        raise FileNotFoundError(f"no Parquet shards{' of ' + ', '.join(categories) if categories else ''} "
-                                f"under {store.url()} (run `catpose shard` first)")
     return ray.data.read_parquet(
-        [store.path(rel) for rel in files], filesystem=store.arrow_fs, columns=columns,
+        [store.path(rel) for rel in _category_files(store, categories)], filesystem=store.arrow_fs, columns=columns,
         partitioning=ray.data.datasource.Partitioning("hive", base_dir=store.root),
     )
 
 
-def iter_shard_rows(uri: str, endpoint_url: str | None = None, columns: list[str] | None = None) -> Iterator[dict]:
-    """Rows of every shard, without Ray (pyarrow only)."""
+def iter_shard_rows(uri: str, endpoint_url: str | None = None, columns: list[str] | None = None,
+                    categories: list[str] | None = None) -> Iterator[dict]:
+    """Rows of every shard (of ``categories`` only, when given), without Ray (pyarrow only)."""
     store = Store(uri, endpoint_url)
-    for rel in shard_files(uri, endpoint_url):
+    for rel in shard_files(uri, endpoint_url) if categories is None else _category_files(store, categories):
         table = pq.read_table(store.path(rel), filesystem=store.arrow_fs, columns=columns)
         category = rel.split("/", 1)[0].split("=", 1)[1]
         for row in table.to_pylist():

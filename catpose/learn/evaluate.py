@@ -72,23 +72,26 @@ def accuracy(E: np.ndarray, threshold: float) -> float:
     return float((E <= threshold).sum() / n) if n else float("nan")
 
 
-def load_frames(cfg: TrainConfig, targets: dict, augment: AugmentConfig | None = None, seed: int = 0,
-                max_frames: int | None = None, batch: int = 16) -> tuple[list[dict], list[dict]]:
-    """Crops (and their shard rows' cameras) of the frames of ``targets``' videos, without Ray."""
+def category_rows(cfg: TrainConfig) -> list[dict]:
+    """The shard rows (``COLUMNS``) of ``cfg.category``, read once with pyarrow (no Ray)."""
     from catpose.data.shards import iter_shard_rows
 
-    rows = [r for r in iter_shard_rows(cfg.data, cfg.endpoint_url, columns=COLUMNS)
-            if r["category"] == cfg.category and r["sequence_name"] in targets]
+    return list(iter_shard_rows(cfg.data, cfg.endpoint_url, columns=COLUMNS, categories=[cfg.category]))
+
+
+def load_frames(cfg: TrainConfig, rows: list[dict], targets: dict, augment: AugmentConfig | None = None,
+                seed: int = 0, max_frames: int | None = None, batch: int = 16) -> tuple[list[dict], list[dict]]:
+    """Crops of the frames of ``targets``' videos among ``rows``, and the row of each crop (same order)."""
+    rows = [r for r in rows if r["sequence_name"] in targets]
     if max_frames is not None and len(rows) > max_frames:
         keep = np.random.default_rng(seed).choice(len(rows), max_frames, replace=False)
         rows = [rows[i] for i in sorted(keep)]
     out, metas = [], []
     for s in range(0, len(rows), batch):
         chunk = rows[s:s + batch]
-        cols = {c: [r[c] for r in chunk] for c in COLUMNS}
-        b = prepare_batch(cols, targets, cfg.size, augment, seed=seed + s)
-        kept = {(n, f) for n, f in zip(b["sequence_name"], b["frame_number"])}
-        metas += [r for r in chunk if (r["sequence_name"], r["frame_number"]) in kept]
+        b = prepare_batch({c: [r[c] for r in chunk] for c in COLUMNS}, targets, cfg.size, augment, seed=seed + s)
+        by_key = {(r["sequence_name"], r["frame_number"]): r for r in chunk}
+        metas += [by_key[(n, f)] for n, f in zip(b["sequence_name"], b["frame_number"])]
         out.append(b)
     return out, metas
 
@@ -116,10 +119,11 @@ def evaluate_run(cfg: TrainConfig, prep: dict, model, store, name: str, device: 
     untrained = build_model(cfg, torch.as_tensor(prep["template"].vertices)).to(device).eval()
     colorsift = ColorSift().to(device).eval()
     N = len(prep["template"].vertices)
-    train_frames, _ = load_frames(cfg, prep["train_targets"], max_frames=96, seed=cfg.seed)
+    rows = category_rows(cfg)
+    train_frames, _ = load_frames(cfg, rows, prep["train_targets"], max_frames=96, seed=cfg.seed)
     cap = cfg.eval_frames or None
-    clean, metas = load_frames(cfg, prep["held_targets"], seed=cfg.seed, max_frames=cap)
-    wild, _ = load_frames(cfg, prep["held_targets"], AugmentConfig(), seed=cfg.seed, max_frames=cap)
+    clean, metas = load_frames(cfg, rows, prep["held_targets"], seed=cfg.seed, max_frames=cap)
+    wild, _ = load_frames(cfg, rows, prep["held_targets"], AugmentConfig(), seed=cfg.seed, max_frames=cap)
     methods = {
         "trained": (model.encoder, model.template.vertex_features().detach().to(device)),
         "untrained network": (untrained.encoder, None),
