@@ -7,6 +7,10 @@
     catpose align   --data DIR --category car --out OUT [--alpha 0.2 --tau 1 --rotations 4096]
     catpose eval-align --data DIR --category car --alignment OUT/alignment.parquet
     catpose tune    --data DIR --category car --out runs/tune-car
+    catpose train   --data STORE --alignment OUT --out RUNS
+    catpose synth-wild --category car --images 200 --out data/wild
+    catpose estimate --checkpoint RUNS/train-car --image IMG [--bbox X0 Y0 X1 Y1 | --mask PNG]
+    catpose evaluate --checkpoint RUNS/train-car --dataset pascal3d --root PATH --category car
     catpose info    --data DIR
 """
 
@@ -17,14 +21,19 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from catpose.config import (
     AlignConfig,
+    EstimateConfig,
     FeaturesConfig,
     IngestConfig,
+    PoseEvalConfig,
     ShardConfig,
     SweepConfig,
     SynthConfig,
     TrainConfig,
+    WildConfig,
 )
 from catpose.errors import CatposeError
 
@@ -157,6 +166,63 @@ def run_train(cfg: TrainConfig) -> int:
     return 0
 
 
+def run_synth_wild(cfg: WildConfig) -> int:
+    from catpose.pose.wild import generate_wild
+
+    info = generate_wild(cfg)
+    print(f"{cfg.category}: {info['images']} in-the-wild images in {cfg.out} (PASCAL3D+ layout); score a run with "
+          f"`catpose evaluate --checkpoint RUN --dataset synth-wild --root {cfg.out} --category {cfg.category}`")
+    return 0
+
+
+def run_estimate(cfg: EstimateConfig) -> int:
+    from catpose.pose.estimate import PoseEstimator, load_image, overlay
+    from catpose.pose.evaluate import attach_views
+
+    if not cfg.image:
+        raise ValueError("name at least one --image")
+    if cfg.mask and len(cfg.mask) != len(cfg.image):
+        raise ValueError(f"{len(cfg.mask)} masks for {len(cfg.image)} images: give one --mask per image")
+    if cfg.bbox is not None and (len(cfg.bbox) != 4 or len(cfg.image) != 1):
+        raise ValueError("--bbox takes x0 y0 x1 y1 for one image")
+    frame = None
+    if cfg.frame is not None:
+        frame = np.asarray(json.loads(Path(cfg.frame).read_text())["rotation"], float)
+    est = PoseEstimator.from_run(cfg.checkpoint, cfg.endpoint_url, cfg.pose, frame)
+    if cfg.pose.prior_weight > 0:
+        attach_views(est, cfg.checkpoint, cfg.endpoint_url)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results, failed = {}, 0
+    print("| image | confidence | azimuth | elevation | in-plane | distance |\n|---|---|---|---|---|---|")
+    masks = [str(m) for m in cfg.mask] if cfg.mask else None
+    bboxes = [cfg.bbox] if cfg.bbox is not None else None
+    for path, pose, err in est.estimate_files([str(p) for p in cfg.image], bboxes, masks):
+        if pose is None:
+            failed += 1
+            results[path] = {"error": err}
+            print(f"| {path} | FAILED: {err} | | | | |")
+            continue
+        results[path] = pose.to_json()
+        ang = [f"{x:.0f}°" if x is not None else "–" for x in (pose.azimuth, pose.elevation, pose.theta)]
+        print(f"| {path} | {pose.confidence:.2f} | {' | '.join(ang)} | {pose.distance:.2f} |")
+        overlay(load_image(path), pose, est.vertices.numpy()).save(out / f"{Path(path).stem}_pose.png")
+    (out / "poses.json").write_text(json.dumps(results, indent=1))
+    print(f"poses: {out / 'poses.json'}; pictures: {out}/*_pose.png"
+          + ("" if frame is not None else " (angles need --frame: the template's axes have no names)"))
+    return 1 if failed == len(cfg.image) else 0
+
+
+def run_evaluate(cfg: PoseEvalConfig) -> int:
+    from catpose.pose.evaluate import evaluate_pose, format_table
+
+    res = evaluate_pose(cfg)
+    print(format_table(res))
+    print(f"histogram: {Path(cfg.out) / 'errors.png'}; per object: {Path(cfg.out) / 'results.jsonl'}; "
+          f"overlays: {Path(cfg.out) / 'overlays'}")
+    return 0
+
+
 def run_info(cfg: InfoConfig) -> int:
     from catpose.data.co3d import Co3dCategory, list_categories
 
@@ -195,6 +261,9 @@ COMMANDS = {
     "eval-align": (EvalAlignConfig, run_eval_align),
     "tune": (SweepConfig, run_tune),
     "train": (TrainConfig, run_train),
+    "synth-wild": (WildConfig, run_synth_wild),
+    "estimate": (EstimateConfig, run_estimate),
+    "evaluate": (PoseEvalConfig, run_evaluate),
     "info": (InfoConfig, run_info),
 }
 

@@ -266,9 +266,7 @@ def run_train(cfg: TrainConfig) -> dict:
         return done
     prep = prepare(cfg)
     tpl: Template = prep["template"]
-    store.write_bytes(f"{name}/template.npz", tpl.to_bytes())
-    store.write_json(f"{name}/split.json", {"train": prep["train"], "held_out": prep["held_out"],
-                                            "reference": prep["reference"], "config": _jsonable(cfg)})
+    write_split(store, name, cfg, prep)
     use_gpu = _use_gpu(cfg)
     augment = AugmentConfig() if cfg.augment else None
     ds = training_dataset(cfg.data, cfg.category, prep["train_targets"], cfg.size, augment, cfg.endpoint_url)
@@ -286,11 +284,7 @@ def run_train(cfg: TrainConfig) -> dict:
         state = torch.load(os.path.join(d, "state.pt"), map_location="cpu", weights_only=False)
     model = build_model(cfg, torch.as_tensor(tpl.vertices))
     model.load_state_dict(state["model"])
-    tpl = dataclasses.replace(tpl, features=model.template.vertex_features().detach().numpy())
-    store.write_bytes(f"{name}/template.npz", tpl.to_bytes())
-    store.write_bytes(f"{name}/model.pt", _state_bytes({
-        "encoder": model.encoder.state_dict(), "template": model.template.state_dict(),
-        "vertices": tpl.vertices, "config": _jsonable(cfg), "epochs": state["epoch"] + 1}))
+    save_trained(store, name, cfg, model, tpl, state["epoch"] + 1)
     history = state["history"]
     store.write_json(f"{name}/history.json", history)
     store.write_bytes(f"{name}/training_curves.png", plot_history(history, cfg.category))
@@ -303,6 +297,24 @@ def run_train(cfg: TrainConfig) -> dict:
         device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
         out["evaluation"] = evaluate_run(cfg, prep, model, store, name, device)
     return out
+
+
+def write_split(store: Store, name: str, cfg: TrainConfig, prep: dict) -> None:
+    """``NAME/template.npz`` (before training) and ``NAME/split.json``: the training and held-out videos,
+    the reference video and the run's settings (the pose evaluation reads them)."""
+    store.write_bytes(f"{name}/template.npz", prep["template"].to_bytes())
+    store.write_json(f"{name}/split.json", {"train": prep["train"], "held_out": prep["held_out"],
+                                            "reference": prep["reference"], "config": _jsonable(cfg)})
+
+
+def save_trained(store: Store, name: str, cfg: TrainConfig, model: ContrastiveModel, tpl: Template, epochs: int) -> None:
+    """``NAME/model.pt`` (Φ, Θ, vertices, settings) and ``NAME/template.npz`` with the learned θ_j:
+    what :func:`load_trained` reads."""
+    tpl = dataclasses.replace(tpl, features=model.template.vertex_features().detach().cpu().numpy())
+    store.write_bytes(f"{name}/template.npz", tpl.to_bytes())
+    store.write_bytes(f"{name}/model.pt", _state_bytes({
+        "encoder": model.encoder.state_dict(), "template": model.template.state_dict(),
+        "vertices": tpl.vertices, "config": _jsonable(cfg), "epochs": epochs}))
 
 
 def finished_run(cfg: TrainConfig, store: Store, name: str) -> dict | None:
@@ -360,4 +372,5 @@ def load_trained(run: str, endpoint_url: str | None = None, device: str = "cpu")
     model.encoder.load_state_dict(state["encoder"])
     model.template.load_state_dict(state["template"])
     tpl = Template.from_bytes(store.read_bytes("template.npz"), store.url("template.npz"))
+    model.config = cfg  # the run's settings (crop size, data, alignment) for whoever uses the model
     return model.to(device).eval(), tpl

@@ -1,0 +1,273 @@
+"""``catpose evaluate``: pose accuracy of a training run on an annotated image set, with a baseline.
+
+For every object of the set the run's :class:`~catpose.pose.estimate.PoseEstimator` gives a camera
+rotation in the template frame; one frame rotation ``G`` (template → the dataset's canonical frame)
+maps it into the dataset's frame, where the geodesic error to the annotation is measured. ``G`` comes
+from the synthetic ground truth of the run's training data when it exists (``frame=gt``), or is fitted
+on a calibration share of the objects and scored on the rest (``frame=fit``; an unsupervised template
+has no names for its axes, so every label-free method needs this one rotation).
+
+The baseline, scored in the same run: the nearest neighbour of the image's features among the
+training frames (pooled features of the same encoder, cosine similarity), whose rotation in the
+template frame comes from the video's camera and its alignment — zero-shot viewpoint retrieval, as
+done with DINO features, without the 3D template.
+
+Writes ``evaluation.json``, ``evaluation.md`` (table), ``errors.png`` (histogram), ``results.jsonl``
+(one line per object, failures with their error) and ``overlays/``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from catpose.config import PoseEvalConfig
+from catpose.errors import CatposeError
+from catpose.pose.datasets import PoseSample, load_co3d, load_objectnet3d, load_pascal3d
+from catpose.pose.estimate import PoseEstimator, crop, descriptor, load_image, load_mask, object_box, overlay
+from catpose.pose.geometry import fit_frame, geodesic_deg, pose_metrics
+
+DATASETS = ("synth-wild", "pascal3d", "objectnet3d", "co3d")
+
+
+def load_samples(cfg: PoseEvalConfig, split: dict | None, to_reference=None) -> tuple[list[PoseSample], list[dict], str]:
+    """The objects of ``cfg.dataset`` and the frame their rotations are in (canonical or template)."""
+    if cfg.dataset == "synth-wild":
+        s, p = load_pascal3d(cfg.root, cfg.category, ("synth",), cfg.split, real_camera=True)
+        return s, p, "canonical"
+    if cfg.dataset == "pascal3d":
+        s, p = load_pascal3d(cfg.root, cfg.category, None, cfg.split)
+        return s, p, "canonical"
+    if cfg.dataset == "objectnet3d":
+        s, p = load_objectnet3d(cfg.root, cfg.category, cfg.split or "val")
+        return s, p, "canonical"
+    if cfg.dataset == "co3d":
+        seqs = list(cfg.sequences) or (split or {}).get("held_out", [])
+        if not seqs:
+            raise ValueError("co3d: name --sequences (the run records no held-out videos)")
+        return load_co3d(cfg.root, cfg.category, seqs, to_reference=to_reference)
+    raise ValueError(f"unknown dataset {cfg.dataset!r}; choose from {DATASETS}")
+
+
+def ground_truth_frame(split: dict | None, category: str) -> np.ndarray | None:
+    """``G`` from the synthetic ground truth of the run's training data (its ``split.json`` names the
+    data and the reference video): the reference video's world → canonical rotation."""
+    from catpose.data.synth.generate import GT_FILE, load_ground_truth
+
+    root = (split or {}).get("config", {}).get("ground_truth")
+    if not root or not (Path(root) / GT_FILE).is_file():
+        return None
+    gt = load_ground_truth(root, category)
+    ref = split.get("reference")
+    return np.asarray(gt[ref].R) if ref in gt else None
+
+
+# ------------------------------------------------------------------------------ nearest neighbour
+def training_views(estimator: PoseEstimator, run_cfg, split: dict, max_frames: int = 600, batch: int = 32,
+                   progress: bool = True) -> tuple[torch.Tensor, np.ndarray]:
+    """Descriptors [F, D'] and template-frame camera rotations [F, 3, 3] of the run's training frames."""
+    from tqdm import tqdm
+
+    from catpose.data.co3d import decode_image
+    from catpose.data.shards import iter_shard_rows, row_camera
+    from catpose.learn.train import read_alignment_table
+
+    transforms, _ = read_alignment_table(Path(run_cfg.alignment))
+    train = set(split["train"])
+    cols = ["sequence_name", "frame_number", "image", "mask", "height", "width", "R", "T", "focal_length",
+            "principal_point", "intrinsics_format"]
+    rows = [r for r in iter_shard_rows(run_cfg.data, run_cfg.endpoint_url, columns=cols, categories=[run_cfg.category])
+            if r["sequence_name"] in train and r["sequence_name"] in transforms]
+    if len(rows) > max_frames:
+        rows = [rows[i] for i in np.linspace(0, len(rows) - 1, max_frames).round().astype(int)]
+    descs, rots = [], []
+    for s in tqdm(range(0, len(rows), batch), desc="baseline: training views", disable=not progress):
+        crops = []
+        for r in rows[s:s + batch]:
+            img = decode_image(r["image"], f"{r['sequence_name']}/{r['frame_number']}")
+            mask = decode_image(r["mask"], f"{r['sequence_name']}/{r['frame_number']} mask", "L") / 255.0 \
+                if r.get("mask") else None
+            crops.append(crop(img, object_box(img.shape[:2], None, mask, estimator.cfg.margin), estimator.size))
+            rots.append(np.asarray(transforms[r["sequence_name"]].R) @ row_camera(r).R)
+        descs.append(descriptor(estimator.encoder, torch.cat(crops).to(estimator.cfg.device)).cpu())
+    return torch.cat(descs), np.stack(rots)
+
+
+def attach_views(est: PoseEstimator, run: str, endpoint_url: str | None = None, progress: bool = True) -> bool:
+    """Gives ``est`` the run's training views for the retrieval prior (and the baseline): read from
+    ``RUN/retrieval_views.pt``, else computed from the run's training frames (its shards and alignment)
+    and cached there. Returns False, with a message, where neither is possible."""
+    import io
+
+    from catpose.learn.train import load_trained
+    from catpose.storage import Store
+
+    store = Store(run, endpoint_url)
+    if store.exists("retrieval_views.pt"):
+        v = torch.load(io.BytesIO(store.read_bytes("retrieval_views.pt")), map_location="cpu", weights_only=False)
+        est.set_views(v["descriptors"], v["rotations"])
+        return True
+    try:
+        model, _ = load_trained(run, endpoint_url)
+        split = store.read_json("split.json")
+        desc, rots = training_views(est, model.config, split, progress=progress)
+    except (CatposeError, OSError, KeyError, ValueError) as e:
+        print(f"retrieval prior off: the run's training frames are not readable here ({e})", flush=True)
+        return False
+    buf = io.BytesIO()
+    torch.save({"descriptors": desc, "rotations": rots}, buf)
+    try:
+        store.write_bytes("retrieval_views.pt", buf.getvalue())
+    except OSError as e:
+        print(f"(could not cache the training views in {store.url('retrieval_views.pt')}: {e})", flush=True)
+    est.set_views(desc, rots)
+    return True
+
+
+# ------------------------------------------------------------------------------ the evaluation
+def evaluate_pose(cfg: PoseEvalConfig, progress: bool = True) -> dict:
+    from catpose.learn.train import load_trained
+    from catpose.storage import Store
+
+    t_start = time.perf_counter()
+    model, tpl = load_trained(cfg.checkpoint, cfg.endpoint_url, cfg.pose.device)
+    run_cfg = model.config
+    store = Store(cfg.checkpoint, cfg.endpoint_url)
+    split = store.read_json("split.json") if store.exists("split.json") else None
+    est = PoseEstimator(model.encoder, model.template.vertex_features().detach(), tpl.vertices,
+                        model.template.background_features().detach(), int(run_cfg.size), cfg.pose,
+                        temperature=run_cfg.temperature, exclude=run_cfg.exclude)
+    to_ref = None
+    if cfg.dataset == "co3d":
+        from catpose.learn.train import read_alignment_table
+
+        to_ref, _ = read_alignment_table(Path(run_cfg.alignment))
+    samples, problems, frame_kind = load_samples(cfg, split, to_ref)
+    if cfg.limit and len(samples) > cfg.limit:
+        samples = [samples[i] for i in np.linspace(0, len(samples) - 1, cfg.limit).round().astype(int)]
+    if not samples:
+        raise ValueError(f"{cfg.root}: no {cfg.category} objects with a viewpoint to score "
+                         f"({len(problems)} problems, e.g. {problems[:1]})")
+    # the frame G: R_dataset = G · R_template
+    G, frame_how = None, cfg.frame
+    if frame_kind == "template":
+        G, frame_how = np.eye(3), "template (pseudo ground truth from the alignment)"
+    elif cfg.frame in ("gt", "auto"):
+        G = ground_truth_frame(split, run_cfg.category)
+        if G is not None:
+            frame_how = "gt"
+        elif cfg.frame == "gt":
+            raise FileNotFoundError("frame=gt: the run's training data has no catpose_gt.json (use frame=fit)")
+        else:
+            frame_how = "fit"
+    n_cal = int(np.ceil(cfg.calibration * len(samples))) if frame_how == "fit" else 0
+    order = np.random.default_rng(0).permutation(len(samples))
+    calib = set(order[:n_cal].tolist())
+
+    attached = (cfg.baseline or cfg.pose.prior_weight > 0) and attach_views(est, cfg.checkpoint, cfg.endpoint_url,
+                                                                              progress)
+    views = (est.view_descriptors, est.view_rotations) if attached and cfg.baseline else None
+
+    out = Path(cfg.out)
+    (out / "overlays").mkdir(parents=True, exist_ok=True)
+    records = []
+    from tqdm import tqdm
+
+    for i, s in enumerate(tqdm(samples, desc=f"pose {cfg.category}", disable=not progress)):
+        rec = {"name": s.name, "image": s.image, "calibration": i in calib, **{k: v for k, v in s.meta.items()
+                                                                              if k in ("occluded", "truncated")}}
+        try:
+            img = load_image(s.image)
+            mask = load_mask(s.mask, img.shape[:2]) if s.mask and s.bbox is None else None
+            t0 = time.perf_counter()
+            p = est.estimate(img, s.bbox, mask, s.focal_px, s.principal_px, source=s.image)
+            rec.update(R_template=p.R.tolist(), confidence=p.confidence, seconds=round(time.perf_counter() - t0, 3))
+            if views is not None:
+                d = descriptor(est.encoder, crop(img, p.box, est.size).to(cfg.pose.device)).cpu()
+                rec["R_baseline_template"] = views[1][int((views[0] @ d[0]).argmax())].tolist()
+            if i < cfg.overlays:
+                cap = None
+                if G is not None:
+                    cap = f"error {float(geodesic_deg(G @ p.R, s.R)):.0f} deg  conf {p.confidence:.2f}"
+                overlay(img, p, tpl.vertices, cap).save(out / "overlays" / f"{i:04d}.png")
+        except (CatposeError, OSError, ValueError) as e:
+            rec["failed"] = str(e)
+        rec["R_gt"] = s.R.tolist()
+        records.append(rec)
+
+    def errors(key: str) -> tuple[np.ndarray, np.ndarray | None, list]:
+        ok = [r for r in records if key in r and r["calibration"]]
+        Gm = G
+        if frame_how == "fit":
+            Gm = fit_frame(np.array([r[key] for r in ok]), np.array([r["R_gt"] for r in ok])) if len(ok) >= 1 else None
+        scored = [r for r in records if not r["calibration"]]
+        e = np.array([float(geodesic_deg(Gm @ np.array(r[key]), np.array(r["R_gt"]))) if key in r and Gm is not None
+                      else np.nan for r in scored])
+        return e, Gm, scored
+
+    e_m, G_m, scored = errors("R_template")
+    for r, e in zip(scored, e_m):
+        r["error_deg"] = None if np.isnan(e) else float(e)
+    results = {"dataset": cfg.dataset, "root": str(cfg.root), "category": cfg.category, "run": cfg.checkpoint,
+               "frame": frame_how, "objects": len(samples), "scored": len(scored), "calibration": n_cal,
+               "failed": sum("failed" in r for r in scored), "skipped_annotations": len(problems),
+               "methods": {"catpose (features + render-and-compare)": pose_metrics(e_m)},
+               "seconds_per_image": float(np.mean([r["seconds"] for r in records if "seconds" in r] or [np.nan]))}
+    hist = {"catpose (features + render-and-compare)": e_m}
+    if views is not None:
+        e_b, _, _ = errors("R_baseline_template")
+        for r, e in zip(scored, e_b):
+            r["baseline_error_deg"] = None if np.isnan(e) else float(e)
+        results["methods"]["nearest training view (same features)"] = pose_metrics(e_b)
+        hist["nearest training view (same features)"] = e_b
+    if G_m is not None:
+        results["frame_rotation"] = np.asarray(G_m).tolist()
+        (out / "frame.json").write_text(json.dumps({"rotation": np.asarray(G_m).tolist(), "how": frame_how,
+                                                    "run": cfg.checkpoint}))
+    results["seconds"] = round(time.perf_counter() - t_start, 1)
+    (out / "evaluation.json").write_text(json.dumps(results, indent=1))
+    (out / "evaluation.md").write_text(format_table(results))
+    (out / "errors.png").write_bytes(plot_errors(hist, f"{cfg.category} on {cfg.dataset}"))
+    with open(out / "results.jsonl", "w") as fh:
+        for r in records:
+            fh.write(json.dumps({k: v for k, v in r.items() if not k.startswith("R_")}) + "\n")
+    with open(out / "problems.jsonl", "w") as fh:
+        for p in problems:
+            fh.write(json.dumps(p) + "\n")
+    return results
+
+
+def format_table(results: dict) -> str:
+    title = (f"### {results['category']} on {results['dataset']}: {results['scored']} objects scored "
+             f"(frame: {results['frame']}; {results['failed']} failed, counted as wrong)")
+    lines = [title, "",
+             "| method | Acc@π/6 | Acc@π/18 | median error (°) |", "|---|---|---|---|"]
+    for k, m in results["methods"].items():
+        lines.append(f"| {k} | {m['acc_pi_6']:.1%} | {m['acc_pi_18']:.1%} | {m['median_deg']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_errors(errors: dict[str, np.ndarray], title: str) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from catpose.learn.evaluate import png_bytes
+
+    fig, ax = plt.subplots(figsize=(6, 3))
+    bins = np.arange(0, 181, 5)
+    for k, e in errors.items():
+        ax.hist(np.where(np.isfinite(e), e, 180), bins=bins, alpha=0.55, label=k)
+    for x, lab in ((10, "π/18"), (30, "π/6")):
+        ax.axvline(x, color="k", lw=0.8, ls="--")
+        ax.text(x + 1, ax.get_ylim()[1] * 0.9, lab, fontsize=7)
+    ax.set_xlabel("geodesic rotation error (°)")
+    ax.set_ylabel("objects")
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    return png_bytes(fig)
