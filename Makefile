@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(PY) bench/features.py
 	$(PY) bench/align.py
 	$(PY) bench/train.py
+	$(PY) bench/pose.py
 
 lint: $(STAMP)
 	$(PY) -m pip install -q ruff && $(VENV)/bin/ruff check catpose tests jobs bench

@@ -206,7 +206,7 @@ def run_estimate(cfg: EstimateConfig) -> int:
         results[path] = pose.to_json()
         ang = [f"{x:.0f}°" if x is not None else "–" for x in (pose.azimuth, pose.elevation, pose.theta)]
         print(f"| {path} | {pose.confidence:.2f} | {' | '.join(ang)} | {pose.distance:.2f} |")
-        overlay(load_image(path), pose, est.vertices.numpy()).save(out / f"{Path(path).stem}_pose.png")
+        overlay(load_image(path), pose, est.vertices.cpu().numpy()).save(out / f"{Path(path).stem}_pose.png")
     (out / "poses.json").write_text(json.dumps(results, indent=1))
     print(f"poses: {out / 'poses.json'}; pictures: {out}/*_pose.png"
           + ("" if frame is not None else " (angles need --frame: the template's axes have no names)"))

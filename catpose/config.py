@@ -300,6 +300,9 @@ class PoseConfig:
     """Weight of the retrieval prior (similarity of the crop to training views near each rotation; 0: off)."""
     prior_radius: float = 20.0
     """Training views within this many degrees of a grid rotation count for its prior."""
+    translation: str = "free"
+    """Refinement of the translation: free (image position and depth are refined with the rotation) or box
+    (the translation always puts the template's projected box on the object box)."""
     score: str = "cosine"
     """What render-and-compare compares: cosine, log_softmax or neighbourhood (catpose.pose.estimate.score_maps)."""
     device: str = "cpu"

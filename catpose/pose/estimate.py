@@ -126,7 +126,8 @@ def similarity_maps(fmap: torch.Tensor, theta: torch.Tensor, beta: torch.Tensor 
     """s_j [N, size, size] and b [size, size] (−1 without β) from unit features fmap [1, D, h, w]."""
     f = F.normalize(F.interpolate(fmap.float(), size=(size, size), mode="bilinear", align_corners=False)[0], dim=0)
     sim = torch.einsum("nd,dhw->nhw", theta.float(), f)
-    bg = torch.einsum("md,dhw->mhw", beta.float(), f) if beta is not None else torch.full((1, size, size), -1.0)
+    bg = (torch.einsum("md,dhw->mhw", beta.float(), f) if beta is not None
+          else torch.full((1, size, size), -1.0, device=f.device))
     return sim, bg
 
 
@@ -146,7 +147,7 @@ def score_maps(sim: torch.Tensor, bg: torch.Tensor, kind: str, temperature: floa
         return logp.clamp_min(np.log(1e-4))
     if kind == "neighbourhood":
         p = logp.exp().flatten(1)
-        A = neighbours.float() + torch.eye(len(sim))
+        A = neighbours.float() + torch.eye(len(sim), device=sim.device)
         return (A @ p).view_as(sim).clamp_min(1e-4).log()
     raise ValueError(f"unknown score {kind!r}: cosine, log_softmax or neighbourhood")
 
@@ -187,16 +188,17 @@ def fit_translation(vertices: torch.Tensor, R: torch.Tensor, f: float, pp: torch
     B = R.shape[0]
     m = (vertices.amax(0) + vertices.amin(0)) / 2
     diam = (vertices.amax(0) - vertices.amin(0)).norm()
-    d = torch.full((B,), float(f * diam / extent))
+    dev = R.device
+    d = torch.full((B,), float(f * diam / extent), device=dev)
     aim = target.expand(B, 2).clone()
     for _ in range(iters):
-        ray = torch.cat([(pp - aim) / f, torch.ones(B, 1)], 1)
+        ray = torch.cat([(pp - aim) / f, torch.ones(B, 1, device=dev)], 1)
         T = d[:, None] * ray - m @ R
-        uv, _ = project(vertices, R, T, torch.full((B, 2), float(f)), pp.expand(B, 2))
+        uv, _ = project(vertices, R, T, torch.full((B, 2), float(f), device=dev), pp.expand(B, 2))
         lo, hi = uv.amin(1), uv.amax(1)
         d = d * (hi - lo).amax(1) / extent
         aim = aim - ((lo + hi) / 2 - target)
-    ray = torch.cat([(pp - aim) / f, torch.ones(B, 1)], 1)
+    ray = torch.cat([(pp - aim) / f, torch.ones(B, 1, device=dev)], 1)
     return d[:, None] * ray - m @ R
 
 
@@ -230,8 +232,9 @@ def search_pose(sim: torch.Tensor, vertices: torch.Tensor, f: float, pp: torch.T
 
     grid = so3_grid(cfg.grid) if grid is None else grid
     diam = float((vertices.amax(0) - vertices.amin(0)).norm())
-    target = torch.tensor([size / 2, size / 2])
-    fT = torch.tensor([float(f), float(f)])
+    dev = sim.device
+    target = torch.tensor([size / 2, size / 2], device=dev)
+    fT = torch.tensor([float(f), float(f)], device=dev)
     scores, Ts = [], []
     for s in range(0, len(grid), 1024):
         Rc = grid[s:s + 1024]
@@ -241,7 +244,7 @@ def search_pose(sim: torch.Tensor, vertices: torch.Tensor, f: float, pp: torch.T
         scores.append(E)
         Ts.append(Tc)
     scores, Ts = torch.cat(scores), torch.cat(Ts)
-    bonus = torch.zeros(len(grid)) if prior is None else prior
+    bonus = torch.zeros(len(grid), device=dev) if prior is None else prior.to(dev)
     best = _distinct(grid, scores + bonus, cfg.top_k)
     R0, T0 = grid[best], Ts[best]
     if cfg.refine_steps <= 0:
@@ -251,7 +254,7 @@ def search_pose(sim: torch.Tensor, vertices: torch.Tensor, f: float, pp: torch.T
     m = (vertices.amax(0) + vertices.amin(0)) / 2
     c0 = m @ R0 + T0  # [K, 3] centre in camera coordinates
     uv0 = pp - f * c0[:, :2] / c0[:, 2:3]
-    omega = torch.zeros(len(best), 3, requires_grad=True)
+    omega = torch.zeros(len(best), 3, device=dev, requires_grad=True)
     uv = uv0.clone().requires_grad_(True)
     logd = c0[:, 2].log().clone().requires_grad_(True)
     opt = torch.optim.Adam([{"params": [omega], "lr": 0.02}, {"params": [uv], "lr": 0.5},
@@ -259,8 +262,10 @@ def search_pose(sim: torch.Tensor, vertices: torch.Tensor, f: float, pp: torch.T
 
     def pose():
         R = roma.rotvec_to_rotmat(omega) @ R0
+        if cfg.translation == "box":
+            return R, fit_translation(vertices, R, f, pp, target, size / margin)
         d = logd.exp()
-        c = torch.cat([(pp - uv) / f, torch.ones(len(best), 1)], 1) * d[:, None]
+        c = torch.cat([(pp - uv) / f, torch.ones(len(best), 1, device=dev)], 1) * d[:, None]
         return R, c - m @ R
 
     for _ in range(cfg.refine_steps):
@@ -290,10 +295,10 @@ class PoseEstimator:
         self.encoder = encoder
         self.theta = F.normalize(torch.as_tensor(theta).float(), dim=1).to(self.cfg.device)
         self.beta = None if beta is None else F.normalize(torch.as_tensor(beta).float(), dim=1).to(self.cfg.device)
-        self.vertices = torch.as_tensor(vertices).float()
+        self.vertices = torch.as_tensor(vertices).float().to(self.cfg.device)
         self.size = size
         self.frame = None if frame is None else np.asarray(frame, np.float64)
-        self.grid = so3_grid(self.cfg.grid)
+        self.grid = so3_grid(self.cfg.grid).to(self.cfg.device)
         self.temperature = temperature
         diam = float((self.vertices.amax(0) - self.vertices.amin(0)).norm())
         from catpose.learn.model import neighbour_mask
@@ -305,7 +310,7 @@ class PoseEstimator:
         """Training views for the retrieval prior: pooled descriptors [V, d] and their template-frame
         camera rotations [V, 3, 3]; each grid rotation keeps the views within ``prior_radius`` of it."""
         Rv = torch.as_tensor(np.asarray(rotations), dtype=torch.float32)
-        cos = (torch.einsum("gij,vij->gv", self.grid, Rv) - 1) / 2
+        cos = (torch.einsum("gij,vij->gv", self.grid.cpu(), Rv) - 1) / 2
         self.view_descriptors, self.view_rotations = torch.as_tensor(descriptors).float(), np.asarray(rotations)
         self.views = (self.view_descriptors, cos > np.cos(np.radians(self.cfg.prior_radius)))
 
@@ -348,8 +353,7 @@ class PoseEstimator:
         S = self.size
         crops = crop(image, box, S)
         fmap = self.features(crops)
-        sim, bg = similarity_maps(fmap.cpu(), self.theta.cpu(), None if self.beta is None else self.beta.cpu(),
-                                  self.cfg.sim_size)
+        sim, bg = similarity_maps(fmap, self.theta, self.beta, self.cfg.sim_size)
         objectness = float((sim.amax(0) > bg.amax(0)).float().mean())
         if self.beta is not None and objectness < self.cfg.min_object:
             raise NoObjectError(source, f"no object found: {objectness:.1%} of the crop looks like the category "
@@ -359,7 +363,7 @@ class PoseEstimator:
         pp_img = np.asarray(principal_px, np.float64) if principal_px is not None else np.array([W / 2, H / 2])
         k = S / box[2]
         f_crop = f_img * k
-        pp_crop = torch.as_tensor((pp_img - box[:2]) * k + S / 2, dtype=torch.float32)
+        pp_crop = torch.as_tensor((pp_img - box[:2]) * k + S / 2, dtype=torch.float32, device=self.cfg.device)
         # similarity maps are on a sim_size grid over the crop: scale the scoring camera to it
         r = self.cfg.sim_size / S
         smap = score_maps(sim, bg, self.cfg.score, self.temperature, self.neighbours)
@@ -368,8 +372,8 @@ class PoseEstimator:
             prior = self.retrieval_prior(descriptor(self.encoder, crops.to(self.cfg.device))[0])
         R, T, E = search_pose(smap, self.vertices, f_crop * r, pp_crop * r, self.cfg.sim_size, self.cfg.margin,
                               self.cfg, self.grid, prior)
-        R, T = R.numpy().astype(np.float64), T.numpy().astype(np.float64)
-        m = (self.vertices.amax(0) + self.vertices.amin(0)).numpy() / 2
+        R, T = R.cpu().numpy().astype(np.float64), T.cpu().numpy().astype(np.float64)
+        m = (self.vertices.amax(0) + self.vertices.amin(0)).cpu().numpy() / 2
         out = PoseEstimate(R, T, E, float(np.linalg.norm(m @ R + T)), f_img, pp_img, box, objectness,
                            timings={"features_s": round(t1 - t0, 3), "search_s": round(time.perf_counter() - t1, 3)})
         if self.frame is not None:

@@ -58,7 +58,7 @@ class FixedFeatures(torch.nn.Module):
         self.fmap = fmap
 
     def forward(self, images):
-        return self.fmap.expand(len(images), -1, -1, -1)
+        return self.fmap.to(images.device).expand(len(images), -1, -1, -1)
 
 
 def _object_pose(V, R):
@@ -67,12 +67,12 @@ def _object_pose(V, R):
 
 
 @pytest.mark.parametrize("angles", [(30, 20, 0), (200, 35, 8), (115, 5, -12)])
-def test_rendered_template_at_known_pose_is_recovered(template, angles):
+def test_rendered_template_at_known_pose_is_recovered(template, angles, device):
     V, theta, beta = template
     R = torch.as_tensor(viewpoint_to_rotation(*angles), dtype=torch.float32)
     T = _object_pose(V, R)
     est = PoseEstimator(FixedFeatures(render_features(V, theta, beta, R, T)), theta, V, beta, size=S,
-                        cfg=PoseConfig(prior_weight=0))
+                        cfg=PoseConfig(prior_weight=0, device=device))
     box = [S / 2 - S / 2.3, S / 2 - S / 2.3, S / 2 + S / 2.3, S / 2 + S / 2.3]  # crop = the whole image
     p = est.estimate(np.zeros((S, S, 3), np.uint8), bbox=box, focal_px=FOCAL)
     err = float(geodesic_deg(p.R, R.numpy()))
