@@ -296,11 +296,12 @@ class PoseConfig:
     """Smallest share of object-like crop pixels; fewer → the image is rejected as showing no object."""
     sim_size: int = 64
     """Resolution of the similarity maps s_j used for scoring."""
-    prior_weight: float = 10.0
-    """Weight of the retrieval prior (similarity of the crop to training views near each rotation; 0: off)."""
+    prior_weight: float = 0.0
+    """Weight of the retrieval prior (similarity of the crop to training views near each rotation; 0: off).
+    It needs the run's training frames (read once, cached in the run); 3 helps weakly trained features."""
     prior_radius: float = 20.0
     """Training views within this many degrees of a grid rotation count for its prior."""
-    translation: str = "free"
+    translation: str = "box"
     """Refinement of the translation: free (image position and depth are refined with the rotation) or box
     (the translation always puts the template's projected box on the object box)."""
     score: str = "cosine"

@@ -10,11 +10,15 @@ encoder and ``Θ = {θ_j}`` the template features at vertices ``t_j``:
 2. **Coarse search.** For each rotation ``R`` of an even SO(3) grid, the translation that puts the
    template's projected bounding box on the object box; the score of a pose is the render-and-compare
    similarity ``E(R, T) = (1/|V|) Σ_{j∈V} s_j(π(t_j; R, T))`` over the vertices ``V`` that the template's
-   own z-buffer shows (a point z-buffer, so no mesh and no rasteriser are needed).
+   own z-buffer shows (a point z-buffer, so no mesh and no rasteriser are needed). With the run's
+   training views attached, a retrieval prior is added: ``w·(max similarity of the crop's pooled
+   features to the training frames whose camera lies within 20° of R − the best similarity)``.
 3. **Refinement.** The best distinct hypotheses are refined by gradient ascent of ``E`` (bilinear
-   sampling of ``s_j``, visibility recomputed every step) over a rotation update ``R = exp(ω)·R₀``, the
-   image position of the template centre and its log depth; the best refined pose is returned with
-   ``E`` as its confidence.
+   sampling of ``s_j``, visibility recomputed every step) over a rotation update ``R = exp(ω)·R₀``, with
+   the translation that keeps the projected box on the object box (``translation="box"``) or with the
+   image position of the template centre and its log depth as free parameters (``"free"``); the best
+   refined pose (plus its retrieval prior, when training views are attached) is returned with ``E`` as
+   its confidence.
 
 The camera is catpose's (CO3D) convention; without a known focal length the full image is assumed
 to have a ``focal_ndc`` (≈ 45° field of view) camera. Rotations are in the template's frame; with a
