@@ -304,8 +304,6 @@ class PoseConfig:
     translation: str = "box"
     """Refinement of the translation: free (image position and depth are refined with the rotation) or box
     (the translation always puts the template's projected box on the object box)."""
-    score: str = "cosine"
-    """What render-and-compare compares: cosine, log_softmax or neighbourhood (catpose.pose.estimate.score_maps)."""
     device: str = "cpu"
     """Device of the encoder (cpu, cuda)."""
 

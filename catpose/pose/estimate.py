@@ -135,27 +135,6 @@ def similarity_maps(fmap: torch.Tensor, theta: torch.Tensor, beta: torch.Tensor 
     return sim, bg
 
 
-def score_maps(sim: torch.Tensor, bg: torch.Tensor, kind: str, temperature: float,
-               neighbours: torch.Tensor | None = None) -> torch.Tensor:
-    """What render-and-compare reads at a vertex's projection, [N, h, w].
-
-    ``cosine``: s_j(p). ``log_softmax``: log P(j | p), the probability of vertex j against every other
-    vertex and the background prototypes at temperature T (the training loss's own softmax), floored at
-    log 1e-4. ``neighbourhood``: P of j or its neighbours nb(j) (vertices the loss did not separate from j).
-    """
-    if kind == "cosine":
-        return sim
-    logits = torch.cat([sim, bg]) / temperature
-    logp = torch.log_softmax(logits, 0)[: len(sim)]
-    if kind == "log_softmax":
-        return logp.clamp_min(np.log(1e-4))
-    if kind == "neighbourhood":
-        p = logp.exp().flatten(1)
-        A = neighbours.float() + torch.eye(len(sim), device=sim.device)
-        return (A @ p).view_as(sim).clamp_min(1e-4).log()
-    raise ValueError(f"unknown score {kind!r}: cosine, log_softmax or neighbourhood")
-
-
 def sample_similarity(sim: torch.Tensor, uv: torch.Tensor, crop_size: int) -> torch.Tensor:
     """s_j at the projections uv [B, N, 2] (crop pixels), bilinear: [B, N] (0 outside the crop)."""
     g = (uv / crop_size * 2 - 1).permute(1, 0, 2)[:, :, None, :]  # [N, B, 1, 2]
@@ -294,7 +273,7 @@ class PoseEstimator:
     """
 
     def __init__(self, encoder, theta, vertices, beta=None, size: int = 128, cfg: PoseConfig | None = None,
-                 frame: np.ndarray | None = None, temperature: float = 0.07, exclude: float = 0.05):
+                 frame: np.ndarray | None = None):
         self.cfg = cfg or PoseConfig()
         self.encoder = encoder
         self.theta = F.normalize(torch.as_tensor(theta).float(), dim=1).to(self.cfg.device)
@@ -303,11 +282,6 @@ class PoseEstimator:
         self.size = size
         self.frame = None if frame is None else np.asarray(frame, np.float64)
         self.grid = so3_grid(self.cfg.grid).to(self.cfg.device)
-        self.temperature = temperature
-        diam = float((self.vertices.amax(0) - self.vertices.amin(0)).norm())
-        from catpose.learn.model import neighbour_mask
-
-        self.neighbours = neighbour_mask(self.vertices, exclude * diam)
         self.views: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def set_views(self, descriptors: torch.Tensor, rotations) -> None:
@@ -337,8 +311,7 @@ class PoseEstimator:
         model, tpl = load_trained(run, endpoint_url, cfg.device)
         size = int(model.config.size)
         return cls(model.encoder, model.template.vertex_features().detach(), tpl.vertices,
-                   model.template.background_features().detach(), size, cfg, frame,
-                   model.config.temperature, model.config.exclude)
+                   model.template.background_features().detach(), size, cfg, frame)
 
     @torch.no_grad()
     def features(self, crops: torch.Tensor) -> torch.Tensor:
@@ -370,11 +343,10 @@ class PoseEstimator:
         pp_crop = torch.as_tensor((pp_img - box[:2]) * k + S / 2, dtype=torch.float32, device=self.cfg.device)
         # similarity maps are on a sim_size grid over the crop: scale the scoring camera to it
         r = self.cfg.sim_size / S
-        smap = score_maps(sim, bg, self.cfg.score, self.temperature, self.neighbours)
         prior = None
         if self.views is not None and self.cfg.prior_weight > 0:
             prior = self.retrieval_prior(descriptor(self.encoder, crops.to(self.cfg.device))[0])
-        R, T, E = search_pose(smap, self.vertices, f_crop * r, pp_crop * r, self.cfg.sim_size, self.cfg.margin,
+        R, T, E = search_pose(sim, self.vertices, f_crop * r, pp_crop * r, self.cfg.sim_size, self.cfg.margin,
                               self.cfg, self.grid, prior)
         R, T = R.cpu().numpy().astype(np.float64), T.cpu().numpy().astype(np.float64)
         m = (self.vertices.amax(0) + self.vertices.amin(0)).cpu().numpy() / 2

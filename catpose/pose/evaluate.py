@@ -139,8 +139,7 @@ def evaluate_pose(cfg: PoseEvalConfig, progress: bool = True) -> dict:
     store = Store(cfg.checkpoint, cfg.endpoint_url)
     split = store.read_json("split.json") if store.exists("split.json") else None
     est = PoseEstimator(model.encoder, model.template.vertex_features().detach(), tpl.vertices,
-                        model.template.background_features().detach(), int(run_cfg.size), cfg.pose,
-                        temperature=run_cfg.temperature, exclude=run_cfg.exclude)
+                        model.template.background_features().detach(), int(run_cfg.size), cfg.pose)
     to_ref = None
     if cfg.dataset == "co3d":
         from catpose.learn.train import read_alignment_table
