@@ -293,7 +293,8 @@ class PoseConfig:
     margin: float = 1.15
     """Crop side = margin × the longer side of the object box."""
     min_object: float = 0.02
-    """Smallest share of object-like crop pixels; fewer → the image is rejected as showing no object."""
+    """Smallest share of object-like crop pixels in an image given without box or mask; fewer → the image
+    is rejected as showing no object."""
     sim_size: int = 64
     """Resolution of the similarity maps s_j used for scoring."""
     prior_weight: float = 0.0

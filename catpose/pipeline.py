@@ -420,7 +420,8 @@ def write_report(out: Path, data_root: Path, report: dict) -> None:
         print("\n".join(lines[i + 2:j]))
     if report.get("pose"):
         i = lines.index("## Pose estimation on synthetic in-the-wild images (unseen instances, clutter, occlusion)")
-        print("\n".join(lines[i + 2:i + 7]))
+        j = next((k for k in range(i + 6, len(lines)) if not lines[k].startswith("|")), len(lines))
+        print("\n".join(lines[i + 2:j]))
     print(f"\nreport: {out / 'report.md'}  plots: {out / 'plots'}")
 
 

@@ -5,8 +5,8 @@ encoder and ``Θ = {θ_j}`` the template features at vertices ``t_j``:
 
 1. **Crop and features.** A square crop around the box, resampled to ``S`` pixels; ``f = Φ(crop)``;
    the per-vertex similarity maps ``s_j(p) = θ_j · f(p)`` and the background score
-   ``b(p) = max_m β_m · f(p)``. Pixels where ``max_j s_j > b`` are *object-like*; too few of them and
-   the image is rejected (:class:`NoObjectError`).
+   ``b(p) = max_m β_m · f(p)``. Pixels where ``max_j s_j > b`` are *object-like*; without a box or mask,
+   too few of them and the image is rejected (:class:`NoObjectError`).
 2. **Coarse search.** For each rotation ``R`` of an even SO(3) grid, the translation that puts the
    template's projected bounding box on the object box; the score of a pose is the render-and-compare
    similarity ``E(R, T) = (1/|V|) Σ_{j∈V} s_j(π(t_j; R, T))`` over the vertices ``V`` that the template's
@@ -332,7 +332,8 @@ class PoseEstimator:
         fmap = self.features(crops)
         sim, bg = similarity_maps(fmap, self.theta, self.beta, self.cfg.sim_size)
         objectness = float((sim.amax(0) > bg.amax(0)).float().mean())
-        if self.beta is not None and objectness < self.cfg.min_object:
+        # without a box or mask the features decide whether there is an object; a given box is trusted
+        if self.beta is not None and bbox is None and mask is None and objectness < self.cfg.min_object:
             raise NoObjectError(source, f"no object found: {objectness:.1%} of the crop looks like the category "
                                         f"(at least {self.cfg.min_object:.0%} needed)")
         t1 = time.perf_counter()
