@@ -60,6 +60,17 @@ def test_evaluate_scores_the_wild_set_against_ground_truth_and_the_baseline(run_
     assert "| catpose (features + render-and-compare) |" in (out / "evaluation.md").read_text()
     assert (run_dir / "retrieval_views.pt").is_file()  # cached for `catpose estimate`
 
+    # without ground truth for the template frame (as for PASCAL3D+): fitted on a calibration share
+    fit_out = tmp_path / "eval_fit"
+    assert main(["evaluate", "--checkpoint", str(run_dir), "--dataset", "synth-wild", "--root", str(wild),
+                 "--category", "car", "--out", str(fit_out), "--frame", "fit", "--calibration", "0.4",
+                 "--pose.grid", "512", "--pose.refine-steps", "5", "--overlays", "0", "--no-baseline"]) == 0
+    fit = json.loads((fit_out / "evaluation.json").read_text())
+    assert fit["frame"] == "fit" and fit["calibration"] == int(np.ceil(0.4 * info["images"]))
+    assert fit["scored"] == info["images"] - fit["calibration"]
+    G = np.array(fit["frame_rotation"])
+    np.testing.assert_allclose(G @ G.T, np.eye(3), atol=1e-6)
+
     # the same run estimates one image from the command line, with the frame the evaluation wrote
     img = wild / "Images" / "car_synth" / "00000.jpg"
     est_out = tmp_path / "poses"
