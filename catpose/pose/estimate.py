@@ -283,6 +283,7 @@ class PoseEstimator:
         self.frame = None if frame is None else np.asarray(frame, np.float64)
         self.grid = so3_grid(self.cfg.grid).to(self.cfg.device)
         self.views: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.run_config = None  # the training run's TrainConfig, when built from a run
 
     def set_views(self, descriptors: torch.Tensor, rotations) -> None:
         """Training views for the retrieval prior: pooled descriptors [V, d] and their template-frame
@@ -310,8 +311,10 @@ class PoseEstimator:
         cfg = cfg or PoseConfig()
         model, tpl = load_trained(run, endpoint_url, cfg.device)
         size = int(model.config.size)
-        return cls(model.encoder, model.template.vertex_features().detach(), tpl.vertices,
-                   model.template.background_features().detach(), size, cfg, frame)
+        est = cls(model.encoder, model.template.vertex_features().detach(), tpl.vertices,
+                  model.template.background_features().detach(), size, cfg, frame)
+        est.run_config = model.config
+        return est
 
     @torch.no_grad()
     def features(self, crops: torch.Tensor) -> torch.Tensor:

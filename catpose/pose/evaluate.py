@@ -112,9 +112,9 @@ def attach_views(est: PoseEstimator, run: str, endpoint_url: str | None = None, 
         est.set_views(v["descriptors"], v["rotations"])
         return True
     try:
-        model, _ = load_trained(run, endpoint_url)
+        run_cfg = est.run_config or load_trained(run, endpoint_url)[0].config
         split = store.read_json("split.json")
-        desc, rots = training_views(est, model.config, split, progress=progress)
+        desc, rots = training_views(est, run_cfg, split, progress=progress)
     except (CatposeError, OSError, KeyError, ValueError) as e:
         print(f"retrieval prior off: the run's training frames are not readable here ({e})", flush=True)
         return False
@@ -140,6 +140,7 @@ def evaluate_pose(cfg: PoseEvalConfig, progress: bool = True) -> dict:
     split = store.read_json("split.json") if store.exists("split.json") else None
     est = PoseEstimator(model.encoder, model.template.vertex_features().detach(), tpl.vertices,
                         model.template.background_features().detach(), int(run_cfg.size), cfg.pose)
+    est.run_config = run_cfg
     to_ref = None
     if cfg.dataset == "co3d":
         from catpose.learn.train import read_alignment_table
