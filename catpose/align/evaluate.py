@@ -22,16 +22,27 @@ def geodesic_deg(R1: np.ndarray, R2: np.ndarray) -> np.ndarray:
     return np.degrees(np.arccos(np.clip((tr - 1) / 2, -1.0, 1.0)))
 
 
+def fit_frame(E: np.ndarray, G: np.ndarray, inlier_deg: float = 30.0) -> np.ndarray:
+    """The rotation ``Q`` with ``G ≈ Q · E`` for most pairs of rotation stacks [n, 3, 3] (robust): the
+    candidate ``G_i E_iᵀ`` that most pairs agree with to ``inlier_deg``, refined as the chordal mean of
+    its inliers.
+
+    Relates a frame found without labels (the alignment's reference, a learned template) to an annotated
+    canonical frame: one rotation for the whole category, as label-free methods need before scoring.
+    """
+    E, G = np.asarray(E, np.float64), np.asarray(G, np.float64)
+    cands = G @ np.transpose(E, (0, 2, 1))  # Q candidates
+    inl = [(geodesic_deg(q @ E, G) < inlier_deg).sum() for q in cands]
+    q0 = cands[int(np.argmax(inl))]
+    mask = geodesic_deg(q0 @ E, G) < inlier_deg
+    return project_so3((G[mask] @ np.transpose(E[mask], (0, 2, 1))).sum(0))
+
+
 def rotation_errors(est: dict[str, np.ndarray], gt: dict[str, np.ndarray]) -> dict[str, float]:
     names = sorted(set(est) & set(gt))
     E = np.stack([est[n] for n in names])
     G = np.stack([gt[n] for n in names])
-    cands = G @ np.transpose(E, (0, 2, 1))  # Q candidates
-    inl = [(geodesic_deg(q @ E, G) < 30).sum() for q in cands]
-    q0 = cands[int(np.argmax(inl))]
-    mask = geodesic_deg(q0 @ E, G) < 30
-    Q = project_so3((G[mask] @ np.transpose(E[mask], (0, 2, 1))).sum(0))
-    return dict(zip(names, geodesic_deg(Q @ E, G).tolist()))
+    return dict(zip(names, geodesic_deg(fit_frame(E, G) @ E, G).tolist()))
 
 
 def summarise(errors: dict[str, float]) -> dict:

@@ -73,15 +73,13 @@ def training_views(estimator: PoseEstimator, run_cfg, split: dict, max_frames: i
     from tqdm import tqdm
 
     from catpose.data.co3d import decode_image
-    from catpose.data.shards import iter_shard_rows, row_camera
+    from catpose.data.shards import row_camera
+    from catpose.learn.evaluate import category_rows
     from catpose.learn.train import read_alignment_table
 
     transforms, _ = read_alignment_table(Path(run_cfg.alignment))
     train = set(split["train"])
-    cols = ["sequence_name", "frame_number", "image", "mask", "height", "width", "R", "T", "focal_length",
-            "principal_point", "intrinsics_format"]
-    rows = [r for r in iter_shard_rows(run_cfg.data, run_cfg.endpoint_url, columns=cols, categories=[run_cfg.category])
-            if r["sequence_name"] in train and r["sequence_name"] in transforms]
+    rows = [r for r in category_rows(run_cfg) if r["sequence_name"] in train and r["sequence_name"] in transforms]
     if len(rows) > max_frames:
         rows = [rows[i] for i in np.linspace(0, len(rows) - 1, max_frames).round().astype(int)]
     descs, rots = [], []

@@ -9,13 +9,18 @@ their image ``u = p_x + f·X/(−Z)``, ``v = p_y − f·Y/(−Z)`` after the in-
 cameras differ by ``diag(−1, 1, −1)``, so ``R = R_pᵀ · diag(−1, 1, −1)``.
 
 The error between two rotations is the geodesic angle ``arccos((tr(R₁ᵀR₂) − 1)/2)``; Acc@π/6 and
-Acc@π/18 are the shares of errors below 30° and 10°.
+Acc@π/18 are the shares of errors below 30° and 10°. ``geodesic_deg`` and the robust frame fit
+``fit_frame`` are the alignment stage's (:mod:`catpose.align.evaluate`), re-exported here.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+
+from catpose.align.evaluate import fit_frame, geodesic_deg
+
+__all__ = ["fit_frame", "geodesic_deg", "pose_metrics", "rotation_to_viewpoint", "so3_grid", "viewpoint_to_rotation"]
 
 _GL_FROM_CO3D = np.diag([-1.0, 1.0, -1.0])
 
@@ -56,13 +61,6 @@ def rotation_to_viewpoint(R, degrees: bool = True) -> tuple[np.ndarray, np.ndarr
     return a % (2 * np.pi), e, t
 
 
-def geodesic_deg(R1, R2) -> np.ndarray:
-    """Angle in degrees of ``R1ᵀ R2`` (batched)."""
-    R1, R2 = np.asarray(R1, np.float64), np.asarray(R2, np.float64)
-    tr = np.einsum("...ij,...ij->...", R1, R2)
-    return np.degrees(np.arccos(np.clip((tr - 1) / 2, -1.0, 1.0)))
-
-
 def pose_metrics(errors_deg) -> dict:
     """Acc@π/6, Acc@π/18 and median geodesic error of a list of errors (NaN = failed → counted wrong)."""
     e = np.asarray(errors_deg, np.float64)
@@ -87,20 +85,3 @@ def so3_grid(n: int) -> torch.Tensor:
     import roma
 
     return roma.unitquat_to_rotmat(torch.as_tensor(q, dtype=torch.float32))
-
-
-def fit_frame(R_est: np.ndarray, R_gt: np.ndarray, inlier_deg: float = 30.0) -> np.ndarray:
-    """The rotation ``G`` with ``R_gt ≈ G · R_est`` for most pairs (robust): the candidate ``R_gt,i R_est,iᵀ``
-    that most pairs agree with to ``inlier_deg``, refined as the chordal mean of its inliers.
-
-    Relates a template frame learned without labels to a dataset's annotated canonical frame (one
-    rotation for the whole category), as unsupervised pose methods must before they are scored.
-    """
-    R_est, R_gt = np.asarray(R_est, np.float64), np.asarray(R_gt, np.float64)
-    cands = R_gt @ np.swapaxes(R_est, -1, -2)  # [n, 3, 3]
-    agree = geodesic_deg(cands[:, None], cands[None]) < inlier_deg
-    best = int(agree.sum(1).argmax())
-    M = cands[agree[best]].sum(0)
-    U, _, Vt = np.linalg.svd(M)
-    G = U @ np.diag([1, 1, np.sign(np.linalg.det(U @ Vt))]) @ Vt
-    return G
