@@ -1,0 +1,489 @@
+"""The batched alignment engine: a chunk of P pairs aligned in one call.
+
+Same method and result as :func:`catpose.align.search.align_pair` (the per-pair reference the tests
+compare against), organised for throughput:
+
+1. **Per-video state, once per chunk** (:func:`prepare_videos`): the farthest-point subset of
+   ``SearchConfig.vertices`` vertices, normalised (centroid ``c``, scale ``d``), ``diam(V)``, the coarse
+   subset and the map of every vertex to its nearest coarse vertex, the features on the device with
+   their squared norms. Videos of different sizes are padded to the chunk's largest ``N`` and ``K``:
+   padded vertices copy vertex 0 (so no nearest-neighbour minimum changes) with weight 0 and no
+   visible frame.
+2. **Appearance distances** ``A[p, i, j] = min_{k,l} ||f_i^k − f̄_j^l||`` for all pairs in batched
+   matmuls (``‖a‖² + ‖b‖² − 2abᵀ`` with ``baddbmm``), blocks sized to the device.
+3. **Pair terms** ``ψ, ψ̄, d_cycle, σ`` for all pairs at once (:func:`batched_terms`).
+4. **Coarse search** of every pair × every grid rotation on the coarse subsets: ``D`` from chunked
+   brute-force nearest neighbours (``baddbmm`` + ``amin``), the ``top_k`` rotations kept per pair.
+5. **Refinement** of all pairs × ``top_k`` hypotheses together: IRLS weighted Procrustes (Umeyama with
+   scale, ``roma``, the 3×3 steps in float64) for a fixed number of iterations; a per-hypothesis
+   "still improving" mask replaces the reference's ``break`` (a step is kept only while ``D`` decreases,
+   and a hypothesis that failed to improve once stays frozen, exactly as the reference stops), with no
+   host synchronisation inside the loop. The best hypothesis by ``D`` is returned per pair.
+
+Shapes: P pairs, H hypotheses (rotations), N source / M reference vertices (padded), K / L frames, C
+channels. Plain torch: the same code runs on the CPU (demo, CI) and on CUDA.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import roma
+import torch
+
+from catpose.align.search import PairAlignment, super_fibonacci
+from catpose.config import SearchConfig
+from catpose.features.surface import SurfaceFeatures, farthest_point_sample
+
+# --------------------------------------------------------------------------------------------------
+# per-video state
+
+
+@dataclass
+class VideoBatch:
+    """Prepared, padded tensors of the videos of one chunk (index v = the video's position)."""
+
+    names: list[str]
+    V: torch.Tensor  # [nv, N, 3] normalised vertices (padding copies vertex 0)
+    valid: torch.Tensor  # [nv, N] bool, real vertices
+    count: torch.Tensor  # [nv] number of real vertices
+    diam: torch.Tensor  # [nv] diam(V) of the normalised cloud
+    centre: np.ndarray  # [nv, 3] float64 centroid c of the (unnormalised) subset
+    scale: np.ndarray  # [nv] float64 normaliser d (twice the largest distance to c)
+    F: torch.Tensor  # [nv, Q, C] the visible (frame, vertex) features, padded (device storage dtype)
+    f2: torch.Tensor  # [nv, Q] float32 squared feature norms, +inf on padding
+    fv: torch.Tensor  # [nv, Q] long, the vertex of each feature row
+    sub: torch.Tensor  # [nv, n] coarse subset indices (padding repeats the first)
+    sub_valid: torch.Tensor  # [nv, n] bool
+    sub_count: torch.Tensor  # [nv]
+    near: torch.Tensor  # [nv, N] index into the coarse subset of each vertex's nearest kept vertex
+
+    def index(self, name: str) -> int:
+        return self.names.index(name)
+
+
+@dataclass
+class VideoState:
+    """One video's state on the device, unpadded (reusable across chunks; see :func:`prepare_video`)."""
+
+    name: str
+    V: torch.Tensor  # [n, 3] normalised vertices
+    diam: torch.Tensor  # () diam(V)
+    centre: np.ndarray  # [3] float64
+    scale: float
+    F: torch.Tensor  # [q, C] features of the visible (frame, vertex) rows
+    f2: torch.Tensor  # [q] float32 squared norms
+    fv: torch.Tensor  # [q] long, the vertex of each row
+    sub: torch.Tensor  # [s] coarse subset
+    near: torch.Tensor  # [n] index into sub of each vertex's nearest kept vertex
+
+    def nbytes(self) -> int:
+        return sum(x.numel() * x.element_size() for x in (self.V, self.F, self.f2, self.fv, self.sub, self.near))
+
+
+def prepare_video(sf: SurfaceFeatures, cfg: SearchConfig, device: str | torch.device = "cpu",
+                  feature_dtype: torch.dtype | None = None) -> VideoState:
+    """A video's state: the FPS subset of ``cfg.vertices`` vertices (as the reference), normalised by
+    its centroid ``c`` and ``d`` = twice the largest distance to it, diam(V), the coarse FPS subset and
+    each vertex's nearest kept vertex, and the visible (frame, vertex) features with their norms."""
+    from catpose.align.search import subsample_vertices
+
+    dev = torch.device(device)
+    if feature_dtype is None:
+        feature_dtype = torch.float32  # fp16 products flip near-tied ψ (measured on the GPU): not exact enough
+    i = subsample_vertices(sf, cfg.vertices)
+    V = sf.vertices[i].astype(np.float32)
+    if len(V) == 0:
+        raise ValueError(f"video '{sf.sequence}' has no vertices")
+    c = V.mean(0, dtype=np.float32)
+    d = np.float32(np.linalg.norm(V - c, axis=1).max() * 2)
+    if not np.isfinite(d) or d <= 0:
+        raise ValueError(f"video '{sf.sequence}': its vertices span no volume (size {d})")
+    Vn = (V - c) / d
+    n = min(cfg.coarse_vertices, len(Vn))
+    sub = np.arange(len(Vn)) if n >= len(Vn) else farthest_point_sample(Vn, n).astype(np.int64)
+    # only visible (frame, vertex) features take part in min_{k,l}: about half of K·N on object orbits
+    kk, ii = np.nonzero(np.asarray(sf.visible[:, i], dtype=bool))
+    F = torch.as_tensor(np.ascontiguousarray(sf.features[:, i][kk, ii]), device=dev).to(feature_dtype)
+    Vt = torch.as_tensor(Vn, device=dev)
+    sub_t = torch.as_tensor(sub, device=dev)
+    near = _sqdist(Vt[None], Vt[sub_t][None])[0].argmin(-1)
+    diam = _sqdist(Vt[None], Vt[None])[0].max().sqrt()
+    return VideoState(sf.sequence, Vt, diam, c.astype(np.float64), float(d), F, F.float().square().sum(-1),
+                      torch.as_tensor(ii, device=dev, dtype=torch.long), sub_t, near)
+
+
+def stack_videos(states: list[VideoState]) -> VideoBatch:
+    """Pads a chunk's video states to common sizes: padded vertices copy vertex 0 (so no nearest
+    neighbour changes) and are marked invalid; padded feature rows have an infinite norm."""
+    if not states:
+        raise ValueError("stack_videos needs at least one video")
+    C = states[0].F.shape[1]
+    for st in states:
+        if st.F.shape[1] != C:
+            raise ValueError(f"video '{st.name}' has {st.F.shape[1]} feature channels, '{states[0].name}' has {C}: "
+                             "one chunk needs one backbone")
+    dev = states[0].V.device
+    nv = len(states)
+    N = max(len(st.V) for st in states)
+    Q = max(1, max(len(st.F) for st in states))
+    n = max(len(st.sub) for st in states)
+    V = torch.empty((nv, N, 3), device=dev)
+    valid = torch.zeros((nv, N), dtype=torch.bool, device=dev)
+    F = torch.zeros((nv, Q, C), device=dev, dtype=states[0].F.dtype)
+    f2 = torch.full((nv, Q), float("inf"), device=dev)
+    fv = torch.zeros((nv, Q), dtype=torch.long, device=dev)
+    sub = torch.empty((nv, n), dtype=torch.long, device=dev)
+    sub_valid = torch.zeros((nv, n), dtype=torch.bool, device=dev)
+    near = torch.zeros((nv, N), dtype=torch.long, device=dev)
+    for v, st in enumerate(states):
+        m, q, k = len(st.V), len(st.F), len(st.sub)
+        V[v, :m], V[v, m:] = st.V, st.V[0]
+        valid[v, :m] = True
+        F[v, :q], f2[v, :q], fv[v, :q] = st.F, st.f2, st.fv
+        sub[v, :k], sub[v, k:] = st.sub, st.sub[0]
+        sub_valid[v, :k] = True
+        near[v, :m] = st.near
+    return VideoBatch([st.name for st in states], V, valid, valid.sum(1), torch.stack([st.diam for st in states]),
+                      np.stack([st.centre for st in states]), np.asarray([st.scale for st in states]), F, f2, fv,
+                      sub, sub_valid, sub_valid.sum(1), near)
+
+
+def prepare_videos(videos: list[SurfaceFeatures], cfg: SearchConfig, device: str | torch.device = "cpu",
+                   feature_dtype: torch.dtype | None = None) -> VideoBatch:
+    """The per-video state of a chunk's videos, computed once and padded to common sizes."""
+    return stack_videos([prepare_video(sf, cfg, device, feature_dtype) for sf in videos])
+
+
+# --------------------------------------------------------------------------------------------------
+# batched pure functions
+
+
+def _sqdist(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Squared distances ``‖x‖² + ‖y‖² − 2xyᵀ`` [B, n, m] of x [B, n, 3] and y [B, m, 3] (≥ 0)."""
+    x2 = x.square().sum(-1)
+    y2 = y.square().sum(-1)
+    return torch.baddbmm(y2[:, None, :], x, y.transpose(1, 2), alpha=-2.0).add_(x2[:, :, None]).clamp_min_(0)
+
+
+def _gather(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """``x[p, idx[p, ...]]`` for x [P, n, 3] and idx [P, ...] → [P, ..., 3]."""
+    flat = idx.reshape(idx.shape[0], -1)
+    out = torch.gather(x, 1, flat[..., None].expand(-1, -1, x.shape[-1]))
+    return out.reshape(*idx.shape, x.shape[-1])
+
+
+def batched_appearance_distance(vb: VideoBatch, ia: torch.Tensor, ib: torch.Tensor,
+                                budget: int | None = None) -> torch.Tensor:
+    """``A[p, i, j] = min_{k,l} ||f_i^k − f̄_j^l||`` for pairs (ia[p] → ib[p]) → [P, N, N] float32.
+
+    ∞ where a vertex is never visible. Only visible (frame, vertex) rows are multiplied (``baddbmm``
+    of [p, Q, C] × [p, C, Q]); the minimum over frames is a scatter-min onto the vertices. Blocks of
+    pairs keep the [p, Q, Q] product near ``budget`` elements (default: 2^28 on a GPU, 2^22 on a CPU).
+    """
+    nv, Q, C = vb.F.shape
+    N = vb.V.shape[1]
+    if budget is None:
+        budget = 2**28 if vb.F.device.type == "cuda" else 2**22
+    step = max(1, budget // (Q * Q))
+    out = torch.empty((len(ia), N, N), device=vb.F.device)
+    for s in range(0, len(ia), step):
+        a_i, b_i = ia[s:s + step], ib[s:s + step]
+        p = len(a_i)
+        fa, fb = vb.F[a_i], vb.F[b_i]
+        if fa.dtype == torch.float16 and fa.device.type != "cuda":
+            fa, fb = fa.float(), fb.float()
+        d2 = torch.bmm(fa, fb.transpose(1, 2)).float()  # [p, Q, Q]
+        d2.mul_(-2.0).add_(vb.f2[b_i][:, None, :]).add_(vb.f2[a_i][:, :, None])
+        inf = torch.full((), float("inf"), device=d2.device)
+        cols = inf.expand(p, Q, N).contiguous().scatter_reduce_(2, vb.fv[b_i][:, None, :].expand(p, Q, Q), d2, "amin")
+        out[s:s + p] = inf.expand(p, N, N).contiguous().scatter_reduce_(
+            1, vb.fv[a_i][:, :, None].expand(p, Q, N), cols, "amin")
+    return out.clamp_min_(0).sqrt_()
+
+
+@dataclass
+class BatchTerms:
+    """Everything about P pairs that does not depend on T (the batched :class:`PairTerms`)."""
+
+    V: torch.Tensor  # [P, N, 3] source, normalised
+    Vbar: torch.Tensor  # [P, M, 3] reference, normalised
+    psi: torch.Tensor  # [P, N] long, ψ
+    psi_bar: torch.Tensor  # [P, M] long, ψ̄
+    w_geo: torch.Tensor  # [P, N] σ of the geometric terms (0 on padding)
+    w_geo_bar: torch.Tensor  # [P, M]
+    w_app: torch.Tensor  # [P, N] σ of the appearance terms (0 on padding)
+    w_app_bar: torch.Tensor  # [P, M]
+    diam_bar: torch.Tensor  # [P] diam(V̄)
+    points: torch.Tensor  # [P] 2N + 2M with the real counts (the mean of D)
+
+    def select(self, idx) -> BatchTerms:
+        return BatchTerms(*(getattr(self, f)[idx] for f in self.__dataclass_fields__))
+
+
+def _cycle_weights(d_cycle: torch.Tensor, valid: torch.Tensor, tau: float) -> torch.Tensor:
+    """``σ = exp(−d_cycle / τ)`` normalised to mean 1 over the real vertices [P, N] (1 if the mean is bad)."""
+    w = torch.exp(-d_cycle / tau) if tau != float("inf") else torch.isfinite(d_cycle).to(d_cycle.dtype)
+    w = torch.where(valid, w, torch.zeros_like(w))
+    m = w.sum(1, keepdim=True) / valid.sum(1, keepdim=True).clamp_min(1)
+    good = torch.isfinite(m) & (m > 0)
+    return torch.where(good, w / torch.where(good, m, torch.ones_like(m)), torch.ones_like(w))
+
+
+def batched_terms(vb: VideoBatch, ia: torch.Tensor, ib: torch.Tensor, A: torch.Tensor, tau_geo: float,
+                  tau_app: float) -> BatchTerms:
+    """ψ, ψ̄, cycle distances and σ for pairs (ia → ib) from their appearance distances A [P, N, M]."""
+    V, Vbar = vb.V[ia], vb.V[ib]
+    valid, valid_bar = vb.valid[ia], vb.valid[ib]
+    psi, psi_bar = A.argmin(dim=2), A.argmin(dim=1)
+    seen = torch.isfinite(A.amin(dim=2)) & valid
+    seen_bar = torch.isfinite(A.amin(dim=1)) & valid_bar
+    inf = torch.tensor(float("inf"), device=V.device)
+    cyc = torch.gather(psi_bar, 1, psi)  # ψ̄(ψ(i))
+    cyc_bar = torch.gather(psi, 1, psi_bar)  # ψ(ψ̄(j))
+    d = (V - _gather(V, cyc)).norm(dim=-1) / vb.diam[ia][:, None]
+    dbar = (Vbar - _gather(Vbar, cyc_bar)).norm(dim=-1) / vb.diam[ib][:, None]
+    d, dbar = torch.where(seen, d, inf), torch.where(seen_bar, dbar, inf)
+    app, app_bar = _cycle_weights(d, valid, tau_app), _cycle_weights(dbar, valid_bar, tau_app)
+    one = torch.ones_like(d)
+    geo = torch.where(seen, _cycle_weights(d, valid, tau_geo), one)
+    geo_bar = torch.where(seen_bar, _cycle_weights(dbar, valid_bar, tau_geo), torch.ones_like(dbar))
+    z, zb = torch.zeros_like(d), torch.zeros_like(dbar)
+    return BatchTerms(V, Vbar, psi, psi_bar, torch.where(valid, geo, z), torch.where(valid_bar, geo_bar, zb),
+                      torch.where(valid, app, z), torch.where(valid_bar, app_bar, zb), vb.diam[ib],
+                      (2 * vb.count[ia] + 2 * vb.count[ib]).float())
+
+
+def coarse_terms(vb: VideoBatch, ia: torch.Tensor, ib: torch.Tensor, t: BatchTerms) -> BatchTerms:
+    """The pairs restricted to the coarse subsets; correspondences follow each vertex to its nearest
+    kept vertex (as the reference's ``_subset``)."""
+    sa, sb = vb.sub[ia], vb.sub[ib]
+    va, vbv = vb.sub_valid[ia], vb.sub_valid[ib]
+    near_a, near_b = vb.near[ia], vb.near[ib]
+    psi = torch.gather(near_b, 1, torch.gather(t.psi, 1, sa))
+    psi_bar = torch.gather(near_a, 1, torch.gather(t.psi_bar, 1, sb))
+    g = lambda w, s, m: torch.where(m, torch.gather(w, 1, s), torch.zeros_like(s, dtype=w.dtype))  # noqa: E731
+    return BatchTerms(_gather(t.V, sa), _gather(t.Vbar, sb), psi, psi_bar, g(t.w_geo, sa, va), g(t.w_geo_bar, sb, vbv),
+                      g(t.w_app, sa, va), g(t.w_app_bar, sb, vbv), t.diam_bar,
+                      (2 * vb.sub_count[ia] + 2 * vb.sub_count[ib]).float())
+
+
+def batched_cost(TV: torch.Tensor, t: BatchTerms, alpha: float, nearest: bool = False, budget: int | None = None):
+    """``D(T)`` for H transformed source clouds per pair: TV [P, H, N, 3] → [P, H].
+
+    The mean over the 2N + 2M real points of ``(1 − α)·σ_geo·d_geo + α·σ_app·d_app``, distances in
+    units of diam(V̄) (padding carries weight 0 and copies a real vertex, so it changes no minimum).
+    With ``nearest=True`` also returns χ [P, H, N] (nearest reference vertex of each transformed source
+    vertex) and the backward nearest source vertex of each reference vertex [P, H, M]. Pairs are taken
+    in blocks whose [p, H, N, M] distances stay near ``budget`` elements (default: 2^28 on a GPU; 2^20
+    on a CPU, where the distances then stay in cache: the nearest-neighbour passes are memory-bound).
+    """
+    P, H, N, _ = TV.shape
+    M = t.Vbar.shape[1]
+    if budget is None:
+        budget = 2**28 if TV.device.type == "cuda" else 2**20
+    pb = max(1, budget // (H * N * M))
+    geo_f = TV.new_empty((P, H, N))
+    geo_b = TV.new_empty((P, H, M))
+    chi = torch.empty((P, H, N), dtype=torch.long, device=TV.device)
+    chi_bar = torch.empty((P, H, M), dtype=torch.long, device=TV.device)
+    for p0 in range(0, P, pb):
+        p1 = min(P, p0 + pb)
+        d2 = _sqdist(TV[p0:p1].reshape(p1 - p0, H * N, 3), t.Vbar[p0:p1]).view(p1 - p0, H, N, M)
+        torch.min(d2, dim=3, out=(geo_f[p0:p1], chi[p0:p1]))  # χ
+        torch.min(d2, dim=2, out=(geo_b[p0:p1], chi_bar[p0:p1]))
+    app_f = (TV - _gather(t.Vbar, t.psi)[:, None]).norm(dim=-1)  # [P, H, N]
+    TVb = torch.gather(TV, 2, t.psi_bar[:, None, :, None].expand(P, H, M, 3))
+    app_b = (t.Vbar[:, None] - TVb).norm(dim=-1)  # [P, H, M]
+    D = _combine(geo_f.sqrt_(), geo_b.sqrt_(), app_f, app_b, t, alpha)
+    return (D, chi, chi_bar) if nearest else D
+
+
+def _combine(geo_f, geo_b, app_f, app_b, t: BatchTerms, alpha: float) -> torch.Tensor:
+    """D from the four per-point distances ([P, H, N] or [P, H, M] each) and the pairs' weights."""
+    geo = (t.w_geo[:, None] * geo_f).sum(-1) + (t.w_geo_bar[:, None] * geo_b).sum(-1)
+    app = (t.w_app[:, None] * app_f).sum(-1) + (t.w_app_bar[:, None] * app_b).sum(-1)
+    return ((1 - alpha) * geo + alpha * app) / (t.diam_bar * t.points)[:, None]
+
+
+def batched_coarse_search(t: BatchTerms, rotations: torch.Tensor, alpha: float, top_k: int,
+                          budget: int | None = None) -> torch.Tensor:
+    """Indices [P, top_k] of the rotations (scale 1, no translation) with the lowest D per pair.
+
+    Every squared distance the cost needs — all (i, j) for χ and the backward nearest neighbours, and
+    the (i, ψ(i)) and (ψ̄(j), j) pairs of the appearance terms — is ``‖Rx − y‖² = ‖x‖² + ‖y‖² −
+    2·Σ_ab R_ab·y_a·x_b``: one GEMM of the rotations [R, 10] (R flattened, and a 1) with per-pair
+    columns [10, Z] (−2·y xᵀ flattened, and ‖x‖² + ‖y‖²), Z = N·M + N + M. Blocks of pairs ×
+    rotations keep the [p, r, Z] block near ``budget`` elements (default: 2^28 on a GPU, 2^19 on a
+    CPU, where a cache-resident block measured fastest).
+    """
+    P, N, _ = t.V.shape
+    M = t.Vbar.shape[1]
+    nr = len(rotations)
+    dev = t.V.device
+    if budget is None:
+        budget = 2**28 if dev.type == "cuda" else 2**19
+    x = torch.cat([t.V[:, :, None].expand(P, N, M, 3).reshape(P, N * M, 3), t.V, _gather(t.V, t.psi_bar)], 1)
+    y = torch.cat([t.Vbar[:, None].expand(P, N, M, 3).reshape(P, N * M, 3), _gather(t.Vbar, t.psi), t.Vbar], 1)
+    Z = x.shape[1]
+    cols = torch.cat([(-2.0 * y[..., :, None] * x[..., None, :]).reshape(P, Z, 9),
+                      (x.square().sum(-1) + y.square().sum(-1))[..., None]], -1).transpose(1, 2)  # [P, 10, Z]
+    Rm = torch.cat([rotations.reshape(nr, 9).to(cols.dtype), torch.ones(nr, 1, device=dev, dtype=cols.dtype)], 1)
+    geo_cols, app_cols = cols[..., :N * M].contiguous(), cols[..., N * M:].contiguous()
+    rb = min(nr, max(1, budget // (N * M)))
+    pb = max(1, budget // (rb * N * M))
+    D = torch.empty((P, nr), device=dev)
+    for p0 in range(0, P, pb):
+        sel = t.select(slice(p0, p0 + pb))
+        app = torch.matmul(Rm, app_cols[p0:p0 + pb]).clamp_min_(0).sqrt_()  # [p, R, N + M], all rotations
+        for r0 in range(0, nr, rb):
+            g = torch.matmul(Rm[r0:r0 + rb], geo_cols[p0:p0 + pb]).unflatten(-1, (N, M))  # [p, r, N, M]
+            a = app[:, r0:r0 + rb]
+            D[p0:p0 + pb, r0:r0 + rb] = _combine(g.amin(3).clamp_min_(0).sqrt_(), g.amin(2).clamp_min_(0).sqrt_(),
+                                                 a[..., :N], a[..., N:], sel, alpha)
+    return D.topk(min(top_k, nr), dim=1, largest=False).indices
+
+
+def _apply(V: torch.Tensor, s: torch.Tensor, R: torch.Tensor, tr: torch.Tensor) -> torch.Tensor:
+    """``s·R·v + t``: V [P, N, 3] (or [P, H, N, 3]), s [P, H], R [P, H, 3, 3], tr [P, H, 3] → [P, H, N, 3]."""
+    eq = "phij,pnj->phni" if V.dim() == 3 else "phij,phnj->phni"
+    return s[..., None, None] * torch.einsum(eq, R, V) + tr[:, :, None]
+
+
+def _irls_step(t: BatchTerms, s, R, tr, chi, chi_bar, alpha: float):
+    """One IRLS Procrustes step for hypotheses (s [P, H], R, tr) with current nearest neighbours
+    χ [P, H, N] and χ̄ [P, H, M]: the weighted Umeyama fit (float64) of the four terms'
+    correspondences, weights σ / max(residual, 10⁻³·diam(V̄)). Returns (s, R, t, D, χ, χ̄, usable)."""
+    P, H = s.shape
+    N, M = t.V.shape[1], t.Vbar.shape[1]
+    w_base = torch.cat([(1 - alpha) * t.w_geo, (1 - alpha) * t.w_geo_bar, alpha * t.w_app, alpha * t.w_app_bar], 1)
+    Vh = t.V[:, None].expand(P, H, N, 3)
+    Vbh = t.Vbar[:, None].expand(P, H, M, 3)
+    src = torch.cat([Vh, torch.gather(Vh, 2, chi_bar[..., None].expand(P, H, M, 3)), Vh,
+                     _gather(t.V, t.psi_bar)[:, None].expand(P, H, M, 3)], dim=2)
+    dst = torch.cat([torch.gather(Vbh, 2, chi[..., None].expand(P, H, N, 3)), Vbh,
+                     _gather(t.Vbar, t.psi)[:, None].expand(P, H, N, 3), Vbh], dim=2)
+    resid = (_apply(src, s, R, tr) - dst).norm(dim=-1)
+    w = w_base[:, None] / torch.maximum(resid, (1e-3 * t.diam_bar)[:, None, None])
+    usable = w.sum(-1) > 0
+    R_n, t_n, s_n = roma.rigid_points_registration(src.double(), dst.double(), weights=w.double(), compute_scaling=True)
+    R_n, t_n, s_n = R_n.to(s.dtype), t_n.to(s.dtype), s_n.to(s.dtype)
+    D_n, chi_n, chi_bar_n = batched_cost(_apply(t.V, s_n, R_n, t_n), t, alpha, nearest=True)
+    return s_n, R_n, t_n, D_n, chi_n, chi_bar_n, usable
+
+
+def batched_refine(t: BatchTerms, R0: torch.Tensor, alpha: float, iters: int = 15, compact: bool | None = None):
+    """IRLS weighted Procrustes from the rotations R0 [P, H, 3, 3], all hypotheses at once.
+
+    Each iteration forms the four terms' correspondences (χ, backward nearest, ψ, ψ̄), weights them by
+    σ divided by the current residual (so the squared-loss fit minimises D's sum of distances), fits
+    (s, R, t) by weighted Umeyama in float64, and keeps the step only where D decreased; a hypothesis
+    that did not improve stays frozen (the reference's ``break``). On a GPU every iteration runs on all
+    hypotheses with masks (no host synchronisation); with ``compact`` (default on a CPU, where a sync
+    is free) only the still-improving hypotheses are computed. Returns (s [P, H], R [P, H, 3, 3],
+    t [P, H, 3], D [P, H]).
+    """
+    P, H = R0.shape[:2]
+    dev, dt = t.V.device, t.V.dtype
+    compact = dev.type != "cuda" if compact is None else compact
+    s = torch.ones((P, H), device=dev, dtype=dt)
+    R = R0.to(dt)
+    tr = torch.zeros((P, H, 3), device=dev, dtype=dt)
+    D, chi, chi_bar = batched_cost(_apply(t.V, s, R, tr), t, alpha, nearest=True)
+    active = torch.ones((P, H), dtype=torch.bool, device=dev)
+    for _ in range(iters):
+        if compact:
+            idx = active.nonzero()
+            if len(idx) == 0:
+                break
+            pi, hi = idx[:, 0], idx[:, 1]
+            s_n, R_n, t_n, D_n, chi_n, chi_bar_n, usable = _irls_step(
+                t.select(pi), s[pi, hi][:, None], R[pi, hi][:, None], tr[pi, hi][:, None], chi[pi, hi][:, None],
+                chi_bar[pi, hi][:, None], alpha)
+            acc = usable[:, 0] & torch.isfinite(D_n[:, 0]) & (D_n[:, 0] < D[pi, hi] - 1e-7)
+            active = torch.zeros_like(active)
+            pa, ha = pi[acc], hi[acc]
+            active[pa, ha] = True
+            s[pa, ha], R[pa, ha], tr[pa, ha], D[pa, ha] = s_n[acc, 0], R_n[acc, 0], t_n[acc, 0], D_n[acc, 0]
+            chi[pa, ha], chi_bar[pa, ha] = chi_n[acc, 0], chi_bar_n[acc, 0]
+            continue
+        s_n, R_n, t_n, D_n, chi_n, chi_bar_n, usable = _irls_step(t, s, R, tr, chi, chi_bar, alpha)
+        acc = active & usable & torch.isfinite(D_n) & (D_n < D - 1e-7)
+        s = torch.where(acc, s_n, s)
+        R = torch.where(acc[..., None, None], R_n, R)
+        tr = torch.where(acc[..., None], t_n, tr)
+        D = torch.where(acc, D_n, D)
+        chi = torch.where(acc[..., None], chi_n, chi)
+        chi_bar = torch.where(acc[..., None], chi_bar_n, chi_bar)
+        active = acc
+    return s, R, tr, D
+
+
+# --------------------------------------------------------------------------------------------------
+# the engine
+
+
+def chunk_pairs_for_device(device: str | torch.device, cfg: SearchConfig | None = None) -> int:
+    """Pairs per engine call that fit the device: hundreds on a GPU (from its free memory), 16 on a CPU."""
+    dev = torch.device(device)
+    if dev.type != "cuda":
+        return 16
+    cfg = cfg or SearchConfig()
+    free, _ = torch.cuda.mem_get_info(dev)
+    # the refinement's [P, top_k, N, M] float32 distances (and a few tensors like it) dominate
+    per_pair = 6 * cfg.top_k * cfg.vertices**2 * 4
+    return int(max(32, min(1024, free * 0.5 // per_pair)))
+
+
+def align_pairs(videos: list[SurfaceFeatures] | list[VideoState] | VideoBatch, pairs: list[tuple[str, str]], cfg: SearchConfig | None = None,
+                device: str = "cpu", rotations: torch.Tensor | None = None, block: int | None = None
+                ) -> list[PairAlignment]:
+    """Aligns every (source, reference) pair of ``pairs`` (names of ``videos``) — the batched
+    equivalent of ``[align_pair(src, ref, cfg) for src, ref in pairs]``.
+
+    ``videos`` may also be prepared :class:`VideoState` s (cached across calls) or a :class:`VideoBatch`. Pairs are processed
+    ``block`` at a time (default: :func:`chunk_pairs_for_device`).
+    """
+    cfg = cfg or SearchConfig()
+    if not pairs:
+        return []
+    if isinstance(videos, VideoBatch):
+        vb = videos
+    else:
+        videos = list(videos)
+        vb = stack_videos([v if isinstance(v, VideoState) else prepare_video(v, cfg, device) for v in videos])
+    dev = vb.V.device
+    pos = {n: i for i, n in enumerate(vb.names)}
+    missing = sorted({n for p in pairs for n in p} - set(pos))
+    if missing:
+        raise KeyError(f"pairs name videos that were not given: {missing[:5]}")
+    if rotations is None:
+        rotations = super_fibonacci(cfg.rotations, device=dev)
+    rotations = rotations.to(dev)
+    block = block or chunk_pairs_for_device(dev, cfg)
+    out: list[PairAlignment] = []
+    for b0 in range(0, len(pairs), block):
+        blk = pairs[b0:b0 + block]
+        ia = torch.as_tensor([pos[a] for a, _ in blk], device=dev)
+        ib = torch.as_tensor([pos[b] for _, b in blk], device=dev)
+        A = batched_appearance_distance(vb, ia, ib)
+        terms = batched_terms(vb, ia, ib, A, cfg.tau, cfg.tau)
+        del A
+        nc = vb.sub.shape[1]
+        budget = cfg.batch * nc * nc if cfg.batch > 0 else None  # cfg.batch: rotations per block
+        top = batched_coarse_search(coarse_terms(vb, ia, ib, terms), rotations, cfg.alpha, cfg.top_k, budget)
+        s, R, tr, D = batched_refine(terms, rotations[top], cfg.alpha, cfg.refine_iters)
+        best = D.argmin(dim=1)
+        ar = torch.arange(len(blk), device=dev)
+        s, R, tr, D = s[ar, best], R[ar, best], tr[ar, best], D[ar, best]
+        s, R, tr, D = (x.double().cpu().numpy() for x in (s, R, tr, D))
+        ia_n, ib_n = ia.cpu().numpy(), ib.cpu().numpy()
+        for p in range(len(blk)):
+            c, d = vb.centre[ia_n[p]], vb.scale[ia_n[p]]
+            cbar, dbar = vb.centre[ib_n[p]], vb.scale[ib_n[p]]
+            # back to the videos' coordinates: x_ref = dbar·(s R (x − c)/d + t) + cbar
+            scale = float(dbar * s[p] / d)
+            Rp = R[p]
+            out.append(PairAlignment(Rp, dbar * tr[p] + cbar - scale * Rp @ c, scale, float(D[p])))
+    return out
