@@ -56,3 +56,39 @@ def test_reference_is_the_medoid():
 def test_geodesic():
     R = Rotation.from_rotvec([0, 0, np.deg2rad(30)]).as_matrix()
     assert abs(geodesic_deg(np.eye(3), R) - 30) < 1e-9
+
+
+def test_pair_graph_with_descriptors_has_nearest_and_long_range_edges():
+    rng = np.random.default_rng(0)
+    names = [f"s{i:03d}" for i in range(200)]
+    centres = rng.normal(size=(10, 32))  # ten look-alike groups of twenty videos
+    desc = {n: centres[i % 10] + 0.05 * rng.normal(size=32) for i, n in enumerate(names)}
+    g = pair_graph(names, partners=6, descriptors=desc)
+    same = [int(a[1:]) % 10 == int(b[1:]) % 10 for a, b in g]
+    assert 0.3 < np.mean(same) < 0.9  # nearest partners are look-alikes; the rest reach other groups
+    deg = np.zeros(len(names))
+    adj = {n: set() for n in names}
+    for a, b in g:
+        deg[int(a[1:])] += 1
+        deg[int(b[1:])] += 1
+        adj[a].add(b)
+        adj[b].add(a)
+    assert deg.min() >= 4 and deg.mean() < 12
+    seen, todo = {names[0]}, [names[0]]
+    while todo:  # connected
+        for m in adj[todo.pop()] - seen:
+            seen.add(m)
+            todo.append(m)
+    assert seen == set(names)
+
+
+def test_synchronisation_of_a_large_noisy_graph():
+    """2,000 videos × 20 partners, 10 % of the edges random: every video within a few degrees."""
+    from catpose.align.simulate import errors_deg, simulate
+
+    names, gt, edges, wrong = simulate(2000, 20, 0.1, 1.0, seed=3)
+    assert 0.08 < wrong < 0.12
+    ref, synced, paths = reduce_to_reference(edges, {n: np.zeros(3) for n in names})
+    e, e_path = errors_deg(synced, gt, ref), errors_deg(paths, gt, ref)
+    assert len(e) == 2000 and np.median(e) < 1.0 and e.max() < 3.0
+    assert np.mean(e_path < 30) < 0.95  # the paths alone go through wrong edges; synchronisation repairs them
