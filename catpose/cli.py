@@ -123,6 +123,10 @@ def run_align(cfg: AlignConfig) -> int:
           f"{res['reference']} -> {Path(cfg.out) / 'alignment.parquet'}")
     for k, err in res["failed_chunks"].items():
         print(f"  FAILED {k}: {err}")
+    if res["failed_pairs"]:
+        print(f"  {len(res['failed_pairs'])} pairs failed (listed in the chunk files under {Path(cfg.out) / 'pairs'})")
+    for n, err in res["unreadable"].items():
+        print(f"  left out {n}: {err}")
     if (Path(cfg.data) / GT_FILE).is_file():
         r = evaluate_alignment(Path(cfg.out) / "alignment.parquet", cfg.data, cfg.category)
         print(f"  vs ground truth: Acc@pi/6 {r['acc_pi_6']:.1%}, Acc@pi/18 {r['acc_pi_18']:.1%}, "

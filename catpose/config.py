@@ -157,8 +157,8 @@ class AlignConfig:
     """Partners per video in the pair graph (0: all pairs)."""
     sync: bool = True
     """Refine all rotations jointly by robust rotation synchronisation."""
-    chunk: int = 16
-    """Pairs per Ray task."""
+    chunk: int = 0
+    """Pairs per Ray task (0: 512 on GPUs; on CPUs at most 16, balanced over the workers)."""
     workers: int = 2
     """Ray tasks in flight (0: in this process)."""
     device: str = "auto"
@@ -189,8 +189,12 @@ class SweepConfig:
     """Grid repeats, or random samples."""
     videos: int = 8
     """Fixed random subset of videos per trial; every pair and triangle among them is scored."""
-    rotations: int = 1024
-    """Coarse rotations per pair in the sweep."""
+    rotations: int = SearchConfig.rotations
+    """Coarse rotations per pair (the main job sets the alignment stage's value)."""
+    vertices: int = SearchConfig.vertices
+    """Vertices per video (the main job sets the alignment stage's value)."""
+    device: str = "auto"
+    """Where a trial aligns: auto (the GPU the trial reserved, else the CPU), cpu or cuda."""
     cpus_per_trial: float = 1.0
     """CPUs per trial."""
     gpus_per_trial: float = 0.0

@@ -254,8 +254,11 @@ def run(cfg: PipelineConfig) -> dict:
 
             rows = []
             for c in categories:
+                # trials align exactly as the alignment stage will (only alpha and tau vary)
                 res = run_sweep(dataclasses.replace(cfg.sweep, data=data_root, category=c,
-                                                    out=str(out / "tune" / c), features=feat_out))
+                                                    out=str(out / "tune" / c), features=feat_out,
+                                                    rotations=cfg.align.rotations, vertices=cfg.align.vertices,
+                                                    device=cfg.align.device))
                 best[c] = res["best"]
                 top = res["rows"][0]
                 rows.append({"category": c, **res["best"], "cycle_deg": top["cycle_deg"], "trials": len(res["rows"]),
@@ -278,7 +281,7 @@ def run(cfg: PipelineConfig) -> dict:
                                        **best.get(c, {}))
             res = run_align(acfg)
             row = {"category": c, "videos": res["videos"], "pairs": res["pairs"], "reference": res["reference"],
-                   "failed_chunks": len(res["failed_chunks"])}
+                   "failed_chunks": len(res["failed_chunks"]), "failed_pairs": len(res["failed_pairs"])}
             if (data_root / GT_FILE).is_file():
                 for key, fname in (("sync", "alignment.parquet"), ("paths", "alignment_paths.parquet")):
                     r = evaluate_alignment(acfg.out / fname, data_root, c,

@@ -1,8 +1,12 @@
 """``catpose align``: pairwise alignments as batched Ray tasks, reduced to one category reference.
 
-Pairs are cut into chunks (``--chunk`` pairs per task, GPU fractions when the cluster has GPUs); each
-finished chunk is written to ``OUT/pairs/<settings>/chunk-<k>.json``, so an interrupted run resumes
-without redoing finished chunks. Outputs:
+Pairs come from :func:`~catpose.align.reference.pair_graph` (all pairs, or ``--partners`` per video:
+nearest videos by a pooled feature descriptor plus random long-range edges) and are cut into chunks
+(``--chunk`` pairs per task; by default hundreds per GPU task, 16 per CPU task); each task reads its
+chunk's feature files once and aligns all its pairs with the batched engine
+(:mod:`catpose.align.batched`). A video whose features cannot be read fails its own pairs only. Each
+finished chunk is written atomically to ``OUT/pairs/<settings>/chunk-<k>.json``, so an interrupted run
+resumes without redoing finished chunks. Outputs:
 
 * ``OUT/alignment.parquet``: one row per sequence — ``sequence_name``, ``rotation`` (9, row-major),
   ``translation`` (3), ``scale``, ``cost``, ``is_reference``; ``x_ref = scale · R · x + translation``
@@ -17,6 +21,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
+import os
+import time
+import uuid
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +35,7 @@ import pyarrow.parquet as pq
 from catpose.align.reference import Edge, pair_graph, reduce_to_reference
 from catpose.align.search import PairAlignment, SearchConfig, align_pair
 from catpose.config import AlignConfig, FeaturesConfig
-from catpose.parallel import map_items, ray_has_gpus
+from catpose.parallel import init_ray, map_items, ray_has_gpus
 
 _CACHE: dict = {}
 
@@ -46,17 +55,147 @@ def _features(store: str, category: str, name: str, endpoint: str | None):
     return _CACHE[key]
 
 
-def _chunk_task(args) -> list[dict]:
+def _device(device: str) -> str:
     import torch
 
+    return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+
+
+_STATES: OrderedDict = OrderedDict()  # prepared per-video engine state of this worker process, LRU
+
+
+def _state_budget(device: str) -> int:
+    import torch
+
+    if device.startswith("cuda"):
+        return int(0.3 * torch.cuda.get_device_properties(torch.device(device)).total_memory)
+    return 2 * 1024**3
+
+
+def _video_states(store: str, category: str, names: list[str], endpoint: str | None, scfg: SearchConfig,
+                  device: str) -> tuple[dict, dict]:
+    """The engine state of each video (``{name: VideoState}``, from this process's cache or read and
+    prepared now; files are read by a thread pool) and ``{name: error}`` for those that failed."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from catpose.align.batched import prepare_video
+    from catpose.features.runner import load_surface_features
+
+    tag = (store, category, json.dumps(dataclasses.asdict(scfg), sort_keys=True, default=str), device)
+    states, bad = {}, {}
+    missing = []
+    for n in names:
+        if (tag, n) in _STATES:
+            _STATES.move_to_end((tag, n))
+            states[n] = _STATES[(tag, n)]
+        else:
+            missing.append(n)
+
+    def load(n):
+        try:
+            return n, load_surface_features(store, category, n, endpoint), None
+        except Exception as e:  # an unreadable file costs its own pairs
+            return n, None, f"{type(e).__name__}: {e}"
+
+    budget = _state_budget(device)
+    with ThreadPoolExecutor(8) as pool:
+        for n, sf, err in pool.map(load, missing):
+            if err is None:
+                try:
+                    states[n] = prepare_video(sf, scfg, device)
+                except Exception as e:
+                    err = f"{type(e).__name__}: {e}"
+            if err is not None:
+                bad[n] = err
+                continue
+            _STATES[(tag, n)] = states[n]
+    total = sum(st.nbytes() for st in _STATES.values())
+    while total > budget and len(_STATES) > len(states):
+        _, st = _STATES.popitem(last=False)
+        total -= st.nbytes()
+    return states, bad
+
+
+def _chunk_task(args) -> dict:
+    """One chunk of pairs: its videos read once (and kept prepared on the device for later chunks of
+    this worker), all pairs aligned by the batched engine.
+
+    A video whose feature file cannot be read fails its own pairs only; if the batched call itself
+    fails, the chunk falls back to the per-pair reference so that a bad pair fails alone.
+    """
+    from catpose.align.batched import align_pairs
+
     _, store, category, pairs, scfg, device, endpoint = args  # the first field is the chunk index
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    device = _device(device)
+    names = sorted({n for p in pairs for n in p})
+    states, bad = _video_states(store, category, names, endpoint, scfg, device)
+    good = [p for p in pairs if p[0] in states and p[1] in states]
+    failed = [{"seq_i": a, "seq_j": b, "error": "; ".join(f"video '{v}': {bad[v]}" for v in (a, b) if v in bad)}
+              for a, b in pairs if a in bad or b in bad]
+    results: list = []
+    if good:
+        used = sorted({n for p in good for n in p})
+        try:
+            results = list(zip(good, align_pairs([states[n] for n in used], good, scfg, device)))
+        except Exception:  # one bad video must not sink its chunk: the reference, pair by pair
+            for a, b in good:
+                try:
+                    T = align_pair(_features(store, category, a, endpoint), _features(store, category, b, endpoint),
+                                   scfg, device)
+                    results.append(((a, b), T))
+                except Exception as e:
+                    failed.append({"seq_i": a, "seq_j": b, "error": f"{type(e).__name__}: {e}"})
+    rows = [{"seq_i": a, "seq_j": b, "rotation": T.R.ravel().tolist(), "translation": T.t.tolist(),
+             "scale": T.scale, "cost": T.cost} for (a, b), T in results]
+    return {"results": rows, "failed": failed}
+
+
+def _summary_task(args) -> list[dict]:
+    """Centroid and pooled descriptor of each video of a batch (one read of its features)."""
+    from catpose.features.runner import load_surface_features
+
+    store, category, names, endpoint = args
     out = []
-    for a, b in pairs:
-        T = align_pair(_features(store, category, a, endpoint), _features(store, category, b, endpoint), scfg, device)
-        out.append({"seq_i": a, "seq_j": b, "rotation": T.R.ravel().tolist(), "translation": T.t.tolist(),
-                    "scale": T.scale, "cost": T.cost})
+    for n in names:
+        try:
+            sf = load_surface_features(store, category, n, endpoint)
+            vis = sf.visible.astype(np.float32)
+            desc = (sf.features.astype(np.float32) * vis[..., None]).sum((0, 1)) / max(1.0, float(vis.sum()))
+            out.append({"sequence_name": n, "centroid": sf.vertices.mean(0).astype(np.float64).tolist(),
+                        "descriptor": desc.tolist(), "error": None})
+        except Exception as e:
+            out.append({"sequence_name": n, "centroid": None, "descriptor": None, "error": f"{type(e).__name__}: {e}"})
     return out
+
+
+def video_summaries(names: list[str], feat_store: str, category: str, endpoint: str | None, workers: int,
+                    progress: bool, batch: int = 64) -> dict[str, dict]:
+    """Every video's centroid and pooled feature descriptor, read in parallel (Ray tasks)."""
+    tasks = [(feat_store, category, names[i:i + batch], endpoint) for i in range(0, len(names), batch)]
+    if workers > 0 and len(tasks) > 1:  # reading is all they do: as many in flight as the cluster has CPUs
+        import ray
+
+        init_ray()
+        workers = max(workers, int(ray.cluster_resources().get("CPU", 1)))
+    out = {}
+    for task, res, err, _ in map_items(_summary_task, tasks, workers=workers, desc=f"summaries {category}",
+                                       progress=progress and len(tasks) > 1):
+        for r in res or [{"sequence_name": n, "error": err} for n in task[2]]:
+            out[r["sequence_name"]] = r
+    return out
+
+
+class _Clock:
+    """Seconds spent in each named stretch of a run."""
+
+    def __init__(self):
+        self.t = time.perf_counter()
+        self.laps: dict[str, float] = {}
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = round(now - self.t, 3)
+        self.t = now
 
 
 def _settings_key(scfg: SearchConfig, feat_store: str) -> str:
@@ -64,58 +203,100 @@ def _settings_key(scfg: SearchConfig, feat_store: str) -> str:
     return hashlib.sha1(blob.encode()).hexdigest()[:10]
 
 
+def _write_json(path: Path, obj) -> None:
+    """Atomic: a unique temporary name in the same folder, then a rename."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.write_text(json.dumps(obj))
+    os.replace(tmp, path)
+
+
+def _read_chunk(path: Path, pairs: list[tuple[str, str]]) -> dict | None:
+    """A finished chunk file for exactly these pairs, or None (absent, unreadable or for other pairs)."""
+    try:
+        data = json.loads(path.read_text())
+        if [tuple(p) for p in data["pairs"]] == pairs and isinstance(data["results"], list):
+            return data
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return None
+
+
+def default_chunk(pairs: int, workers: int, gpu: bool) -> int:
+    """Pairs per Ray task: 512 on a GPU (the engine splits them to fit its memory); on CPUs at most 16,
+    with a multiple of ``workers`` chunks so that the last round keeps every worker busy."""
+    if gpu:
+        return 512
+    w = max(1, workers)
+    n_chunks = w * max(1, math.ceil(pairs / (16 * w)))
+    return max(1, math.ceil(pairs / n_chunks))
+
+
 def run_align(cfg: AlignConfig, progress: bool = True) -> dict:
     from catpose.features.runner import run_features
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
+    clock = _Clock()
     feat_store = cfg.features or str(out / "features")
     fman = run_features(FeaturesConfig(data=cfg.data, category=(cfg.category,), out=feat_store,
                                        workers=cfg.workers, endpoint_url=cfg.endpoint_url), progress=progress,
                         keep_existing=True)
     names = fman[cfg.category].keys_with("ok")
+    clock.lap("features")
+    summaries = video_summaries(names, feat_store, cfg.category, cfg.endpoint_url, cfg.workers, progress)
+    unreadable = {n: r["error"] for n, r in summaries.items() if r.get("error")}
+    for n, e in unreadable.items():
+        print(f"align {cfg.category}: video '{n}' left out: {e}", flush=True)
+    names = [n for n in names if n not in unreadable]
     if len(names) < 2:
         raise ValueError(f"category '{cfg.category}' has {len(names)} usable videos; alignment needs 2 or more")
+    clock.lap("summaries")
     scfg = search_config(cfg)
-    pairs = pair_graph(names, cfg.partners)
+    pairs = pair_graph(names, cfg.partners, descriptors={n: summaries[n]["descriptor"] for n in names})
     chunk_dir = out / "pairs" / _settings_key(scfg, feat_store)
     chunk_dir.mkdir(parents=True, exist_ok=True)
-    chunks = [pairs[i:i + cfg.chunk] for i in range(0, len(pairs), cfg.chunk)]
-    todo = []
-    for k, ch in enumerate(chunks):
-        f = chunk_dir / f"chunk-{k:05d}.json"
-        if not (f.is_file() and [tuple(p) for p in json.loads(f.read_text())["pairs"]] == ch):
-            todo.append((k, ch))
     use_gpu = ray_has_gpus(cfg.workers, cfg.device)
+    size = cfg.chunk if cfg.chunk > 0 else default_chunk(len(pairs), cfg.workers, use_gpu or _device(cfg.device) == "cuda")
+    chunks = [pairs[i:i + size] for i in range(0, len(pairs), size)]
+    todo = [(k, ch) for k, ch in enumerate(chunks) if _read_chunk(chunk_dir / f"chunk-{k:05d}.json", ch) is None]
     print(f"align {cfg.category}: {len(names)} videos, {len(pairs)} pairs in {len(chunks)} chunks "
           f"({len(chunks) - len(todo)} done before), alpha {cfg.alpha}, tau {cfg.tau}", flush=True)
     device = "cuda" if use_gpu else cfg.device
     tasks = [(k, feat_store, cfg.category, ch, scfg, device, cfg.endpoint_url) for k, ch in todo]
     failed = {}
     for task, res, err, _ in map_items(_chunk_task, tasks, workers=cfg.workers, desc=f"align {cfg.category}",
-                                       num_gpus=0.25 if use_gpu else 0, progress=progress):
+                                       num_gpus=0.5 if use_gpu else 0, progress=progress):
         k = task[0]
         if err:
             failed[f"chunk-{k:05d}"] = err
             continue
-        (chunk_dir / f"chunk-{k:05d}.json").write_text(json.dumps({"pairs": chunks[k], "results": res}))
-    rows = []
-    for k in range(len(chunks)):
-        f = chunk_dir / f"chunk-{k:05d}.json"
-        if f.is_file():
-            rows += json.loads(f.read_text())["results"]
+        _write_json(chunk_dir / f"chunk-{k:05d}.json", {"pairs": chunks[k], **res})
+    rows, failed_pairs = [], []
+    for k, ch in enumerate(chunks):
+        data = _read_chunk(chunk_dir / f"chunk-{k:05d}.json", ch)
+        if data is not None:
+            rows += data["results"]
+            failed_pairs += data.get("failed", [])
+    for f in failed_pairs[:10]:
+        print(f"align {cfg.category}: pair {f['seq_i']} → {f['seq_j']} failed: {f['error']}", flush=True)
     if not rows:
-        raise RuntimeError(f"no pair of '{cfg.category}' could be aligned: {failed}")
+        raise RuntimeError(f"no pair of '{cfg.category}' could be aligned: {failed or failed_pairs[:5]}")
+    clock.lap("pairs")
     pq.write_table(pa.Table.from_pylist(rows), out / "pairs.parquet")
     edges = [Edge(r["seq_i"], r["seq_j"], PairAlignment(np.reshape(r["rotation"], (3, 3)), np.asarray(r["translation"]),
                                                          r["scale"], r["cost"])) for r in rows]
-    centroids = {n: _features(feat_store, cfg.category, n, cfg.endpoint_url).vertices.mean(0).astype(np.float64)
-                 for n in names}
+    centroids = {n: np.asarray(summaries[n]["centroid"], np.float64) for n in names}
     ref, synced, paths = reduce_to_reference(edges, centroids, sync=cfg.sync)
+    clock.lap("reduce")
     write_alignment(out / "alignment.parquet", synced, ref)
     write_alignment(out / "alignment_paths.parquet", paths, ref)
     plot_aligned_clouds(out / "aligned_clouds.png", synced, feat_store, cfg.category, cfg.endpoint_url)
-    return {"reference": ref, "videos": len(synced), "pairs": len(rows), "failed_chunks": failed,
+    clock.lap("outputs")
+    _write_json(out / "timings.json", {"stages_s": clock.laps, "videos": len(names), "pairs": len(rows),
+                                       "chunks": len(chunks), "device": "cuda" if use_gpu else _device(cfg.device)})
+    print(f"align {cfg.category}: " + ", ".join(f"{k} {v:.1f} s" for k, v in clock.laps.items()), flush=True)
+    return {"timings": clock.laps, "reference": ref, "videos": len(synced), "pairs": len(rows), "failed_chunks": failed,
+            "failed_pairs": failed_pairs, "unreadable": unreadable,
             "unaligned": sorted(set(names) - set(synced))}
 
 

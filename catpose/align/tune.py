@@ -18,6 +18,7 @@ per-trial logs (TensorBoard, progress.csv) under ``OUT/<name>/``. Rerunning resu
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from pathlib import Path
 
@@ -37,19 +38,37 @@ def triangle_cycle_error(rel: dict[tuple[str, str], np.ndarray], names: list[str
     return float(np.mean(errs)) if errs else float("nan")
 
 
-def trial_metrics(config: dict, data: str, category: str, store: str, names: list[str], rotations: int) -> dict:
-    """Aligns every pair of ``names`` with the trial's α and τ and scores the result."""
+def trial_device(device: str = "auto") -> str:
+    """The device a trial aligns on: the GPU Ray gave it (``auto``), else the CPU."""
+    import torch
+
+    if device != "auto":
+        return device
+    try:
+        import ray
+
+        gpus = ray.get_gpu_ids() if ray.is_initialized() else []
+    except Exception:
+        gpus = []
+    return "cuda" if gpus and torch.cuda.is_available() else "cpu"
+
+
+def trial_metrics(config: dict, data: str, category: str, store: str, names: list[str], search: dict,
+                  device: str = "auto") -> dict:
+    """Aligns every pair of ``names`` with the trial's α and τ (the batched engine, on the trial's
+    device, with the alignment stage's other settings ``search``) and scores the result."""
+    from catpose.align.batched import align_pairs
     from catpose.align.evaluate import geodesic_deg, rotation_errors, summarise
     from catpose.align.reference import Edge, reduce_to_reference
-    from catpose.align.search import align_pair
     from catpose.data.synth.generate import GT_FILE, load_ground_truth
     from catpose.features.runner import load_surface_features
 
     feats = {n: load_surface_features(store, category, n) for n in names}
-    scfg = SearchConfig(alpha=float(config["alpha"]), tau=float(config["tau"]), rotations=rotations)
+    scfg = SearchConfig(**{**search, "alpha": float(config["alpha"]), "tau": float(config["tau"])})
+    pairs = list(itertools.combinations(names, 2))
+    results = align_pairs([feats[n] for n in names], pairs, scfg, trial_device(device))
     edges, rel = [], {}
-    for a, b in itertools.combinations(names, 2):
-        T = align_pair(feats[a], feats[b], scfg)
+    for (a, b), T in zip(pairs, results):
         edges.append(Edge(a, b, T))
         rel[(a, b)] = T.R
     cents = {n: f.vertices.mean(0).astype(np.float64) for n, f in feats.items()}
@@ -68,7 +87,7 @@ def _trainable(config: dict) -> None:
     from ray import tune
 
     tune.report(trial_metrics(config, config["_data"], config["_category"], config["_store"], config["_names"],
-                              config["_rotations"]))
+                              config["_search"], config["_device"]))
 
 
 def run_sweep(cfg: SweepConfig) -> dict:
@@ -94,7 +113,9 @@ def run_sweep(cfg: SweepConfig) -> dict:
     rng = np.random.default_rng(cfg.seed)
     names = sorted(rng.choice(ok, min(cfg.videos, len(ok)), replace=False).tolist())
     fixed = {"_data": str(Path(cfg.data).absolute()), "_category": cfg.category,
-             "_store": str(Path(feat_store).absolute()), "_names": names, "_rotations": cfg.rotations}
+             "_store": str(Path(feat_store).absolute()), "_names": names,
+             "_search": dataclasses.asdict(SearchConfig(rotations=cfg.rotations, vertices=cfg.vertices)),
+             "_device": cfg.device}
     if cfg.search == "grid":
         space = {"alpha": tune.grid_search(list(cfg.alphas)), "tau": tune.grid_search(list(cfg.taus)), **fixed}
     elif cfg.search == "random":
