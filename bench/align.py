@@ -1,17 +1,19 @@
-"""Benchmark of the alignment engine: pairs/s, against a per-hypothesis loop and the device's limits.
+"""Benchmark of the alignment engine: end-to-end pairs/s of the batched engine against the per-pair
+reference, measured in the same run, with each phase's share and the device's limits.
 
-Fixed size (``--vertices`` N per video, ``--frames`` K, ``--rotations`` hypotheses, C feature
-channels): random clouds and features, so the numbers do not depend on data.
+Realistic sizes by default: ``--vertices`` 500 per video, ``--frames`` 8 (about half of the vertices
+visible in each), ``--channels`` 384, ``--rotations`` 4096, the default ``SearchConfig`` otherwise
+(128-vertex coarse subsets, top 4 refined by 15 IRLS iterations). Random clouds and features, so the
+numbers do not depend on data; features are precomputed (in memory), as the engine receives them.
 
-* ``batched``: catpose's coarse search — D for all rotations in batches (cdist + min reductions);
-* ``loop``: the straightforward baseline — one ``alignment_cost`` call per rotation, measured on a
-  sample of rotations and scaled;
-* limits: the batched search writes and reads the [B, N, N] distance tensor; its FLOP/s are compared
-  with a large matmul and its bytes/s with a device-to-device copy, both measured in the same run;
-* ``pair``: one whole ``align_pair`` with the default settings (FPS to 500 vertices, appearance
-  distances over all frame pairs, 2048-rotation coarse search on 128 vertices, IRLS refinement).
+* ``pairs_per_s_batched``: ``align_pairs`` on ``--pairs`` pairs among ``--videos`` videos — per-video
+  preparation (FPS, normalisation, upload), appearance distances, terms, coarse search, refinement;
+* ``pairs_per_s_per_pair``: ``align_pair`` called once per pair (the reference), on a sample of pairs;
+* ``phases_ms_per_pair``: where the batched time goes;
+* limits: the FLOPs the engine's phases must do (appearance GEMM, coarse GEMM, refinement distances)
+  against a large matmul measured in the same run (``fraction_of_matmul_peak``).
 
-    python bench/align.py [--device auto] [--vertices 1000 --frames 8 --rotations 5000]
+    python bench/align.py [--device auto] [--pairs 1024] [--out bench/results/align-gpu.json]
 """
 
 from __future__ import annotations
@@ -25,14 +27,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from catpose.align.cost import alignment_cost, apply_similarity, pair_terms
-from catpose.align.search import SearchConfig, align_pair, coarse_search, super_fibonacci
-from catpose.features.matching import appearance_distance
+from catpose.align import batched as B
+from catpose.align.search import SearchConfig, align_pair, super_fibonacci
 from catpose.features.surface import SurfaceFeatures
 
 
 def sync(device):
-    if device.startswith("cuda"):
+    if str(device).startswith("cuda"):
         torch.cuda.synchronize()
 
 
@@ -48,57 +49,103 @@ def timed(fn, device, reps=3):
 
 def fake_video(n, k, c, seed):
     rng = np.random.default_rng(seed)
-    V = rng.normal(size=(n, 3)).astype(np.float32) * [2.0, 1.0, 0.6]
-    return SurfaceFeatures(f"v{seed}", V.astype(np.float32), rng.normal(size=(k, n, c)).astype(np.float16),
-                           rng.random((k, n)) > 0.5, np.arange(k))
+    V = (rng.normal(size=(n, 3)) * [2.0, 1.0, 0.6]).astype(np.float32)
+    vis = rng.random((k, n)) > 0.5
+    F = (rng.normal(size=(k, n, c)) * vis[..., None]).astype(np.float16)
+    return SurfaceFeatures(f"v{seed:04d}", V, F, vis, np.arange(k))
+
+
+def phases(videos, pairs, cfg, dev):
+    """Milliseconds per pair of each phase of one batched call (synchronised between phases)."""
+    out = {}
+
+    def tick(name, t0):
+        sync(dev)
+        out[name] = (time.perf_counter() - t0) * 1e3 / len(pairs)
+        return time.perf_counter()
+
+    t = time.perf_counter()
+    vb = B.prepare_videos(videos, cfg, dev)
+    t = tick("prepare_videos", t)
+    pos = {n: i for i, n in enumerate(vb.names)}
+    ia = torch.as_tensor([pos[a] for a, _ in pairs], device=dev)
+    ib = torch.as_tensor([pos[b] for _, b in pairs], device=dev)
+    A = B.batched_appearance_distance(vb, ia, ib)
+    t = tick("appearance_distance", t)
+    terms = B.batched_terms(vb, ia, ib, A, cfg.tau, cfg.tau)
+    t = tick("terms", t)
+    rot = super_fibonacci(cfg.rotations, device=dev)
+    top = B.batched_coarse_search(B.coarse_terms(vb, ia, ib, terms), rot, cfg.alpha, cfg.top_k)
+    t = tick("coarse_search", t)
+    B.batched_refine(terms, rot[top], cfg.alpha, cfg.refine_iters)
+    tick("refine", t)
+    return {k: round(v, 3) for k, v in out.items()}, int(vb.F.shape[1])
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--vertices", type=int, default=1000)
+    ap.add_argument("--vertices", type=int, default=500)
     ap.add_argument("--frames", type=int, default=8)
     ap.add_argument("--channels", type=int, default=384)
-    ap.add_argument("--rotations", type=int, default=5000)
+    ap.add_argument("--rotations", type=int, default=4096)
+    ap.add_argument("--videos", type=int, default=0, help="distinct videos (default: pairs / 8)")
+    ap.add_argument("--pairs", type=int, default=0, help="pairs (default: 1024 on a GPU, 32 on a CPU)")
+    ap.add_argument("--per-pair", type=int, default=0, help="pairs timed with align_pair (default: 8 GPU, 3 CPU)")
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
     dev = ("cuda" if torch.cuda.is_available() else "cpu") if a.device == "auto" else a.device
-    name = torch.cuda.get_device_name() if dev == "cuda" else f"{platform.machine()} CPU, {torch.get_num_threads()} threads"
-    src, ref = fake_video(a.vertices, a.frames, a.channels, 0), fake_video(a.vertices, a.frames, a.channels, 1)
-    t = lambda x: torch.as_tensor(x, device=dev)  # noqa: E731
-    A = appearance_distance(t(src.features), t(src.visible), t(ref.features), t(ref.visible))
-    terms = pair_terms(t(src.vertices), t(ref.vertices), A, 1.0, 1.0)
-    rots = super_fibonacci(a.rotations, device=dev)
-    t_batched = timed(lambda: coarse_search(terms, rots, 0.2), dev, reps=2)
-    n_loop = 50 if dev == "cuda" else 20
-    one, zero = torch.ones(1, device=dev), torch.zeros(1, 3, device=dev)
+    gpu = dev.startswith("cuda")
+    name = torch.cuda.get_device_name() if gpu else f"{platform.machine()} CPU, {torch.get_num_threads()} threads"
+    n_pairs = a.pairs or (1024 if gpu else 32)
+    n_videos = a.videos or max(4, n_pairs // 8)
+    cfg = SearchConfig(rotations=a.rotations, vertices=a.vertices)
+    videos = [fake_video(a.vertices, a.frames, a.channels, s) for s in range(n_videos)]
+    rng = np.random.default_rng(0)
+    pairs = []
+    while len(pairs) < n_pairs:
+        i, j = rng.choice(n_videos, 2, replace=False)
+        pairs.append((videos[i].sequence, videos[j].sequence))
+    by = {v.sequence: v for v in videos}
+    rot = super_fibonacci(cfg.rotations, device=dev)
 
-    def loop():
-        for R in rots[:n_loop]:
-            alignment_cost(apply_similarity(terms.V, one, R[None], zero), terms, 0.2)
-    t_loop = timed(loop, dev, reps=1) * a.rotations / n_loop
-    N = M = a.vertices
-    flops = a.rotations * (N * M * 3 * 3 + N * 9 * 2)  # cdist (sub, square, add) + rotating the cloud
-    bytes_ = a.rotations * N * M * 4 * 3  # write the distances, read them for both minima
-    n = 4096 if dev == "cuda" else 1024
+    B.align_pairs(videos, pairs[: min(64, n_pairs)], cfg, dev, rotations=rot)  # warm-up (kernels, allocator)
+    t_batched = timed(lambda: B.align_pairs(videos, pairs, cfg, dev, rotations=rot), dev, reps=2 if gpu else 1)
+    k = a.per_pair or (8 if gpu else 3)
+    align_pair(by[pairs[0][0]], by[pairs[0][1]], cfg, dev, rotations=rot)
+    sync(dev)
+    t0 = time.perf_counter()
+    for p in pairs[:k]:
+        align_pair(by[p[0]], by[p[1]], cfg, dev, rotations=rot)
+    sync(dev)
+    t_pair = (time.perf_counter() - t0) / k
+    ph, Q = phases(videos, pairs, cfg, dev)
+
+    # the work the phases must do, per pair
+    nc = cfg.coarse_vertices
+    flop_app = 2 * Q * Q * a.channels
+    flop_coarse = 2 * 10 * cfg.rotations * (nc * nc + 2 * nc)
+    flop_refine = (cfg.refine_iters + 1) * cfg.top_k * 2 * 3 * a.vertices**2 * 2
+    flop_pair = flop_app + flop_coarse + flop_refine
+    n = 8192 if gpu else 1024
     x, y = torch.randn(n, n, device=dev), torch.randn(n, n, device=dev)
-    mm = 2 * n**3 / timed(lambda: x @ y, dev)
-    big = torch.empty(256 * 2**20 // 4 * (4 if dev == "cuda" else 1), device=dev)
-    bw = 2 * big.numel() * 4 / timed(lambda: big.clone(), dev)
-    t_app = timed(lambda: appearance_distance(t(src.features), t(src.visible), t(ref.features), t(ref.visible)), dev)
-    t_pair = timed(lambda: align_pair(src, ref, SearchConfig(), dev), dev, reps=2)
-    res = {"device": name, "vertices": N, "frames": a.frames, "channels": a.channels, "rotations": a.rotations,
-           "batched_search_s": round(t_batched, 4), "loop_search_s": round(t_loop, 3),
-           "speedup_vs_loop": round(t_loop / t_batched, 1),
-           "batched_gflop_per_s": round(flops / t_batched / 1e9, 1), "matmul_gflop_per_s": round(mm / 1e9, 1),
-           "fraction_of_flop_limit": round(flops / t_batched / mm, 4),
-           "batched_gb_per_s": round(bytes_ / t_batched / 1e9, 1), "copy_gb_per_s": round(bw / 1e9, 1),
-           "fraction_of_bandwidth": round(bytes_ / t_batched / bw, 3),
-           "appearance_distance_s": round(t_app, 4),
-           "pairs_per_s_search_fixed_size": round(1 / t_batched, 3),
-           "pairs_per_s_align_pair_default": round(1 / t_pair, 2)}
+    mm32 = 2 * n**3 / timed(lambda: x @ y, dev)
+    xh, yh = x.half() if gpu else x, y.half() if gpu else y
+    mm16 = 2 * n**3 / timed(lambda: xh @ yh, dev)
+    pps_b, pps_p = n_pairs / t_batched, 1 / t_pair
+    res = {"device": name, "vertices": a.vertices, "frames": a.frames, "channels": a.channels,
+           "rotations": cfg.rotations, "coarse_vertices": nc, "top_k": cfg.top_k, "refine_iters": cfg.refine_iters,
+           "videos": n_videos, "pairs": n_pairs, "visible_rows_per_video": Q,
+           "pairs_per_s_batched": round(pps_b, 2), "pairs_per_s_per_pair": round(pps_p, 3),
+           "speedup_batched_vs_per_pair": round(pps_b / pps_p, 1),
+           "phases_ms_per_pair": ph,
+           "gflop_per_pair": round(flop_pair / 1e9, 3),
+           "engine_gflop_per_s": round(flop_pair * pps_b / 1e9, 1),
+           "matmul_fp32_gflop_per_s": round(mm32 / 1e9, 1), "matmul_fp16_gflop_per_s": round(mm16 / 1e9, 1),
+           "fraction_of_matmul_peak": round(flop_pair * pps_b / mm32, 4),
+           "pairs_per_s_at_matmul_peak": round(mm32 / flop_pair, 1)}
     print(json.dumps(res, indent=1))
-    out = Path(a.out or Path(__file__).parent / "results" / f"align-{'gpu' if dev == 'cuda' else 'cpu'}.json")
+    out = Path(a.out or Path(__file__).parent / "results" / f"align-{'gpu' if gpu else 'cpu'}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=1))
 
