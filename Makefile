@@ -34,6 +34,7 @@ bench: $(STAMP)
 	$(PY) bench/data.py
 	$(PY) bench/features.py
 	$(PY) bench/align.py
+	$(PY) bench/sync.py
 	$(PY) bench/train.py
 	$(PY) bench/pose.py
 

@@ -75,7 +75,8 @@ def phases(videos, pairs, cfg, dev):
     terms = B.batched_terms(vb, ia, ib, A, cfg.tau, cfg.tau)
     t = tick("terms", t)
     rot = super_fibonacci(cfg.rotations, device=dev)
-    top = B.batched_coarse_search(B.coarse_terms(vb, ia, ib, terms), rot, cfg.alpha, cfg.top_k)
+    top = B.batched_coarse_search(B.coarse_terms(vb, ia, ib, terms), rot, cfg.alpha, cfg.top_k,
+                                  prefilter=B.coarse_terms(vb, ia, ib, terms, 1), keep=cfg.prefilter_keep)
     t = tick("coarse_search", t)
     B.batched_refine(terms, rot[top], cfg.alpha, cfg.refine_iters)
     tick("refine", t)

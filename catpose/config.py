@@ -125,6 +125,10 @@ class SearchConfig:
     """Rotations of the coarse super-Fibonacci grid (about 7° apart)."""
     coarse_vertices: int = 128
     """Vertices per cloud in the coarse search (farthest point subsample)."""
+    prefilter_vertices: int = 64
+    """Vertices per cloud of the coarse search's first pass over all rotations (0: no prefilter)."""
+    prefilter_keep: int = 256
+    """Rotations per pair kept by the first pass and scored again on coarse_vertices."""
     top_k: int = 4
     """Coarse optima refined."""
     refine_iters: int = 15

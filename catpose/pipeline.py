@@ -55,7 +55,7 @@ class PipelineConfig:
     features: FeaturesConfig = field(default_factory=lambda: FeaturesConfig(out="", category=()))
     eval_pairs: int = 20
     """Pairs of videos per category on which appearance correspondences are scored (synthetic data)."""
-    align: AlignConfig = field(default_factory=lambda: AlignConfig(partners=6))
+    align: AlignConfig = field(default_factory=lambda: AlignConfig(partners=10))
     """Alignment settings (data, category, out and features are set per category by the job)."""
     tune: bool = False
     """Sweep alpha and tau per category with Ray Tune (label-free objective) and align with the best."""

@@ -3,25 +3,30 @@
 Same method and result as :func:`catpose.align.search.align_pair` (the per-pair reference the tests
 compare against), organised for throughput:
 
-1. **Per-video state, once per chunk** (:func:`prepare_videos`): the farthest-point subset of
-   ``SearchConfig.vertices`` vertices, normalised (centroid ``c``, scale ``d``), ``diam(V)``, the coarse
-   subset and the map of every vertex to its nearest coarse vertex, the features on the device with
-   their squared norms. Videos of different sizes are padded to the chunk's largest ``N`` and ``K``:
-   padded vertices copy vertex 0 (so no nearest-neighbour minimum changes) with weight 0 and no
-   visible frame.
+1. **Per-video state, once** (:func:`video_arrays` on the CPU, :func:`upload_video` on the device; the
+   Ray task keeps it for later chunks): the farthest-point subset of ``SearchConfig.vertices``
+   vertices, normalised (centroid ``c``, scale ``d``), ``diam(V)``, the coarse and prefilter subsets and
+   the map of every vertex to its nearest kept vertex, the visible (frame, vertex) features on the
+   device with their squared norms. A chunk's videos are padded to its largest sizes
+   (:func:`stack_videos`): padded vertices copy vertex 0 (so no nearest-neighbour minimum changes)
+   with weight 0, padded feature rows have an infinite norm.
 2. **Appearance distances** ``A[p, i, j] = min_{k,l} ||f_i^k − f̄_j^l||`` for all pairs in batched
-   matmuls (``‖a‖² + ‖b‖² − 2abᵀ`` with ``baddbmm``), blocks sized to the device.
+   matmuls of the visible rows (``‖a‖² + ‖b‖² − 2abᵀ``) with a scatter-min onto the vertices, blocks
+   sized to the device; float32 (fp16 products flip near-tied ψ on the GPU: measured, not exact enough).
 3. **Pair terms** ``ψ, ψ̄, d_cycle, σ`` for all pairs at once (:func:`batched_terms`).
-4. **Coarse search** of every pair × every grid rotation on the coarse subsets: ``D`` from chunked
-   brute-force nearest neighbours (``baddbmm`` + ``amin``), the ``top_k`` rotations kept per pair.
+4. **Coarse search** of every pair × every grid rotation: ``D`` on the 64-vertex prefilter subsets for
+   all rotations, then on the 128-vertex coarse subsets for each pair's best ``prefilter_keep`` (the
+   squared distances of all rotations come from one GEMM, see :func:`batched_coarse_cost`, reduced
+   with ``amin``); the ``top_k`` rotations kept per pair.
 5. **Refinement** of all pairs × ``top_k`` hypotheses together: IRLS weighted Procrustes (Umeyama with
    scale, ``roma``, the 3×3 steps in float64) for a fixed number of iterations; a per-hypothesis
    "still improving" mask replaces the reference's ``break`` (a step is kept only while ``D`` decreases,
    and a hypothesis that failed to improve once stays frozen, exactly as the reference stops), with no
-   host synchronisation inside the loop. The best hypothesis by ``D`` is returned per pair.
+   Python-side synchronisation inside the loop on a GPU (on a CPU, where a sync is free, only the
+   still-improving hypotheses are computed). The best hypothesis by ``D`` is returned per pair.
 
-Shapes: P pairs, H hypotheses (rotations), N source / M reference vertices (padded), K / L frames, C
-channels. Plain torch: the same code runs on the CPU (demo, CI) and on CUDA.
+Shapes: P pairs, H hypotheses (rotations), N source / M reference vertices (padded), Q visible feature
+rows per video, C channels. Plain torch: the same code runs on the CPU (demo, CI) and on CUDA.
 """
 
 from __future__ import annotations
@@ -41,6 +46,16 @@ from catpose.features.surface import SurfaceFeatures, farthest_point_sample
 
 
 @dataclass
+class Subset:
+    """A farthest-point subset of each video of a batch, padded (``idx`` repeats its first index)."""
+
+    idx: torch.Tensor  # [nv, n] vertex indices
+    valid: torch.Tensor  # [nv, n] bool
+    count: torch.Tensor  # [nv]
+    near: torch.Tensor  # [nv, N] index into the subset of each vertex's nearest kept vertex
+
+
+@dataclass
 class VideoBatch:
     """Prepared, padded tensors of the videos of one chunk (index v = the video's position)."""
 
@@ -54,10 +69,7 @@ class VideoBatch:
     F: torch.Tensor  # [nv, Q, C] the visible (frame, vertex) features, padded (device storage dtype)
     f2: torch.Tensor  # [nv, Q] float32 squared feature norms, +inf on padding
     fv: torch.Tensor  # [nv, Q] long, the vertex of each feature row
-    sub: torch.Tensor  # [nv, n] coarse subset indices (padding repeats the first)
-    sub_valid: torch.Tensor  # [nv, n] bool
-    sub_count: torch.Tensor  # [nv]
-    near: torch.Tensor  # [nv, N] index into the coarse subset of each vertex's nearest kept vertex
+    subs: list[Subset]  # the coarse search's vertex subsets: [coarse, prefilter]
 
     def index(self, name: str) -> int:
         return self.names.index(name)
@@ -75,23 +87,20 @@ class VideoState:
     F: torch.Tensor  # [q, C] features of the visible (frame, vertex) rows
     f2: torch.Tensor  # [q] float32 squared norms
     fv: torch.Tensor  # [q] long, the vertex of each row
-    sub: torch.Tensor  # [s] coarse subset
-    near: torch.Tensor  # [n] index into sub of each vertex's nearest kept vertex
+    subs: list[tuple[torch.Tensor, torch.Tensor]]  # (subset [s], each vertex's nearest kept vertex [n])
+    # for the coarse search's subsets: coarse_vertices, then prefilter_vertices
 
     def nbytes(self) -> int:
-        return sum(x.numel() * x.element_size() for x in (self.V, self.F, self.f2, self.fv, self.sub, self.near))
+        return sum(x.numel() * x.element_size() for x in (self.V, self.F, self.f2, self.fv, *sum(self.subs, ())))
 
 
-def prepare_video(sf: SurfaceFeatures, cfg: SearchConfig, device: str | torch.device = "cpu",
-                  feature_dtype: torch.dtype | None = None) -> VideoState:
-    """A video's state: the FPS subset of ``cfg.vertices`` vertices (as the reference), normalised by
-    its centroid ``c`` and ``d`` = twice the largest distance to it, diam(V), the coarse FPS subset and
-    each vertex's nearest kept vertex, and the visible (frame, vertex) features with their norms."""
+def video_arrays(sf: SurfaceFeatures, cfg: SearchConfig) -> dict:
+    """The CPU part of a video's state (numpy; safe to run in threads): the FPS subset of
+    ``cfg.vertices`` vertices (as the reference), normalised by its centroid ``c`` and ``d`` = twice
+    the largest distance to it, the coarse and prefilter FPS subsets, and the visible (frame, vertex)
+    feature rows."""
     from catpose.align.search import subsample_vertices
 
-    dev = torch.device(device)
-    if feature_dtype is None:
-        feature_dtype = torch.float32  # fp16 products flip near-tied ψ (measured on the GPU): not exact enough
     i = subsample_vertices(sf, cfg.vertices)
     V = sf.vertices[i].astype(np.float32)
     if len(V) == 0:
@@ -101,17 +110,35 @@ def prepare_video(sf: SurfaceFeatures, cfg: SearchConfig, device: str | torch.de
     if not np.isfinite(d) or d <= 0:
         raise ValueError(f"video '{sf.sequence}': its vertices span no volume (size {d})")
     Vn = (V - c) / d
-    n = min(cfg.coarse_vertices, len(Vn))
-    sub = np.arange(len(Vn)) if n >= len(Vn) else farthest_point_sample(Vn, n).astype(np.int64)
+    subs = [np.arange(len(Vn)) if n >= len(Vn) else farthest_point_sample(Vn, n).astype(np.int64)
+            for n in (cfg.coarse_vertices, cfg.prefilter_vertices or cfg.coarse_vertices)]
     # only visible (frame, vertex) features take part in min_{k,l}: about half of K·N on object orbits
     kk, ii = np.nonzero(np.asarray(sf.visible[:, i], dtype=bool))
-    F = torch.as_tensor(np.ascontiguousarray(sf.features[:, i][kk, ii]), device=dev).to(feature_dtype)
-    Vt = torch.as_tensor(Vn, device=dev)
-    sub_t = torch.as_tensor(sub, device=dev)
-    near = _sqdist(Vt[None], Vt[sub_t][None])[0].argmin(-1)
-    diam = _sqdist(Vt[None], Vt[None])[0].max().sqrt()
-    return VideoState(sf.sequence, Vt, diam, c.astype(np.float64), float(d), F, F.float().square().sum(-1),
-                      torch.as_tensor(ii, device=dev, dtype=torch.long), sub_t, near)
+    return {"name": sf.sequence, "V": Vn, "c": c.astype(np.float64), "d": float(d), "subs": subs,
+            "F": np.ascontiguousarray(sf.features[:, i][kk, ii]), "fv": ii.astype(np.int64)}
+
+
+def upload_video(arr: dict, device: str | torch.device = "cpu", feature_dtype: torch.dtype | None = None) -> VideoState:
+    """The device part of a video's state (from :func:`video_arrays`): tensors, diam(V), and each
+    vertex's nearest kept vertex of every subset."""
+    dev = torch.device(device)
+    if feature_dtype is None:
+        feature_dtype = torch.float32  # fp16 products flip near-tied ψ (measured on the GPU): not exact enough
+    F = torch.as_tensor(arr["F"], device=dev).to(feature_dtype)
+    Vt = torch.as_tensor(arr["V"], device=dev)
+    subs = []
+    for sub in arr["subs"]:
+        sub_t = torch.as_tensor(sub, device=dev)
+        subs.append((sub_t, _sqdist(Vt[None], Vt[sub_t][None])[0].argmin(-1)))
+    diam = _sqdist(Vt[None], Vt[None])[0].max().clamp_min(0).sqrt()
+    return VideoState(arr["name"], Vt, diam, arr["c"], arr["d"], F, F.float().square().sum(-1),
+                      torch.as_tensor(arr["fv"], device=dev), subs)
+
+
+def prepare_video(sf: SurfaceFeatures, cfg: SearchConfig, device: str | torch.device = "cpu",
+                  feature_dtype: torch.dtype | None = None) -> VideoState:
+    """A video's state on ``device`` (:func:`video_arrays`, then :func:`upload_video`)."""
+    return upload_video(video_arrays(sf, cfg), device, feature_dtype)
 
 
 def stack_videos(states: list[VideoState]) -> VideoBatch:
@@ -128,26 +155,33 @@ def stack_videos(states: list[VideoState]) -> VideoBatch:
     nv = len(states)
     N = max(len(st.V) for st in states)
     Q = max(1, max(len(st.F) for st in states))
-    n = max(len(st.sub) for st in states)
     V = torch.empty((nv, N, 3), device=dev)
     valid = torch.zeros((nv, N), dtype=torch.bool, device=dev)
     F = torch.zeros((nv, Q, C), device=dev, dtype=states[0].F.dtype)
     f2 = torch.full((nv, Q), float("inf"), device=dev)
     fv = torch.zeros((nv, Q), dtype=torch.long, device=dev)
-    sub = torch.empty((nv, n), dtype=torch.long, device=dev)
-    sub_valid = torch.zeros((nv, n), dtype=torch.bool, device=dev)
-    near = torch.zeros((nv, N), dtype=torch.long, device=dev)
     for v, st in enumerate(states):
-        m, q, k = len(st.V), len(st.F), len(st.sub)
+        m, q = len(st.V), len(st.F)
         V[v, :m], V[v, m:] = st.V, st.V[0]
         valid[v, :m] = True
         F[v, :q], f2[v, :q], fv[v, :q] = st.F, st.f2, st.fv
-        sub[v, :k], sub[v, k:] = st.sub, st.sub[0]
-        sub_valid[v, :k] = True
-        near[v, :m] = st.near
     return VideoBatch([st.name for st in states], V, valid, valid.sum(1), torch.stack([st.diam for st in states]),
                       np.stack([st.centre for st in states]), np.asarray([st.scale for st in states]), F, f2, fv,
-                      sub, sub_valid, sub_valid.sum(1), near)
+                      [_stack_subset(states, level, N) for level in range(len(states[0].subs))])
+
+
+def _stack_subset(states: list[VideoState], level: int, N: int) -> Subset:
+    dev = states[0].V.device
+    n = max(len(st.subs[level][0]) for st in states)
+    idx = torch.empty((len(states), n), dtype=torch.long, device=dev)
+    valid = torch.zeros((len(states), n), dtype=torch.bool, device=dev)
+    near = torch.zeros((len(states), N), dtype=torch.long, device=dev)
+    for v, st in enumerate(states):
+        sub, nr = st.subs[level]
+        idx[v, :len(sub)], idx[v, len(sub):] = sub, sub[0]
+        valid[v, :len(sub)] = True
+        near[v, :len(nr)] = nr
+    return Subset(idx, valid, valid.sum(1), near)
 
 
 def prepare_videos(videos: list[SurfaceFeatures], cfg: SearchConfig, device: str | torch.device = "cpu",
@@ -161,10 +195,15 @@ def prepare_videos(videos: list[SurfaceFeatures], cfg: SearchConfig, device: str
 
 
 def _sqdist(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Squared distances ``‖x‖² + ‖y‖² − 2xyᵀ`` [B, n, m] of x [B, n, 3] and y [B, m, 3] (≥ 0)."""
-    x2 = x.square().sum(-1)
-    y2 = y.square().sum(-1)
-    return torch.baddbmm(y2[:, None, :], x, y.transpose(1, 2), alpha=-2.0).add_(x2[:, :, None]).clamp_min_(0)
+    """Squared distances ``‖x‖² + ‖y‖² − 2xyᵀ`` [B, n, m] of x [B, n, 3] and y [B, m, 3].
+
+    One GEMM of the augmented points ``[x, ‖x‖², 1]·[−2y, 1, ‖y‖²]ᵀ`` (a single pass over the output;
+    rounding may leave tiny negatives: clamp what is square-rooted)."""
+    one_x = torch.ones_like(x[..., :1])
+    one_y = torch.ones_like(y[..., :1])
+    xa = torch.cat([x, x.square().sum(-1, keepdim=True), one_x], -1)
+    ya = torch.cat([-2.0 * y, one_y, y.square().sum(-1, keepdim=True)], -1)
+    return torch.bmm(xa, ya.transpose(1, 2))
 
 
 def _gather(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
@@ -255,18 +294,18 @@ def batched_terms(vb: VideoBatch, ia: torch.Tensor, ib: torch.Tensor, A: torch.T
                       (2 * vb.count[ia] + 2 * vb.count[ib]).float())
 
 
-def coarse_terms(vb: VideoBatch, ia: torch.Tensor, ib: torch.Tensor, t: BatchTerms) -> BatchTerms:
-    """The pairs restricted to the coarse subsets; correspondences follow each vertex to its nearest
-    kept vertex (as the reference's ``_subset``)."""
-    sa, sb = vb.sub[ia], vb.sub[ib]
-    va, vbv = vb.sub_valid[ia], vb.sub_valid[ib]
-    near_a, near_b = vb.near[ia], vb.near[ib]
+def coarse_terms(vb: VideoBatch, ia: torch.Tensor, ib: torch.Tensor, t: BatchTerms, level: int = 0) -> BatchTerms:
+    """The pairs restricted to a subset (``level`` 0: the coarse subsets, 1: the prefilter's);
+    correspondences follow each vertex to its nearest kept vertex (as the reference's ``_subset``)."""
+    S = vb.subs[level]
+    sa, sb = S.idx[ia], S.idx[ib]
+    va, vbv = S.valid[ia], S.valid[ib]
+    near_a, near_b = S.near[ia], S.near[ib]
     psi = torch.gather(near_b, 1, torch.gather(t.psi, 1, sa))
     psi_bar = torch.gather(near_a, 1, torch.gather(t.psi_bar, 1, sb))
     g = lambda w, s, m: torch.where(m, torch.gather(w, 1, s), torch.zeros_like(s, dtype=w.dtype))  # noqa: E731
     return BatchTerms(_gather(t.V, sa), _gather(t.Vbar, sb), psi, psi_bar, g(t.w_geo, sa, va), g(t.w_geo_bar, sb, vbv),
-                      g(t.w_app, sa, va), g(t.w_app_bar, sb, vbv), t.diam_bar,
-                      (2 * vb.sub_count[ia] + 2 * vb.sub_count[ib]).float())
+                      g(t.w_app, sa, va), g(t.w_app_bar, sb, vbv), t.diam_bar, (2 * S.count[ia] + 2 * S.count[ib]).float())
 
 
 def batched_cost(TV: torch.Tensor, t: BatchTerms, alpha: float, nearest: bool = False, budget: int | None = None):
@@ -288,15 +327,29 @@ def batched_cost(TV: torch.Tensor, t: BatchTerms, alpha: float, nearest: bool = 
     geo_b = TV.new_empty((P, H, M))
     chi = torch.empty((P, H, N), dtype=torch.long, device=TV.device)
     chi_bar = torch.empty((P, H, M), dtype=torch.long, device=TV.device)
+    on_cpu = TV.device.type == "cpu"
     for p0 in range(0, P, pb):
         p1 = min(P, p0 + pb)
         d2 = _sqdist(TV[p0:p1].reshape(p1 - p0, H * N, 3), t.Vbar[p0:p1]).view(p1 - p0, H, N, M)
-        torch.min(d2, dim=3, out=(geo_f[p0:p1], chi[p0:p1]))  # χ
-        torch.min(d2, dim=2, out=(geo_b[p0:p1], chi_bar[p0:p1]))
+        if not nearest:
+            torch.amin(d2, dim=3, out=geo_f[p0:p1])
+            torch.amin(d2, dim=2, out=geo_b[p0:p1])
+        elif on_cpu:
+            # torch's CPU min-with-indices is ~7x slower than numpy's vectorised argmin over the last
+            # axis, so both directions are laid out with the reduced axis last
+            chi[p0:p1] = torch.from_numpy(np.argmin(d2.numpy(), axis=3))  # χ
+            geo_f[p0:p1] = torch.gather(d2, 3, chi[p0:p1, ..., None])[..., 0]
+            d2t = _sqdist(t.Vbar[p0:p1], TV[p0:p1].reshape(p1 - p0, H * N, 3)).view(p1 - p0, M, H, N)
+            cb = torch.from_numpy(np.argmin(d2t.numpy(), axis=3))  # [p, M, H]
+            chi_bar[p0:p1] = cb.transpose(1, 2)
+            geo_b[p0:p1] = torch.gather(d2t, 3, cb[..., None])[..., 0].transpose(1, 2)
+        else:
+            torch.min(d2, dim=3, out=(geo_f[p0:p1], chi[p0:p1]))  # χ
+            torch.min(d2, dim=2, out=(geo_b[p0:p1], chi_bar[p0:p1]))
     app_f = (TV - _gather(t.Vbar, t.psi)[:, None]).norm(dim=-1)  # [P, H, N]
     TVb = torch.gather(TV, 2, t.psi_bar[:, None, :, None].expand(P, H, M, 3))
     app_b = (t.Vbar[:, None] - TVb).norm(dim=-1)  # [P, H, M]
-    D = _combine(geo_f.sqrt_(), geo_b.sqrt_(), app_f, app_b, t, alpha)
+    D = _combine(geo_f.clamp_min_(0).sqrt_(), geo_b.clamp_min_(0).sqrt_(), app_f, app_b, t, alpha)
     return (D, chi, chi_bar) if nearest else D
 
 
@@ -307,9 +360,10 @@ def _combine(geo_f, geo_b, app_f, app_b, t: BatchTerms, alpha: float) -> torch.T
     return ((1 - alpha) * geo + alpha * app) / (t.diam_bar * t.points)[:, None]
 
 
-def batched_coarse_search(t: BatchTerms, rotations: torch.Tensor, alpha: float, top_k: int,
-                          budget: int | None = None) -> torch.Tensor:
-    """Indices [P, top_k] of the rotations (scale 1, no translation) with the lowest D per pair.
+def batched_coarse_cost(t: BatchTerms, rotations: torch.Tensor, alpha: float, candidates: torch.Tensor | None = None,
+                        budget: int | None = None) -> torch.Tensor:
+    """D of every pair for every rotation (scale 1, no translation) → [P, R], or for each pair's own
+    ``candidates`` [P, Rc] (indices into ``rotations``) → [P, Rc].
 
     Every squared distance the cost needs — all (i, j) for χ and the backward nearest neighbours, and
     the (i, ψ(i)) and (ψ̄(j), j) pairs of the appearance terms — is ``‖Rx − y‖² = ‖x‖² + ‖y‖² −
@@ -320,7 +374,6 @@ def batched_coarse_search(t: BatchTerms, rotations: torch.Tensor, alpha: float, 
     """
     P, N, _ = t.V.shape
     M = t.Vbar.shape[1]
-    nr = len(rotations)
     dev = t.V.device
     if budget is None:
         budget = 2**28 if dev.type == "cuda" else 2**19
@@ -329,26 +382,50 @@ def batched_coarse_search(t: BatchTerms, rotations: torch.Tensor, alpha: float, 
     Z = x.shape[1]
     cols = torch.cat([(-2.0 * y[..., :, None] * x[..., None, :]).reshape(P, Z, 9),
                       (x.square().sum(-1) + y.square().sum(-1))[..., None]], -1).transpose(1, 2)  # [P, 10, Z]
+    nr = len(rotations)
     Rm = torch.cat([rotations.reshape(nr, 9).to(cols.dtype), torch.ones(nr, 1, device=dev, dtype=cols.dtype)], 1)
+    if candidates is not None:
+        Rm = Rm[candidates]  # [P, Rc, 10]: each pair its own rotations
+    nc = Rm.shape[-2]
     geo_cols, app_cols = cols[..., :N * M].contiguous(), cols[..., N * M:].contiguous()
-    rb = min(nr, max(1, budget // (N * M)))
+    rb = min(nc, max(1, budget // (N * M)))
     pb = max(1, budget // (rb * N * M))
-    D = torch.empty((P, nr), device=dev)
+    D = torch.empty((P, nc), device=dev)
     for p0 in range(0, P, pb):
         sel = t.select(slice(p0, p0 + pb))
-        app = torch.matmul(Rm, app_cols[p0:p0 + pb]).clamp_min_(0).sqrt_()  # [p, R, N + M], all rotations
-        for r0 in range(0, nr, rb):
-            g = torch.matmul(Rm[r0:r0 + rb], geo_cols[p0:p0 + pb]).unflatten(-1, (N, M))  # [p, r, N, M]
+        Rp = Rm if candidates is None else Rm[p0:p0 + pb]
+        app = torch.matmul(Rp, app_cols[p0:p0 + pb]).clamp_min_(0).sqrt_()  # [p, R, N + M], all rotations
+        for r0 in range(0, nc, rb):
+            g = torch.matmul(Rp[..., r0:r0 + rb, :], geo_cols[p0:p0 + pb]).unflatten(-1, (N, M))  # [p, r, N, M]
             a = app[:, r0:r0 + rb]
             D[p0:p0 + pb, r0:r0 + rb] = _combine(g.amin(3).clamp_min_(0).sqrt_(), g.amin(2).clamp_min_(0).sqrt_(),
                                                  a[..., :N], a[..., N:], sel, alpha)
+    return D
+
+
+def batched_coarse_search(t: BatchTerms, rotations: torch.Tensor, alpha: float, top_k: int,
+                          budget: int | None = None, prefilter: BatchTerms | None = None, keep: int = 0
+                          ) -> torch.Tensor:
+    """Indices [P, top_k] of the rotations with the lowest coarse D per pair.
+
+    With ``prefilter`` (the pairs on smaller subsets) and ``0 < keep < R``: D of all rotations on the
+    prefilter subsets, then D of each pair's ``keep`` best of them on the coarse subsets ``t``.
+    """
+    nr = len(rotations)
+    if prefilter is not None and 0 < keep < nr:
+        cand = batched_coarse_cost(prefilter, rotations, alpha, None, budget).topk(keep, dim=1, largest=False).indices
+        D = batched_coarse_cost(t, rotations, alpha, cand, budget)
+        return torch.gather(cand, 1, D.topk(min(top_k, keep), dim=1, largest=False).indices)
+    D = batched_coarse_cost(t, rotations, alpha, None, budget)
     return D.topk(min(top_k, nr), dim=1, largest=False).indices
 
 
 def _apply(V: torch.Tensor, s: torch.Tensor, R: torch.Tensor, tr: torch.Tensor) -> torch.Tensor:
     """``s·R·v + t``: V [P, N, 3] (or [P, H, N, 3]), s [P, H], R [P, H, 3, 3], tr [P, H, 3] → [P, H, N, 3]."""
-    eq = "phij,pnj->phni" if V.dim() == 3 else "phij,phnj->phni"
-    return s[..., None, None] * torch.einsum(eq, R, V) + tr[:, :, None]
+    if V.dim() == 3:
+        V = V[:, None]
+    # a batched matmul: einsum chose thousands of small GEMV kernels on the GPU (measured)
+    return torch.matmul(V, R.transpose(-1, -2)).mul_(s[..., None, None]).add_(tr[:, :, None])
 
 
 def _irls_step(t: BatchTerms, s, R, tr, chi, chi_bar, alpha: float):
@@ -470,9 +547,11 @@ def align_pairs(videos: list[SurfaceFeatures] | list[VideoState] | VideoBatch, p
         A = batched_appearance_distance(vb, ia, ib)
         terms = batched_terms(vb, ia, ib, A, cfg.tau, cfg.tau)
         del A
-        nc = vb.sub.shape[1]
+        nc = vb.subs[0].idx.shape[1]
         budget = cfg.batch * nc * nc if cfg.batch > 0 else None  # cfg.batch: rotations per block
-        top = batched_coarse_search(coarse_terms(vb, ia, ib, terms), rotations, cfg.alpha, cfg.top_k, budget)
+        pre = coarse_terms(vb, ia, ib, terms, 1) if cfg.prefilter_vertices else None
+        top = batched_coarse_search(coarse_terms(vb, ia, ib, terms), rotations, cfg.alpha, cfg.top_k, budget,
+                                    pre, cfg.prefilter_keep)
         s, R, tr, D = batched_refine(terms, rotations[top], cfg.alpha, cfg.refine_iters)
         best = D.argmin(dim=1)
         ar = torch.arange(len(blk), device=dev)

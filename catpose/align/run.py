@@ -78,7 +78,7 @@ def _video_states(store: str, category: str, names: list[str], endpoint: str | N
     prepared now; files are read by a thread pool) and ``{name: error}`` for those that failed."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from catpose.align.batched import prepare_video
+    from catpose.align.batched import upload_video, video_arrays
     from catpose.features.runner import load_surface_features
 
     tag = (store, category, json.dumps(dataclasses.asdict(scfg), sort_keys=True, default=str), device)
@@ -91,18 +91,18 @@ def _video_states(store: str, category: str, names: list[str], endpoint: str | N
         else:
             missing.append(n)
 
-    def load(n):
+    def load(n):  # reading and the CPU part of the preparation, in threads
         try:
-            return n, load_surface_features(store, category, n, endpoint), None
-        except Exception as e:  # an unreadable file costs its own pairs
+            return n, video_arrays(load_surface_features(store, category, n, endpoint), scfg), None
+        except Exception as e:  # an unreadable or unusable file costs its own pairs
             return n, None, f"{type(e).__name__}: {e}"
 
     budget = _state_budget(device)
     with ThreadPoolExecutor(8) as pool:
-        for n, sf, err in pool.map(load, missing):
+        for n, arr, err in pool.map(load, missing):
             if err is None:
                 try:
-                    states[n] = prepare_video(sf, scfg, device)
+                    states[n] = upload_video(arr, device)
                 except Exception as e:
                     err = f"{type(e).__name__}: {e}"
             if err is not None:

@@ -2,7 +2,8 @@
 
 1. Normalise both clouds: centre (centroid) and scale (diameter) — the rotation is what is unknown.
 2. Coarse: evaluate D over a uniform grid of rotations (super-Fibonacci spirals, Alexa 2022) in
-   batches, on a farthest-point subsample of both clouds.
+   batches, on farthest-point subsamples of both clouds: all rotations on small subsets
+   (``prefilter_vertices``), then the best ``prefilter_keep`` on larger ones (``coarse_vertices``).
 3. Refine the best few: iteratively reweighted, weighted Procrustes (Umeyama with scale, ``roma``) on
    the four terms' correspondences (χ, ψ, ψ̄ and the backward nearest neighbours) with the cost's
    weights divided by the current distances (so the iterations minimise the sum of distances, as
@@ -145,7 +146,15 @@ def align_pair(src: SurfaceFeatures, ref: SurfaceFeatures, cfg: SearchConfig | N
     coarse = _subset(terms, cfg.coarse_vertices) if cfg.coarse_vertices < max(len(V), len(Vbar)) else terms
     if rotations is None:
         rotations = super_fibonacci(cfg.rotations, device=device)
-    D = coarse_search(coarse, rotations.to(device), cfg.alpha, cfg.batch)
+    rotations = rotations.to(device)
+    if cfg.prefilter_vertices and 0 < cfg.prefilter_keep < len(rotations):
+        # a first pass over all rotations on smaller subsets; the best prefilter_keep are scored again
+        pre = _subset(terms, cfg.prefilter_vertices)
+        keep = coarse_search(pre, rotations, cfg.alpha, cfg.batch).topk(cfg.prefilter_keep, largest=False).indices
+        D = torch.full((len(rotations),), float("inf"), device=device)
+        D[keep] = coarse_search(coarse, rotations[keep], cfg.alpha, cfg.batch)
+    else:
+        D = coarse_search(coarse, rotations, cfg.alpha, cfg.batch)
     cands = rotations[D.topk(min(cfg.top_k, len(D)), largest=False).indices]
     best = None
     for R0 in cands:

@@ -51,7 +51,8 @@ def farthest_point_sample(points: np.ndarray, n: int) -> np.ndarray:
     except ImportError:
         import fpsample
 
-        return np.sort(fpsample.bucket_fps_kdline_sampling(points.astype(np.float32), n, h=7, start_idx=0))
+        h = min(7, int(np.log2(len(points))))  # the k-d tree's height must leave a point per leaf
+        return np.sort(fpsample.bucket_fps_kdline_sampling(points.astype(np.float32), n, h=h, start_idx=0))
 
 
 # --------------------------------------------------------------------------------------------------
