@@ -19,13 +19,12 @@ numbers do not depend on data; features are precomputed (in memory), as the engi
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
+from results_io import write_result  # bench/results_io.py (the script's folder is on sys.path)
 
 from catpose.align import batched as B
 from catpose.align.search import SearchConfig, align_pair, super_fibonacci
@@ -145,10 +144,7 @@ def main():
            "matmul_fp32_gflop_per_s": round(mm32 / 1e9, 1), "matmul_fp16_gflop_per_s": round(mm16 / 1e9, 1),
            "fraction_of_matmul_peak": round(flop_pair * pps_b / mm32, 4),
            "pairs_per_s_at_matmul_peak": round(mm32 / flop_pair, 1)}
-    print(json.dumps(res, indent=1))
-    out = Path(a.out or Path(__file__).parent / "results" / f"align-{'gpu' if gpu else 'cpu'}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=1))
+    write_result(res, a.out, f"align-{'gpu' if gpu else 'cpu'}.json")
 
 
 if __name__ == "__main__":

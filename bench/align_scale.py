@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import torch
+from results_io import write_result  # bench/results_io.py (the script's folder is on sys.path)
 
 from catpose import cli
 from catpose.align.evaluate import evaluate_alignment
@@ -86,10 +87,7 @@ def main():
     r = evaluate_alignment(out / "alignment.parquet", root / "data", "car")
     res.update({"aligned": r["videos"], "acc30": round(r["acc_pi_6"], 4),
                 "acc10": round(r["acc_pi_18"], 4), "median_deg": round(r["median_deg"], 3)})
-    print(json.dumps(res, indent=1))
-    path = Path(a.out or Path(__file__).parent / "results" / f"align-scale-{'gpu' if gpu else 'cpu'}.json")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(res, indent=1))
+    write_result(res, a.out, f"align-scale-{'gpu' if gpu else 'cpu'}.json")
 
 
 if __name__ == "__main__":

@@ -13,13 +13,12 @@ every video's rotation against the ground truth.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
-from pathlib import Path
 
 import numpy as np
+from results_io import write_result  # bench/results_io.py (the script's folder is on sys.path)
 
 from catpose.align.reference import reduce_to_reference
 from catpose.align.simulate import errors_deg, simulate
@@ -47,10 +46,7 @@ def main():
            "median_deg": round(float(np.median(e)), 3), "acc30": round(float(np.mean(e < 30)), 4),
            "max_deg": round(float(e.max()), 2), "paths_only_median_deg": round(float(np.median(e_path)), 2),
            "paths_only_acc30": round(float(np.mean(e_path < 30)), 4)}
-    print(json.dumps(res, indent=1))
-    out = Path(a.out or Path(__file__).parent / "results" / "sync-cpu.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=1))
+    write_result(res, a.out, "sync-cpu.json")
 
 
 if __name__ == "__main__":

@@ -221,7 +221,7 @@ def batched_appearance_distance(vb: VideoBatch, ia: torch.Tensor, ib: torch.Tens
     of [p, Q, C] × [p, C, Q]); the minimum over frames is a scatter-min onto the vertices. Blocks of
     pairs keep the [p, Q, Q] product near ``budget`` elements (default: 2^28 on a GPU, 2^22 on a CPU).
     """
-    nv, Q, C = vb.F.shape
+    Q = vb.F.shape[1]
     N = vb.V.shape[1]
     if budget is None:
         budget = 2**28 if vb.F.device.type == "cuda" else 2**22

@@ -62,3 +62,24 @@ def test_too_few_usable_videos_is_a_clear_error(synth_root, tmp_path):
         write_ply(data / "car" / name / "pointcloud.ply", PointCloud(np.zeros((0, 3), np.float32)))
     with pytest.raises(ValueError, match="'car' has 1 usable videos; alignment needs 2"):
         run_align(AlignConfig(data=data, category="car", out=tmp_path / "a", workers=0), progress=False)
+
+
+def test_an_unreadable_feature_file_leaves_out_its_video_only(cars, tmp_path, ray_local):
+    """A feature file truncated after the features stage: the video is left out with its reason, the
+    other five are aligned (and still correct)."""
+    import shutil
+
+    first = tmp_path / "first"
+    cfg = AlignConfig(data=cars, category="car", out=first, rotations=1024, workers=2)
+    run_align(cfg, progress=False)
+    feats = tmp_path / "features"
+    shutil.copytree(first / "features", feats)
+    victim = sorted((feats / "car").glob("*.npz"))[2]
+    victim.write_bytes(victim.read_bytes()[:1000])
+    out = tmp_path / "again"
+    res = run_align(AlignConfig(data=cars, category="car", out=out, features=str(feats), rotations=1024, workers=2),
+                    progress=False)
+    assert list(res["unreadable"]) == [victim.stem] and str(victim) in res["unreadable"][victim.stem]
+    assert res["videos"] == 5 and res["pairs"] == 10 and not res["failed_pairs"]
+    r = evaluate_alignment(out / "alignment.parquet", cars, "car")
+    assert r["videos"] == 5 and r["acc_pi_6"] >= 0.8
