@@ -43,3 +43,11 @@ class StorageError(CatposeError, OSError):
     def __init__(self, uri: str, message: str):
         self.uri = uri
         super().__init__(f"{uri}: {message}")
+
+
+class AlignmentError(CatposeError, ValueError):
+    """A category cannot be aligned: too few usable videos, or no pair could be aligned."""
+
+    def __init__(self, category: str, message: str):
+        self.category = category
+        super().__init__(f"category '{category}' {message}")

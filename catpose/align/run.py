@@ -35,6 +35,7 @@ import pyarrow.parquet as pq
 from catpose.align.reference import Edge, pair_graph, reduce_to_reference
 from catpose.align.search import PairAlignment, SearchConfig, align_pair
 from catpose.config import AlignConfig, FeaturesConfig
+from catpose.errors import AlignmentError
 from catpose.parallel import init_ray, map_items, ray_has_gpus
 
 _CACHE: dict = {}
@@ -249,7 +250,8 @@ def run_align(cfg: AlignConfig, progress: bool = True) -> dict:
         print(f"align {cfg.category}: video '{n}' left out: {e}", flush=True)
     names = [n for n in names if n not in unreadable]
     if len(names) < 2:
-        raise ValueError(f"category '{cfg.category}' has {len(names)} usable videos; alignment needs 2 or more")
+        raise AlignmentError(cfg.category, f"has {len(names)} usable videos; alignment needs 2 or more"
+                             + (f" (left out: {unreadable})" if unreadable else ""))
     clock.lap("summaries")
     scfg = search_config(cfg)
     pairs = pair_graph(names, cfg.partners, descriptors={n: summaries[n]["descriptor"] for n in names})
@@ -280,7 +282,7 @@ def run_align(cfg: AlignConfig, progress: bool = True) -> dict:
     for f in failed_pairs[:10]:
         print(f"align {cfg.category}: pair {f['seq_i']} → {f['seq_j']} failed: {f['error']}", flush=True)
     if not rows:
-        raise RuntimeError(f"no pair of '{cfg.category}' could be aligned: {failed or failed_pairs[:5]}")
+        raise AlignmentError(cfg.category, f"has no pair that could be aligned: {failed or failed_pairs[:5]}")
     clock.lap("pairs")
     pq.write_table(pa.Table.from_pylist(rows), out / "pairs.parquet")
     edges = [Edge(r["seq_i"], r["seq_j"], PairAlignment(np.reshape(r["rotation"], (3, 3)), np.asarray(r["translation"]),

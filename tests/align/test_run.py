@@ -64,6 +64,25 @@ def test_too_few_usable_videos_is_a_clear_error(synth_root, tmp_path):
         run_align(AlignConfig(data=data, category="car", out=tmp_path / "a", workers=0), progress=False)
 
 
+def test_align_cli_with_one_usable_video_exits_2_with_one_line(synth_root, tmp_path, capsys):
+    """``catpose align`` on a category with one usable video: one clear line and exit code 2."""
+    import shutil
+
+    from catpose import cli
+    from catpose.data.co3d import Co3dCategory
+    from catpose.data.pointcloud import PointCloud, write_ply
+
+    data = tmp_path / "d"
+    shutil.copytree(synth_root, data)
+    for name in Co3dCategory(data, "mug").sequence_names[1:]:
+        write_ply(data / "mug" / name / "pointcloud.ply", PointCloud(np.zeros((0, 3), np.float32)))
+    rc = cli.main(["align", "--data", str(data), "--category", "mug", "--out", str(tmp_path / "a"), "--workers", "0"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "catpose: error: category 'mug' has 1 usable videos; alignment needs 2 or more" in err
+    assert "Traceback" not in err
+
+
 def test_an_unreadable_feature_file_leaves_out_its_video_only(cars, tmp_path, ray_local):
     """A feature file truncated after the features stage: the video is left out with its reason, the
     other five are aligned (and still correct)."""
