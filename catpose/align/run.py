@@ -199,8 +199,11 @@ class _Clock:
         self.t = now
 
 
-def _settings_key(scfg: SearchConfig, feat_store: str) -> str:
-    blob = json.dumps({"search": dataclasses.asdict(scfg), "features": feat_store}, sort_keys=True, default=str)
+def _settings_key(scfg: SearchConfig, feat_store: str, feat_signature: dict) -> str:
+    """The chunk folder's name: the search settings, the feature store and its features' settings
+    (backbone included), so finished chunks are reused only for exactly the same inputs."""
+    blob = json.dumps({"search": dataclasses.asdict(scfg), "features": feat_store, "signature": feat_signature},
+                      sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:10]
 
 
@@ -233,15 +236,16 @@ def default_chunk(pairs: int, workers: int, gpu: bool) -> int:
 
 
 def run_align(cfg: AlignConfig, progress: bool = True) -> dict:
-    from catpose.features.runner import run_features
+    from catpose.features.runner import run_features, signature, store_settings
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     clock = _Clock()
     feat_store = cfg.features or str(out / "features")
-    fman = run_features(FeaturesConfig(data=cfg.data, category=(cfg.category,), out=feat_store,
-                                       workers=cfg.workers, endpoint_url=cfg.endpoint_url), progress=progress,
-                        keep_existing=True)
+    # missing videos are filled in with the settings the store's other videos were made with
+    fcfg, feat_sig = store_settings(FeaturesConfig(data=cfg.data, category=(cfg.category,), out=feat_store,
+                                                   workers=cfg.workers, endpoint_url=cfg.endpoint_url), cfg.category)
+    fman = run_features(fcfg, progress=progress, keep_existing=True)
     names = fman[cfg.category].keys_with("ok")
     clock.lap("features")
     summaries = video_summaries(names, feat_store, cfg.category, cfg.endpoint_url, cfg.workers, progress)
@@ -255,7 +259,7 @@ def run_align(cfg: AlignConfig, progress: bool = True) -> dict:
     clock.lap("summaries")
     scfg = search_config(cfg)
     pairs = pair_graph(names, cfg.partners, descriptors={n: summaries[n]["descriptor"] for n in names})
-    chunk_dir = out / "pairs" / _settings_key(scfg, feat_store)
+    chunk_dir = out / "pairs" / _settings_key(scfg, feat_store, feat_sig or signature(fcfg))
     chunk_dir.mkdir(parents=True, exist_ok=True)
     use_gpu = ray_has_gpus(cfg.workers, cfg.device)
     size = cfg.chunk if cfg.chunk > 0 else default_chunk(len(pairs), cfg.workers, use_gpu or _device(cfg.device) == "cuda")

@@ -96,7 +96,7 @@ def run_sweep(cfg: SweepConfig) -> dict:
     from ray import tune
 
     from catpose.config import FeaturesConfig
-    from catpose.features.runner import run_features
+    from catpose.features.runner import run_features, store_settings
     from catpose.parallel import init_ray
     from catpose.storage import Store, is_s3
 
@@ -105,8 +105,9 @@ def run_sweep(cfg: SweepConfig) -> dict:
     local_out = Path(cfg.out) if not is_s3(cfg.out) else Path("runs") / "tune-results" / cfg.category
     local_out.mkdir(parents=True, exist_ok=True)
     feat_store = cfg.features or str(local_out / "features")
-    fman = run_features(FeaturesConfig(data=cfg.data, category=(cfg.category,), out=feat_store, workers=0),
-                        keep_existing=True)
+    fcfg, _ = store_settings(FeaturesConfig(data=cfg.data, category=(cfg.category,), out=feat_store, workers=0),
+                             cfg.category)  # missing videos as the store's others were made
+    fman = run_features(fcfg, keep_existing=True)
     ok = fman[cfg.category].keys_with("ok")
     if len(ok) < 3:
         raise ValueError(f"category '{cfg.category}' has {len(ok)} usable videos; the sweep needs 3 or more")

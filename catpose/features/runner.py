@@ -9,6 +9,7 @@ the same settings; a failed sequence is recorded with its error and the others g
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 
 import numpy as np
@@ -109,6 +110,34 @@ def run_features(cfg: FeaturesConfig, progress: bool = True, keep_existing: bool
         man.save()
         out[category] = man
     return out
+
+
+def store_settings(cfg: FeaturesConfig, category: str) -> tuple[FeaturesConfig, dict | None]:
+    """The settings a feature store's finished videos of ``category`` were computed with, applied to
+    ``cfg`` (so that a later stage fills in missing videos exactly as the others were made), and that
+    signature (None for an empty store: ``cfg`` as given).
+
+    Raises :class:`~catpose.errors.DataFormatError` naming the manifest and both settings when the
+    store mixes features made with different settings (alignment must never compare them).
+    """
+    from catpose.errors import DataFormatError
+
+    store = Store(cfg.out, cfg.endpoint_url)
+    man = Manifest.load_or_new(f"{category}/_manifest.json", "features", store=store)
+    sigs: dict[str, tuple[str, dict]] = {}
+    for name, item in sorted(man.items.items()):
+        if item.get("status") == "ok" and isinstance(item.get("signature"), dict):
+            sigs.setdefault(json.dumps(item["signature"], sort_keys=True), (name, item["signature"]))
+    if not sigs:
+        return cfg, None
+    if len(sigs) > 1:
+        (a, sa), (b, sb) = list(sigs.values())[:2]
+        raise DataFormatError(store.url(f"{category}/_manifest.json"),
+                              f"features of '{a}' were made with {sa} and of '{b}' with {sb}; "
+                              "recompute the store with one setting (catpose features --out NEW)", field="signature")
+    sig = next(iter(sigs.values()))[1]
+    known = {f.name for f in dataclasses.fields(FeaturesConfig)}
+    return dataclasses.replace(cfg, **{k: v for k, v in sig.items() if k in known}), sig
 
 
 def load_surface_features(store_uri: str, category: str, sequence: str,

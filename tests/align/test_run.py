@@ -102,3 +102,36 @@ def test_an_unreadable_feature_file_leaves_out_its_video_only(cars, tmp_path, ra
     assert res["videos"] == 5 and res["pairs"] == 10 and not res["failed_pairs"]
     r = evaluate_alignment(out / "alignment.parquet", cars, "car")
     assert r["videos"] == 5 and r["acc_pi_6"] >= 0.8
+
+
+def test_missing_features_are_filled_in_with_the_store_settings(cars, tmp_path):
+    """A store made with other settings than the defaults, one video missing: the alignment computes
+    it with the store's settings (not the defaults), and a store mixing settings is a clear error."""
+    import json
+
+    from catpose.config import FeaturesConfig
+    from catpose.errors import DataFormatError
+    from catpose.features.runner import load_surface_features, run_features
+
+    feats = tmp_path / "features"
+    run_features(FeaturesConfig(data=cars, category=("car",), out=str(feats), vertices=300, frames=5, workers=0),
+                 progress=False)
+    man_path = feats / "car" / "_manifest.json"
+    man = json.loads(man_path.read_text())
+    gone = sorted(man["items"])[1]
+    del man["items"][gone]
+    (feats / "car" / f"{gone}.npz").unlink()
+    man_path.write_text(json.dumps(man))
+    res = run_align(AlignConfig(data=cars, category="car", out=tmp_path / "a", features=str(feats), rotations=512,
+                                workers=0), progress=False)
+    assert res["videos"] == 6
+    redone = load_surface_features(str(feats), "car", gone)
+    assert redone.vertices.shape == (300, 3) and redone.features.shape[0] == 5
+
+    man = json.loads(man_path.read_text())
+    other = sorted(man["items"])[3]
+    man["items"][other]["signature"] = {**man["items"][other]["signature"], "backbone": "random_cnn"}
+    man_path.write_text(json.dumps(man))
+    with pytest.raises(DataFormatError, match="_manifest.json: field 'signature'.*random_cnn"):
+        run_align(AlignConfig(data=cars, category="car", out=tmp_path / "b", features=str(feats), rotations=512,
+                              workers=0), progress=False)
