@@ -23,25 +23,23 @@ import numpy as np
 import torch
 
 from catpose.config import PoseConfig, TrainConfig, WildConfig
+from catpose.geometry import crop_image, object_box, so3_grid
 from catpose.learn.template import Template
 from catpose.pose.datasets import load_pascal3d
 from catpose.pose.estimate import (
     PoseEstimator,
-    crop,
     fit_translation,
     load_image,
-    object_box,
     render_compare,
     similarity_maps,
 )
-from catpose.pose.geometry import so3_grid
 from catpose.pose.wild import generate_wild
 
 
 def _estimator(run: str | None, cfg: PoseConfig) -> PoseEstimator:
     if run:
         return PoseEstimator.from_run(run, cfg=cfg)
-    from catpose.learn.train import build_model
+    from catpose.learn.model import build_model
 
     tc = TrainConfig(data="", out="")
     V = torch.randn(1000, 3) * torch.tensor([2.0, 0.9, 0.6])
@@ -72,7 +70,7 @@ def bench_device(device: str, samples, run: str | None, grid: int) -> dict:
     # baseline: the coarse score one rotation at a time
     img, s = imgs[0]
     box = object_box(img.shape[:2], s.bbox, None, est.cfg.margin)
-    sim, _ = similarity_maps(est.features(crop(img, box, est.size)), est.theta, est.beta, est.cfg.sim_size)
+    sim, _ = similarity_maps(est.features(crop_image(img, box, est.size)), est.theta, est.beta, est.cfg.sim_size)
     rots = so3_grid(64).to(device)
     f = 100.0
     pp = torch.tensor([32.0, 32.0], device=device)

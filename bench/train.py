@@ -33,13 +33,14 @@ from PIL import Image
 
 from catpose.config import ShardConfig, SynthConfig, TrainConfig
 from catpose.data.co3d import Co3dCategory
+from catpose.data.groundtruth import load_ground_truth
 from catpose.data.shards import iter_shard_rows, write_shards
-from catpose.data.synth.generate import load_ground_truth
 from catpose.features.surface import sequence_vertices
 from catpose.learn.data import COLUMNS, VideoTargets, prepare_batch, training_dataset
 from catpose.learn.frames import AugmentConfig
+from catpose.learn.model import build_model
 from catpose.learn.template import build_template, instance_correspondents, to_reference
-from catpose.learn.train import build_model, ground_truth_to_reference, make_trainer
+from catpose.learn.train import ground_truth_to_reference, make_trainer
 
 
 def sync(dev: str) -> None:

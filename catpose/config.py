@@ -122,7 +122,7 @@ class SearchConfig:
     vertices: int = 500
     """Vertices per video used for the alignment (farthest point subsample of the feature vertices)."""
     rotations: int = 4096
-    """Rotations of the coarse super-Fibonacci grid (about 7° apart)."""
+    """Rotations of the coarse super-Fibonacci grid (4096: neighbours about 11° apart, see ``catpose.geometry.so3_grid``)."""
     coarse_vertices: int = 128
     """Vertices per cloud in the coarse search (farthest point subsample)."""
     prefilter_vertices: int = 64
@@ -157,6 +157,18 @@ class AlignConfig:
     """Rotations of the coarse SO(3) grid."""
     vertices: int = SearchConfig.vertices
     """Vertices per video in the alignment."""
+    coarse_vertices: int = SearchConfig.coarse_vertices
+    """Vertices per cloud in the coarse search."""
+    prefilter_vertices: int = SearchConfig.prefilter_vertices
+    """Vertices per cloud of the coarse search's first pass over all rotations (0: no first pass)."""
+    prefilter_keep: int = SearchConfig.prefilter_keep
+    """Rotations per pair kept by the first pass and scored again on coarse_vertices."""
+    top_k: int = SearchConfig.top_k
+    """Coarse optima refined per pair."""
+    refine_iters: int = SearchConfig.refine_iters
+    """IRLS Procrustes iterations per refined candidate."""
+    batch: int = SearchConfig.batch
+    """Rotations per block of the coarse search (0: sized to the device's memory)."""
     partners: int = 0
     """Partners per video in the pair graph (0: all pairs)."""
     sync: bool = True
@@ -291,7 +303,7 @@ class PoseConfig:
     """Pose estimation: coarse search and render-and-compare refinement (:mod:`catpose.pose.estimate`)."""
 
     grid: int = 4096
-    """Rotations of the coarse SO(3) grid (4096: about 12° apart)."""
+    """Rotations of the coarse SO(3) grid (4096: neighbours about 11° apart, see ``catpose.geometry.so3_grid``)."""
     top_k: int = 4
     """Distinct coarse hypotheses that are refined."""
     refine_steps: int = 40
@@ -299,7 +311,8 @@ class PoseConfig:
     focal_ndc: float = 2.4
     """Assumed focal length of the whole image in NDC (shorter side = 2) when the data gives none."""
     margin: float = 1.15
-    """Crop side = margin × the longer side of the object box."""
+    """Crop side = margin × the longer side of the object box (training crops use the same,
+    ``catpose.geometry.BOX_MARGIN``)."""
     min_object: float = 0.02
     """Smallest share of object-like crop pixels in an image given without box or mask; fewer → the image
     is rejected as showing no object."""

@@ -51,3 +51,11 @@ class AlignmentError(CatposeError, ValueError):
     def __init__(self, category: str, message: str):
         self.category = category
         super().__init__(f"category '{category}' {message}")
+
+
+class NoObjectError(CatposeError, ValueError):
+    """The image (or its box/mask) shows no object of the category."""
+
+    def __init__(self, source: str, message: str):
+        self.path = source
+        super().__init__(f"{source}: {message}")

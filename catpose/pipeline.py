@@ -250,6 +250,7 @@ def run(cfg: PipelineConfig) -> dict:
 
         @stage("tune")
         def _():
+            from catpose.align.run import search_config
             from catpose.align.tune import run_sweep
 
             rows = []
@@ -258,7 +259,8 @@ def run(cfg: PipelineConfig) -> dict:
                 res = run_sweep(dataclasses.replace(cfg.sweep, data=data_root, category=c,
                                                     out=str(out / "tune" / c), features=feat_out,
                                                     rotations=cfg.align.rotations, vertices=cfg.align.vertices,
-                                                    device=cfg.align.device))
+                                                    device=cfg.align.device),
+                                search=search_config(cfg.align))
                 best[c] = res["best"]
                 top = res["rows"][0]
                 rows.append({"category": c, **res["best"], "cycle_deg": top["cycle_deg"], "trials": len(res["rows"]),

@@ -2,7 +2,6 @@
 
 Same method and result as :func:`catpose.align.search.align_pair` (the per-pair reference the tests
 compare against), organised for throughput:
-
 1. **Per-video state, once** (:func:`video_arrays` on the CPU, :func:`upload_video` on the device; the
    Ray task keeps it for later chunks): the farthest-point subset of ``SearchConfig.vertices``
    vertices, normalised (centroid ``c``, scale ``d``), ``diam(V)``, the coarse and prefilter subsets and
@@ -37,9 +36,10 @@ import numpy as np
 import roma
 import torch
 
-from catpose.align.search import PairAlignment, super_fibonacci
+from catpose.align.search import Alignment, subsample_vertices
 from catpose.config import SearchConfig
-from catpose.features.surface import SurfaceFeatures, farthest_point_sample
+from catpose.features.surface import SurfaceFeatures
+from catpose.geometry import farthest_point_sample, so3_grid
 
 # --------------------------------------------------------------------------------------------------
 # per-video state
@@ -99,7 +99,6 @@ def video_arrays(sf: SurfaceFeatures, cfg: SearchConfig) -> dict:
     ``cfg.vertices`` vertices (as the reference), normalised by its centroid ``c`` and ``d`` = twice
     the largest distance to it, the coarse and prefilter FPS subsets, and the visible (frame, vertex)
     feature rows."""
-    from catpose.align.search import subsample_vertices
 
     i = subsample_vertices(sf, cfg.vertices)
     V = sf.vertices[i].astype(np.float32)
@@ -515,7 +514,7 @@ def chunk_pairs_for_device(device: str | torch.device, cfg: SearchConfig | None 
 
 def align_pairs(videos: list[SurfaceFeatures] | list[VideoState] | VideoBatch, pairs: list[tuple[str, str]], cfg: SearchConfig | None = None,
                 device: str = "cpu", rotations: torch.Tensor | None = None, block: int | None = None
-                ) -> list[PairAlignment]:
+                ) -> list[Alignment]:
     """Aligns every (source, reference) pair of ``pairs`` (names of ``videos``) — the batched
     equivalent of ``[align_pair(src, ref, cfg) for src, ref in pairs]``.
 
@@ -536,10 +535,10 @@ def align_pairs(videos: list[SurfaceFeatures] | list[VideoState] | VideoBatch, p
     if missing:
         raise KeyError(f"pairs name videos that were not given: {missing[:5]}")
     if rotations is None:
-        rotations = super_fibonacci(cfg.rotations, device=dev)
+        rotations = so3_grid(cfg.rotations, device=dev)
     rotations = rotations.to(dev)
     block = block or chunk_pairs_for_device(dev, cfg)
-    out: list[PairAlignment] = []
+    out: list[Alignment] = []
     for b0 in range(0, len(pairs), block):
         blk = pairs[b0:b0 + block]
         ia = torch.as_tensor([pos[a] for a, _ in blk], device=dev)
@@ -564,5 +563,5 @@ def align_pairs(videos: list[SurfaceFeatures] | list[VideoState] | VideoBatch, p
             # back to the videos' coordinates: x_ref = dbar·(s R (x − c)/d + t) + cbar
             scale = float(dbar * s[p] / d)
             Rp = R[p]
-            out.append(PairAlignment(Rp, dbar * tr[p] + cbar - scale * Rp @ c, scale, float(D[p])))
+            out.append(Alignment(Rp, dbar * tr[p] + cbar - scale * Rp @ c, scale, float(D[p])))
     return out

@@ -2,7 +2,6 @@
 
 Source video ``S = {V, F}`` (N vertices), reference video ``S̄ = {V̄, F̄}`` (M vertices). From the
 appearance distances ``A[i, j] = min_{k,l} ||f_i^k − f̄_j^l||`` (:mod:`catpose.features.matching`):
-
 * appearance correspondences ``ψ(i) = argmin_j A[i, j]`` and ``ψ̄(j) = argmin_i A[i, j]``;
 * cycle distances ``d_cycle(i) = ||v_i − v_{ψ̄(ψ(i))}|| / diam(V)`` (source) and
   ``d̄_cycle(j) = ||v̄_j − v̄_{ψ(ψ̄(j))}|| / diam(V̄)`` (reference); ∞ for a vertex never seen;
@@ -11,7 +10,6 @@ appearance distances ``A[i, j] = min_{k,l} ||f_i^k − f̄_j^l||`` (:mod:`catpos
 
 For a similarity ``T`` (scale s, rotation R, translation t) applied to V, with distances in units of
 ``diam(V̄)``, four per-point terms:
-
 * geometric forward  ``d(T v_i, V̄)``  (nearest reference vertex ``χ(v_i)``),
 * geometric backward ``d(v̄_j, T V)``,
 * appearance forward ``||T v_i − v̄_{ψ(i)}||``,
@@ -83,11 +81,6 @@ def pair_terms(V: torch.Tensor, Vbar: torch.Tensor, A: torch.Tensor, tau_geo: fl
     geo = torch.where(seen, cycle_weights(d, tau_geo), torch.ones_like(d))
     geo_bar = torch.where(seen_bar, cycle_weights(dbar, tau_geo), torch.ones_like(dbar))
     return PairTerms(V, Vbar, psi, psi_bar, geo, geo_bar, app, app_bar, diameter(Vbar))
-
-
-def apply_similarity(V: torch.Tensor, s: torch.Tensor, R: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """``T v = s·R·v + t`` for B hypotheses: V [N, 3], s [B], R [B, 3, 3], t [B, 3] → [B, N, 3]."""
-    return s[:, None, None] * torch.einsum("bij,nj->bni", R, V) + t[:, None]
 
 
 def alignment_cost(TV: torch.Tensor, terms: PairTerms, alpha: float = 0.2, parts: bool = False):

@@ -13,29 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from catpose.align.reference import project_so3
-
-
-def geodesic_deg(R1: np.ndarray, R2: np.ndarray) -> np.ndarray:
-    """Angles in degrees between rotation stacks [..., 3, 3]."""
-    tr = np.einsum("...ij,...ij->...", R1, R2)  # trace(R1ᵀ R2)
-    return np.degrees(np.arccos(np.clip((tr - 1) / 2, -1.0, 1.0)))
-
-
-def fit_frame(E: np.ndarray, G: np.ndarray, inlier_deg: float = 30.0) -> np.ndarray:
-    """The rotation ``Q`` with ``G ≈ Q · E`` for most pairs of rotation stacks [n, 3, 3] (robust): the
-    candidate ``G_i E_iᵀ`` that most pairs agree with to ``inlier_deg``, refined as the chordal mean of
-    its inliers.
-
-    Relates a frame found without labels (the alignment's reference, a learned template) to an annotated
-    canonical frame: one rotation for the whole category, as label-free methods need before scoring.
-    """
-    E, G = np.asarray(E, np.float64), np.asarray(G, np.float64)
-    cands = G @ np.transpose(E, (0, 2, 1))  # Q candidates
-    inl = [(geodesic_deg(q @ E, G) < inlier_deg).sum() for q in cands]
-    q0 = cands[int(np.argmax(inl))]
-    mask = geodesic_deg(q0 @ E, G) < inlier_deg
-    return project_so3((G[mask] @ np.transpose(E[mask], (0, 2, 1))).sum(0))
+from catpose.align.table import read_alignment
+from catpose.data.groundtruth import load_ground_truth
+from catpose.geometry import fit_frame, geodesic_deg, pose_metrics
 
 
 def rotation_errors(est: dict[str, np.ndarray], gt: dict[str, np.ndarray]) -> dict[str, float]:
@@ -46,17 +26,14 @@ def rotation_errors(est: dict[str, np.ndarray], gt: dict[str, np.ndarray]) -> di
 
 
 def summarise(errors: dict[str, float]) -> dict:
-    e = np.array(list(errors.values()))
-    return {"videos": len(e), "acc_pi_6": float((e < 30).mean()), "acc_pi_18": float((e < 10).mean()),
-            "median_deg": float(np.median(e))}
+    """Acc@π/6, Acc@π/18 and the median error of per-video errors (:func:`catpose.geometry.pose_metrics`)."""
+    m = pose_metrics(list(errors.values()))
+    return {"videos": m.pop("n"), **m}
 
 
 def evaluate_alignment(alignment: str | Path, data_root: str | Path, category: str,
                        plot: str | Path | None = None) -> dict:
-    from catpose.align.run import read_alignment
-    from catpose.data.synth.generate import load_ground_truth
-
-    est = {k: T.R for k, T in read_alignment(alignment).items()}
+    est = {k: T.R for k, T in read_alignment(alignment)[0].items()}
     gt = {k: g.R for k, g in load_ground_truth(data_root, category).items()}
     errs = rotation_errors(est, gt)
     res = summarise(errs)

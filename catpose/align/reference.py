@@ -14,20 +14,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import itertools
 from dataclasses import dataclass
 
 import numpy as np
 
-from catpose.align.search import PairAlignment
+from catpose.align.search import Alignment
+from catpose.geometry import project_so3
 
 
 @dataclass
 class Edge:
     a: str
     b: str
-    T: PairAlignment  # a's frame → b's frame
+    T: Alignment  # a's frame → b's frame
 
 
 def pair_graph(names: list[str], partners: int = 0, seed: int = 0,
@@ -68,13 +70,8 @@ def pair_graph(names: list[str], partners: int = 0, seed: int = 0,
     return sorted(pairs)
 
 
-def _compose(T2: PairAlignment, T1: PairAlignment) -> PairAlignment:
-    """T2 ∘ T1 (first T1, then T2)."""
-    return PairAlignment(T2.R @ T1.R, T2.scale * T2.R @ T1.t + T2.t, T2.scale * T1.scale, T1.cost + T2.cost)
-
-
-def _adjacency(edges: list[Edge]) -> dict[str, list[tuple[str, PairAlignment]]]:
-    adj: dict[str, list[tuple[str, PairAlignment]]] = {}
+def _adjacency(edges: list[Edge]) -> dict[str, list[tuple[str, Alignment]]]:
+    adj: dict[str, list[tuple[str, Alignment]]] = {}
     for e in edges:
         adj.setdefault(e.a, []).append((e.b, e.T))
         adj.setdefault(e.b, []).append((e.a, e.T.inverse()))
@@ -90,10 +87,10 @@ def choose_reference(edges: list[Edge]) -> str:
     return min(sorted(costs), key=lambda k: np.mean(costs[k]))
 
 
-def path_transforms(edges: list[Edge], ref: str) -> dict[str, PairAlignment]:
+def path_transforms(edges: list[Edge], ref: str) -> dict[str, Alignment]:
     """Every video's transform into the reference frame along its cheapest path (Dijkstra)."""
     adj = _adjacency(edges)
-    out = {ref: PairAlignment(np.eye(3), np.zeros(3), 1.0, 0.0)}
+    out = {ref: Alignment.identity()}
     heap = [(0.0, ref)]
     dist = {ref: 0.0}
     while heap:
@@ -104,24 +101,10 @@ def path_transforms(edges: list[Edge], ref: str) -> dict[str, PairAlignment]:
             nd = d + T_uv.cost
             if nd < dist.get(v, float("inf")):
                 dist[v] = nd
-                out[v] = _compose(out[u], T_uv.inverse())  # v → u → ref
+                T = out[u].compose(T_uv.inverse())  # v → u → ref, the costs of the path summed
+                out[v] = dataclasses.replace(T, cost=out[u].cost + T_uv.cost)
                 heapq.heappush(heap, (nd, v))
     return out
-
-
-def project_so3(M: np.ndarray) -> np.ndarray:
-    U, _, Vt = np.linalg.svd(M)
-    D = np.diag([1.0, 1.0, np.sign(np.linalg.det(U @ Vt))])
-    return U @ D @ Vt
-
-
-def project_so3_batch(M: np.ndarray) -> np.ndarray:
-    """The nearest rotations [n, 3, 3] (Frobenius) to matrices M [n, 3, 3]."""
-    U, _, Vt = np.linalg.svd(M)
-    d = np.sign(np.linalg.det(U @ Vt))
-    U = U.copy()
-    U[:, :, 2] *= d[:, None]
-    return U @ Vt
 
 
 def consensus_sweep(R: np.ndarray, a: np.ndarray, b: np.ndarray, Rab: np.ndarray, movable: np.ndarray,
@@ -150,7 +133,7 @@ def consensus_sweep(R: np.ndarray, a: np.ndarray, b: np.ndarray, Rab: np.ndarray
         close = tr >= cos_min
         score = close.sum(1) + 1e-3 * (tr * close).sum(1) / max(1, e - s)
         members = close[np.argmax(score)]
-        out[v] = project_so3_batch(P[members].sum(0).reshape(1, 3, 3))[0]
+        out[v] = project_so3(P[members].sum(0).reshape(1, 3, 3))[0]
     return out
 
 
@@ -195,7 +178,7 @@ def synchronise_rotations(edges: list[Edge], init: dict[str, np.ndarray], ref: s
                 np.bincount(b, w * to_b.reshape(-1, 9)[:, c], minlength=n)
         new = R.copy()
         ok = has & (np.abs(acc).sum(1) > 0)
-        new[ok] = project_so3_batch(acc[ok].reshape(-1, 3, 3))
+        new[ok] = project_so3(acc[ok].reshape(-1, 3, 3))
         return new
 
     for _ in range(l2_iters):
@@ -214,7 +197,7 @@ def synchronise_rotations(edges: list[Edge], init: dict[str, np.ndarray], ref: s
 
 
 def reduce_to_reference(edges: list[Edge], centroids: dict[str, np.ndarray], sync: bool = True,
-                        ref: str | None = None) -> tuple[str, dict[str, PairAlignment], dict[str, PairAlignment]]:
+                        ref: str | None = None) -> tuple[str, dict[str, Alignment], dict[str, Alignment]]:
     """(reference, synchronised transforms, path-only transforms) of every connected video."""
     ref = ref or choose_reference(edges)
     paths = path_transforms(edges, ref)
@@ -225,5 +208,5 @@ def reduce_to_reference(edges: list[Edge], centroids: dict[str, np.ndarray], syn
     for k, T in paths.items():
         c = centroids[k]
         target = T.scale * T.R @ c + T.t  # keep the centroid where the path puts it
-        out[k] = PairAlignment(Rs[k], target - T.scale * Rs[k] @ c, T.scale, T.cost)
+        out[k] = Alignment(Rs[k], target - T.scale * Rs[k] @ c, T.scale, T.cost)
     return ref, out, paths

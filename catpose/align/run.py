@@ -7,7 +7,6 @@ chunk's feature files once and aligns all its pairs with the batched engine
 (:mod:`catpose.align.batched`). A video whose features cannot be read fails its own pairs only. Each
 finished chunk is written atomically to ``OUT/pairs/<settings>/chunk-<k>.json``, so an interrupted run
 resumes without redoing finished chunks. Outputs:
-
 * ``OUT/alignment.parquet``: one row per sequence — ``sequence_name``, ``rotation`` (9, row-major),
   ``translation`` (3), ``scale``, ``cost``, ``is_reference``; ``x_ref = scale · R · x + translation``
   maps the sequence's CO3D world frame into the category reference frame;
@@ -33,8 +32,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from catpose.align.reference import Edge, pair_graph, reduce_to_reference
-from catpose.align.search import PairAlignment, SearchConfig, align_pair
+from catpose.align.search import Alignment, SearchConfig, align_pair
+from catpose.align.table import write_alignment
 from catpose.config import AlignConfig, FeaturesConfig
+from catpose.devices import resolve_device
 from catpose.errors import AlignmentError
 from catpose.parallel import init_ray, map_items, ray_has_gpus
 
@@ -42,7 +43,8 @@ _CACHE: dict = {}
 
 
 def search_config(cfg: AlignConfig) -> SearchConfig:
-    return SearchConfig(alpha=cfg.alpha, tau=cfg.tau, rotations=cfg.rotations, vertices=cfg.vertices)
+    """The search settings of an alignment config (every SearchConfig field has its AlignConfig twin)."""
+    return SearchConfig(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(SearchConfig)})
 
 
 def _features(store: str, category: str, name: str, endpoint: str | None):
@@ -54,12 +56,6 @@ def _features(store: str, category: str, name: str, endpoint: str | None):
             _CACHE.clear()
         _CACHE[key] = load_surface_features(store, category, name, endpoint)
     return _CACHE[key]
-
-
-def _device(device: str) -> str:
-    import torch
-
-    return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
 
 
 _STATES: OrderedDict = OrderedDict()  # prepared per-video engine state of this worker process, LRU
@@ -127,7 +123,7 @@ def _chunk_task(args) -> dict:
     from catpose.align.batched import align_pairs
 
     _, store, category, pairs, scfg, device, endpoint = args  # the first field is the chunk index
-    device = _device(device)
+    device = resolve_device(device)
     names = sorted({n for p in pairs for n in p})
     states, bad = _video_states(store, category, names, endpoint, scfg, device)
     good = [p for p in pairs if p[0] in states and p[1] in states]
@@ -262,7 +258,7 @@ def run_align(cfg: AlignConfig, progress: bool = True) -> dict:
     chunk_dir = out / "pairs" / _settings_key(scfg, feat_store, feat_sig or signature(fcfg))
     chunk_dir.mkdir(parents=True, exist_ok=True)
     use_gpu = ray_has_gpus(cfg.workers, cfg.device)
-    size = cfg.chunk if cfg.chunk > 0 else default_chunk(len(pairs), cfg.workers, use_gpu or _device(cfg.device) == "cuda")
+    size = cfg.chunk if cfg.chunk > 0 else default_chunk(len(pairs), cfg.workers, use_gpu or resolve_device(cfg.device) == "cuda")
     chunks = [pairs[i:i + size] for i in range(0, len(pairs), size)]
     todo = [(k, ch) for k, ch in enumerate(chunks) if _read_chunk(chunk_dir / f"chunk-{k:05d}.json", ch) is None]
     print(f"align {cfg.category}: {len(names)} videos, {len(pairs)} pairs in {len(chunks)} chunks "
@@ -289,7 +285,7 @@ def run_align(cfg: AlignConfig, progress: bool = True) -> dict:
         raise AlignmentError(cfg.category, f"has no pair that could be aligned: {failed or failed_pairs[:5]}")
     clock.lap("pairs")
     pq.write_table(pa.Table.from_pylist(rows), out / "pairs.parquet")
-    edges = [Edge(r["seq_i"], r["seq_j"], PairAlignment(np.reshape(r["rotation"], (3, 3)), np.asarray(r["translation"]),
+    edges = [Edge(r["seq_i"], r["seq_j"], Alignment(np.reshape(r["rotation"], (3, 3)), np.asarray(r["translation"]),
                                                          r["scale"], r["cost"])) for r in rows]
     centroids = {n: np.asarray(summaries[n]["centroid"], np.float64) for n in names}
     ref, synced, paths = reduce_to_reference(edges, centroids, sync=cfg.sync)
@@ -299,30 +295,14 @@ def run_align(cfg: AlignConfig, progress: bool = True) -> dict:
     plot_aligned_clouds(out / "aligned_clouds.png", synced, feat_store, cfg.category, cfg.endpoint_url)
     clock.lap("outputs")
     _write_json(out / "timings.json", {"stages_s": clock.laps, "videos": len(names), "pairs": len(rows),
-                                       "chunks": len(chunks), "device": "cuda" if use_gpu else _device(cfg.device)})
+                                       "chunks": len(chunks), "device": "cuda" if use_gpu else resolve_device(cfg.device)})
     print(f"align {cfg.category}: " + ", ".join(f"{k} {v:.1f} s" for k, v in clock.laps.items()), flush=True)
     return {"timings": clock.laps, "reference": ref, "videos": len(synced), "pairs": len(rows), "failed_chunks": failed,
             "failed_pairs": failed_pairs, "unreadable": unreadable,
             "unaligned": sorted(set(names) - set(synced))}
 
 
-def write_alignment(path: Path, transforms: dict[str, PairAlignment], ref: str) -> None:
-    rows = [{"sequence_name": k, "rotation": T.R.ravel().tolist(), "translation": np.asarray(T.t).tolist(),
-             "scale": float(T.scale), "cost": float(T.cost), "is_reference": k == ref}
-            for k, T in sorted(transforms.items())]
-    schema = pa.schema([("sequence_name", pa.string()), ("rotation", pa.list_(pa.float64())),
-                        ("translation", pa.list_(pa.float64())), ("scale", pa.float64()), ("cost", pa.float64()),
-                        ("is_reference", pa.bool_())])
-    pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
-
-
-def read_alignment(path: str | Path) -> dict[str, PairAlignment]:
-    t = pq.read_table(path).to_pylist()
-    return {r["sequence_name"]: PairAlignment(np.reshape(r["rotation"], (3, 3)), np.asarray(r["translation"]),
-                                              r["scale"], r["cost"]) for r in t}
-
-
-def plot_aligned_clouds(path: Path, transforms: dict[str, PairAlignment], store: str, category: str,
+def plot_aligned_clouds(path: Path, transforms: dict[str, Alignment], store: str, category: str,
                         endpoint: str | None, max_videos: int = 12) -> None:
     import matplotlib
 

@@ -13,51 +13,26 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
+import roma
 import torch
 
-from catpose.align.cost import PairTerms, alignment_cost, apply_similarity, pair_terms
+from catpose.align.cost import PairTerms, alignment_cost, pair_terms
 from catpose.config import SearchConfig
 from catpose.features.matching import appearance_distance
-from catpose.features.surface import SurfaceFeatures, farthest_point_sample
+from catpose.features.surface import SurfaceFeatures
+from catpose.geometry import Similarity, apply_similarity, farthest_point_sample, so3_grid
 
 
-def super_fibonacci(n: int, device=None, dtype=torch.float32) -> torch.Tensor:
-    """``n`` rotation matrices [n, 3, 3] spread uniformly over SO(3) (super-Fibonacci spirals)."""
-    phi = math.sqrt(2.0)
-    psi = 1.533751168755204288118041  # the root of x^4 = x + 4 used by the spirals
-    s = torch.arange(n, dtype=torch.float64) + 0.5
-    r = torch.sqrt(s / n)
-    R = torch.sqrt(1.0 - s / n)
-    a = 2 * math.pi * s / phi
-    b = 2 * math.pi * s / psi
-    q = torch.stack([r * torch.sin(a), r * torch.cos(a), R * torch.sin(b), R * torch.cos(b)], dim=-1)  # xyzw
-    import roma
+@dataclass(frozen=True)
+class Alignment(Similarity):
+    """A similarity found by the alignment, with its cost D: a pair's (source video's frame into the
+    reference video's), or a video's into the category reference (the cost summed along its path).
+    Composition keeps the first operand's cost; :func:`catpose.align.reference.path_transforms` adds them."""
 
-    return roma.unitquat_to_rotmat(q).to(device=device, dtype=dtype)
-
-
-@dataclass
-class PairAlignment:
-    """``x_ref = scale · R · x + t``: the source video's frame into the reference video's frame."""
-
-    R: np.ndarray
-    t: np.ndarray
-    scale: float
-    cost: float
-
-    def matrix(self) -> np.ndarray:
-        M = np.eye(4)
-        M[:3, :3] = self.scale * self.R
-        M[:3, 3] = self.t
-        return M
-
-    def inverse(self) -> PairAlignment:
-        Rt = self.R.T
-        return PairAlignment(Rt, -(Rt @ self.t) / self.scale, 1.0 / self.scale, self.cost)
+    cost: float = 0.0
 
 
 def _normalise(V: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -98,8 +73,6 @@ def coarse_search(terms: PairTerms, rotations: torch.Tensor, alpha: float, batch
 
 def refine(terms: PairTerms, R: torch.Tensor, alpha: float, iters: int = 15) -> tuple[torch.Tensor, ...]:
     """IRLS weighted Procrustes from rotation R; returns (s, R, t, D)."""
-    import roma
-
     V, Vbar = terms.V, terms.Vbar
     s = torch.ones((), device=V.device)
     t = torch.zeros(3, device=V.device)
@@ -134,7 +107,7 @@ def subsample_vertices(sf: SurfaceFeatures, n: int) -> np.ndarray:
 
 
 def align_pair(src: SurfaceFeatures, ref: SurfaceFeatures, cfg: SearchConfig | None = None,
-               device: str = "cpu", rotations: torch.Tensor | None = None) -> PairAlignment:
+               device: str = "cpu", rotations: torch.Tensor | None = None) -> Alignment:
     """Aligns the source video to the reference video (see the module docstring)."""
     cfg = cfg or SearchConfig()
     t = lambda a: torch.as_tensor(a, device=device)  # noqa: E731
@@ -145,7 +118,7 @@ def align_pair(src: SurfaceFeatures, ref: SurfaceFeatures, cfg: SearchConfig | N
     terms = pair_terms(V, Vbar, A, cfg.tau, cfg.tau)
     coarse = _subset(terms, cfg.coarse_vertices) if cfg.coarse_vertices < max(len(V), len(Vbar)) else terms
     if rotations is None:
-        rotations = super_fibonacci(cfg.rotations, device=device)
+        rotations = so3_grid(cfg.rotations, device=device)
     rotations = rotations.to(device)
     if cfg.prefilter_vertices and 0 < cfg.prefilter_keep < len(rotations):
         # a first pass over all rotations on smaller subsets; the best prefilter_keep are scored again
@@ -166,4 +139,4 @@ def align_pair(src: SurfaceFeatures, ref: SurfaceFeatures, cfg: SearchConfig | N
     scale = float(dbar * s_n / d)
     R = R_n.double().cpu().numpy()
     tt = (dbar * t_n + cbar).double().cpu().numpy() - scale * R @ c.double().cpu().numpy()
-    return PairAlignment(R, tt, scale, float(cost))
+    return Alignment(R, tt, scale, float(cost))

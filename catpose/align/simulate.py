@@ -12,7 +12,7 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from catpose.align.reference import Edge, pair_graph
-from catpose.align.search import PairAlignment
+from catpose.align.search import Alignment
 
 
 def simulate(videos: int, partners: int, wrong: float, noise_deg: float, seed: int = 0):
@@ -28,7 +28,7 @@ def simulate(videos: int, partners: int, wrong: float, noise_deg: float, seed: i
     edges = []
     for k, (a, b) in enumerate(pairs):
         R = rand[k] if bad[k] else noise[k] @ gt[b].T @ gt[a]  # a's frame -> b's frame
-        edges.append(Edge(a, b, PairAlignment(R, np.zeros(3), 1.0, float(rng.random()))))
+        edges.append(Edge(a, b, Alignment(R, np.zeros(3), 1.0, float(rng.random()))))
     return names, gt, edges, float(bad.mean())
 
 

@@ -1,7 +1,6 @@
 """Ray Tune sweep of α and τ with a label-free objective.
 
 Every trial aligns all pairs of the same random subset of videos with its (α, τ) and reports:
-
 * ``cycle_deg`` (the objective, minimised): over every triangle (a, b, c) of the subset, the angle
   between ``R_bc · R_ab`` and ``R_ac`` — pairwise rotations of a good setting compose consistently —
   averaged with each triangle's error capped at 60° (one flipped pair should not dominate);
@@ -24,12 +23,19 @@ from pathlib import Path
 
 import numpy as np
 
-from catpose.config import SearchConfig, SweepConfig
+from catpose.align.batched import align_pairs
+from catpose.align.evaluate import geodesic_deg, rotation_errors, summarise
+from catpose.align.reference import Edge, reduce_to_reference
+from catpose.config import FeaturesConfig, SearchConfig, SweepConfig
+from catpose.data.groundtruth import GT_FILE, load_ground_truth
+from catpose.devices import task_device
+from catpose.features.runner import load_surface_features, run_features, store_settings
+from catpose.parallel import init_ray
+from catpose.storage import Store, is_s3
 
 
 def triangle_cycle_error(rel: dict[tuple[str, str], np.ndarray], names: list[str], cap: float = 60.0) -> float:
     """Mean over triangles of angle(R_bc R_ab, R_ac) in degrees, each capped at ``cap``."""
-    from catpose.align.evaluate import geodesic_deg
 
     def R(a, b):
         return rel[(a, b)] if (a, b) in rel else rel[(b, a)].T
@@ -38,35 +44,15 @@ def triangle_cycle_error(rel: dict[tuple[str, str], np.ndarray], names: list[str
     return float(np.mean(errs)) if errs else float("nan")
 
 
-def trial_device(device: str = "auto") -> str:
-    """The device a trial aligns on: the GPU Ray gave it (``auto``), else the CPU."""
-    import torch
-
-    if device != "auto":
-        return device
-    try:
-        import ray
-
-        gpus = ray.get_gpu_ids() if ray.is_initialized() else []
-    except Exception:
-        gpus = []
-    return "cuda" if gpus and torch.cuda.is_available() else "cpu"
-
-
 def trial_metrics(config: dict, data: str, category: str, store: str, names: list[str], search: dict,
                   device: str = "auto") -> dict:
     """Aligns every pair of ``names`` with the trial's α and τ (the batched engine, on the trial's
     device, with the alignment stage's other settings ``search``) and scores the result."""
-    from catpose.align.batched import align_pairs
-    from catpose.align.evaluate import geodesic_deg, rotation_errors, summarise
-    from catpose.align.reference import Edge, reduce_to_reference
-    from catpose.data.synth.generate import GT_FILE, load_ground_truth
-    from catpose.features.runner import load_surface_features
 
     feats = {n: load_surface_features(store, category, n) for n in names}
     scfg = SearchConfig(**{**search, "alpha": float(config["alpha"]), "tau": float(config["tau"])})
     pairs = list(itertools.combinations(names, 2))
-    results = align_pairs([feats[n] for n in names], pairs, scfg, trial_device(device))
+    results = align_pairs([feats[n] for n in names], pairs, scfg, task_device(device))
     edges, rel = [], {}
     for (a, b), T in zip(pairs, results):
         edges.append(Edge(a, b, T))
@@ -90,15 +76,14 @@ def _trainable(config: dict) -> None:
                               config["_search"], config["_device"]))
 
 
-def run_sweep(cfg: SweepConfig) -> dict:
-    """Runs (or resumes) the sweep; returns the best config and the results table rows."""
-    import ray
-    from ray import tune
+def run_sweep(cfg: SweepConfig, search: SearchConfig | None = None) -> dict:
+    """Runs (or resumes) the sweep; returns the best config and the results table rows.
 
-    from catpose.config import FeaturesConfig
-    from catpose.features.runner import run_features, store_settings
-    from catpose.parallel import init_ray
-    from catpose.storage import Store, is_s3
+    ``search``: the alignment stage's search settings, which every trial uses with its own α and τ
+    (default: SearchConfig's, with ``cfg.rotations`` and ``cfg.vertices``).
+    """
+    import ray  # the driver's Ray; Ray Tune is imported only where a sweep runs
+    from ray import tune
 
     store = Store(cfg.out, cfg.endpoint_url)
     store.check()
@@ -115,7 +100,7 @@ def run_sweep(cfg: SweepConfig) -> dict:
     names = sorted(rng.choice(ok, min(cfg.videos, len(ok)), replace=False).tolist())
     fixed = {"_data": str(Path(cfg.data).absolute()), "_category": cfg.category,
              "_store": str(Path(feat_store).absolute()), "_names": names,
-             "_search": dataclasses.asdict(SearchConfig(rotations=cfg.rotations, vertices=cfg.vertices)),
+             "_search": dataclasses.asdict(search or SearchConfig(rotations=cfg.rotations, vertices=cfg.vertices)),
              "_device": cfg.device}
     if cfg.search == "grid":
         space = {"alpha": tune.grid_search(list(cfg.alphas)), "tau": tune.grid_search(list(cfg.taus)), **fixed}

@@ -16,9 +16,9 @@ import itertools
 import numpy as np
 import torch
 
-from catpose.data.synth.generate import Similarity
 from catpose.features.matching import appearance_correspondences, appearance_distance
 from catpose.features.surface import SurfaceFeatures
+from catpose.geometry import Similarity
 
 
 def normalised_canonical(sf: SurfaceFeatures, gt: Similarity) -> np.ndarray:

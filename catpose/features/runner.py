@@ -15,6 +15,7 @@ import time
 import numpy as np
 
 from catpose.config import FeaturesConfig
+from catpose.devices import resolve_device
 from catpose.features.surface import SurfaceFeatures
 from catpose.manifest import Manifest
 from catpose.parallel import map_items, ray_has_gpus
@@ -31,14 +32,6 @@ def signature(cfg: FeaturesConfig) -> dict:
         for k in ("layer", "facet", "input_size"):
             sig.pop(k)
     return sig
-
-
-def resolve_device(cfg: FeaturesConfig) -> str:
-    import torch
-
-    if cfg.device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return cfg.device
 
 
 def get_backbone(cfg: FeaturesConfig, device: str):
@@ -60,7 +53,7 @@ def _task(args: tuple[FeaturesConfig, str, str]) -> dict:
     from catpose.features.surface import compute_surface_features
 
     cfg, category, name = args
-    device = resolve_device(cfg)
+    device = resolve_device(cfg.device)
     backbone = get_backbone(cfg, device)
     seq = Co3dCategory(cfg.data, category)[name]
     t0 = time.perf_counter()
@@ -83,7 +76,7 @@ def run_features(cfg: FeaturesConfig, progress: bool = True, keep_existing: bool
     store.check()
     sig = signature(cfg)
     use_gpu = ray_has_gpus(cfg.workers, cfg.device)
-    device_note = "GPU (Ray tasks with 0.25 GPU)" if use_gpu else resolve_device(cfg)
+    device_note = "GPU (Ray tasks with 0.25 GPU)" if use_gpu else resolve_device(cfg.device)
     out = {}
     for category in cfg.category:
         cat = Co3dCategory(cfg.data, category)

@@ -18,13 +18,12 @@ import torch
 from catpose.data.co3d import decode_image
 from catpose.data.shards import row_camera
 from catpose.errors import DataFormatError
+from catpose.geometry import mask_boxes, object_crops
 from catpose.learn.frames import (
     AugmentConfig,
     colour_jitter,
     composite,
     frame_targets,
-    object_boxes,
-    object_crops,
 )
 
 COLUMNS = ["sequence_name", "frame_number", "image", "mask", "height", "width", "R", "T", "focal_length",
@@ -84,7 +83,7 @@ def prepare_batch(batch: dict, videos: dict[str, VideoTargets], size: int = 128,
             uv, vis = frame_targets(t(v.points), torch.as_tensor(v.valid), t(v.dense), t([c.R for c in cams]),
                                     t([c.T for c in cams]), t([c.focal_px for c in cams]),
                                     t([c.principal_point_px for c in cams]), hw, msk, tol=tol)
-            boxes = torch.cat([object_boxes(msk[k:k + 1], uv[k][vis[k]][None]) for k in range(len(group))])
+            boxes = torch.cat([mask_boxes(msk[k:k + 1], uv[k][vis[k]][None]) for k in range(len(group))])
             ci, cm, cuv, cvis = object_crops(img, msk, uv, vis, size, boxes, gen, jit.scale_jitter, jit.shift_jitter)
             imgs += list(ci)
             masks += list(cm)

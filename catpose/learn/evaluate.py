@@ -12,7 +12,6 @@ canonical frame, synthetic data) to show whether accuracy depends on where the c
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable
 
 import numpy as np
@@ -20,9 +19,13 @@ import torch
 import torch.nn.functional as F
 
 from catpose.config import TrainConfig
-from catpose.features.backbones import sample_features
+from catpose.data.groundtruth import load_ground_truth
+from catpose.data.shards import iter_shard_rows, row_camera
+from catpose.features.backbones import ColorSift, sample_features
 from catpose.learn.data import COLUMNS, prepare_batch
 from catpose.learn.frames import AugmentConfig
+from catpose.learn.model import build_model
+from catpose.plotting import png_bytes
 
 AZIMUTH_BINS = 8
 
@@ -74,7 +77,6 @@ def accuracy(E: np.ndarray, threshold: float) -> float:
 
 def category_rows(cfg: TrainConfig) -> list[dict]:
     """The shard rows (``COLUMNS``) of ``cfg.category``, read once with pyarrow (no Ray)."""
-    from catpose.data.shards import iter_shard_rows
 
     return list(iter_shard_rows(cfg.data, cfg.endpoint_url, columns=COLUMNS, categories=[cfg.category]))
 
@@ -98,7 +100,6 @@ def load_frames(cfg: TrainConfig, rows: list[dict], targets: dict, augment: Augm
 
 def azimuths(metas: list[dict], ground_truth, centres: dict[str, np.ndarray]) -> np.ndarray:
     """Camera azimuth (degrees, [0, 360)) around the object in the canonical frame (x front, z up)."""
-    from catpose.data.shards import row_camera
 
     az = []
     for r in metas:
@@ -111,8 +112,6 @@ def azimuths(metas: list[dict], ground_truth, centres: dict[str, np.ndarray]) ->
 def evaluate_run(cfg: TrainConfig, prep: dict, model, store, name: str, device: str = "cpu") -> dict:
     """Scores the trained model and the baselines on the held-out videos; writes evaluation.json,
     evaluation.md and viewpoint_accuracy.png next to the run."""
-    from catpose.features.backbones import ColorSift
-    from catpose.learn.train import build_model
 
     torch.manual_seed(cfg.seed)
     model = model.to(device).eval()
@@ -133,8 +132,6 @@ def evaluate_run(cfg: TrainConfig, prep: dict, model, store, name: str, device: 
                      "frames": int(sum(len(b["image"]) for b in clean)), "methods": {}}
     az = None
     if cfg.ground_truth is not None:
-        from catpose.data.synth.generate import load_ground_truth
-
         gt = load_ground_truth(cfg.ground_truth, cfg.category)
         centres = {n: t.dense.mean(0) for n, t in prep["held_targets"].items()}
         az = azimuths(metas, gt, centres)
@@ -196,14 +193,3 @@ def plot_viewpoints(results: dict, category: str) -> bytes:
     ax.legend(fontsize=7)
     ax.set_title(f"{category}: held-out matching by viewpoint")
     return png_bytes(fig)
-
-
-def png_bytes(fig) -> bytes:
-    """A matplotlib figure as PNG bytes (for stores that may be on S3); closes the figure."""
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return buf.getvalue()

@@ -3,7 +3,7 @@
 For a frame of video i, template vertex j should be seen at the projection of its instance
 correspondent ``c_ij`` (:func:`catpose.learn.template.instance_correspondents`) with the frame's
 camera, when visible: in front of the camera, inside the image and the mask, and not behind the
-z-buffer of the video's own vertices. :func:`object_crops` then cuts a square around the object
+z-buffer of the video's own vertices. :func:`catpose.geometry.object_crops` then cuts a square around the object
 (scale and shift jitter when training) and resamples image, mask and targets to ``S × S``;
 :func:`composite` pastes the object on other backgrounds and adds occluders, and
 :func:`colour_jitter` changes the lighting — the compositional augmentation that narrows the gap
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from catpose.features.surface import project, visibility, zbuffer
+from catpose.geometry import project, visibility, zbuffer
 
 
 @dataclass
@@ -57,55 +57,6 @@ def frame_targets(points: torch.Tensor, valid: torch.Tensor, dense: torch.Tensor
     zb = zbuffer(duv, dz, image_size, cell=1, fill=math.ceil(spacing) + 1, margin=2 * tol * diam)
     vis = visibility(uv, z, image_size, zb, tol=tol * diam, masks=masks)
     return uv, vis & valid[None]
-
-
-def object_boxes(masks: torch.Tensor, fallback: torch.Tensor | None = None) -> torch.Tensor:
-    """Square boxes (centre u, centre v, side) [B, 3] around each mask's object (> 0.5), 15 % margin.
-
-    Where a mask is empty, the box around ``fallback`` points [B, N, 2] (or the whole image) is used.
-    """
-    B, H, W = masks.shape
-    out = torch.empty(B, 3)
-    for b in range(B):
-        ys, xs = torch.nonzero(masks[b] > 0.5, as_tuple=True)
-        if len(xs) >= 4:
-            u0, u1, v0, v1 = xs.min().item(), xs.max().item() + 1, ys.min().item(), ys.max().item() + 1
-        elif fallback is not None and len(fallback[b]):
-            u0, v0 = fallback[b].amin(0).tolist()
-            u1, v1 = fallback[b].amax(0).tolist()
-        else:
-            u0, u1, v0, v1 = 0, W, 0, H
-        out[b] = torch.tensor([(u0 + u1) / 2, (v0 + v1) / 2, 1.15 * max(u1 - u0, v1 - v0, 4)])
-    return out
-
-
-def object_crops(images: torch.Tensor, masks: torch.Tensor, uv: torch.Tensor, vis: torch.Tensor, size: int,
-                 boxes: torch.Tensor, generator: torch.Generator | None = None, scale_jitter: float = 0.0,
-                 shift_jitter: float = 0.0):
-    """Square crops resampled to ``size``: images [B, 3, H, W] float, masks [B, H, W], uv [B, N, 2].
-
-    Box b (centre, side) maps to the crop by ``uv' = (uv − centre)·size/side + size/2`` (continuous
-    pixel coordinates, pixel centres at +0.5), with optional random scale/shift. Returns the
-    cropped images, masks, uv' and the visibility restricted to the crop.
-    """
-    B = images.shape[0]
-    H, W = images.shape[-2:]
-    boxes = boxes.clone()
-    if scale_jitter or shift_jitter:
-        r = torch.rand(B, 3, generator=generator) * 2 - 1
-        boxes[:, 2] *= torch.exp(r[:, 2] * scale_jitter)
-        boxes[:, :2] += r[:, :2] * shift_jitter * boxes[:, 2:3]
-    c, side = boxes[:, :2], boxes[:, 2:3]
-    pix = torch.arange(size, dtype=torch.float32) + 0.5
-    u_in = c[:, 0:1] + (pix[None] - size / 2) * side / size  # [B, size]
-    v_in = c[:, 1:2] + (pix[None] - size / 2) * side / size
-    grid = torch.stack([(u_in / W * 2 - 1)[:, None, :].expand(B, size, size),
-                        (v_in / H * 2 - 1)[:, :, None].expand(B, size, size)], dim=-1)
-    img = F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    msk = F.grid_sample(masks[:, None].float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False)[:, 0]
-    uv2 = (uv - c[:, None]) * (size / side[:, None]) + size / 2
-    inside = (uv2 >= 0).all(-1) & (uv2 < size).all(-1)
-    return img, msk, uv2, vis & inside
 
 
 def random_backgrounds(n: int, size: int, generator: torch.Generator) -> torch.Tensor:

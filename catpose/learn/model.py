@@ -4,12 +4,10 @@
 DINOv2's patch features when local weights exist). The neural template holds one learnable unit
 feature θ_j per template vertex t_j and M background prototypes β_m. For a visible vertex j of a
 training crop, at its target pixel p_j, the loss is a softmax over all vertices and prototypes::
-
     L_v = −log  exp(f(p_j)·θ_j / T) / ( Σ_{k ∉ nb(j)} exp(f(p_j)·θ_k / T) + Σ_m exp(f(p_j)·β_m / T) )
 
 where nb(j) are the other vertices within ``exclude`` × template diameter of t_j (neighbours are not
 negatives), and for background pixels b (outside the visible object) the prototypes are the positives::
-
     L_bg = −log  Σ_m exp(f(b)·β_m / T) / ( Σ_k exp(f(b)·θ_k / T) + Σ_m exp(f(b)·β_m / T) )
 
 L = mean L_v + w_bg · mean L_bg (as in NeMo, with a learned template instead of a memory bank).
@@ -21,7 +19,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from catpose.features.backbones import sample_features
+from catpose.config import TrainConfig
+from catpose.features.backbones import load_dinov2, sample_features
 
 
 def _block(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
@@ -158,3 +157,15 @@ class ContrastiveModel(nn.Module):
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
+
+def build_model(cfg: TrainConfig, vertices: torch.Tensor) -> ContrastiveModel:
+    """Φ (with the frozen DINOv2 context of ``cfg.backbone``, when set) and Θ for template vertices [N, 3],
+    seeded by ``cfg.seed``."""
+    context, cdim = None, 0
+    if cfg.backbone:
+        context = load_dinov2(cfg.backbone, cfg.weights, input_size=14 * max(1, cfg.size // 8))
+        cdim = context.dim
+    torch.manual_seed(cfg.seed)
+    enc = FeatureNet(cfg.dim, cfg.width, context, cdim, cfg.stride)
+    tpl = NeuralTemplate(len(vertices), cfg.dim, seed=cfg.seed)
+    return ContrastiveModel(enc, tpl, vertices, cfg.exclude, cfg.temperature, cfg.background_weight)

@@ -22,9 +22,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.spatial import cKDTree
 
-from catpose.align.search import PairAlignment
 from catpose.errors import DataFormatError
-from catpose.features.surface import farthest_point_sample
+from catpose.geometry import Similarity, farthest_point_sample
 
 
 @dataclass
@@ -57,11 +56,6 @@ class Template:
                        json.loads(z["meta"].tobytes().decode()))
         except Exception as e:
             raise DataFormatError(source, f"not a catpose template file ({type(e).__name__}: {e})") from e
-
-
-def to_reference(T: PairAlignment, X: np.ndarray) -> np.ndarray:
-    """``x_ref = s·R·x + t`` for rows of X."""
-    return (T.scale * np.asarray(X, np.float64) @ T.R.T + T.t).astype(np.float32)
 
 
 def build_template(clouds: list[np.ndarray], n_vertices: int = 1000, voxel: float = 0.02,
@@ -99,7 +93,7 @@ def build_template(clouds: list[np.ndarray], n_vertices: int = 1000, voxel: floa
                     meta={"videos": len(clouds), "voxel": voxel, "support": support})
 
 
-def instance_correspondents(template: Template, video_vertices: np.ndarray, to_ref: PairAlignment,
+def instance_correspondents(template: Template, video_vertices: np.ndarray, to_ref: Similarity,
                             max_dist: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
     """For each template vertex ``t_j``, the nearest vertex of one video after alignment.
 
@@ -107,5 +101,5 @@ def instance_correspondents(template: Template, video_vertices: np.ndarray, to_r
     where the nearest vertex is farther than ``max_dist`` × the template diameter.
     """
     V = np.asarray(video_vertices, np.float32)
-    d, idx = cKDTree(to_reference(to_ref, V)).query(template.vertices.astype(np.float64))
+    d, idx = cKDTree(to_ref.apply(V).astype(np.float32)).query(template.vertices.astype(np.float64))
     return V[idx], d <= max_dist * template.diameter

@@ -25,15 +25,21 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import torch
 
-from catpose.align.search import PairAlignment
+from catpose.align.table import read_alignment
 from catpose.config import TrainConfig
+from catpose.data.groundtruth import load_ground_truth
+from catpose.devices import resolve_device
+from catpose.features.runner import load_surface_features
+from catpose.geometry import Similarity
 from catpose.learn.data import VideoTargets, training_dataset
+from catpose.learn.evaluate import evaluate_run
 from catpose.learn.frames import AugmentConfig
-from catpose.learn.model import ContrastiveModel, FeatureNet, NeuralTemplate, count_parameters
-from catpose.learn.template import Template, build_template, instance_correspondents, to_reference
+from catpose.learn.model import ContrastiveModel, build_model, count_parameters
+from catpose.learn.template import Template, build_template, instance_correspondents
+from catpose.parallel import init_ray
+from catpose.plotting import png_bytes
 from catpose.storage import Store
 
 
@@ -41,33 +47,11 @@ def run_name(cfg: TrainConfig) -> str:
     return cfg.name or f"train-{cfg.category}"
 
 
-def _compose(a: PairAlignment, b: PairAlignment) -> PairAlignment:
-    """``a ∘ b`` (apply b, then a)."""
-    return PairAlignment(a.R @ b.R, a.scale * a.R @ b.t + a.t, a.scale * b.scale, 0.0)
-
-
-def _inverse(a: PairAlignment) -> PairAlignment:
-    return PairAlignment(a.R.T, -(a.R.T @ a.t) / a.scale, 1.0 / a.scale, 0.0)
-
-
-def read_alignment_table(alignment_dir: Path) -> tuple[dict[str, PairAlignment], str]:
-    path = Path(alignment_dir) / "alignment.parquet"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no alignment (run `catpose align` for this category first)")
-    rows = pq.read_table(path).to_pylist()
-    tf = {r["sequence_name"]: PairAlignment(np.reshape(r["rotation"], (3, 3)), np.asarray(r["translation"]),
-                                            r["scale"], r["cost"]) for r in rows}
-    ref = next((r["sequence_name"] for r in rows if r["is_reference"]), rows[0]["sequence_name"])
-    return tf, ref
-
-
-def ground_truth_to_reference(root: Path, category: str, reference: str) -> dict[str, PairAlignment]:
+def ground_truth_to_reference(root: Path, category: str, reference: str) -> dict[str, Similarity]:
     """Each video's true world → reference-frame similarity, from the synthetic ground truth."""
-    from catpose.data.synth.generate import load_ground_truth
-
-    gt = {k: PairAlignment(v.R, v.t, v.scale, 0.0) for k, v in load_ground_truth(root, category).items()}
-    to_ref = _inverse(gt[reference])
-    return {k: _compose(to_ref, g) for k, g in gt.items()}
+    gt = load_ground_truth(root, category)
+    to_ref = gt[reference].inverse()
+    return {k: to_ref.compose(g) for k, g in gt.items()}
 
 
 def split_videos(names: list[str], holdout: float, seed: int) -> tuple[list[str], list[str]]:
@@ -80,20 +64,19 @@ def split_videos(names: list[str], holdout: float, seed: int) -> tuple[list[str]
 
 def prepare(cfg: TrainConfig) -> dict:
     """Template, split and per-video targets (driver side; small arrays only)."""
-    from catpose.features.runner import load_surface_features
 
-    transforms, reference = read_alignment_table(cfg.alignment)
+    transforms, reference = read_alignment(cfg.alignment)
     feat_store = cfg.features or str(Path(cfg.alignment) / "features")
     vertices = {n: load_surface_features(feat_store, cfg.category, n, cfg.endpoint_url).vertices for n in transforms}
     train, held = split_videos(list(transforms), cfg.holdout, cfg.seed)
     if not train:
         raise ValueError(f"category '{cfg.category}': no training videos in {cfg.alignment}")
-    template = build_template([to_reference(transforms[n], vertices[n]) for n in train], cfg.vertices)
+    template = build_template([transforms[n].apply(vertices[n]).astype(np.float32) for n in train], cfg.vertices)
     held_tf = transforms
     if cfg.ground_truth is not None:
         held_tf = ground_truth_to_reference(cfg.ground_truth, cfg.category, reference)
 
-    def targets(name: str, tf: PairAlignment) -> VideoTargets:
+    def targets(name: str, tf: Similarity) -> VideoTargets:
         pts, valid = instance_correspondents(template, vertices[name], tf)
         return VideoTargets(pts, valid, vertices[name])
 
@@ -101,19 +84,6 @@ def prepare(cfg: TrainConfig) -> dict:
             "train_targets": {n: targets(n, transforms[n]) for n in train},
             "held_targets": {n: targets(n, held_tf[n]) for n in held if n in held_tf},
             "held_transforms": {n: held_tf[n] for n in held if n in held_tf}}
-
-
-def build_model(cfg: TrainConfig, vertices: torch.Tensor) -> ContrastiveModel:
-    context, cdim = None, 0
-    if cfg.backbone:
-        from catpose.features.backbones import load_dinov2
-
-        context = load_dinov2(cfg.backbone, cfg.weights, input_size=14 * max(1, cfg.size // 8))
-        cdim = context.dim
-    torch.manual_seed(cfg.seed)
-    enc = FeatureNet(cfg.dim, cfg.width, context, cdim, cfg.stride)
-    tpl = NeuralTemplate(len(vertices), cfg.dim, seed=cfg.seed)
-    return ContrastiveModel(enc, tpl, vertices, cfg.exclude, cfg.temperature, cfg.background_weight)
 
 
 def _state_bytes(obj) -> bytes:
@@ -222,7 +192,6 @@ def _use_gpu(cfg: TrainConfig) -> bool:
         return False
     import ray
 
-    from catpose.parallel import init_ray
 
     init_ray()
     return ray.cluster_resources().get("GPU", 0) > 0
@@ -254,7 +223,6 @@ def make_trainer(cfg: TrainConfig, dataset, vertices: np.ndarray, name: str, use
 
 def run_train(cfg: TrainConfig) -> dict:
     """Fits (or resumes) the run ``OUT/NAME`` and writes the model, curves and evaluation."""
-    from catpose.parallel import init_ray
 
     init_ray()
     name = run_name(cfg)
@@ -292,9 +260,7 @@ def run_train(cfg: TrainConfig) -> dict:
            "parameters": count_parameters(model), "fit_seconds": round(time.perf_counter() - t0, 1),
            "use_gpu": use_gpu, "train_videos": len(prep["train"]), "held_out": len(prep["held_out"])}
     if cfg.evaluate and prep["held_targets"]:
-        from catpose.learn.evaluate import evaluate_run
-
-        device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
+        device = resolve_device("auto") if use_gpu else "cpu"
         out["evaluation"] = evaluate_run(cfg, prep, model, store, name, device)
     return out
 
@@ -353,7 +319,6 @@ def plot_history(history: list[dict], title: str) -> bytes:
     for ax in axes:
         ax.set_xlabel("epoch")
     fig.suptitle(f"{title}: training")
-    from catpose.learn.evaluate import png_bytes
 
     return png_bytes(fig)
 

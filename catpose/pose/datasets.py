@@ -1,7 +1,7 @@
 """Pose evaluation sets: PASCAL3D+ and ObjectNet3D annotations (``.mat``), CO3D held-out frames.
 
 Every loader returns :class:`PoseSample` s — an image, its object box, the ground-truth camera rotation
-``R`` in catpose's convention (``X_cam = X @ R + T``, :mod:`catpose.pose.geometry`) in the dataset's
+``R`` in catpose's convention (``X_cam = X @ R + T``, :mod:`catpose.pose.viewpoint`) in the dataset's
 canonical frame — and a list of problems (unreadable annotation files, objects without a fine
 viewpoint), so that a batch skips bad items and says which.
 
@@ -20,8 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
+from catpose.data.co3d import Co3dCategory
+from catpose.data.groundtruth import GT_FILE, load_ground_truth
 from catpose.errors import DataFormatError
-from catpose.pose.geometry import viewpoint_to_rotation
+from catpose.pose.viewpoint import viewpoint_to_rotation
 
 
 @dataclass
@@ -176,8 +178,6 @@ def load_co3d(root: str | Path, category: str, sequences: list[str], every: int 
     similarity to the run's reference frame, e.g. its alignment) gives a pseudo ground truth in the
     template's frame (``"template"``).
     """
-    from catpose.data.co3d import Co3dCategory
-    from catpose.data.synth.generate import GT_FILE, load_ground_truth
 
     root = Path(root)
     cat = Co3dCategory(root, category)

@@ -2,7 +2,6 @@
 
 For an image and its object box (given, or from a mask, or the whole image), with ``Φ`` the trained
 encoder and ``Θ = {θ_j}`` the template features at vertices ``t_j``:
-
 1. **Crop and features.** A square crop around the box, resampled to ``S`` pixels; ``f = Φ(crop)``;
    the per-vertex similarity maps ``s_j(p) = θ_j · f(p)`` and the background score
    ``b(p) = max_m β_m · f(p)``. Pixels where ``max_j s_j > b`` are *object-like*; without a box or mask,
@@ -36,17 +35,11 @@ import torch
 import torch.nn.functional as F
 
 from catpose.config import PoseConfig
-from catpose.errors import CatposeError, DataFormatError
-from catpose.features.surface import project, visibility, zbuffer
-from catpose.pose.geometry import rotation_to_viewpoint, so3_grid
-
-
-class NoObjectError(CatposeError, ValueError):
-    """The image (or its box/mask) shows no object of the category."""
-
-    def __init__(self, source: str, message: str):
-        self.path = source
-        super().__init__(f"{source}: {message}")
+from catpose.data.co3d import decode_image, read_file_bytes
+from catpose.errors import CatposeError, DataFormatError, NoObjectError
+from catpose.geometry import crop_image, object_box, project, so3_grid, visibility, zbuffer
+from catpose.learn.train import load_trained
+from catpose.pose.viewpoint import rotation_to_viewpoint
 
 
 @dataclass
@@ -78,51 +71,17 @@ class PoseEstimate:
 # ------------------------------------------------------------------------------------------ inputs
 def load_image(path: str | Path) -> np.ndarray:
     """An RGB image [H, W, 3] uint8; errors name the file."""
-    from catpose.data.co3d import decode_image, read_file_bytes
 
     return decode_image(read_file_bytes(Path(path), "image"), str(path), "RGB")
 
 
 def load_mask(path: str | Path, shape: tuple[int, int] | None = None) -> np.ndarray:
     """A mask [H, W] float in [0, 1] (> 0.5 = object)."""
-    from catpose.data.co3d import decode_image, read_file_bytes
 
     m = decode_image(read_file_bytes(Path(path), "mask"), str(path), "L").astype(np.float32) / 255
     if shape is not None and m.shape != tuple(shape):
         raise DataFormatError(str(path), f"mask is {m.shape[1]}x{m.shape[0]}, image is {shape[1]}x{shape[0]}")
     return m
-
-
-def object_box(image_shape: tuple[int, int], bbox=None, mask: np.ndarray | None = None, margin: float = 1.15,
-               source: str = "<image>") -> np.ndarray:
-    """Square crop (centre u, centre v, side) around ``bbox`` (x0, y0, x1, y1 pixels), else around the
-    mask's object, else the whole image. Empty masks and empty boxes raise :class:`NoObjectError`."""
-    H, W = image_shape
-    if bbox is not None:
-        x0, y0, x1, y1 = (float(b) for b in bbox)
-        x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, W), min(y1, H)
-        if not (x1 - x0 >= 2 and y1 - y0 >= 2):
-            raise NoObjectError(source, f"the object box {list(bbox)} is empty inside the {W}x{H} image")
-    elif mask is not None:
-        ys, xs = np.nonzero(mask > 0.5)
-        if len(xs) < 4:
-            raise NoObjectError(source, "the object mask is empty")
-        x0, x1, y0, y1 = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1
-    else:
-        x0, y0, x1, y1 = 0, 0, W, H
-        margin = 1.0
-    return np.array([(x0 + x1) / 2, (y0 + y1) / 2, margin * max(x1 - x0, y1 - y0)], np.float64)
-
-
-def crop(image: np.ndarray, box: np.ndarray, size: int) -> torch.Tensor:
-    """[1, 3, S, S] float crop of an [H, W, 3] uint8 image: pixel ``uv`` → ``(uv − c)·S/side + S/2``."""
-    from catpose.learn.frames import object_crops
-
-    img = torch.as_tensor(np.ascontiguousarray(image).copy()).permute(2, 0, 1)[None].float() / 255
-    H, W = image.shape[:2]
-    out, _, _, _ = object_crops(img, torch.zeros(1, H, W), torch.zeros(1, 0, 2), torch.zeros(1, 0, dtype=torch.bool),
-                                size, torch.as_tensor(box, dtype=torch.float32)[None])
-    return out
 
 
 # ------------------------------------------------------------------------------------------ scoring
@@ -306,8 +265,6 @@ class PoseEstimator:
     @classmethod
     def from_run(cls, run: str, endpoint_url: str | None = None, cfg: PoseConfig | None = None,
                  frame: np.ndarray | None = None) -> PoseEstimator:
-        from catpose.learn.train import load_trained
-
         cfg = cfg or PoseConfig()
         model, tpl = load_trained(run, endpoint_url, cfg.device)
         size = int(model.config.size)
@@ -331,7 +288,7 @@ class PoseEstimator:
         H, W = image.shape[:2]
         box = object_box((H, W), bbox, mask, self.cfg.margin, source)
         S = self.size
-        crops = crop(image, box, S)
+        crops = crop_image(image, box, S)
         fmap = self.features(crops)
         sim, bg = similarity_maps(fmap, self.theta, self.beta, self.cfg.sim_size)
         objectness = float((sim.amax(0) > bg.amax(0)).float().mean())

@@ -25,11 +25,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from catpose.align.table import read_alignment
 from catpose.config import PoseEvalConfig
+from catpose.data.co3d import decode_image
+from catpose.data.groundtruth import GT_FILE, load_ground_truth
+from catpose.data.shards import row_camera
 from catpose.errors import CatposeError
+from catpose.geometry import crop_image, fit_frame, geodesic_deg, object_box, pose_metrics
+from catpose.learn.evaluate import category_rows
+from catpose.learn.train import load_trained
+from catpose.plotting import png_bytes
 from catpose.pose.datasets import PoseSample, load_co3d, load_objectnet3d, load_pascal3d
-from catpose.pose.estimate import PoseEstimator, crop, descriptor, load_image, load_mask, object_box, overlay
-from catpose.pose.geometry import fit_frame, geodesic_deg, pose_metrics
+from catpose.pose.estimate import PoseEstimator, descriptor, load_image, load_mask, overlay
+from catpose.storage import Store
 
 DATASETS = ("synth-wild", "pascal3d", "objectnet3d", "co3d")
 
@@ -56,7 +64,6 @@ def load_samples(cfg: PoseEvalConfig, split: dict | None, to_reference=None) -> 
 def ground_truth_frame(split: dict | None, category: str) -> np.ndarray | None:
     """``G`` from the synthetic ground truth of the run's training data (its ``split.json`` names the
     data and the reference video): the reference video's world → canonical rotation."""
-    from catpose.data.synth.generate import GT_FILE, load_ground_truth
 
     root = (split or {}).get("config", {}).get("ground_truth")
     if not root or not (Path(root) / GT_FILE).is_file():
@@ -72,12 +79,8 @@ def training_views(estimator: PoseEstimator, run_cfg, split: dict, max_frames: i
     """Descriptors [F, D'] and template-frame camera rotations [F, 3, 3] of the run's training frames."""
     from tqdm import tqdm
 
-    from catpose.data.co3d import decode_image
-    from catpose.data.shards import row_camera
-    from catpose.learn.evaluate import category_rows
-    from catpose.learn.train import read_alignment_table
 
-    transforms, _ = read_alignment_table(Path(run_cfg.alignment))
+    transforms, _ = read_alignment(run_cfg.alignment)
     train = set(split["train"])
     rows = [r for r in category_rows(run_cfg) if r["sequence_name"] in train and r["sequence_name"] in transforms]
     if len(rows) > max_frames:
@@ -89,7 +92,7 @@ def training_views(estimator: PoseEstimator, run_cfg, split: dict, max_frames: i
             img = decode_image(r["image"], f"{r['sequence_name']}/{r['frame_number']}")
             mask = decode_image(r["mask"], f"{r['sequence_name']}/{r['frame_number']} mask", "L") / 255.0 \
                 if r.get("mask") else None
-            crops.append(crop(img, object_box(img.shape[:2], None, mask, estimator.cfg.margin), estimator.size))
+            crops.append(crop_image(img, object_box(img.shape[:2], None, mask, estimator.cfg.margin), estimator.size))
             rots.append(np.asarray(transforms[r["sequence_name"]].R) @ row_camera(r).R)
         descs.append(descriptor(estimator.encoder, torch.cat(crops).to(estimator.cfg.device)).cpu())
     return torch.cat(descs), np.stack(rots)
@@ -101,8 +104,6 @@ def attach_views(est: PoseEstimator, run: str, endpoint_url: str | None = None, 
     and cached there. Returns False, with a message, where neither is possible."""
     import io
 
-    from catpose.learn.train import load_trained
-    from catpose.storage import Store
 
     store = Store(run, endpoint_url)
     if store.exists("retrieval_views.pt"):
@@ -128,9 +129,6 @@ def attach_views(est: PoseEstimator, run: str, endpoint_url: str | None = None, 
 
 # ------------------------------------------------------------------------------ the evaluation
 def evaluate_pose(cfg: PoseEvalConfig, progress: bool = True) -> dict:
-    from catpose.learn.train import load_trained
-    from catpose.storage import Store
-
     t_start = time.perf_counter()
     model, tpl = load_trained(cfg.checkpoint, cfg.endpoint_url, cfg.pose.device)
     run_cfg = model.config
@@ -141,9 +139,7 @@ def evaluate_pose(cfg: PoseEvalConfig, progress: bool = True) -> dict:
     est.run_config = run_cfg
     to_ref = None
     if cfg.dataset == "co3d":
-        from catpose.learn.train import read_alignment_table
-
-        to_ref, _ = read_alignment_table(Path(run_cfg.alignment))
+        to_ref, _ = read_alignment(run_cfg.alignment)
     samples, problems, frame_kind = load_samples(cfg, split, to_ref)
     if cfg.limit and len(samples) > cfg.limit:
         samples = [samples[i] for i in np.linspace(0, len(samples) - 1, cfg.limit).round().astype(int)]
@@ -185,7 +181,7 @@ def evaluate_pose(cfg: PoseEvalConfig, progress: bool = True) -> dict:
             p = est.estimate(img, s.bbox, mask, s.focal_px, s.principal_px, source=s.image)
             rec.update(R_template=p.R.tolist(), confidence=p.confidence, seconds=round(time.perf_counter() - t0, 3))
             if views is not None:
-                d = descriptor(est.encoder, crop(img, p.box, est.size).to(cfg.pose.device)).cpu()
+                d = descriptor(est.encoder, crop_image(img, p.box, est.size).to(cfg.pose.device)).cpu()
                 rec["R_baseline_template"] = views[1][int((views[0] @ d[0]).argmax())].tolist()
             if i < cfg.overlays:
                 cap = None
@@ -255,7 +251,6 @@ def plot_errors(errors: dict[str, np.ndarray], title: str) -> bytes:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from catpose.learn.evaluate import png_bytes
 
     fig, ax = plt.subplots(figsize=(6, 3))
     bins = np.arange(0, 181, 5)

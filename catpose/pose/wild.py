@@ -8,7 +8,6 @@ PASCAL3D+-style annotation (``record.objects.viewpoint`` azimuth/elevation/theta
 viewport, px/py, bbox of the visible part, occluded/truncated flags) in the category's canonical frame
 (x front, y left, z up, origin at the centre of the object's bounding box), and a mask of the visible
 object, so that the same loader and command that read PASCAL3D+ score it::
-
     root/Images/<cat>_synth/00012.jpg
     root/Masks/<cat>_synth/00012.png
     root/Annotations/<cat>_synth/00012.mat
@@ -29,7 +28,11 @@ import torch
 
 from catpose.config import WildConfig
 from catpose.data.camera import Camera
-from catpose.pose.geometry import viewpoint_to_rotation
+from catpose.data.synth.generate import sequence_rng
+from catpose.data.synth.render import SceneRenderer
+from catpose.data.synth.shapes import make_instance
+from catpose.learn.frames import colour_jitter, random_backgrounds
+from catpose.pose.viewpoint import viewpoint_to_rotation
 
 
 def _record(name: str, category: str, H: int, W: int, bbox, az, el, th, dist, f_px, px, py, occluded, truncated):
@@ -44,10 +47,6 @@ def _record(name: str, category: str, H: int, W: int, bbox, az, el, th, dist, f_
 
 def render_wild_image(cfg: WildConfig, index: int) -> dict:
     """One image, its visible mask and its annotation values."""
-    from catpose.data.synth.generate import sequence_rng
-    from catpose.data.synth.render import SceneRenderer
-    from catpose.data.synth.shapes import make_instance
-    from catpose.learn.frames import colour_jitter, random_backgrounds
 
     rng = sequence_rng(cfg.seed, f"{cfg.category}-wild", index)
     inst = make_instance(cfg.category, rng)

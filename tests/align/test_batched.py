@@ -5,15 +5,28 @@ import numpy as np
 import pytest
 import torch
 
-from catpose.align.batched import (align_pairs, batched_appearance_distance, batched_coarse_search, batched_terms,
-                                   coarse_terms, prepare_videos)
+from catpose.align.batched import (
+    align_pairs,
+    batched_appearance_distance,
+    batched_coarse_search,
+    batched_terms,
+    coarse_terms,
+    prepare_videos,
+)
 from catpose.align.cost import pair_terms
-from catpose.align.search import SearchConfig, _normalise, _subset, align_pair, coarse_search, subsample_vertices, \
-    super_fibonacci
+from catpose.align.search import (
+    SearchConfig,
+    _normalise,
+    _subset,
+    align_pair,
+    coarse_search,
+    subsample_vertices,
+)
 from catpose.data.co3d import Co3dCategory
 from catpose.features.backbones import ColorSift
 from catpose.features.matching import appearance_distance
 from catpose.features.surface import SurfaceFeatures, compute_surface_features
+from catpose.geometry import so3_grid
 
 
 def angle_deg(A, B):
@@ -60,7 +73,7 @@ def test_same_terms_and_coarse_candidates_as_the_reference(videos, device):
     ib = torch.tensor([p[1] for p in pairs], device=device)
     A = batched_appearance_distance(vb, ia, ib)
     terms = batched_terms(vb, ia, ib, A, CFG.tau, CFG.tau)
-    rot = super_fibonacci(CFG.rotations, device=device)
+    rot = so3_grid(CFG.rotations, device=device)
     top = batched_coarse_search(coarse_terms(vb, ia, ib, terms), rot, CFG.alpha, CFG.top_k)
     for p, (a, b) in enumerate(pairs):
         src, ref = vids[a], vids[b]

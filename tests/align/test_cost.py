@@ -1,13 +1,12 @@
 """The alignment cost against direct loops; the rotation grid."""
 
-import math
 
 import numpy as np
 import pytest
 import torch
 
-from catpose.align.cost import alignment_cost, apply_similarity, cycle_weights, pair_terms
-from catpose.align.search import super_fibonacci
+from catpose.align.cost import alignment_cost, cycle_weights, pair_terms
+from catpose.geometry import apply_similarity
 
 
 def loop_cost(TV, Vbar, psi, psi_bar, wg, wgb, wa, wab, alpha, diam):
@@ -59,16 +58,3 @@ def test_cycle_weights_limits():
     sharp = cycle_weights(d, 0.05)
     assert sharp[0] > sharp[1] > sharp[2] > sharp[3] == 0 and sharp.mean() == pytest.approx(1.0)
     torch.testing.assert_close(cycle_weights(torch.full((3,), float("inf")), 1.0), torch.ones(3))  # NaN -> 1
-
-
-def test_super_fibonacci_covers_so3():
-    R = super_fibonacci(1024, dtype=torch.float64)
-    torch.testing.assert_close(R @ R.transpose(1, 2), torch.eye(3, dtype=torch.float64).expand(1024, 3, 3))
-    assert torch.allclose(torch.det(R), torch.ones(1024, dtype=torch.float64))
-    import roma
-
-    probes = roma.random_rotmat(500, dtype=torch.float64)
-    cos = ((torch.einsum("pij,gij->pg", probes, R) - 1) / 2).clamp(-1, 1)
-    worst = torch.rad2deg(torch.arccos(cos.max(dim=1).values)).max()
-    # 1024 uniform rotations: covering radius about 1.5 x (8 pi^2 / 1024)^(1/3) rad
-    assert worst < 1.6 * math.degrees((8 * math.pi**2 / 1024) ** (1 / 3))

@@ -5,7 +5,7 @@ from scipy.spatial.transform import Rotation
 
 from catpose.align.evaluate import geodesic_deg, rotation_errors
 from catpose.align.reference import Edge, choose_reference, pair_graph, reduce_to_reference
-from catpose.align.search import PairAlignment
+from catpose.align.search import Alignment
 
 
 def make_edges(n=12, noise_deg=3.0, corrupt=4, seed=0):
@@ -19,7 +19,7 @@ def make_edges(n=12, noise_deg=3.0, corrupt=4, seed=0):
         if k < corrupt:  # a few wrong pairs (e.g. symmetric flips)
             noise = Rotation.from_rotvec([0, 0, np.pi]).as_matrix()
             cost = 0.005  # and cheap: the path alone would trust them
-        edges.append(Edge(a, b, PairAlignment(noise @ R_ab, rng.normal(size=3), 1.0, cost)))
+        edges.append(Edge(a, b, Alignment(noise @ R_ab, rng.normal(size=3), 1.0, cost)))
     return truth, edges
 
 
@@ -48,7 +48,7 @@ def test_synchronisation_beats_paths_with_wrong_edges():
 
 
 def test_reference_is_the_medoid():
-    mk = lambda c: PairAlignment(np.eye(3), np.zeros(3), 1.0, c)  # noqa: E731
+    mk = lambda c: Alignment(np.eye(3), np.zeros(3), 1.0, c)  # noqa: E731
     edges = [Edge("a", "b", mk(1.0)), Edge("b", "c", mk(1.0)), Edge("a", "c", mk(5.0)), Edge("c", "d", mk(1.0))]
     assert choose_reference(edges) == "b"
 

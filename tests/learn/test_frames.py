@@ -4,7 +4,7 @@ import numpy as np
 import torch
 
 from catpose.data.camera import Camera, look_at_rotation
-from catpose.learn.frames import colour_jitter, composite, frame_targets, object_boxes, object_crops
+from catpose.learn.frames import colour_jitter, composite, frame_targets
 
 
 def _sphere(n, seed=0):
@@ -26,28 +26,6 @@ def test_frame_targets_project_and_hide_the_far_side():
     v = vis[0].numpy()
     assert v[facing > 0.35].mean() > 0.95  # the near side is visible
     assert not v[facing < -0.1].any()  # the far side never is
-
-
-def test_object_crop_moves_targets_with_the_pixels():
-    H, W, S = 60, 80, 32
-    img = torch.zeros(1, 3, H, W)
-    img[0, :, 23, 51] = 1.0  # one bright pixel: centre at (51.5, 23.5)
-    mask = torch.zeros(1, H, W)
-    mask[0, 10:40, 30:70] = 1
-    uv = torch.tensor([[[51.5, 23.5]]])
-    box = object_boxes(mask)
-    assert torch.allclose(box[0], torch.tensor([50.0, 25.0, 1.15 * 40]))
-    ci, cm, cuv, cvis = object_crops(img, mask, uv, torch.ones(1, 1, dtype=torch.bool), S, box)
-    peak = torch.nonzero(ci[0, 0] == ci[0, 0].max())[0]  # (row, col) of the brightest crop pixel
-    assert abs(peak[1].item() + 0.5 - cuv[0, 0, 0].item()) <= 0.5 and abs(peak[0].item() + 0.5 - cuv[0, 0, 1].item()) <= 0.5
-    assert cvis.all() and cm.max() > 0.99
-    # jittered crops stay consistent too, and points pushed outside the crop become invisible
-    g = torch.Generator().manual_seed(3)
-    far = torch.tensor([[[51.5, 23.5], [-100.0, 5.0]]])
-    ci, _, cuv, cvis = object_crops(img, mask, far, torch.ones(1, 2, dtype=torch.bool), S, box, g, 0.3, 0.2)
-    peak = torch.nonzero(ci[0, 0] == ci[0, 0].max())[0]
-    assert abs(peak[1].item() + 0.5 - cuv[0, 0, 0].item()) <= 1.0 and abs(peak[0].item() + 0.5 - cuv[0, 0, 1].item()) <= 1.0
-    assert cvis[0, 0] and not cvis[0, 1]
 
 
 def test_composite_replaces_background_and_occludes_targets():
@@ -77,7 +55,8 @@ def test_composite_replaces_background_and_occludes_targets():
 def test_targets_agree_with_rendered_depth(synth_root):
     """Visibility from the sparse vertices' z-buffer and the mask, against the renderer's depth maps."""
     from catpose.data.co3d import Co3dCategory
-    from catpose.features.surface import project, sequence_vertices
+    from catpose.features.surface import sequence_vertices
+    from catpose.geometry import project
 
     agree = []
     for seq in Co3dCategory(synth_root, "car"):

@@ -5,9 +5,9 @@ import pytest
 from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 
-from catpose.align.search import PairAlignment
 from catpose.errors import DataFormatError
-from catpose.learn.template import Template, build_template, instance_correspondents, to_reference
+from catpose.geometry import Similarity
+from catpose.learn.template import Template, build_template, instance_correspondents
 
 
 def _box_surface(rng, n, dims):
@@ -25,14 +25,14 @@ def test_template_is_the_shared_shape_of_aligned_clouds():
     for i in range(6):
         X = _box_surface(rng, 3000, dims * rng.uniform(0.95, 1.05, 3))
         # the video's own frame: a random similarity away from the reference
-        T_ref = PairAlignment(Rotation.random(random_state=i).as_matrix(), rng.normal(size=3), float(rng.uniform(0.5, 2)), 0)
+        T_ref = Similarity(Rotation.random(random_state=i).as_matrix(), rng.normal(size=3), float(rng.uniform(0.5, 2)))
         V = ((X - T_ref.t) @ T_ref.R) / T_ref.scale  # inverse map: x_ref = s R x + t
         clouds.append(V.astype(np.float32))
         transforms.append(T_ref)
     # one video carries an extra part the others lack: it must not enter the template
     stray = np.array([[0, 0, 3.0]]) + rng.normal(0, 0.05, (300, 3))
     clouds[0] = np.concatenate([clouds[0], ((stray - transforms[0].t) @ transforms[0].R / transforms[0].scale)]).astype(np.float32)
-    aligned = [to_reference(T, V) for T, V in zip(transforms, clouds)]
+    aligned = [T.apply(V).astype(np.float32) for T, V in zip(transforms, clouds)]
     tpl = build_template(aligned, n_vertices=500)
     assert tpl.vertices.shape == (500, 3)
     # every template vertex lies near the mean box surface, none on the stray part
@@ -44,7 +44,7 @@ def test_template_is_the_shared_shape_of_aligned_clouds():
     # correspondents: in the video's own frame, on that video's surface, near the template vertex once aligned
     pts, valid = instance_correspondents(tpl, clouds[3], transforms[3])
     assert valid.mean() > 0.95
-    back = to_reference(transforms[3], pts)
+    back = transforms[3].apply(pts).astype(np.float32)
     assert np.linalg.norm(back - tpl.vertices, axis=1)[valid].max() <= 0.1 * tpl.diameter
 
 

@@ -9,33 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from catpose.align.run import write_alignment
-from catpose.config import FeaturesConfig, ShardConfig, TrainConfig
-from catpose.data.shards import write_shards
-from catpose.data.synth.generate import load_ground_truth
-from catpose.features.runner import run_features
-from catpose.learn.train import ground_truth_to_reference, load_trained, run_train
+from catpose.learn.train import load_trained, run_train
+from tests.training_inputs import training_config, training_inputs
 
 pytestmark = pytest.mark.slow
-
-
-def _inputs(synth_root, base: Path, shards: str, endpoint=None):
-    """Shards, surface features and an alignment (the ground truth's, written as catpose align does)."""
-    write_shards(ShardConfig(data=synth_root, out=shards, category=("car",), endpoint_url=endpoint), progress=False)
-    feats = str(base / "features")
-    run_features(FeaturesConfig(data=synth_root, category=("car",), out=feats, vertices=300, frames=4, workers=0),
-                 progress=False)
-    ref = sorted(load_ground_truth(synth_root, "car"))[0]
-    tf = ground_truth_to_reference(synth_root, "car", ref)
-    (base / "align").mkdir(parents=True, exist_ok=True)
-    write_alignment(base / "align" / "alignment.parquet", tf, ref)
-    return feats
-
-
-def _config(synth_root, base, shards, feats, **kw):
-    base_kw = dict(data=shards, alignment=base / "align", features=feats, category="car", vertices=200, size=64,
-                   batch_size=4, holdout=0.3, num_workers=2, cpus_per_worker=0.5, ground_truth=synth_root)
-    return TrainConfig(**{**base_kw, **kw})
 
 
 def _kill_a_worker_after_a_checkpoint(run_dir: Path, done: dict, timeout: float = 300):
@@ -56,8 +33,8 @@ def _kill_a_worker_after_a_checkpoint(run_dir: Path, done: dict, timeout: float 
 
 def test_train_two_workers_survives_a_killed_worker(synth_root, tmp_path, ray_local):
     shards = str(tmp_path / "shards")
-    feats = _inputs(synth_root, tmp_path, shards)
-    cfg = _config(synth_root, tmp_path, shards, feats, out=str(tmp_path / "runs"), epochs=8, max_failures=2)
+    feats = training_inputs(synth_root, tmp_path, shards)
+    cfg = training_config(synth_root, tmp_path, shards, feats, out=str(tmp_path / "runs"), epochs=8, max_failures=2)
     state: dict = {}
     killer = threading.Thread(target=_kill_a_worker_after_a_checkpoint, args=(tmp_path / "runs" / "train-car", state))
     killer.start()
@@ -91,8 +68,8 @@ def test_train_on_s3_storage_and_resume(synth_root, tmp_path, ray_local, s3_buck
 
     endpoint, bucket = s3_bucket
     shards = f"s3://{bucket}/shards"
-    feats = _inputs(synth_root, tmp_path, shards, endpoint)
-    cfg = _config(synth_root, tmp_path, shards, feats, out=f"s3://{bucket}/runs", epochs=1, num_workers=1,
+    feats = training_inputs(synth_root, tmp_path, shards, endpoint)
+    cfg = training_config(synth_root, tmp_path, shards, feats, out=f"s3://{bucket}/runs", epochs=1, num_workers=1,
                   endpoint_url=endpoint, evaluate=False)
     res = run_train(cfg)
     assert res["run"] == f"s3://{bucket}/runs/train-car" and len(res["history"]) == 1

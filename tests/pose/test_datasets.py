@@ -8,7 +8,7 @@ from PIL import Image
 
 from catpose.config import WildConfig
 from catpose.pose.datasets import load_co3d, load_objectnet3d, load_pascal3d
-from catpose.pose.geometry import viewpoint_to_rotation
+from catpose.pose.viewpoint import viewpoint_to_rotation
 from catpose.pose.wild import generate_wild
 
 
@@ -75,7 +75,7 @@ def test_objectnet3d_fixture(tmp_path):
 
 
 def test_co3d_frames_have_canonical_rotations(synth_root):
-    from catpose.data.synth.generate import load_ground_truth
+    from catpose.data.groundtruth import load_ground_truth
 
     names = sorted(load_ground_truth(synth_root, "car"))
     samples, problems, frame = load_co3d(synth_root, "car", names[:2] + ["car_9999"])

@@ -7,10 +7,10 @@ import torch.nn.functional as F
 from PIL import Image
 
 from catpose.config import PoseConfig
-from catpose.errors import DataFormatError
-from catpose.features.surface import farthest_point_sample, project
-from catpose.pose.estimate import NoObjectError, PoseEstimator, fit_translation, template_visibility
-from catpose.pose.geometry import geodesic_deg, viewpoint_to_rotation
+from catpose.errors import DataFormatError, NoObjectError
+from catpose.geometry import farthest_point_sample, geodesic_deg, project
+from catpose.pose.estimate import PoseEstimator, fit_translation, template_visibility
+from catpose.pose.viewpoint import viewpoint_to_rotation
 
 S = 96  # crop = image size
 FOCAL = 110.0

@@ -10,11 +10,12 @@ import torch
 
 from catpose.cli import main
 from catpose.config import WildConfig
-from catpose.learn.train import build_model, prepare, save_trained, write_split
-from catpose.pose.geometry import pose_metrics
+from catpose.geometry import pose_metrics
+from catpose.learn.model import build_model
+from catpose.learn.train import prepare, save_trained, write_split
 from catpose.pose.wild import generate_wild
 from catpose.storage import Store
-from tests.learn.test_train import _config, _inputs
+from tests.training_inputs import training_config, training_inputs
 
 pytestmark = pytest.mark.slow
 
@@ -23,8 +24,8 @@ pytestmark = pytest.mark.slow
 def run_dir(synth_root, tmp_path_factory):
     base = tmp_path_factory.mktemp("poserun")
     shards = str(base / "shards")
-    feats = _inputs(synth_root, base, shards)
-    cfg = _config(synth_root, base, shards, feats, out=str(base / "runs"), holdout=0.0)
+    feats = training_inputs(synth_root, base, shards)
+    cfg = training_config(synth_root, base, shards, feats, out=str(base / "runs"), holdout=0.0)
     prep = prepare(cfg)
     store = Store(cfg.out)
     write_split(store, "train-car", cfg, prep)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,7 @@ from scipy.spatial.transform import Rotation
 
 from catpose.config import SynthConfig
 from catpose.data.camera import Camera, look_at_rotation
+from catpose.data.groundtruth import GT_FILE, load_ground_truth  # noqa: F401 (part of this module's API)
 from catpose.data.pointcloud import PointCloud, write_ply
 from catpose.data.synth.render import SceneRenderer
 from catpose.data.synth.shapes import make_instance
@@ -36,34 +36,11 @@ from catpose.data.types import (
     parse_sequence_annotation,
     to_jsonable,
 )
+from catpose.geometry import Similarity
 from catpose.manifest import Manifest
 from catpose.parallel import map_items
 
-GT_FILE = "catpose_gt.json"
 FILE_INDEX_STRIDE = 3  # image file numbers differ from frame_number, as in CO3D
-
-
-@dataclass(frozen=True)
-class Similarity:
-    """``x' = scale · R · x + t`` (column vectors)."""
-
-    R: np.ndarray
-    t: np.ndarray
-    scale: float
-
-    def apply(self, x: np.ndarray) -> np.ndarray:
-        return self.scale * np.asarray(x) @ self.R.T + self.t
-
-    def inverse(self) -> Similarity:
-        Rt = self.R.T
-        return Similarity(Rt, -(Rt @ self.t) / self.scale, 1.0 / self.scale)
-
-    def to_json(self) -> dict:
-        return {"rotation": self.R.ravel().tolist(), "translation": self.t.tolist(), "scale": float(self.scale)}
-
-    @classmethod
-    def from_json(cls, d: dict) -> Similarity:
-        return cls(np.asarray(d["rotation"], float).reshape(3, 3), np.asarray(d["translation"], float), float(d["scale"]))
 
 
 def sequence_rng(seed: int, category: str, index: int) -> np.random.Generator:
@@ -254,10 +231,3 @@ def generate(cfg: SynthConfig) -> dict[str, Manifest]:
         manifests[category] = man
     gt_path.write_text(json.dumps(gt_all, indent=1))
     return manifests
-
-
-def load_ground_truth(root: str | Path, category: str) -> dict[str, Similarity]:
-    """Ground-truth world→canonical similarities of a synthetic category (for evaluation only)."""
-    data = json.loads((Path(root) / GT_FILE).read_text())
-    seqs = data["categories"][category]["sequences"]
-    return {k: Similarity.from_json(v) for k, v in seqs.items()}

@@ -32,10 +32,6 @@ class ObjectInstance:
     parts: list[Part]
     params: dict[str, float] = field(default_factory=dict)
 
-    @property
-    def part_names(self) -> list[str]:
-        return [p.name for p in self.parts]
-
     def merged(self) -> tuple[trimesh.Trimesh, np.ndarray]:
         """One mesh of all parts and the part index of each face."""
         mesh = trimesh.util.concatenate([p.mesh for p in self.parts])

@@ -1,17 +1,9 @@
-"""Viewpoint angles ↔ rotations, the SO(3) grid, frame fitting and the pose metrics."""
+"""PASCAL3D+/ObjectNet3D viewpoint angles ↔ catpose camera rotations."""
 
 import numpy as np
-from scipy.spatial.transform import Rotation
 
 from catpose.data.camera import Camera
-from catpose.pose.geometry import (
-    fit_frame,
-    geodesic_deg,
-    pose_metrics,
-    rotation_to_viewpoint,
-    so3_grid,
-    viewpoint_to_rotation,
-)
+from catpose.pose.viewpoint import rotation_to_viewpoint, viewpoint_to_rotation
 
 
 def _pascal3d_project(X, a, e, theta, d, f, viewport, px, py):
@@ -58,27 +50,3 @@ def test_viewpoint_angles_round_trip():
     np.testing.assert_allclose(a2, a, atol=1e-6)
     np.testing.assert_allclose(e2, e, atol=1e-6)
     np.testing.assert_allclose(t2, t, atol=1e-6)
-
-
-def test_so3_grid_is_even():
-    g = so3_grid(4096).double().numpy()
-    np.testing.assert_allclose(np.linalg.det(g), 1.0, atol=1e-5)
-    probe = Rotation.random(300, random_state=2).as_matrix()
-    nearest = geodesic_deg(probe[:, None], g[None]).min(1)
-    assert nearest.max() < 15.0  # every rotation is close to a grid point
-    assert geodesic_deg(g[:200, None], g[None, :200])[~np.eye(200, dtype=bool)].min() > 2.0  # no near-duplicates
-
-
-def test_fit_frame_recovers_the_rotation_despite_outliers():
-    rng = np.random.default_rng(3)
-    G = Rotation.random(random_state=4).as_matrix()
-    R_est = Rotation.random(40, random_state=5).as_matrix()
-    noise = Rotation.from_rotvec(rng.normal(0, np.radians(3), (40, 3))).as_matrix()
-    R_gt = noise @ G @ R_est
-    R_gt[:12] = Rotation.random(12, random_state=6).as_matrix()  # 30 % wrong estimates
-    assert geodesic_deg(fit_frame(R_est, R_gt), G) < 2.0
-
-
-def test_pose_metrics_count_failures_as_wrong():
-    m = pose_metrics([5.0, 20.0, 40.0, np.nan])
-    assert m == {"n": 4, "acc_pi_6": 0.5, "acc_pi_18": 0.25, "median_deg": 30.0}

@@ -1,4 +1,5 @@
-"""Rotations for pose estimation: viewpoint angles, rotation grids, errors. Pure numpy/torch.
+"""Viewpoint angles (PASCAL3D+/ObjectNet3D azimuth, elevation, in-plane rotation) ↔ catpose camera
+rotations. Pure numpy, batched.
 
 catpose's camera rotation ``R`` is CO3D's (PyTorch3D's): ``X_cam = X_obj @ R + T`` with camera axes
 +X left, +Y up, +Z forward (:mod:`catpose.data.camera`). PASCAL3D+ and ObjectNet3D describe a view by
@@ -8,19 +9,12 @@ object's origin: camera centre ``C = d·(cos e sin a, −cos e cos a, sin e)``, 
 their image ``u = p_x + f·X/(−Z)``, ``v = p_y − f·Y/(−Z)`` after the in-plane turn by ``θ``). The two
 cameras differ by ``diag(−1, 1, −1)``, so ``R = R_pᵀ · diag(−1, 1, −1)``.
 
-The error between two rotations is the geodesic angle ``arccos((tr(R₁ᵀR₂) − 1)/2)``; Acc@π/6 and
-Acc@π/18 are the shares of errors below 30° and 10°. ``geodesic_deg`` and the robust frame fit
-``fit_frame`` are the alignment stage's (:mod:`catpose.align.evaluate`), re-exported here.
+Errors, metrics and the SO(3) grid are :mod:`catpose.geometry`'s.
 """
 
 from __future__ import annotations
 
 import numpy as np
-import torch
-
-from catpose.align.evaluate import fit_frame, geodesic_deg
-
-__all__ = ["fit_frame", "geodesic_deg", "pose_metrics", "rotation_to_viewpoint", "so3_grid", "viewpoint_to_rotation"]
 
 _GL_FROM_CO3D = np.diag([-1.0, 1.0, -1.0])
 
@@ -59,29 +53,3 @@ def rotation_to_viewpoint(R, degrees: bool = True) -> tuple[np.ndarray, np.ndarr
     if degrees:
         return np.degrees(a) % 360, np.degrees(e), np.degrees(t)
     return a % (2 * np.pi), e, t
-
-
-def pose_metrics(errors_deg) -> dict:
-    """Acc@π/6, Acc@π/18 and median geodesic error of a list of errors (NaN = failed → counted wrong)."""
-    e = np.asarray(errors_deg, np.float64)
-    if len(e) == 0:
-        return {"n": 0, "acc_pi_6": float("nan"), "acc_pi_18": float("nan"), "median_deg": float("nan")}
-    filled = np.where(np.isfinite(e), e, 180.0)
-    return {"n": len(e), "acc_pi_6": float((filled < 30).mean()), "acc_pi_18": float((filled < 10).mean()),
-            "median_deg": float(np.median(filled))}
-
-
-def so3_grid(n: int) -> torch.Tensor:
-    """``n`` rotations [n, 3, 3] spread evenly over SO(3) (super-Fibonacci spirals, Alexa, CVPR 2022).
-
-    Written here: none of the installed libraries (roma, kornia, scipy) makes a deterministic, even
-    SO(3) grid of arbitrary size.
-    """
-    phi, psi = np.sqrt(2.0), 1.533751168755204288118041
-    s = np.arange(n) + 0.5
-    r, R = np.sqrt(s / n), np.sqrt(1 - s / n)
-    alpha, beta = 2 * np.pi * s / phi, 2 * np.pi * s / psi
-    q = np.stack([r * np.sin(alpha), r * np.cos(alpha), R * np.sin(beta), R * np.cos(beta)], -1)  # x y z w
-    import roma
-
-    return roma.unitquat_to_rotmat(torch.as_tensor(q, dtype=torch.float32))

@@ -1,0 +1,99 @@
+"""The package's import graph: no cycles between modules (module-level and function-level imports alike),
+the shared geometry layer below every stage, and every module importable."""
+
+import ast
+import importlib
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1] / "catpose"
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for p in sorted(ROOT.rglob("*.py")):
+        name = ".".join(p.relative_to(ROOT.parent).with_suffix("").parts)
+        out[name.removesuffix(".__init__")] = p
+    return out
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module → the catpose modules it imports anywhere in its body."""
+    mods = _modules()
+
+    def resolve(name: str) -> str | None:
+        while name and name not in mods:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    graph: dict[str, set[str]] = {m: set() for m in mods}
+    for m, p in mods.items():
+        for node in ast.walk(ast.parse(p.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("catpose"):
+                targets = [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                targets = [a.name for a in node.names if a.name.startswith("catpose")]
+            else:
+                continue
+            graph[m] |= {r for t in targets if (r := resolve(t)) and r != m and not m.startswith(r + ".")}
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index, low, stack, on, out, counter = {}, {}, [], set(), [], [0]
+
+    def visit(v):
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_no_import_cycles():
+    assert cycles(import_graph()) == []
+
+
+def test_the_geometry_layer_imports_no_stage_and_stages_take_shared_math_from_it():
+    graph = import_graph()
+    stages = ("catpose.data", "catpose.features", "catpose.align", "catpose.learn", "catpose.pose")
+    for m, deps in graph.items():
+        if m.startswith("catpose.geometry"):
+            assert not {d for d in deps if d.startswith(stages)}, m
+    # pose and learn no longer reach into features/align for projection, metrics or transforms
+    for m in ("catpose.pose.estimate", "catpose.pose.evaluate", "catpose.learn.frames", "catpose.learn.template"):
+        assert "catpose.features.surface" not in graph[m] and "catpose.align.evaluate" not in graph[m], m
+    # reading ground truth or computing features does not import the synthetic renderer (trimesh)
+    for m in ("catpose.data.groundtruth", "catpose.features.evaluate", "catpose.features.runner"):
+        assert "catpose.data.synth.generate" not in graph[m], m
+
+
+def test_the_test_self_check_finds_a_cycle():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+@pytest.mark.parametrize("module", sorted(_modules()))
+def test_every_module_imports(module):
+    importlib.import_module(module)
