@@ -51,3 +51,8 @@ class AlignmentError(CatposeError, ValueError):
     def __init__(self, category: str, message: str):
         self.category = category
         super().__init__(f"category '{category}' {message}")
+
+
+class ConfigError(DataFormatError):
+    """A configuration (YAML file or flags) has an unknown field, a value of the wrong type, or values
+    that do not fit together; the message names the file (or the flag) and the field."""
