@@ -274,8 +274,9 @@ def run_align(cfg: AlignConfig, progress: bool = True) -> dict:
         print(f"align {cfg.category}: video '{n}' left out: {e}", flush=True)
     names = [n for n in names if n not in unreadable]
     if len(names) < 2:
+        lost = {**fman[cfg.category].failed, **fman[cfg.category].skipped, **unreadable}
         raise AlignmentError(cfg.category, f"has {len(names)} usable videos; alignment needs 2 or more"
-                             + (f" (left out: {unreadable})" if unreadable else ""))
+                             + (f" (left out: {lost})" if lost else ""))
     clock.lap("summaries")
     scfg = search_config(cfg)
     pairs = pair_graph(names, cfg.partners, descriptors={n: summaries[n]["descriptor"] for n in names})
