@@ -195,7 +195,7 @@ class Co3dCategory:
         excluded: dict[str, str] = {}  # sequence -> reason (the whole video is left out)
         skipped: dict[str, str] = {}  # "<sequence>/<frame_number>" (or record) -> reason
         warnings: list[str] = []
-        good, bad = read_frame_annotations(self.frame_annotations_path)
+        good, bad = read_frame_annotations(self.frame_annotations_path, warnings)
         by_seq: dict[str, list[tuple[int, FrameAnnotation]]] = {}
         for i, fa in good:
             by_seq.setdefault(fa.sequence_name, []).append((i, fa))

@@ -173,13 +173,25 @@ def check_rotation(R: tuple[tuple[float, float, float], ...], f: _Fields) -> Non
         raise f.fail("viewpoint.R", f"not a rotation matrix (determinant {det:.3g}, a reflection?)")
 
 
-def parse_frame_annotation(d: Any, path: str, index: int) -> FrameAnnotation:
-    """One record of ``frame_annotations.jgz``; ``index`` is its position in the file (for errors)."""
+def _optional(warnings: list[str] | None, fn, *args, **kw):
+    """``fn(*args, **kw)``, or None with a note in ``warnings`` when the (optional) field is malformed."""
+    try:
+        return fn(*args, **kw)
+    except DataFormatError as e:
+        if warnings is not None:
+            warnings.append(f"{e}; ignored (optional metadata)")
+        return None
+
+
+def parse_frame_annotation(d: Any, path: str, index: int, warnings: list[str] | None = None) -> FrameAnnotation:
+    """One record of ``frame_annotations.jgz``; ``index`` is its position in the file (for errors).
+    Optional metadata (``frame_timestamp``, ``mask.mass``, ``meta``) never blocks: a malformed value is
+    dropped, with a note in ``warnings``."""
     f = _Fields(path, f"frame_annotations[{index}]")
     seq = f.string(d, "sequence_name")
     f.prefix = f"frame_annotations[{index}] (sequence '{seq}')"
     frame_number = f.number(d, "frame_number", integer=True)
-    ts = f.number(d, "frame_timestamp", required=False)
+    ts = _optional(warnings, f.number, d, "frame_timestamp", required=False)
     img = f.get(d, "image")
     size = f.vector(img, "image.size", 2)
     if size[0] <= 0 or size[1] <= 0 or int(size[0]) != size[0] or int(size[1]) != size[1]:
@@ -196,7 +208,8 @@ def parse_frame_annotation(d: Any, path: str, index: int) -> FrameAnnotation:
     mask = None
     if d.get("mask") is not None:
         md = d["mask"]
-        mask = MaskAnnotation(path=f.string(md, "mask.path"), mass=f.number(md, "mask.mass", required=False))
+        mask = MaskAnnotation(path=f.string(md, "mask.path"),
+                              mass=_optional(warnings, f.number, md, "mask.mass", required=False))
     viewpoint = None
     if d.get("viewpoint") is not None:
         vd = d["viewpoint"]
@@ -340,17 +353,18 @@ def _record_ids(d: Any) -> tuple[str | None, int | None]:
             and int(fn) == fn else None)
 
 
-def read_frame_annotations(path: str | Path) -> tuple[list[tuple[int, FrameAnnotation]], list[BadRecord]]:
+def read_frame_annotations(path: str | Path, warnings: list[str] | None = None
+                           ) -> tuple[list[tuple[int, FrameAnnotation]], list[BadRecord]]:
     """(index, record) of every parseable record of ``frame_annotations.jgz`` and the records that are
-    not (a bad record costs itself only). A file that cannot be read at all raises
-    :class:`DataFormatError`."""
+    not (a bad record costs itself only); dropped optional metadata is noted in ``warnings``. A file
+    that cannot be read at all raises :class:`DataFormatError`."""
     data = load_jgz(path)
     if not isinstance(data, list):
         raise DataFormatError(str(path), f"expected a list of frame annotations, got {type(data).__name__}")
     good, bad = [], []
     for i, d in enumerate(data):
         try:
-            good.append((i, parse_frame_annotation(d, str(path), i)))
+            good.append((i, parse_frame_annotation(d, str(path), i, warnings)))
         except DataFormatError as e:
             bad.append(BadRecord(i, *_record_ids(d), str(e)))
     return good, bad
