@@ -247,6 +247,13 @@ def run_info(cfg: InfoConfig) -> int:
         cat = Co3dCategory(cfg.data, c)
         n_frames = sum(len(v) for v in cat.frame_annotations.values())
         print(f"{c}: {len(cat)} sequences, {n_frames} frames, set lists: {cat.set_list_names or 'none'}")
+        if cat.annotation_summary():
+            print(f"  {cat.annotation_summary()}")
+            for k, why in {**cat.excluded, **cat.skipped_frames}.items():
+                problems += 1
+                print(f"  {k}: {why}")
+            for w in cat.annotation_warnings:
+                print(f"  warning: {w}")
         if cfg.check_files:
             for seq in cat:
                 for fr in seq.frames:
@@ -262,7 +269,7 @@ def run_info(cfg: InfoConfig) -> int:
                 except (CatposeError, OSError) as e:
                     problems += 1
                     print(f"  {e}")
-    if cfg.check_files:
+    if cfg.check_files or problems:
         print(json.dumps({"problems": problems}))
     return 1 if problems else 0
 

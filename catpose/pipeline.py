@@ -117,7 +117,7 @@ def check_config(cfg: PipelineConfig, source: str = "flags") -> None:
 
         known = list_categories(cfg.data)
     unknown = [c for c in cfg.train_categories if known is not None and c not in known]
-    if unknown:
+    if unknown and tuple(cfg.train_categories) != PipelineConfig().train_categories:  # named by the user
         raise ConfigError(source, f"{unknown} are not among the run's categories {known}", field="train_categories")
 
 
@@ -353,6 +353,9 @@ def run(cfg: PipelineConfig) -> dict:
         report["align"] = rows
 
     train_cats = [c for c in cfg.train_categories if c in categories]
+    if len(train_cats) < len(cfg.train_categories):  # the default's "car" on data without cars: said, not silent
+        print(f"no training for {[c for c in cfg.train_categories if c not in categories]}: not among this run's "
+              f"usable categories {categories} (train_categories)", flush=True)
     if train_cats:
 
         @stage("train")

@@ -99,6 +99,13 @@ def test_a_sequence_record_without_category_costs_its_video_only(data, tmp_path,
     assert shards["skipped"] == {f"car/{VICTIM}": msg}
     assert _shard_rows(tmp_path / "s") == {"car": 16, "mug": 24}
 
+    from catpose import cli
+
+    capsys.readouterr()
+    assert cli.main(["info", "--data", str(data)]) == 1  # `catpose info` names it too
+    printed = capsys.readouterr().out
+    assert "car: 2 sequences, 16 frames" in printed and f"  {VICTIM}: {msg}" in printed and "mug: 3 sequences" in printed
+
 
 def test_the_main_job_goes_on_past_bad_records(data, tmp_path):
     """The validate stage used to abort the whole run: now the broken video is reported, every stage
