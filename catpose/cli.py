@@ -100,6 +100,8 @@ def run_features(cfg: FeaturesConfig) -> int:
               f"{man.info.get('mean_visible')} -> {cfg.out.rstrip('/')}/{cat}/")
         for k, err in man.failed.items():
             print(f"  FAILED {k}: {err}")
+        for k, err in man.skipped.items():
+            print(f"  SKIPPED {k}: {err}")
     return 1 if failed else 0
 
 

@@ -70,11 +70,13 @@ def _task(args: tuple[FeaturesConfig, str, str]) -> dict:
                                   cfg.outlier_std, cfg.vis_tol)
     sf.meta["signature"] = signature(cfg)
     Store(cfg.out, cfg.endpoint_url).write_bytes(feature_key(category, name), sf.to_bytes())
-    return {"vertices": len(sf.vertices), "frames": len(sf.frame_numbers),
-            "visible": round(float(sf.visible.mean()), 4), "backbone": sf.meta["backbone"],
-            "frames_per_s": round(len(sf.frame_numbers) / (time.perf_counter() - t0), 2),
-            **({"skipped_frames": skipped} if (skipped := {k: v for k, v in cat.skipped_frames.items()
-                                                          if k.startswith(name + "/")}) else {})}
+    res = {"vertices": len(sf.vertices), "frames": len(sf.frame_numbers),
+           "visible": round(float(sf.visible.mean()), 4), "backbone": sf.meta["backbone"],
+           "frames_per_s": round(len(sf.frame_numbers) / (time.perf_counter() - t0), 2)}
+    skipped = {k: v for k, v in cat.skipped_frames.items() if k.startswith(name + "/")}
+    if skipped:  # frames of this video left out for their annotation records, named in its manifest entry
+        res["skipped_frames"] = skipped
+    return res
 
 
 def verify_feature_file(store: Store, category: str, name: str, item: dict) -> str | None:
