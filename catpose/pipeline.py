@@ -240,6 +240,7 @@ def run(cfg: PipelineConfig) -> dict:
                 msg = f"{type(e).__name__}: {e}"
                 print(f"  unusable category {c}: {msg}")
                 report.setdefault("unusable", {})[c] = msg
+                report.setdefault("failed_categories", {})[c] = f"{c}: {msg}"
                 categories.remove(c)
                 continue
             for name, reason in sorted(cat.excluded.items()):
@@ -285,13 +286,15 @@ def run(cfg: PipelineConfig) -> dict:
         fcfg = dataclasses.replace(cfg.features, data=data_root, out=feat_out,
                                    category=tuple(cfg.features.category) or tuple(categories), workers=cfg.workers)
         mans = run_features(fcfg)
-        from catpose.errors import CatposeError
-
-        for c, m in mans.items():  # a whole category failing is never an "ok" stage (wrong settings?)
-            if m.failed and not m.keys_with("ok"):
-                k, err = next(iter(sorted(m.failed.items())))
-                raise CatposeError(f"features: all {len(m.failed)} videos of category '{c}' failed "
-                                   f"(first, '{k}': {err}); see {feat_out}/{c}/_manifest.json")
+        for c, m in mans.items():  # a category whose every video failed costs that category, and is said
+            if not m.keys_with("ok"):
+                k, err = next(iter(sorted({**m.failed, **m.skipped}.items())), ("-", "no videos"))
+                msg = (f"features: no video of category '{c}' could be computed (first, '{k}': {err}); "
+                       f"see {feat_out}/{c}/_manifest.json")
+                print(f"  FAILED category {c}: {msg}", flush=True)
+                report.setdefault("failed_categories", {})[c] = msg
+                if c in categories:
+                    categories.remove(c)
         rows = []
         for c, m in mans.items():
             row = {"category": c, "backbone": m.info.get("backbone", "?"), "ok": len(m.keys_with("ok")),
@@ -405,6 +408,11 @@ def run(cfg: PipelineConfig) -> dict:
             report["pose"] = rows
 
     write_report(out, data_root, report)
+    if report.get("failed_categories"):  # the others finished; the run must still not end as a success
+        from catpose.errors import CatposeError
+
+        raise CatposeError(f"the run finished without {sorted(report['failed_categories'])}: "
+                           + "; ".join(report["failed_categories"].values()) + f" (report: {out / 'report.md'})")
     return report
 
 
@@ -418,6 +426,9 @@ def write_report(out: Path, data_root: Path, report: dict) -> None:
     lines += [""] + [f"![frames of {r['category']}](plots/frames_{r['category']}.png)" for r in report.get("validate", [])]
     if report.get("unusable"):
         lines += ["", "Unusable sequences:", ""] + [f"- `{k}`: {v}" for k, v in report["unusable"].items()]
+    if report.get("failed_categories"):
+        lines += ["", "**Failed categories** (left out of every later stage):", ""] + [
+            f"- `{k}`: {v}" for k, v in report["failed_categories"].items()]
     if "shard" in report:
         s = report["shard"]
         lines += ["", "## Shards", "", f"`{s['uri']}`: " + ", ".join(
