@@ -298,17 +298,17 @@ def load_jgz(path: str | Path) -> Any:
 
 
 def dump_jgz(path: str | Path, obj: Any) -> None:
-    """Writes ``obj`` (dataclasses allowed) as gzip-compressed JSON, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    from catpose.storage import temp_name
+    """Writes ``obj`` (dataclasses allowed) as gzip-compressed JSON, atomically (a unique temporary
+    name, then a rename; a failed write names the file and leaves nothing behind)."""
+    import io
 
-    tmp = temp_name(path)
-    data = to_jsonable(obj)
+    from catpose.storage import atomic_write_bytes
+
+    buf = io.BytesIO()
     # mtime=0 keeps the bytes reproducible for the same content
-    with open(tmp, "wb") as raw, gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as fh:
-        fh.write(json.dumps(data).encode("utf8"))
-    tmp.replace(path)
+    with gzip.GzipFile(filename="", fileobj=buf, mode="wb", mtime=0) as fh:
+        fh.write(json.dumps(to_jsonable(obj)).encode("utf8"))
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def to_jsonable(obj: Any) -> Any:
