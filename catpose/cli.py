@@ -83,8 +83,10 @@ def run_shard(cfg: ShardConfig) -> int:
         print(f"{cat}: {info['frames']} frames in {info['shards']} shards, {info['skipped']} skipped")
     for k, err in man["skipped"].items():
         print(f"  SKIPPED {k}: {err}")
+    for cat, err in man.get("failed", {}).items():
+        print(f"  FAILED {cat}: {err}")
     print(f"manifest: {cfg.out.rstrip('/')}/{MANIFEST}")
-    return 0
+    return 1 if man.get("failed") else 0
 
 
 def run_features(cfg: FeaturesConfig) -> int:
@@ -98,6 +100,8 @@ def run_features(cfg: FeaturesConfig) -> int:
               f"{man.info.get('mean_visible')} -> {cfg.out.rstrip('/')}/{cat}/")
         for k, err in man.failed.items():
             print(f"  FAILED {k}: {err}")
+        for k, err in man.skipped.items():
+            print(f"  SKIPPED {k}: {err}")
     return 1 if failed else 0
 
 
@@ -183,12 +187,21 @@ def run_estimate(cfg: EstimateConfig) -> int:
     from catpose.pose.estimate import PoseEstimator, load_image, overlay
     from catpose.pose.evaluate import attach_views
 
+    from catpose.errors import ConfigError
+
     if not cfg.image:
-        raise ValueError("name at least one --image")
+        raise ConfigError("flags", "name at least one --image", field="image")
     if cfg.mask and len(cfg.mask) != len(cfg.image):
-        raise ValueError(f"{len(cfg.mask)} masks for {len(cfg.image)} images: give one --mask per image")
-    if cfg.bbox is not None and (len(cfg.bbox) != 4 or len(cfg.image) != 1):
-        raise ValueError("--bbox takes x0 y0 x1 y1 for one image")
+        raise ConfigError("flags", f"{len(cfg.mask)} masks for {len(cfg.image)} images: give one --mask per image",
+                          field="mask")
+    if cfg.bbox is not None and len(cfg.bbox) != 4:
+        raise ConfigError("flags", f"--bbox takes 4 numbers x0 y0 x1 y1, got {len(cfg.bbox)}: "
+                          f"{' '.join(f'{b:g}' for b in cfg.bbox)}", field="bbox")
+    if cfg.bbox is not None and len(cfg.image) != 1:
+        raise ConfigError("flags", f"--bbox is for one image, got {len(cfg.image)} images", field="bbox")
+    if cfg.bbox is not None and not (cfg.bbox[2] > cfg.bbox[0] and cfg.bbox[3] > cfg.bbox[1]):
+        raise ConfigError("flags", f"--bbox needs x1 > x0 and y1 > y0, got {' '.join(f'{b:g}' for b in cfg.bbox)}",
+                          field="bbox")
     frame = None
     if cfg.frame is not None:
         frame = np.asarray(json.loads(Path(cfg.frame).read_text())["rotation"], float)
@@ -236,6 +249,13 @@ def run_info(cfg: InfoConfig) -> int:
         cat = Co3dCategory(cfg.data, c)
         n_frames = sum(len(v) for v in cat.frame_annotations.values())
         print(f"{c}: {len(cat)} sequences, {n_frames} frames, set lists: {cat.set_list_names or 'none'}")
+        if cat.annotation_summary():
+            print(f"  {cat.annotation_summary()}")
+            for k, why in {**cat.excluded, **cat.skipped_frames}.items():
+                problems += 1
+                print(f"  {k}: {why}")
+            for w in cat.annotation_warnings:
+                print(f"  warning: {w}")
         if cfg.check_files:
             for seq in cat:
                 for fr in seq.frames:
@@ -251,7 +271,7 @@ def run_info(cfg: InfoConfig) -> int:
                 except (CatposeError, OSError) as e:
                     problems += 1
                     print(f"  {e}")
-    if cfg.check_files:
+    if cfg.check_files or problems:
         print(json.dumps({"problems": problems}))
     return 1 if problems else 0
 
@@ -272,17 +292,33 @@ COMMANDS = {
 }
 
 
+def report_error(e: BaseException, prog: str = "catpose") -> int:
+    """One line on stderr for an error that ends a command; returns the exit code 2."""
+    if isinstance(e, CatposeError):
+        msg = str(e)
+    else:  # not one of catpose's own errors: name its type, and say how to see more
+        msg = f"{type(e).__name__}: {e} (run with --debug for the traceback)"
+    print(f"{prog}: error: {' '.join(msg.split())}", file=sys.stderr)
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Runs one subcommand. Every error ends with exit code 2 and one line on stderr; ``--debug``
+    (anywhere on the line) shows the traceback instead."""
     import tyro
 
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
     cfg = tyro.extras.subcommand_cli_from_dict({k: v[0] for k, v in COMMANDS.items()}, args=argv,
                                                prog="catpose")
     runner = next(run for cls, run in COMMANDS.values() if isinstance(cfg, cls))
     try:
         return runner(cfg)
-    except CatposeError as e:
-        print(f"catpose: error: {e}", file=sys.stderr)
-        return 2
+    except Exception as e:
+        if debug:
+            raise
+        return report_error(e)
 
 
 if __name__ == "__main__":

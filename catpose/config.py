@@ -408,3 +408,107 @@ class PoseEvalConfig:
     endpoint_url: str | None = None
     """S3 endpoint for s3:// runs and data."""
     pose: PoseConfig = field(default_factory=PoseConfig)
+
+
+# --------------------------------------------------------------------------------------------------
+# validation of values that do not come from the typed command line (YAML files)
+
+
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _check_value(value, tp, field_name: str, source: str):
+    """``value`` as type ``tp`` (the dataclass field's annotation), or a :class:`ConfigError`."""
+    import dataclasses
+    import types
+    import typing
+
+    from catpose.errors import ConfigError
+
+    def fail(expected: str):
+        got = f"{value!r} (a {type(value).__name__})"
+        raise ConfigError(source, f"expected {expected}, got {got}", field=field_name)
+
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None:
+            if type(None) in args:
+                return None
+            fail(" or ".join(_type_name(a) for a in args))
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _check_value(value, a, field_name, source)
+            except ConfigError as e:
+                errors.append(e)
+        raise errors[0]
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            fail(f"a section (mapping of {tp.__name__} fields)")
+        return apply_dict(tp(), value, source, field_name)
+    if origin is tuple:
+        args = typing.get_args(tp)
+        item = args[0] if args else typing.Any
+        if isinstance(value, str):
+            fail(f"a list (write [{value}] for one item)")
+        if not isinstance(value, (list, tuple)):
+            fail("a list")
+        return tuple(_check_value(v, item, f"{field_name}[{i}]", source) for i, v in enumerate(value))
+    if tp is typing.Any:
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            fail("true or false")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            fail("an integer")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            fail("a number")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            fail("a string")
+        return value
+    if tp is Path:
+        if not isinstance(value, str) or not value:
+            fail("a path (a string)")
+        return Path(value)
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            fail("a mapping")
+        return value
+    return value
+
+
+def apply_dict(obj, values: dict, source: str, prefix: str = ""):
+    """A copy of dataclass ``obj`` with ``values`` (nested dicts for nested dataclasses) applied, each
+    checked against the field's type; unknown fields and wrong types raise
+    :class:`~catpose.errors.ConfigError` naming ``source`` (the YAML file) and the dotted field."""
+    import dataclasses
+    import typing
+
+    from catpose.errors import ConfigError
+
+    if not isinstance(values, dict):
+        raise ConfigError(source, f"expected a mapping of fields, got {type(values).__name__}", field=prefix or None)
+    hints = typing.get_type_hints(type(obj))
+    names = {f.name for f in dataclasses.fields(obj)}
+    changes = {}
+    for k, v in values.items():
+        name = f"{prefix}.{k}" if prefix else str(k)
+        if k not in names:
+            raise ConfigError(source, f"unknown field; known fields{' of ' + prefix if prefix else ''}: "
+                              f"{', '.join(sorted(names))}", field=name)
+        cur = getattr(obj, k)
+        if dataclasses.is_dataclass(cur) and isinstance(v, dict):
+            changes[k] = apply_dict(cur, v, source, name)  # keeps the section's own defaults
+        else:
+            changes[k] = _check_value(v, hints[k], name, source)
+    return dataclasses.replace(obj, **changes)

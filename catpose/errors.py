@@ -53,6 +53,11 @@ class AlignmentError(CatposeError, ValueError):
         super().__init__(f"category '{category}' {message}")
 
 
+class ConfigError(DataFormatError):
+    """A configuration (YAML file or flags) has an unknown field, a value of the wrong type, or values
+    that do not fit together; the message names the file (or the flag) and the field."""
+
+
 class NoObjectError(CatposeError, ValueError):
     """The image (or its box/mask) shows no object of the category."""
 

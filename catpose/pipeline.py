@@ -73,23 +73,52 @@ class PipelineConfig:
     """Pose estimation settings of the pose stage."""
 
 
-def _merge(obj, values: dict):
-    """A copy of dataclass ``obj`` with ``values`` (nested dicts for nested dataclasses) applied."""
-    changes = {}
-    names = {f.name: f for f in dataclasses.fields(obj)}
-    for k, v in values.items():
-        if k not in names:
-            raise ValueError(f"unknown config field {k!r}; known: {sorted(names)}")
-        cur = getattr(obj, k)
-        if dataclasses.is_dataclass(cur) and isinstance(v, dict):
-            changes[k] = _merge(cur, v)
-        elif isinstance(cur, tuple) and isinstance(v, list):
-            changes[k] = tuple(v)
-        elif isinstance(cur, Path) or (cur is None and k in ("data", "raw_frames", "out", "config", "frames")):
-            changes[k] = None if v is None else Path(v)
-        else:
-            changes[k] = v
-    return dataclasses.replace(obj, **changes)
+def _merge(obj, values: dict, source: str = "<config>"):
+    """A copy of dataclass ``obj`` with ``values`` (nested dicts for nested dataclasses) applied and
+    checked (see :func:`catpose.config.apply_dict`)."""
+    from catpose.config import apply_dict
+
+    return apply_dict(obj, values, source)
+
+
+def read_yaml_config(path: Path) -> dict:
+    """The mapping in a YAML config file; a missing or malformed file is an error naming it."""
+    from catpose.errors import ConfigError, MissingFileError
+
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(str(path), "config file")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(str(path), "not valid YAML: " + " ".join(str(e).replace('"<unicode string>", ', "").split()))
+    except UnicodeDecodeError as e:
+        raise ConfigError(str(path), f"not a text file ({e})")
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(str(path), f"expected a mapping of config fields, got {type(data).__name__}")
+    return data
+
+
+def check_config(cfg: PipelineConfig, source: str = "flags") -> None:
+    """Checks that need several fields (before any work): names of training categories."""
+    from catpose.errors import ConfigError
+
+    known: list[str] | None = None
+    if cfg.shard.category:
+        known = list(cfg.shard.category)
+    elif cfg.raw_frames is not None:
+        known = None if cfg.data is not None else [cfg.ingest.category]
+    elif cfg.data is None:
+        known = list(cfg.synth.category)
+    elif Path(cfg.data).is_dir():
+        from catpose.data.co3d import list_categories
+
+        known = list_categories(cfg.data)
+    unknown = [c for c in cfg.train_categories if known is not None and c not in known]
+    if unknown and tuple(cfg.train_categories) != PipelineConfig().train_categories:  # named by the user
+        raise ConfigError(source, f"{unknown} are not among the run's categories {known}", field="train_categories")
 
 
 def load_config(argv: list[str] | None = None) -> PipelineConfig:
@@ -100,10 +129,14 @@ def load_config(argv: list[str] | None = None) -> PipelineConfig:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     cfg = PipelineConfig()
-    if "--config" in argv:
+    source = "flags"
+    if "--config" in argv and argv.index("--config") + 1 < len(argv):
         path = Path(argv[argv.index("--config") + 1])
-        cfg = _merge(cfg, yaml.safe_load(path.read_text()) or {})
-    return tyro.cli(PipelineConfig, args=argv, default=cfg, prog="full_pipeline")
+        cfg = _merge(cfg, read_yaml_config(path), str(path))
+        source = f"{path} (or its flags)"
+    cfg = tyro.cli(PipelineConfig, args=argv, default=cfg, prog="full_pipeline")
+    check_config(cfg, source)
+    return cfg
 
 
 def _plot_frames(root: Path, category: str, out_png: Path, n_seq: int = 4, n_frames: int = 6) -> None:
@@ -143,9 +176,12 @@ def run(cfg: PipelineConfig) -> dict:
     from catpose.data.co3d import Co3dCategory, list_categories
     from catpose.data.validate import check_sequence
 
+    from catpose.storage import Store
+
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    Store(str(out)).check()  # a file in the way or a read-only folder: one clear error before any work
     man = Manifest.load_or_new(out / "pipeline_manifest.json", "pipeline")
+    check_config(cfg)  # also when run() is called directly
     report: dict = {"stages": {}}
 
     def stage(name: str):
@@ -193,9 +229,27 @@ def run(cfg: PipelineConfig) -> dict:
 
     @stage("validate")
     def _():
+        from catpose.errors import CatposeError
+
         rows = []
-        for c in categories:
-            cat = Co3dCategory(data_root, c)
+        for c in list(categories):
+            try:
+                cat = Co3dCategory(data_root, c)
+                cat.frame_annotations  # parsed record by record: a bad record costs its frame or video
+            except (CatposeError, OSError) as e:  # unreadable annotation files cost their category only
+                msg = f"{type(e).__name__}: {e}"
+                print(f"  unusable category {c}: {msg}")
+                report.setdefault("unusable", {})[c] = msg
+                report.setdefault("failed_categories", {})[c] = f"{c}: {msg}"
+                categories.remove(c)
+                continue
+            for name, reason in sorted(cat.excluded.items()):
+                print(f"  unusable {c}/{name}: {reason}")
+                report.setdefault("unusable", {})[f"{c}/{name}"] = reason
+            for k, reason in sorted(cat.skipped_frames.items()):
+                report.setdefault("skipped_frames", {})[f"{c}/{k}"] = reason
+            if cat.annotation_summary():
+                print(f"  {cat.annotation_summary()}")
             checks = []
             for seq in cat:
                 try:
@@ -208,7 +262,7 @@ def run(cfg: PipelineConfig) -> dict:
             rows.append({"category": c, "sequences": len(cat), "frames": sum(k.frames for k in checks),
                          "mean points": int(np.mean([k.points for k in checks])) if checks else 0,
                          "cloud in masks": float(np.nanmean(in_mask)) if checks else float("nan"),
-                         "unusable": len(cat) - len(checks)})
+                         "unusable": len(cat) - len(checks) + len(cat.excluded)})
             _plot_frames(data_root, c, out / "plots" / f"frames_{c}.png")
         report["validate"] = rows
 
@@ -232,6 +286,15 @@ def run(cfg: PipelineConfig) -> dict:
         fcfg = dataclasses.replace(cfg.features, data=data_root, out=feat_out,
                                    category=tuple(cfg.features.category) or tuple(categories), workers=cfg.workers)
         mans = run_features(fcfg)
+        for c, m in mans.items():  # a category whose every video failed costs that category, and is said
+            if not m.keys_with("ok"):
+                k, err = next(iter(sorted({**m.failed, **m.skipped}.items())), ("-", "no videos"))
+                msg = (f"features: no video of category '{c}' could be computed (first, '{k}': {err}); "
+                       f"see {feat_out}/{c}/_manifest.json")
+                print(f"  FAILED category {c}: {msg}", flush=True)
+                report.setdefault("failed_categories", {})[c] = msg
+                if c in categories:
+                    categories.remove(c)
         rows = []
         for c, m in mans.items():
             row = {"category": c, "backbone": m.info.get("backbone", "?"), "ok": len(m.keys_with("ok")),
@@ -295,6 +358,9 @@ def run(cfg: PipelineConfig) -> dict:
         report["align"] = rows
 
     train_cats = [c for c in cfg.train_categories if c in categories]
+    if len(train_cats) < len(cfg.train_categories):  # the default's "car" on data without cars: said, not silent
+        print(f"no training for {[c for c in cfg.train_categories if c not in categories]}: not among this run's "
+              f"usable categories {categories} (train_categories)", flush=True)
     if train_cats:
 
         @stage("train")
@@ -344,6 +410,11 @@ def run(cfg: PipelineConfig) -> dict:
             report["pose"] = rows
 
     write_report(out, data_root, report)
+    if report.get("failed_categories"):  # the others finished; the run must still not end as a success
+        from catpose.errors import CatposeError
+
+        raise CatposeError(f"the run finished without {sorted(report['failed_categories'])}: "
+                           + "; ".join(report["failed_categories"].values()) + f" (report: {out / 'report.md'})")
     return report
 
 
@@ -357,6 +428,9 @@ def write_report(out: Path, data_root: Path, report: dict) -> None:
     lines += [""] + [f"![frames of {r['category']}](plots/frames_{r['category']}.png)" for r in report.get("validate", [])]
     if report.get("unusable"):
         lines += ["", "Unusable sequences:", ""] + [f"- `{k}`: {v}" for k, v in report["unusable"].items()]
+    if report.get("failed_categories"):
+        lines += ["", "**Failed categories** (left out of every later stage):", ""] + [
+            f"- `{k}`: {v}" for k, v in report["failed_categories"].items()]
     if "shard" in report:
         s = report["shard"]
         lines += ["", "## Shards", "", f"`{s['uri']}`: " + ", ".join(
@@ -431,8 +505,22 @@ def write_report(out: Path, data_root: Path, report: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg = load_config(argv)
-    t0 = time.perf_counter()
-    run(cfg)
+    """The main job; an error ends it with one line on stderr and exit code 2 (``--debug``: the
+    traceback)."""
+    import sys
+
+    from catpose.cli import report_error
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
+    try:
+        cfg = load_config(argv)
+        t0 = time.perf_counter()
+        run(cfg)
+    except Exception as e:
+        if debug:
+            raise
+        return report_error(e, "full_pipeline")
     print(f"done in {time.perf_counter() - t0:.0f} s")
     return 0

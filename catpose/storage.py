@@ -10,11 +10,37 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from catpose.errors import StorageError
+from catpose.errors import DataFormatError, StorageError
+
+
+def temp_name(path: str | Path) -> Path:
+    """A unique temporary name next to ``path`` (hidden, ``.tmp``): concurrent writers never collide."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Writes a local file atomically (unique temporary name in the same folder, then a rename). A
+    failed write (full disk, file size limit, read-only folder) leaves no temporary file behind and
+    raises :class:`StorageError` naming the file."""
+    path = Path(path)
+    tmp = temp_name(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except OSError as e:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        raise StorageError(str(path), f"cannot write: {e.strerror or e}") from e
 
 
 def is_s3(uri: str | os.PathLike) -> bool:
@@ -97,11 +123,26 @@ class Store:
             except Exception as e:
                 ep = self.endpoint_url or "AWS"
                 raise StorageError(self.uri, f"cannot reach S3 at {ep}: {type(e).__name__}: {e}") from e
-        else:
+            probe = self.path(f".catpose-write-check-{uuid.uuid4().hex[:8]}")
             try:
-                Path(self.root).mkdir(parents=True, exist_ok=True)
+                self.fs.pipe_file(probe, b"")
+                self.fs.rm(probe)
+            except Exception as e:
+                raise StorageError(self.uri, f"cannot write here: {type(e).__name__}: {e}") from e
+        else:
+            root = Path(self.root)
+            if root.exists() and not root.is_dir():
+                raise StorageError(self.uri, "is a file, not a folder")
+            try:
+                root.mkdir(parents=True, exist_ok=True)
             except OSError as e:
-                raise StorageError(self.uri, f"cannot create the folder: {e}") from e
+                raise StorageError(self.uri, f"cannot create the folder: {e.strerror or e}") from e
+            probe = temp_name(root / "catpose-write-check")
+            try:
+                probe.write_bytes(b"")
+                probe.unlink()
+            except OSError as e:
+                raise StorageError(self.uri, f"cannot write here: {e.strerror or e}") from e
 
     def exists(self, *parts: str) -> bool:
         return bool(self._wrap("exists", self.fs.exists, self.path(*parts)))
@@ -113,12 +154,9 @@ class Store:
     def write_bytes(self, rel: str, data: bytes) -> None:
         p = self.path(rel)
         if not is_s3(self.uri):
-            Path(p).parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(p).with_name(f".{Path(p).name}.tmp")
-            tmp.write_bytes(data)
-            tmp.replace(p)
+            atomic_write_bytes(p, data)
             return
-        self._wrap(f"writing {p}", self.fs.pipe_file, p, data)
+        self._wrap(f"writing {p}", self.fs.pipe_file, p, data)  # an S3 put is atomic
 
     def read_bytes(self, rel: str) -> bytes:
         return self._wrap(f"reading {self.path(rel)}", self.fs.cat_file, self.path(rel))
@@ -127,9 +165,31 @@ class Store:
         self.write_bytes(rel, json.dumps(obj, indent=1).encode())
 
     def read_json(self, rel: str, default: Any = None) -> Any:
+        """The JSON object at ``rel`` (``default`` when absent); a truncated or corrupt file raises
+        :class:`DataFormatError` naming it."""
         if not self.exists(rel):
             return default
-        return json.loads(self.read_bytes(rel))
+        data = self.read_bytes(rel)
+        try:
+            return json.loads(data)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise DataFormatError(self.url(rel), f"not valid JSON ({len(data)} bytes; {e})") from e
+
+    def cat_many(self, rels: list[str]) -> dict[str, bytes | Exception]:
+        """The bytes of many small files at once (concurrent requests on S3); a file that cannot be
+        read maps to its exception."""
+        if not rels:
+            return {}
+        paths = [self.path(r) for r in rels]
+        got = self._wrap("reading", self.fs.cat, paths, "return")
+        n = len(self.root) + 1
+        return {str(k)[n:] if str(k).startswith(self.root) else str(k): v for k, v in got.items()}
+
+    def remove(self, rel: str) -> None:
+        try:
+            self.fs.rm(self.path(rel))
+        except FileNotFoundError:
+            pass
 
     def glob(self, pattern: str) -> list[str]:
         """Paths (relative to the root) matching ``pattern``."""

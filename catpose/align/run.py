@@ -210,15 +210,33 @@ def _write_json(path: Path, obj) -> None:
     os.replace(tmp, path)
 
 
-def _read_chunk(path: Path, pairs: list[tuple[str, str]]) -> dict | None:
-    """A finished chunk file for exactly these pairs, or None (absent, unreadable or for other pairs)."""
+def _chunk_problem(path: Path, pairs: list[tuple[str, str]]) -> str | None:
+    """None when ``path`` is a finished chunk file for exactly these pairs, else why not."""
     try:
         data = json.loads(path.read_text())
-        if [tuple(p) for p in data["pairs"]] == pairs and isinstance(data["results"], list):
-            return data
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
+    except FileNotFoundError:
+        return "missing"
+    except (OSError, ValueError) as e:
+        return f"{path}: not valid JSON ({type(e).__name__}: {e})"
+    try:
+        if [tuple(p) for p in data["pairs"]] != pairs:
+            return f"{path}: field 'pairs': other pairs than this run's chunk"
+        rows = data["results"]
+        if not isinstance(rows, list) or not all(
+                isinstance(r, dict) and (r["seq_i"], r["seq_j"]) in set(pairs) and len(r["rotation"]) == 9
+                and len(r["translation"]) == 3 and math.isfinite(r["scale"]) and math.isfinite(r["cost"])
+                for r in rows):
+            return f"{path}: field 'results': not the expected pair results"
+    except (KeyError, TypeError) as e:
+        return f"{path}: field {e}: missing or of the wrong type"
     return None
+
+
+def _read_chunk(path: Path, pairs: list[tuple[str, str]]) -> dict | None:
+    """A finished chunk file for exactly these pairs, or None (absent, unreadable or for other pairs)."""
+    if _chunk_problem(path, pairs) is not None:
+        return None
+    return json.loads(path.read_text())
 
 
 def default_chunk(pairs: int, workers: int, gpu: bool) -> int:
@@ -234,8 +252,10 @@ def default_chunk(pairs: int, workers: int, gpu: bool) -> int:
 def run_align(cfg: AlignConfig, progress: bool = True) -> dict:
     from catpose.features.runner import run_features, signature, store_settings
 
+    from catpose.storage import Store
+
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    Store(str(out)).check()  # a file in the way or a read-only folder: one clear error before any work
     clock = _Clock()
     feat_store = cfg.features or str(out / "features")
     # missing videos are filled in with the settings the store's other videos were made with
@@ -250,8 +270,9 @@ def run_align(cfg: AlignConfig, progress: bool = True) -> dict:
         print(f"align {cfg.category}: video '{n}' left out: {e}", flush=True)
     names = [n for n in names if n not in unreadable]
     if len(names) < 2:
+        lost = {**fman[cfg.category].failed, **fman[cfg.category].skipped, **unreadable}
         raise AlignmentError(cfg.category, f"has {len(names)} usable videos; alignment needs 2 or more"
-                             + (f" (left out: {unreadable})" if unreadable else ""))
+                             + (f" (left out: {lost})" if lost else ""))
     clock.lap("summaries")
     scfg = search_config(cfg)
     pairs = pair_graph(names, cfg.partners, descriptors={n: summaries[n]["descriptor"] for n in names})
@@ -260,7 +281,13 @@ def run_align(cfg: AlignConfig, progress: bool = True) -> dict:
     use_gpu = ray_has_gpus(cfg.workers, cfg.device)
     size = cfg.chunk if cfg.chunk > 0 else default_chunk(len(pairs), cfg.workers, use_gpu or resolve_device(cfg.device) == "cuda")
     chunks = [pairs[i:i + size] for i in range(0, len(pairs), size)]
-    todo = [(k, ch) for k, ch in enumerate(chunks) if _read_chunk(chunk_dir / f"chunk-{k:05d}.json", ch) is None]
+    todo = []
+    for k, ch in enumerate(chunks):
+        why = _chunk_problem(chunk_dir / f"chunk-{k:05d}.json", ch)
+        if why is not None:
+            todo.append((k, ch))
+            if why != "missing":  # never trusted: recomputed, and said so
+                print(f"align {cfg.category}: {why}; recomputing chunk {k}", flush=True)
     print(f"align {cfg.category}: {len(names)} videos, {len(pairs)} pairs in {len(chunks)} chunks "
           f"({len(chunks) - len(todo)} done before), alpha {cfg.alpha}, tau {cfg.tau}", flush=True)
     device = "cuda" if use_gpu else cfg.device

@@ -27,8 +27,8 @@ from catpose.data.pointcloud import PointCloud, read_ply
 from catpose.data.types import (
     FrameAnnotation,
     SequenceAnnotation,
-    load_frame_annotations,
-    load_sequence_annotations,
+    read_frame_annotations,
+    read_sequence_annotations,
 )
 from catpose.errors import DataFormatError, MissingFileError
 
@@ -187,20 +187,109 @@ class Co3dCategory:
         return self.root / self.category / "sequence_annotations.jgz"
 
     @cached_property
-    def sequence_annotations(self) -> dict[str, SequenceAnnotation]:
-        if not self.sequence_annotations_path.is_file():
-            raise MissingFileError(str(self.sequence_annotations_path), "sequence annotations")
-        anns = load_sequence_annotations(self.sequence_annotations_path)
-        return {a.sequence_name: a for a in anns}
+    def _index(self) -> dict:
+        """Both annotation files parsed record by record. A bad frame record costs its frame; a bad or
+        duplicated sequence record, duplicated frame numbers, or a video left with no usable frame
+        cost that video; optional metadata never blocks. Every loss is kept with its reason."""
+        fpath = str(self.frame_annotations_path)
+        excluded: dict[str, str] = {}  # sequence -> reason (the whole video is left out)
+        skipped: dict[str, str] = {}  # "<sequence>/<frame_number>" (or record) -> reason
+        warnings: list[str] = []
+        good, bad = read_frame_annotations(self.frame_annotations_path, warnings)
+        by_seq: dict[str, list[tuple[int, FrameAnnotation]]] = {}
+        for i, fa in good:
+            by_seq.setdefault(fa.sequence_name, []).append((i, fa))
+        bad_by_seq: dict[str, list[str]] = {}
+        for b in bad:
+            if b.sequence_name is None:
+                skipped[f"frame_annotations[{b.index}]"] = b.error
+                continue
+            where = f"{b.sequence_name}/{b.frame_number}" if b.frame_number is not None else \
+                f"{b.sequence_name}/frame_annotations[{b.index}]"
+            skipped[where] = b.error
+            bad_by_seq.setdefault(b.sequence_name, []).append(b.error)
+        for name, errs in bad_by_seq.items():
+            if name not in by_seq:
+                excluded[name] = f"no usable frame record ({len(errs)} bad; first: {errs[0]})"
+        for name, recs in by_seq.items():
+            seen: dict[int, int] = {}
+            for i, fa in recs:
+                if fa.frame_number in seen:
+                    excluded[name] = str(DataFormatError(
+                        fpath, f"records [{seen[fa.frame_number]}] and [{i}] are both frame {fa.frame_number} of "
+                        f"sequence '{name}'; video excluded", field="frame_number"))
+                    break
+                seen[fa.frame_number] = i
+            with_mask = [fa for _, fa in recs if fa.mask is not None]
+            if with_mask and len(with_mask) < len(recs):
+                for i, fa in recs:  # a mask-less frame would let the background into the video's features
+                    if fa.mask is None:
+                        skipped[f"{name}/{fa.frame_number}"] = str(DataFormatError(
+                            fpath, f"null while {len(with_mask)} other frames of sequence '{name}' have masks; "
+                            "frame skipped", field=f"frame_annotations[{i}].mask"))
+                by_seq[name] = [(i, fa) for i, fa in recs if fa.mask is not None]
+        seq_anns: dict[str, SequenceAnnotation] = {}
+        spath = self.sequence_annotations_path
+        if spath.is_file():
+            sgood, sbad, swarn = read_sequence_annotations(spath)
+            warnings += swarn
+            first: dict[str, int] = {}
+            for i, sa in sgood:
+                name = sa.sequence_name
+                if name in first:
+                    excluded[name] = str(DataFormatError(
+                        str(spath), f"records [{first[name]}] and [{i}] both name sequence '{name}'; video excluded "
+                        "(neither record is trusted)", field="sequence_name"))
+                    continue
+                first[name] = i
+                seq_anns[name] = sa
+            for b in sbad:
+                if b.sequence_name is None:
+                    warnings.append(f"{b.error}; record ignored")
+                else:
+                    excluded[b.sequence_name] = f"{b.error}; video excluded"
+        for name in excluded:
+            by_seq.pop(name, None)
+            seq_anns.pop(name, None)
+        frames = {n: [fa for _, fa in sorted(v, key=lambda r: r[1].frame_number)] for n, v in by_seq.items() if v}
+        return {"frames": frames, "sequences": seq_anns, "excluded": excluded, "skipped": skipped,
+                "warnings": warnings}
 
-    @cached_property
+    @property
+    def sequence_annotations(self) -> dict[str, SequenceAnnotation]:
+        """Usable sequence records by name (absent file: empty)."""
+        return self._index["sequences"]
+
+    @property
     def frame_annotations(self) -> dict[str, list[FrameAnnotation]]:
-        by_seq: dict[str, list[FrameAnnotation]] = {}
-        for fa in load_frame_annotations(self.frame_annotations_path):
-            by_seq.setdefault(fa.sequence_name, []).append(fa)
-        for v in by_seq.values():
-            v.sort(key=lambda f: f.frame_number)
-        return by_seq
+        """Usable frame records of the usable videos, by sequence, sorted by frame number."""
+        return self._index["frames"]
+
+    @property
+    def excluded(self) -> dict[str, str]:
+        """Videos left out because of their annotation records: sequence name -> reason."""
+        return self._index["excluded"]
+
+    @property
+    def skipped_frames(self) -> dict[str, str]:
+        """Frames (``<sequence>/<frame_number>``, or the record) left out of usable videos -> reason."""
+        return self._index["skipped"]
+
+    @property
+    def annotation_warnings(self) -> list[str]:
+        """Optional metadata that was dropped (never blocks)."""
+        return self._index["warnings"]
+
+    def annotation_summary(self) -> str:
+        """One line: what the annotation records cost (empty when nothing)."""
+        parts = []
+        if self.excluded:
+            parts.append(f"{len(self.excluded)} videos excluded ({', '.join(sorted(self.excluded))})")
+        if self.skipped_frames:
+            parts.append(f"{len(self.skipped_frames)} frame records skipped")
+        if self.annotation_warnings:
+            parts.append(f"{len(self.annotation_warnings)} optional fields ignored")
+        return f"{self.category}: bad annotation records: " + "; ".join(parts) if parts else ""
 
     @property
     def sequence_names(self) -> list[str]:
@@ -214,11 +303,13 @@ class Co3dCategory:
             yield self[name]
 
     def __getitem__(self, name: str) -> Co3dSequence:
+        if name in self.excluded:
+            raise KeyError(f"sequence '{name}' is excluded: {self.excluded[name]}")
         if name not in self.frame_annotations:
             raise KeyError(f"sequence '{name}' is not in {self.frame_annotations_path}")
         src = str(self.frame_annotations_path)
         frames = [Co3dFrame(fa, self.root, src) for fa in self.frame_annotations[name]]
-        ann = self.sequence_annotations.get(name) if self.sequence_annotations_path.is_file() else None
+        ann = self.sequence_annotations.get(name)
         return Co3dSequence(name, self.category, ann, frames, self.root, src)
 
     def set_list(self, subset: str) -> dict[str, list[tuple[str, int, str]]]:

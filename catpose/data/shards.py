@@ -73,17 +73,114 @@ def frame_row(frame: Co3dFrame, verify: bool = True) -> dict:
     }
 
 
+def verify_shard(store: Store, rel: str, rows: int | None = None) -> str | None:
+    """None when the shard at ``rel`` is a readable Parquet file with catpose's schema (and ``rows``
+    rows when given), else why not (naming the file)."""
+    url = store.url(rel)
+    try:
+        md = pq.read_metadata(store.path(rel), filesystem=store.arrow_fs)
+        schema = md.schema.to_arrow_schema()
+    except FileNotFoundError:
+        return f"{url}: missing"
+    except (OSError, pa.ArrowException, ValueError) as e:
+        return f"{url}: not a readable Parquet file ({type(e).__name__}: {e})"
+    missing = [n for n in SCHEMA.names if n not in schema.names]
+    if missing:
+        return f"{url}: field {missing[0]!r}: missing column (columns: {schema.names})"
+    wrong = [n for n in SCHEMA.names if not schema.field(n).type.equals(SCHEMA.field(n).type)]
+    if wrong:
+        n = wrong[0]
+        return f"{url}: field {n!r}: type {schema.field(n).type}, expected {SCHEMA.field(n).type}"
+    if rows is not None and md.num_rows != rows:
+        return f"{url}: {md.num_rows} rows, expected {rows}"
+    return None
+
+
+def _write_table(store: Store, rel: str, table: pa.Table) -> None:
+    """Writes one shard atomically: locally a unique temporary name in the same folder, then a rename
+    (an S3 upload appears only when complete). Errors name the file."""
+    import os
+
+    from catpose.errors import StorageError
+    from catpose.storage import is_s3, temp_name
+
+    path = store.path(rel)
+    if is_s3(store.uri):
+        try:
+            pq.write_table(table, path, filesystem=store.arrow_fs, compression=COMPRESSION, row_group_size=64)
+        except Exception as e:
+            raise StorageError(store.url(rel), f"cannot write: {type(e).__name__}: {e}") from e
+        return
+    tmp = temp_name(path)
+    try:
+        pq.write_table(table, str(tmp), compression=COMPRESSION, row_group_size=64)
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise StorageError(store.url(rel), f"cannot write: {e.strerror or e}") from e
+
+
+def _category_record(category: str) -> str:
+    return f"_catpose_shards.items/{category}.json"
+
+
+def load_manifest(store: Store) -> dict:
+    """The shard manifest: the merged ``_catpose_shards.json`` overlaid by the per-category records
+    (each category's run writes its own record, so runs of different categories never lose each
+    other's entries). A truncated file is named in a warning and ignored (its shards are verified)."""
+    from catpose.errors import DataFormatError
+
+    manifest = {"shards": {}, "skipped": {}, "categories": {}}
+    for rel in [MANIFEST] + store.glob("_catpose_shards.items/*.json"):
+        try:
+            data = store.read_json(rel, default=None)
+        except DataFormatError as e:
+            print(f"shard: {e}; ignored (its shards are verified and rewritten where needed)", flush=True)
+            continue
+        if not isinstance(data, dict):
+            continue
+        if rel == MANIFEST:
+            for k in manifest:
+                manifest[k].update(data.get(k) or {})
+            continue
+        cat = data.get("category")
+        if not isinstance(cat, str):
+            continue
+        for k in ("shards", "skipped"):
+            manifest[k] = {r: v for r, v in manifest[k].items()
+                           if not r.startswith(f"category={cat}/" if k == "shards" else cat + "/")}
+            manifest[k].update(data.get(k) or {})
+        manifest["categories"][cat] = data.get("info", {})
+    return manifest
+
+
 def write_shards(cfg: ShardConfig, progress: bool = True) -> dict:
-    """Writes the shards of ``cfg``; returns the manifest (also stored at ``<out>/_catpose_shards.json``)."""
+    """Writes the shards of ``cfg``; returns the manifest (also stored at ``<out>/_catpose_shards.json``).
+
+    A bad annotation record costs its frame (or its video), a category whose annotation files cannot
+    be read costs that category (``manifest["failed"]``); each is named. A shard is rewritten unless
+    the manifest lists it for exactly these frames and it reads back with that row count and schema."""
+    from catpose.errors import CatposeError
+
     store = Store(cfg.out, cfg.endpoint_url)
     store.check()
-    manifest = store.read_json(MANIFEST, default=None) or {"shards": {}, "skipped": {}, "categories": {}}
+    manifest = load_manifest(store)
+    manifest["failed"] = {}
     categories = list(cfg.category) or list_categories(cfg.data)
-    fs = store.arrow_fs
     for category in categories:
-        cat = Co3dCategory(cfg.data, category)
+        try:
+            cat = Co3dCategory(cfg.data, category)
+            cat.frame_annotations  # parse now: an unreadable annotation file costs this category only
+        except (CatposeError, OSError) as e:
+            if cfg.category and len(categories) == 1:
+                raise
+            print(f"shard {category}: FAILED: {e}", flush=True)
+            manifest["failed"][category] = f"{type(e).__name__}: {e}"
+            continue
         rows: list[dict] = []
-        skipped = {}
+        skipped = {f"{category}/{k}": v for k, v in cat.skipped_frames.items()}
+        skipped.update({f"{category}/{k}": v for k, v in cat.excluded.items()})
+        shards: dict[str, dict] = {}
         shard_idx = 0
         t0 = time.perf_counter()
         n_frames = sum(len(v) for v in cat.frame_annotations.values())
@@ -94,11 +191,15 @@ def write_shards(cfg: ShardConfig, progress: bool = True) -> dict:
             rel = f"category={category}/part-{shard_idx:05d}.parquet"
             keys = [f"{r['sequence_name']}/{r['frame_number']}" for r in rows]
             done = manifest["shards"].get(rel)
-            if not (done and done.get("first") == keys[0] and done.get("rows") == len(rows) and store.exists(rel)):
+            same = bool(done and done.get("first") == keys[0] and done.get("rows") == len(rows))
+            why = verify_shard(store, rel, len(rows)) if same else None
+            if why:
+                print(f"shard {category}: {why}; rewriting it", flush=True)
+            if not same or why:
                 table = pa.Table.from_pylist(rows, schema=SCHEMA)
                 store.makedirs(f"category={category}")
-                pq.write_table(table, store.path(rel), filesystem=fs, compression=COMPRESSION, row_group_size=64)
-                manifest["shards"][rel] = {"rows": len(rows), "first": keys[0], "last": keys[-1]}
+                _write_table(store, rel, table)
+            shards[rel] = {"rows": len(rows), "first": keys[0], "last": keys[-1]}
             shard_idx += 1
             rows = []
 
@@ -114,16 +215,20 @@ def write_shards(cfg: ShardConfig, progress: bool = True) -> dict:
         if rows:
             flush()
         bar.close()
-        # forget shards of an earlier, larger run of this category
-        for rel in [r for r in manifest["shards"] if r.startswith(f"category={category}/")]:
-            if int(rel.rsplit("-", 1)[1].split(".")[0]) >= shard_idx:
-                del manifest["shards"][rel]
-        manifest["skipped"] = {k: v for k, v in manifest["skipped"].items() if not k.startswith(category + "/")}
-        manifest["skipped"].update(skipped)
-        manifest["categories"][category] = {
-            "frames": n_frames - len(skipped), "skipped": len(skipped), "shards": shard_idx,
-            "seconds": round(time.perf_counter() - t0, 2),
-        }
+        # shards of an earlier, larger run of this category are no longer listed (nor read: they are removed)
+        for rel in store.glob(f"category={category}/part-*.parquet"):
+            if rel not in shards:
+                store.remove(rel)
+        info = {"frames": sum(v["rows"] for v in shards.values()), "skipped": len(skipped), "shards": shard_idx, "seconds": round(time.perf_counter() - t0, 2)}
+        store.write_json(_category_record(category), {"category": category, "shards": shards, "skipped": skipped,
+                                                      "info": info})
+        merged = load_manifest(store)  # with the entries other runs wrote meanwhile
+        merged["failed"] = manifest["failed"]
+        manifest = merged
+        store.write_json(MANIFEST, manifest)
+        if cat.annotation_summary():
+            print(f"shard {cat.annotation_summary()} (named in {store.url(MANIFEST)})", flush=True)
+    if manifest["failed"]:
         store.write_json(MANIFEST, manifest)
     return manifest
 
@@ -134,11 +239,20 @@ def shard_files(uri: str, endpoint_url: str | None = None) -> list[str]:
 
 
 def _category_files(store: Store, categories: list[str] | None) -> list[str]:
+    from concurrent.futures import ThreadPoolExecutor
+
     files = [rel for rel in store.glob("category=*/part-*.parquet")
              if categories is None or rel.split("/", 1)[0].split("=", 1)[1] in categories]
     if not files:
         raise FileNotFoundError(f"no Parquet shards{' of ' + ', '.join(categories) if categories else ''} "
                                 f"under {store.url()} (run `catpose shard` first)")
+    # a 0-byte, truncated or wrong shard would be skipped or fail late in Ray Data: it is an error here
+    with ThreadPoolExecutor(16) as pool:
+        bad = [why for why in pool.map(lambda rel: verify_shard(store, rel), files) if why]
+    if bad:
+        raise DataFormatError(bad[0].split(": ", 1)[0], bad[0].split(": ", 1)[1]
+                              + (f" (and {len(bad) - 1} more bad shards)" if len(bad) > 1 else "")
+                              + "; rerun `catpose shard` to rewrite it")
     return files
 
 
@@ -159,7 +273,7 @@ def iter_shard_rows(uri: str, endpoint_url: str | None = None, columns: list[str
                     categories: list[str] | None = None) -> Iterator[dict]:
     """Rows of every shard (of ``categories`` only, when given), without Ray (pyarrow only)."""
     store = Store(uri, endpoint_url)
-    for rel in shard_files(uri, endpoint_url) if categories is None else _category_files(store, categories):
+    for rel in _category_files(store, categories):
         table = pq.read_table(store.path(rel), filesystem=store.arrow_fs, columns=columns)
         category = rel.split("/", 1)[0].split("=", 1)[1]
         for row in table.to_pylist():

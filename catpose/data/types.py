@@ -66,7 +66,7 @@ class FrameAnnotation:
 @dataclass
 class VideoAnnotation:
     path: str
-    length: float
+    length: float | None  # optional metadata
 
 
 @dataclass
@@ -157,13 +157,41 @@ class _Fields:
         return tuple(rows)
 
 
-def parse_frame_annotation(d: Any, path: str, index: int) -> FrameAnnotation:
-    """One record of ``frame_annotations.jgz``; ``index`` is its position in the file (for errors)."""
+ROTATION_TOL = 1e-2  # max |R Rᵀ − I| and |det R − 1| of a camera rotation (CO3D's are float32-exact)
+
+
+def check_rotation(R: tuple[tuple[float, float, float], ...], f: _Fields) -> None:
+    """The camera sanity check: ``R`` must be a rotation (orthonormal, determinant +1)."""
+    import numpy as np
+
+    m = np.asarray(R, dtype=np.float64)
+    err = float(np.abs(m @ m.T - np.eye(3)).max())
+    if err > ROTATION_TOL:
+        raise f.fail("viewpoint.R", f"not a rotation matrix (|R Rᵀ − I| = {err:.3g}), got {[list(r) for r in R]}")
+    det = float(np.linalg.det(m))
+    if abs(det - 1.0) > ROTATION_TOL:
+        raise f.fail("viewpoint.R", f"not a rotation matrix (determinant {det:.3g}, a reflection?)")
+
+
+def _optional(warnings: list[str] | None, fn, *args, **kw):
+    """``fn(*args, **kw)``, or None with a note in ``warnings`` when the (optional) field is malformed."""
+    try:
+        return fn(*args, **kw)
+    except DataFormatError as e:
+        if warnings is not None:
+            warnings.append(f"{e}; ignored (optional metadata)")
+        return None
+
+
+def parse_frame_annotation(d: Any, path: str, index: int, warnings: list[str] | None = None) -> FrameAnnotation:
+    """One record of ``frame_annotations.jgz``; ``index`` is its position in the file (for errors).
+    Optional metadata (``frame_timestamp``, ``mask.mass``, ``meta``) never blocks: a malformed value is
+    dropped, with a note in ``warnings``."""
     f = _Fields(path, f"frame_annotations[{index}]")
     seq = f.string(d, "sequence_name")
     f.prefix = f"frame_annotations[{index}] (sequence '{seq}')"
     frame_number = f.number(d, "frame_number", integer=True)
-    ts = f.number(d, "frame_timestamp", required=False)
+    ts = _optional(warnings, f.number, d, "frame_timestamp", required=False)
     img = f.get(d, "image")
     size = f.vector(img, "image.size", 2)
     if size[0] <= 0 or size[1] <= 0 or int(size[0]) != size[0] or int(size[1]) != size[1]:
@@ -180,7 +208,8 @@ def parse_frame_annotation(d: Any, path: str, index: int) -> FrameAnnotation:
     mask = None
     if d.get("mask") is not None:
         md = d["mask"]
-        mask = MaskAnnotation(path=f.string(md, "mask.path"), mass=f.number(md, "mask.mass", required=False))
+        mask = MaskAnnotation(path=f.string(md, "mask.path"),
+                              mass=_optional(warnings, f.number, md, "mask.mass", required=False))
     viewpoint = None
     if d.get("viewpoint") is not None:
         vd = d["viewpoint"]
@@ -190,8 +219,10 @@ def parse_frame_annotation(d: Any, path: str, index: int) -> FrameAnnotation:
         focal = f.vector(vd, "viewpoint.focal_length", 2)
         if focal[0] <= 0 or focal[1] <= 0:
             raise f.fail("viewpoint.focal_length", f"must be positive, got {list(focal)}")
+        R = f.matrix3(vd, "viewpoint.R")
+        check_rotation(R, f)
         viewpoint = ViewpointAnnotation(
-            R=f.matrix3(vd, "viewpoint.R"),
+            R=R,
             T=f.vector(vd, "viewpoint.T", 3),
             focal_length=focal,
             principal_point=f.vector(vd, "viewpoint.principal_point", 2),
@@ -210,20 +241,34 @@ def parse_frame_annotation(d: Any, path: str, index: int) -> FrameAnnotation:
     )
 
 
-def parse_sequence_annotation(d: Any, path: str, index: int) -> SequenceAnnotation:
+def parse_sequence_annotation(d: Any, path: str, index: int,
+                              warnings: list[str] | None = None) -> SequenceAnnotation:
+    """One record of ``sequence_annotations.jgz``. Optional metadata catpose never uses (``video``,
+    quality scores, ``meta``) never blocks: a malformed value is dropped, with a note in ``warnings``."""
     f = _Fields(path, f"sequence_annotations[{index}]")
     seq = f.string(d, "sequence_name")
     f.prefix = f"sequence_annotations[{index}] (sequence '{seq}')"
+
+    def optional(fn, *args, **kw):
+        try:
+            return fn(*args, **kw)
+        except DataFormatError as e:
+            if warnings is not None:
+                warnings.append(f"{e}; ignored (optional metadata)")
+            return None
+
     video = None
     if d.get("video") is not None:
-        video = VideoAnnotation(path=f.string(d["video"], "video.path"), length=f.number(d["video"], "video.length"))
+        vpath = optional(f.string, d["video"], "video.path")
+        length = optional(f.number, d["video"], "video.length", required=False)
+        video = VideoAnnotation(path=vpath, length=length) if vpath else None
     pc = None
     if d.get("point_cloud") is not None:
         pd_ = d["point_cloud"]
-        n = f.number(pd_, "point_cloud.n_points", required=False, integer=True)
+        n = optional(f.number, pd_, "point_cloud.n_points", required=False, integer=True)
         pc = PointCloudAnnotation(
             path=f.string(pd_, "point_cloud.path"),
-            quality_score=f.number(pd_, "point_cloud.quality_score", required=False),
+            quality_score=optional(f.number, pd_, "point_cloud.quality_score", required=False),
             n_points=None if n is None else int(n),
         )
     return SequenceAnnotation(
@@ -231,7 +276,7 @@ def parse_sequence_annotation(d: Any, path: str, index: int) -> SequenceAnnotati
         category=f.string(d, "category"),
         video=video,
         point_cloud=pc,
-        viewpoint_quality_score=f.number(d, "viewpoint_quality_score", required=False),
+        viewpoint_quality_score=optional(f.number, d, "viewpoint_quality_score", required=False),
         meta=d.get("meta") if isinstance(d.get("meta"), dict) else None,
     )
 
@@ -253,15 +298,17 @@ def load_jgz(path: str | Path) -> Any:
 
 
 def dump_jgz(path: str | Path, obj: Any) -> None:
-    """Writes ``obj`` (dataclasses allowed) as gzip-compressed JSON, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    data = to_jsonable(obj)
+    """Writes ``obj`` (dataclasses allowed) as gzip-compressed JSON, atomically (a unique temporary
+    name, then a rename; a failed write names the file and leaves nothing behind)."""
+    import io
+
+    from catpose.storage import atomic_write_bytes
+
+    buf = io.BytesIO()
     # mtime=0 keeps the bytes reproducible for the same content
-    with open(tmp, "wb") as raw, gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as fh:
-        fh.write(json.dumps(data).encode("utf8"))
-    tmp.replace(path)
+    with gzip.GzipFile(filename="", fileobj=buf, mode="wb", mtime=0) as fh:
+        fh.write(json.dumps(to_jsonable(obj)).encode("utf8"))
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def to_jsonable(obj: Any) -> Any:
@@ -286,6 +333,57 @@ def load_sequence_annotations(path: str | Path) -> list[SequenceAnnotation]:
     if not isinstance(data, list):
         raise DataFormatError(str(path), f"expected a list of sequence annotations, got {type(data).__name__}")
     return [parse_sequence_annotation(d, str(path), i) for i, d in enumerate(data)]
+
+
+@dataclass
+class BadRecord:
+    """A record of an annotation file that could not be parsed: the error names file, record and field."""
+
+    index: int
+    sequence_name: str | None  # when the record names one (a string), else None
+    frame_number: int | None
+    error: str
+
+
+def _record_ids(d: Any) -> tuple[str | None, int | None]:
+    seq = d.get("sequence_name") if isinstance(d, dict) else None
+    fn = d.get("frame_number") if isinstance(d, dict) else None
+    return (seq if isinstance(seq, str) and seq else None,
+            int(fn) if isinstance(fn, (int, float)) and not isinstance(fn, bool) and math.isfinite(fn)
+            and int(fn) == fn else None)
+
+
+def read_frame_annotations(path: str | Path, warnings: list[str] | None = None
+                           ) -> tuple[list[tuple[int, FrameAnnotation]], list[BadRecord]]:
+    """(index, record) of every parseable record of ``frame_annotations.jgz`` and the records that are
+    not (a bad record costs itself only); dropped optional metadata is noted in ``warnings``. A file
+    that cannot be read at all raises :class:`DataFormatError`."""
+    data = load_jgz(path)
+    if not isinstance(data, list):
+        raise DataFormatError(str(path), f"expected a list of frame annotations, got {type(data).__name__}")
+    good, bad = [], []
+    for i, d in enumerate(data):
+        try:
+            good.append((i, parse_frame_annotation(d, str(path), i, warnings)))
+        except DataFormatError as e:
+            bad.append(BadRecord(i, *_record_ids(d), str(e)))
+    return good, bad
+
+
+def read_sequence_annotations(path: str | Path) -> tuple[list[tuple[int, SequenceAnnotation]], list[BadRecord],
+                                                          list[str]]:
+    """(index, record) of every parseable record of ``sequence_annotations.jgz``, the records that are
+    not, and warnings about dropped optional metadata."""
+    data = load_jgz(path)
+    if not isinstance(data, list):
+        raise DataFormatError(str(path), f"expected a list of sequence annotations, got {type(data).__name__}")
+    good, bad, warnings = [], [], []
+    for i, d in enumerate(data):
+        try:
+            good.append((i, parse_sequence_annotation(d, str(path), i, warnings)))
+        except DataFormatError as e:
+            bad.append(BadRecord(i, _record_ids(d)[0], None, str(e)))
+    return good, bad, warnings
 
 
 def dump_annotations(path: str | Path, annotations: Sequence[Any]) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -55,15 +56,36 @@ def _task(args: tuple[FeaturesConfig, str, str]) -> dict:
     cfg, category, name = args
     device = resolve_device(cfg.device)
     backbone = get_backbone(cfg, device)
-    seq = Co3dCategory(cfg.data, category)[name]
+    cat = Co3dCategory(cfg.data, category)
+    seq = cat[name]
     t0 = time.perf_counter()
     sf = compute_surface_features(seq, backbone, cfg.vertices, cfg.frames, cfg.batch, device, cfg.outlier_k,
                                   cfg.outlier_std, cfg.vis_tol)
     sf.meta["signature"] = signature(cfg)
     Store(cfg.out, cfg.endpoint_url).write_bytes(feature_key(category, name), sf.to_bytes())
-    return {"vertices": len(sf.vertices), "frames": len(sf.frame_numbers),
-            "visible": round(float(sf.visible.mean()), 4), "backbone": sf.meta["backbone"],
-            "frames_per_s": round(len(sf.frame_numbers) / (time.perf_counter() - t0), 2)}
+    res = {"vertices": len(sf.vertices), "frames": len(sf.frame_numbers),
+           "visible": round(float(sf.visible.mean()), 4), "backbone": sf.meta["backbone"],
+           "frames_per_s": round(len(sf.frame_numbers) / (time.perf_counter() - t0), 2)}
+    skipped = {k: v for k, v in cat.skipped_frames.items() if k.startswith(name + "/")}
+    if skipped:  # frames of this video left out for their annotation records, named in its manifest entry
+        res["skipped_frames"] = skipped
+    return res
+
+
+def verify_feature_file(store: Store, category: str, name: str, item: dict) -> str | None:
+    """None when the finished file of ``name`` is readable with the expected arrays and shapes (the
+    manifest's vertex and frame counts), else why not."""
+    from catpose.errors import CatposeError
+
+    key = feature_key(category, name)
+    try:
+        sf = SurfaceFeatures.from_bytes(store.read_bytes(key), store.url(key))
+        sf.check(store.url(key), item.get("vertices"), item.get("frames"))
+    except FileNotFoundError:
+        return f"{store.url(key)}: missing"
+    except (CatposeError, OSError) as e:
+        return str(e)
+    return None
 
 
 def run_features(cfg: FeaturesConfig, progress: bool = True, keep_existing: bool = False) -> dict[str, Manifest]:
@@ -83,11 +105,22 @@ def run_features(cfg: FeaturesConfig, progress: bool = True, keep_existing: bool
         man = Manifest.load_or_new(f"{category}/_manifest.json", "features", store=store)
         if not keep_existing:
             man.info.update({"signature": sig})
-        todo = [(cfg, category, n) for n in cat.sequence_names
-                if not (man.status(n) == "ok" and (keep_existing or man.items[n].get("signature") == sig)
-                        and store.exists(feature_key(category, n)))]
+        # a bad annotation record costs its video (or frame) only: named in the manifest, not computed
+        for name, reason in sorted(cat.excluded.items()):
+            man.record(name, "skipped", error=reason, save=False)
+        done = [n for n in cat.sequence_names
+                if man.status(n) == "ok" and (keep_existing or man.items[n].get("signature") == sig)]
+        # resume trusts a finished file only after reading it back
+        with ThreadPoolExecutor(8) as pool:
+            invalid = {n: why for n, why in zip(done, pool.map(
+                lambda n: verify_feature_file(store, category, n, man.items[n]), done)) if why}
+        for n, why in invalid.items():
+            print(f"features {category}: '{n}' was done but its output is invalid ({why}); recomputing", flush=True)
+            man.record(n, "invalid", error=why, save=False)
+        done = [n for n in done if n not in invalid]
+        todo = [(cfg, category, n) for n in cat.sequence_names if n not in done]
         print(f"features {category}: backbone {cfg.backbone} on {device_note}; "
-              f"{len(cat) - len(todo)} of {len(cat)} sequences already done", flush=True)
+              f"{len(done)} of {len(cat)} sequences already done", flush=True)
         task_cfg = dataclasses.replace(cfg, device="cuda" if use_gpu else cfg.device)
         todo = [(task_cfg, c, n) for _, c, n in todo]
         for (_, _, name), res, err, sec in map_items(_task, todo, workers=cfg.workers, desc=f"features {category}",
@@ -100,7 +133,12 @@ def run_features(cfg: FeaturesConfig, progress: bool = True, keep_existing: bool
         if ok:
             man.info["backbone"] = ok[-1]["backbone"]
             man.info["mean_visible"] = round(float(np.mean([v["visible"] for v in ok])), 4)
+        man.info["annotations"] = {"excluded": cat.excluded, "skipped_frames": cat.skipped_frames,
+                                   "warnings": cat.annotation_warnings}
         man.save()
+        if cat.annotation_summary():
+            print(f"features {cat.annotation_summary()} (named in {store.url(f'{category}/_manifest.json')})",
+                  flush=True)
         out[category] = man
     return out
 

@@ -59,6 +59,27 @@ class SurfaceFeatures:
         except Exception as e:
             raise DataFormatError(source, f"not a catpose surface-feature file ({type(e).__name__}: {e})") from e
 
+    def check(self, source: str, vertices: int | None = None, frames: int | None = None) -> None:
+        """Raises :class:`DataFormatError` naming ``source`` unless the arrays have consistent shapes
+        (and ``vertices``/``frames`` rows when given) and finite vertices."""
+        N = len(self.vertices)
+        K = len(self.frame_numbers)
+        problems = []
+        if self.vertices.ndim != 2 or self.vertices.shape[1:] != (3,):
+            problems.append(f"vertices has shape {self.vertices.shape}, expected (N, 3)")
+        if self.features.ndim != 3 or self.features.shape[:2] != (K, N):
+            problems.append(f"features has shape {self.features.shape}, expected ({K}, {N}, C)")
+        if self.visible.shape != (K, N):
+            problems.append(f"visible has shape {self.visible.shape}, expected ({K}, {N})")
+        if vertices is not None and N != vertices:
+            problems.append(f"{N} vertices, the manifest says {vertices}")
+        if frames is not None and K != frames:
+            problems.append(f"{K} frames, the manifest says {frames}")
+        if not problems and not np.isfinite(self.vertices).all():
+            problems.append("vertices are not finite")
+        if problems:
+            raise DataFormatError(source, "; ".join(problems), field="features")
+
 
 def sequence_vertices(cloud: PointCloud, n: int, outlier_k: int = 16, outlier_std: float = 2.0):
     """Cleans the cloud and picks N vertices; returns (vertices, normals or None, clean dense points)."""
@@ -98,9 +119,12 @@ def compute_surface_features(seq: Co3dSequence, backbone, n_vertices: int = 1000
     zb = zbuffer(duv, dz, hw, margin=2 * vis_tol * diam)
     masks = t([f.load_mask() for f in frames]) if all(f.mask_path is not None for f in frames) else None
     depths = None
-    if all(f.depth_path is not None for f in frames):
-        depths = t([f.load_depth() for f in frames])
+    if any(f.depth_path is not None for f in frames):  # a frame without depth: no depth test there (0)
+        depths = t([f.load_depth() if f.depth_path is not None else np.zeros(hw, np.float32) for f in frames])
     vis = visibility(uv, z, hw, zb, tol=vis_tol * diam, masks=masks, depths=depths)
+    if not bool(vis.any()):  # all-zero features must never pass as a result
+        raise DataFormatError(seq.source, f"sequence '{seq.name}': no vertex of the point cloud is visible in any of "
+                              f"its {len(frames)} frames (wrong cameras, masks or point cloud?)", field="viewpoint")
     feats = []
     for s in range(0, len(frames), batch):
         imgs = torch.as_tensor(np.stack([f.load_image() for f in frames[s:s + batch]]), device=device)

@@ -83,10 +83,14 @@ def test_align_cli_with_one_usable_video_exits_2_with_one_line(synth_root, tmp_p
     assert "Traceback" not in err
 
 
-def test_an_unreadable_feature_file_leaves_out_its_video_only(cars, tmp_path, ray_local):
-    """A feature file truncated after the features stage: the video is left out with its reason, the
-    other five are aligned (and still correct)."""
+def test_a_truncated_feature_file_is_recomputed_and_an_unreadable_one_costs_its_video_only(cars, tmp_path, ray_local,
+                                                                                          capsys):
+    """A feature file truncated after the features stage is not trusted on resume: it is recomputed
+    (and the run says so), all six videos are aligned. A file that cannot be read when the alignment
+    reads it (the summaries pass) costs that video only, with the file named."""
     import shutil
+
+    from catpose.align.run import video_summaries
 
     first = tmp_path / "first"
     cfg = AlignConfig(data=cars, category="car", out=first, rotations=1024, workers=2)
@@ -95,13 +99,20 @@ def test_an_unreadable_feature_file_leaves_out_its_video_only(cars, tmp_path, ra
     shutil.copytree(first / "features", feats)
     victim = sorted((feats / "car").glob("*.npz"))[2]
     victim.write_bytes(victim.read_bytes()[:1000])
+    capsys.readouterr()
     out = tmp_path / "again"
     res = run_align(AlignConfig(data=cars, category="car", out=out, features=str(feats), rotations=1024, workers=2),
                     progress=False)
-    assert list(res["unreadable"]) == [victim.stem] and str(victim) in res["unreadable"][victim.stem]
-    assert res["videos"] == 5 and res["pairs"] == 10 and not res["failed_pairs"]
+    printed = capsys.readouterr().out
+    assert f"'{victim.stem}' was done but its output is invalid ({victim}" in printed and "recomputing" in printed
+    assert res["unreadable"] == {} and res["videos"] == 6 and res["pairs"] == 15 and not res["failed_pairs"]
     r = evaluate_alignment(out / "alignment.parquet", cars, "car")
-    assert r["videos"] == 5 and r["acc_pi_6"] >= 0.8
+    assert r["videos"] == 6 and r["acc_pi_6"] >= 0.8
+    victim.write_bytes(victim.read_bytes()[:1000])  # unreadable when the alignment itself reads it
+    names = sorted(p.stem for p in (feats / "car").glob("*.npz"))
+    summ = video_summaries(names, str(feats), "car", None, workers=2, progress=False, batch=2)
+    assert [n for n, s in summ.items() if s["error"]] == [victim.stem] and str(victim) in summ[victim.stem]["error"]
+    assert all(len(s["centroid"]) == 3 for n, s in summ.items() if n != victim.stem)
 
 
 def test_missing_features_are_filled_in_with_the_store_settings(cars, tmp_path):
@@ -121,6 +132,7 @@ def test_missing_features_are_filled_in_with_the_store_settings(cars, tmp_path):
     gone = sorted(man["items"])[1]
     del man["items"][gone]
     (feats / "car" / f"{gone}.npz").unlink()
+    (feats / "car" / "_manifest.items" / f"{gone}.json").unlink()
     man_path.write_text(json.dumps(man))
     res = run_align(AlignConfig(data=cars, category="car", out=tmp_path / "a", features=str(feats), rotations=512,
                                 workers=0), progress=False)
@@ -130,8 +142,10 @@ def test_missing_features_are_filled_in_with_the_store_settings(cars, tmp_path):
 
     man = json.loads(man_path.read_text())
     other = sorted(man["items"])[3]
-    man["items"][other]["signature"] = {**man["items"][other]["signature"], "backbone": "random_cnn"}
-    man_path.write_text(json.dumps(man))
+    record = feats / "car" / "_manifest.items" / f"{other}.json"  # each item's record file is its truth
+    item = json.loads(record.read_text())
+    item["signature"] = {**item["signature"], "backbone": "random_cnn"}
+    record.write_text(json.dumps(item))
     with pytest.raises(DataFormatError, match="_manifest.json: field 'signature'.*random_cnn"):
         run_align(AlignConfig(data=cars, category="car", out=tmp_path / "b", features=str(feats), rotations=512,
                               workers=0), progress=False)
