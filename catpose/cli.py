@@ -12,6 +12,10 @@
     catpose estimate --checkpoint RUNS/train-car --image IMG [--bbox X0 Y0 X1 Y1 | --mask PNG]
     catpose evaluate --checkpoint RUNS/train-car --dataset pascal3d --root PATH --category car
     catpose info    --data DIR
+
+Each subcommand imports its stage inside its own function, on purpose: the stages pull in torch, Ray,
+pycolmap and trimesh, and ``catpose --help`` or ``catpose info`` should not wait for all of them
+(importing this module takes about 0.2 s; importing every stage, as ``catpose.pipeline`` does, 5-10 s).
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from catpose.config import (
     TrainConfig,
     WildConfig,
 )
-from catpose.errors import CatposeError
+from catpose.errors import CatposeError, ConfigError
 
 
 @dataclass
@@ -120,7 +124,7 @@ class EvalAlignConfig:
 def run_align(cfg: AlignConfig) -> int:
     from catpose.align.evaluate import evaluate_alignment
     from catpose.align.run import run_align as run
-    from catpose.data.synth.generate import GT_FILE
+    from catpose.data.groundtruth import GT_FILE
 
     res = run(cfg)
     print(f"{cfg.category}: {res['videos']} videos aligned from {res['pairs']} pairs, reference "
@@ -187,7 +191,6 @@ def run_estimate(cfg: EstimateConfig) -> int:
     from catpose.pose.estimate import PoseEstimator, load_image, overlay
     from catpose.pose.evaluate import attach_views
 
-    from catpose.errors import ConfigError
 
     if not cfg.image:
         raise ConfigError("flags", "name at least one --image", field="image")

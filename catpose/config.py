@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from catpose.errors import ConfigError
+
 
 @dataclass
 class SynthConfig:
@@ -424,7 +426,6 @@ def _check_value(value, tp, field_name: str, source: str):
     import types
     import typing
 
-    from catpose.errors import ConfigError
 
     def fail(expected: str):
         got = f"{value!r} (a {type(value).__name__})"
@@ -494,7 +495,6 @@ def apply_dict(obj, values: dict, source: str, prefix: str = ""):
     import dataclasses
     import typing
 
-    from catpose.errors import ConfigError
 
     if not isinstance(values, dict):
         raise ConfigError(source, f"expected a mapping of fields, got {type(values).__name__}", field=prefix or None)

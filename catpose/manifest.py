@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
 
+from catpose.storage import Store
+
 
 def _records_prefix(key: str) -> str:
     stem = key[:-5] if key.endswith(".json") else key
@@ -43,7 +45,6 @@ class Manifest:
     # ---------------------------------------------------------------- where it lives
     def _loc(self):
         """(store, key of the manifest file inside it)."""
-        from catpose.storage import Store
 
         if self.store is not None:
             return self.store, str(self.path)

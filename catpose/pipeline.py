@@ -20,6 +20,10 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from catpose.align.evaluate import evaluate_alignment
+from catpose.align.run import run_align, search_config
+from catpose.align.tune import run_sweep
+from catpose.cli import report_error
 from catpose.config import (
     AlignConfig,
     FeaturesConfig,
@@ -31,8 +35,25 @@ from catpose.config import (
     SynthConfig,
     TrainConfig,
     WildConfig,
+    apply_dict,
 )
+from catpose.data.co3d import Co3dCategory, list_categories
+from catpose.data.groundtruth import GT_FILE, load_ground_truth
+from catpose.data.ingest import ingest
+from catpose.data.shards import write_shards
+from catpose.data.synth.generate import generate
+from catpose.data.validate import check_sequence
+from catpose.errors import CatposeError, ConfigError, MissingFileError
+from catpose.features.evaluate import correspondence_accuracy
+from catpose.features.runner import load_surface_features, run_features
+from catpose.learn.evaluate import format_table
+from catpose.learn.train import run_train
 from catpose.manifest import Manifest
+from catpose.parallel import init_ray
+from catpose.pose.evaluate import evaluate_pose
+from catpose.pose.evaluate import format_table as pose_table
+from catpose.pose.wild import generate_wild
+from catpose.storage import Store
 
 
 @dataclass
@@ -76,14 +97,12 @@ class PipelineConfig:
 def _merge(obj, values: dict, source: str = "<config>"):
     """A copy of dataclass ``obj`` with ``values`` (nested dicts for nested dataclasses) applied and
     checked (see :func:`catpose.config.apply_dict`)."""
-    from catpose.config import apply_dict
 
     return apply_dict(obj, values, source)
 
 
 def read_yaml_config(path: Path) -> dict:
     """The mapping in a YAML config file; a missing or malformed file is an error naming it."""
-    from catpose.errors import ConfigError, MissingFileError
 
     path = Path(path)
     if not path.is_file():
@@ -103,7 +122,6 @@ def read_yaml_config(path: Path) -> dict:
 
 def check_config(cfg: PipelineConfig, source: str = "flags") -> None:
     """Checks that need several fields (before any work): names of training categories."""
-    from catpose.errors import ConfigError
 
     known: list[str] | None = None
     if cfg.shard.category:
@@ -113,7 +131,6 @@ def check_config(cfg: PipelineConfig, source: str = "flags") -> None:
     elif cfg.data is None:
         known = list(cfg.synth.category)
     elif Path(cfg.data).is_dir():
-        from catpose.data.co3d import list_categories
 
         known = list_categories(cfg.data)
     unknown = [c for c in cfg.train_categories if known is not None and c not in known]
@@ -146,7 +163,6 @@ def _plot_frames(root: Path, category: str, out_png: Path, n_seq: int = 4, n_fra
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from catpose.data.co3d import Co3dCategory
 
     cat = Co3dCategory(root, category)
     names = cat.sequence_names[:n_seq]
@@ -173,10 +189,7 @@ def _plot_frames(root: Path, category: str, out_png: Path, n_seq: int = 4, n_fra
 
 
 def run(cfg: PipelineConfig) -> dict:
-    from catpose.data.co3d import Co3dCategory, list_categories
-    from catpose.data.validate import check_sequence
 
-    from catpose.storage import Store
 
     out = Path(cfg.out)
     Store(str(out)).check()  # a file in the way or a read-only folder: one clear error before any work
@@ -200,7 +213,6 @@ def run(cfg: PipelineConfig) -> dict:
         return deco
 
     if cfg.workers > 0:
-        from catpose.parallel import init_ray
 
         init_ray()
 
@@ -209,7 +221,6 @@ def run(cfg: PipelineConfig) -> dict:
 
         @stage("ingest")
         def _():
-            from catpose.data.ingest import ingest
 
             m = ingest(dataclasses.replace(cfg.ingest, frames=cfg.raw_frames, out=data_root, workers=cfg.workers))
             report["ingest"] = m.summary()
@@ -220,7 +231,6 @@ def run(cfg: PipelineConfig) -> dict:
 
         @stage("synth")
         def _():
-            from catpose.data.synth.generate import generate
 
             ms = generate(dataclasses.replace(cfg.synth, out=data_root, workers=cfg.workers))
             report["synth"] = {c: m.summary() for c, m in ms.items()}
@@ -229,7 +239,6 @@ def run(cfg: PipelineConfig) -> dict:
 
     @stage("validate")
     def _():
-        from catpose.errors import CatposeError
 
         rows = []
         for c in list(categories):
@@ -270,7 +279,6 @@ def run(cfg: PipelineConfig) -> dict:
 
     @stage("shard")
     def _():
-        from catpose.data.shards import write_shards
 
         m = write_shards(dataclasses.replace(cfg.shard, data=data_root, out=shard_out))
         report["shard"] = {"uri": shard_out, "categories": m["categories"], "skipped": len(m["skipped"])}
@@ -279,9 +287,6 @@ def run(cfg: PipelineConfig) -> dict:
 
     @stage("features")
     def _():
-        from catpose.data.synth.generate import GT_FILE, load_ground_truth
-        from catpose.features.evaluate import correspondence_accuracy
-        from catpose.features.runner import load_surface_features, run_features
 
         fcfg = dataclasses.replace(cfg.features, data=data_root, out=feat_out,
                                    category=tuple(cfg.features.category) or tuple(categories), workers=cfg.workers)
@@ -313,8 +318,6 @@ def run(cfg: PipelineConfig) -> dict:
 
         @stage("tune")
         def _():
-            from catpose.align.run import search_config
-            from catpose.align.tune import run_sweep
 
             rows = []
             for c in categories:
@@ -334,9 +337,6 @@ def run(cfg: PipelineConfig) -> dict:
 
     @stage("align")
     def _():
-        from catpose.align.evaluate import evaluate_alignment
-        from catpose.align.run import run_align
-        from catpose.data.synth.generate import GT_FILE
 
         rows = []
         for c in categories:
@@ -365,9 +365,6 @@ def run(cfg: PipelineConfig) -> dict:
 
         @stage("train")
         def _():
-            from catpose.data.synth.generate import GT_FILE
-            from catpose.learn.train import run_train
-            from catpose.storage import Store
 
             rows = []
             train_out = cfg.train.out or str(out / "train")
@@ -387,14 +384,11 @@ def run(cfg: PipelineConfig) -> dict:
                         (out / "plots" / f"{f[:-4]}_{c}.png").write_bytes(run_store.read_bytes(f))
             report["train"] = rows
 
-    from catpose.data.synth.generate import GT_FILE
 
     if train_cats and cfg.pose_images > 0 and (data_root / GT_FILE).is_file():
 
         @stage("pose")
         def _():
-            from catpose.pose.evaluate import evaluate_pose
-            from catpose.pose.wild import generate_wild
 
             rows = []
             for r in report.get("train", []):
@@ -411,7 +405,6 @@ def run(cfg: PipelineConfig) -> dict:
 
     write_report(out, data_root, report)
     if report.get("failed_categories"):  # the others finished; the run must still not end as a success
-        from catpose.errors import CatposeError
 
         raise CatposeError(f"the run finished without {sorted(report['failed_categories'])}: "
                            + "; ".join(report["failed_categories"].values()) + f" (report: {out / 'report.md'})")
@@ -467,7 +460,6 @@ def write_report(out: Path, data_root: Path, report: dict) -> None:
                 lines.append(f"| {r['category']} | {r['videos']} | {r['pairs']} | n/a | n/a | n/a | | |")
         lines += [""] + [f"![aligned {r['category']}](plots/aligned_clouds_{r['category']}.png)" for r in report["align"]]
     if report.get("train"):
-        from catpose.learn.evaluate import format_table
 
         lines += ["", "## Learned template features (Ray Train)", ""]
         for r in report["train"]:
@@ -478,7 +470,6 @@ def write_report(out: Path, data_root: Path, report: dict) -> None:
             lines += [f"![training {r['category']}](plots/training_curves_{r['category']}.png)",
                       f"![viewpoints {r['category']}](plots/viewpoint_accuracy_{r['category']}.png)", ""]
     if report.get("pose"):
-        from catpose.pose.evaluate import format_table as pose_table
 
         lines += ["", "## Pose estimation on synthetic in-the-wild images (unseen instances, clutter, occlusion)", ""]
         for r in report["pose"]:
@@ -509,7 +500,6 @@ def main(argv: list[str] | None = None) -> int:
     traceback)."""
     import sys
 
-    from catpose.cli import report_error
 
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv

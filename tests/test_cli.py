@@ -15,6 +15,34 @@ def run(args, **kw):
     return subprocess.run(args, capture_output=True, text=True, timeout=600, **kw)
 
 
+def _cells(line: str) -> list[str]:
+    return [c.strip() for c in line.strip().strip("|").split("|")]
+
+
+def markdown_tables(text: str) -> list[dict[str, dict[str, str]]]:
+    """Every Markdown table printed in ``text``: {first cell: {header: cell}} per table."""
+    lines = text.splitlines()
+    is_sep = lambda i: i < len(lines) and lines[i].startswith("|") and set(lines[i]) <= set("|-: ")  # noqa: E731
+    tables = []
+    for i, line in enumerate(lines):
+        if line.startswith("|") and is_sep(i + 1):
+            header, rows, j = _cells(line), {}, i + 2
+            while j < len(lines) and lines[j].startswith("|") and not is_sep(j + 1):
+                vals = _cells(lines[j])
+                rows[vals[0]] = dict(zip(header, vals))
+                j += 1
+            tables.append(rows)
+    return tables
+
+
+def markdown_row(text: str, column: str, key: str) -> dict[str, str]:
+    """The row ``key`` of the first printed table that has a column ``column``."""
+    for t in markdown_tables(text):
+        if key in t and column in t[key]:
+            return t[key]
+    raise AssertionError(f"no table with column '{column}' and row '{key}' in the output:\n{text[-2000:]}")
+
+
 def test_synth_info_shard_commands(tmp_path):
     data = tmp_path / "data"
     r = run(CATPOSE + ["synth", "--category", "mug", "--videos", "2", "--frames", "3", "--size", "48",
@@ -47,19 +75,23 @@ def test_main_job_with_yaml_config_resumes(tmp_path):
     args = [sys.executable, str(REPO / "jobs" / "full_pipeline.py"), "--config", str(cfg), "--out", str(out)]
     r = run(args)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "| car | 2 | 8 |" in r.stdout
+    validate = markdown_row(r.stdout, "sequences", "car")
+    assert validate["sequences"] == "2" and validate["frames"] == "8"
     man = json.loads((out / "pipeline_manifest.json").read_text())
     assert {k: v["status"] for k, v in man["items"].items()} == {"synth": "ok", "validate": "ok", "shard": "ok",
                                                                  "features": "ok", "align": "ok"}
-    assert "| car | 2 | 1 |" in r.stdout  # 2 videos aligned from 1 pair, with its accuracy
-    assert "| car | colorsift |" in r.stdout and "Backbones: colorsift (offline" in r.stdout  # which backbone ran
+    align = markdown_row(r.stdout, "Acc@π/6", "car")
+    assert align["videos"] == "2" and align["pairs"] == "1"  # 2 videos aligned from 1 pair
+    assert align["Acc@π/6"].endswith("%") and 0 <= float(align["Acc@π/6"][:-1]) <= 100  # with its accuracy
+    feats = markdown_row(r.stdout, "backbone", "car")
+    assert feats["backbone"] == "colorsift" and "Backbones: colorsift (offline" in r.stdout  # which backbone ran
     assert (out / "report.md").is_file() and (out / "plots" / "frames_car.png").is_file()
     assert len(list((out / "shards" / "category=car").glob("*.parquet"))) == 1
     img = out / "data" / "car" / "car_0000" / "images" / "frame000001.jpg"
     mtime = img.stat().st_mtime_ns
     r = run(args + ["--synth.videos", "3"])  # flags override the YAML; finished videos are kept
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "| car | 3 | 12 |" in r.stdout and img.stat().st_mtime_ns == mtime
+    assert markdown_row(r.stdout, "sequences", "car")["frames"] == "12" and img.stat().st_mtime_ns == mtime
 
 
 def test_main_job_reports_a_broken_sequence_and_goes_on(tmp_path, synth_root):

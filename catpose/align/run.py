@@ -31,13 +31,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from catpose.align.batched import align_pairs, upload_video, video_arrays
 from catpose.align.reference import Edge, pair_graph, reduce_to_reference
 from catpose.align.search import Alignment, SearchConfig, align_pair
 from catpose.align.table import write_alignment
 from catpose.config import AlignConfig, FeaturesConfig
 from catpose.devices import resolve_device
 from catpose.errors import AlignmentError
+from catpose.features.runner import load_surface_features, run_features, signature, store_settings
 from catpose.parallel import init_ray, map_items, ray_has_gpus
+from catpose.storage import Store
 
 _CACHE: dict = {}
 
@@ -48,7 +51,6 @@ def search_config(cfg: AlignConfig) -> SearchConfig:
 
 
 def _features(store: str, category: str, name: str, endpoint: str | None):
-    from catpose.features.runner import load_surface_features
 
     key = (store, category, name)
     if key not in _CACHE:
@@ -75,8 +77,6 @@ def _video_states(store: str, category: str, names: list[str], endpoint: str | N
     prepared now; files are read by a thread pool) and ``{name: error}`` for those that failed."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from catpose.align.batched import upload_video, video_arrays
-    from catpose.features.runner import load_surface_features
 
     tag = (store, category, json.dumps(dataclasses.asdict(scfg), sort_keys=True, default=str), device)
     states, bad = {}, {}
@@ -120,7 +120,6 @@ def _chunk_task(args) -> dict:
     A video whose feature file cannot be read fails its own pairs only; if the batched call itself
     fails, the chunk falls back to the per-pair reference so that a bad pair fails alone.
     """
-    from catpose.align.batched import align_pairs
 
     _, store, category, pairs, scfg, device, endpoint = args  # the first field is the chunk index
     device = resolve_device(device)
@@ -149,7 +148,6 @@ def _chunk_task(args) -> dict:
 
 def _summary_task(args) -> list[dict]:
     """Centroid and pooled descriptor of each video of a batch (one read of its features)."""
-    from catpose.features.runner import load_surface_features
 
     store, category, names, endpoint = args
     out = []
@@ -250,9 +248,7 @@ def default_chunk(pairs: int, workers: int, gpu: bool) -> int:
 
 
 def run_align(cfg: AlignConfig, progress: bool = True) -> dict:
-    from catpose.features.runner import run_features, signature, store_settings
 
-    from catpose.storage import Store
 
     out = Path(cfg.out)
     Store(str(out)).check()  # a file in the way or a read-only folder: one clear error before any work

@@ -14,7 +14,6 @@ so opening a category of thousands of videos is cheap. Every error names the fil
 from __future__ import annotations
 
 import io
-import json
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -149,10 +148,6 @@ class Co3dSequence:
     def load_point_cloud(self) -> PointCloud:
         """The sequence's point cloud in its world frame; an empty or missing cloud is an error."""
         return read_ply(self.point_cloud_path)
-
-    @property
-    def cameras(self) -> list[Camera]:
-        return [f.camera for f in self.frames]
 
     def subsample(self, k: int) -> list[Co3dFrame]:
         """``k`` frames evenly spread over the video (all of them if it has fewer)."""
@@ -311,25 +306,6 @@ class Co3dCategory:
         frames = [Co3dFrame(fa, self.root, src) for fa in self.frame_annotations[name]]
         ann = self.sequence_annotations.get(name)
         return Co3dSequence(name, self.category, ann, frames, self.root, src)
-
-    def set_list(self, subset: str) -> dict[str, list[tuple[str, int, str]]]:
-        """``set_lists/set_lists_<subset>.json``: split name → [(sequence, frame_number, image_path)]."""
-        p = self.root / self.category / "set_lists" / f"set_lists_{subset}.json"
-        if not p.is_file():
-            raise MissingFileError(str(p), f"set list '{subset}'")
-        try:
-            data = json.loads(p.read_text())
-        except json.JSONDecodeError as e:
-            raise DataFormatError(str(p), f"not valid JSON ({e})") from e
-        if not isinstance(data, dict):
-            raise DataFormatError(str(p), "expected an object of split name -> list of frames")
-        out = {}
-        for split, rows in data.items():
-            try:
-                out[split] = [(str(s), int(n), str(ip)) for s, n, ip in rows]
-            except (TypeError, ValueError) as e:
-                raise DataFormatError(str(p), "expected [sequence_name, frame_number, image_path] rows", field=split) from e
-        return out
 
     @property
     def set_list_names(self) -> list[str]:

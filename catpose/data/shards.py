@@ -18,9 +18,10 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from catpose.config import ShardConfig
+from catpose.data.camera import Camera
 from catpose.data.co3d import Co3dCategory, Co3dFrame, decode_image, list_categories
-from catpose.errors import DataFormatError
-from catpose.storage import Store
+from catpose.errors import CatposeError, DataFormatError, StorageError
+from catpose.storage import Store, is_s3, temp_name
 
 MANIFEST = "_catpose_shards.json"
 
@@ -101,8 +102,6 @@ def _write_table(store: Store, rel: str, table: pa.Table) -> None:
     (an S3 upload appears only when complete). Errors name the file."""
     import os
 
-    from catpose.errors import StorageError
-    from catpose.storage import is_s3, temp_name
 
     path = store.path(rel)
     if is_s3(store.uri):
@@ -128,7 +127,6 @@ def load_manifest(store: Store) -> dict:
     """The shard manifest: the merged ``_catpose_shards.json`` overlaid by the per-category records
     (each category's run writes its own record, so runs of different categories never lose each
     other's entries). A truncated file is named in a warning and ignored (its shards are verified)."""
-    from catpose.errors import DataFormatError
 
     manifest = {"shards": {}, "skipped": {}, "categories": {}}
     for rel in [MANIFEST] + store.glob("_catpose_shards.items/*.json"):
@@ -160,7 +158,6 @@ def write_shards(cfg: ShardConfig, progress: bool = True) -> dict:
     A bad annotation record costs its frame (or its video), a category whose annotation files cannot
     be read costs that category (``manifest["failed"]``); each is named. A shard is rewritten unless
     the manifest lists it for exactly these frames and it reads back with that row count and schema."""
-    from catpose.errors import CatposeError
 
     store = Store(cfg.out, cfg.endpoint_url)
     store.check()
@@ -283,7 +280,6 @@ def iter_shard_rows(uri: str, endpoint_url: str | None = None, columns: list[str
 
 def row_camera(row: dict):
     """The :class:`~catpose.data.camera.Camera` of a shard row."""
-    from catpose.data.camera import Camera
 
     return Camera(np.asarray(row["R"]).reshape(3, 3), row["T"], row["focal_length"], row["principal_point"],
                   (row["height"], row["width"]), row["intrinsics_format"])

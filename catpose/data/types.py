@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from catpose.errors import DataFormatError, MissingFileError
+from catpose.storage import atomic_write_bytes
 
 INTRINSICS_FORMATS = ("ndc_norm_image_bounds", "ndc_isotropic")
 
@@ -302,7 +303,6 @@ def dump_jgz(path: str | Path, obj: Any) -> None:
     name, then a rename; a failed write names the file and leaves nothing behind)."""
     import io
 
-    from catpose.storage import atomic_write_bytes
 
     buf = io.BytesIO()
     # mtime=0 keeps the bytes reproducible for the same content

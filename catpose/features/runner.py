@@ -16,8 +16,11 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from catpose.config import FeaturesConfig
+from catpose.data.co3d import Co3dCategory
 from catpose.devices import resolve_device
-from catpose.features.surface import SurfaceFeatures
+from catpose.errors import CatposeError, DataFormatError
+from catpose.features.backbones import build_backbone
+from catpose.features.surface import SurfaceFeatures, compute_surface_features
 from catpose.manifest import Manifest
 from catpose.parallel import map_items, ray_has_gpus
 from catpose.storage import Store
@@ -37,7 +40,6 @@ def signature(cfg: FeaturesConfig) -> dict:
 
 def get_backbone(cfg: FeaturesConfig, device: str):
     """The backbone of ``cfg``, built once per process."""
-    from catpose.features.backbones import build_backbone
 
     key = (cfg.backbone, str(cfg.weights), cfg.layer, cfg.facet, cfg.input_size, device)
     if key not in _BACKBONES:
@@ -50,8 +52,6 @@ def feature_key(category: str, sequence: str) -> str:
 
 
 def _task(args: tuple[FeaturesConfig, str, str]) -> dict:
-    from catpose.data.co3d import Co3dCategory
-    from catpose.features.surface import compute_surface_features
 
     cfg, category, name = args
     device = resolve_device(cfg.device)
@@ -75,7 +75,6 @@ def _task(args: tuple[FeaturesConfig, str, str]) -> dict:
 def verify_feature_file(store: Store, category: str, name: str, item: dict) -> str | None:
     """None when the finished file of ``name`` is readable with the expected arrays and shapes (the
     manifest's vertex and frame counts), else why not."""
-    from catpose.errors import CatposeError
 
     key = feature_key(category, name)
     try:
@@ -92,7 +91,6 @@ def run_features(cfg: FeaturesConfig, progress: bool = True, keep_existing: bool
     """Surface features of every sequence of ``cfg.category`` into the store; finished sequences with
     the same settings are skipped, and with ``keep_existing`` any finished sequence is kept whatever
     its settings (later stages use a store as they find it and only fill in what is missing)."""
-    from catpose.data.co3d import Co3dCategory
 
     store = Store(cfg.out, cfg.endpoint_url)
     store.check()
@@ -151,7 +149,6 @@ def store_settings(cfg: FeaturesConfig, category: str) -> tuple[FeaturesConfig, 
     Raises :class:`~catpose.errors.DataFormatError` naming the manifest and both settings when the
     store mixes features made with different settings (alignment must never compare them).
     """
-    from catpose.errors import DataFormatError
 
     store = Store(cfg.out, cfg.endpoint_url)
     man = Manifest.load_or_new(f"{category}/_manifest.json", "features", store=store)

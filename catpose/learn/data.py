@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from catpose.data.co3d import decode_image
-from catpose.data.shards import row_camera
+from catpose.data.shards import read_shards_ray, row_camera
 from catpose.errors import DataFormatError
 from catpose.geometry import mask_boxes, object_crops
 from catpose.learn.frames import (
@@ -112,7 +112,6 @@ def training_dataset(shards: str, category: str, videos: dict[str, VideoTargets]
     import ray.data
     from ray.data.expressions import col
 
-    from catpose.data.shards import read_shards_ray
 
     # one bar for the whole pipeline in logs (per-operator bars flood `ray job logs`)
     ray.data.DataContext.get_current().enable_operator_progress_bars = False

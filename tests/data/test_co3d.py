@@ -58,13 +58,7 @@ def test_frames_join_by_annotation_not_file_name(synth_root):
 
 def test_set_lists_and_categories(synth_root):
     assert list_categories(synth_root) == ["car", "mug"]
-    cat = Co3dCategory(synth_root, "mug")
-    sl = cat.set_list("fewview_dev")
-    assert set(sl) == {"train", "val", "test"}
-    total = sum(len(v) for v in sl.values())
-    assert total == sum(len(s) for s in cat)
-    with pytest.raises(MissingFileError, match="set_lists_manyview"):
-        cat.set_list("manyview_dev_0")
+    assert Co3dCategory(synth_root, "mug").set_list_names == ["fewview_dev"]
 
 
 def test_media_load_lazily(synth_root, tmp_path):

@@ -84,7 +84,7 @@ def test_sfm_registers_frames_and_recovers_relative_rotations(ingested, raw_vide
         gt = [by_name[f.image_path.name] for f in seq.frames]
     else:  # video frames are numbered in order
         gt = [truth.frames[int(f.image_path.stem[5:]) - 1].camera for f in seq.frames]
-    errs = relative_rotation_errors(gt, seq.cameras)
+    errs = relative_rotation_errors(gt, [f.camera for f in seq.frames])
     assert errs.max() < 2.0, errs.max()
 
 

@@ -24,7 +24,7 @@ def test_an_unreadable_feature_file_fails_its_own_pairs_and_video_only(data, tmp
     res = _chunk_task((0, str(feats), "car", pairs, SearchConfig(rotations=256, vertices=100), "cpu", None))
     assert [(r["seq_i"], r["seq_j"]) for r in res["results"]] == [("car_0000", "car_0002")]
     assert [(f["seq_i"], f["seq_j"]) for f in res["failed"]] == [pairs[0], pairs[2]]
-    assert all(f"video 'car_0001'" in f["error"] and str(victim) in f["error"] for f in res["failed"])
+    assert all("video 'car_0001'" in f["error"] and str(victim) in f["error"] for f in res["failed"])
     summ = video_summaries(CARS, str(feats), "car", None, workers=0, progress=False)  # the centroid pass
     assert [n for n in CARS if summ[n]["error"]] == ["car_0001"] and str(victim) in summ["car_0001"]["error"]
     assert summ["car_0000"]["centroid"] is not None and summ["car_0002"]["centroid"] is not None

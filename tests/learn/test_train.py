@@ -58,7 +58,12 @@ def test_train_two_workers_survives_a_killed_worker(synth_root, tmp_path, ray_lo
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
     ev = json.loads((run / "evaluation.json").read_text())
     assert set(ev["methods"]) == {"trained", "untrained network", "colorsift (alignment features)"}
-    assert ev["frames"] == 8 and 0 <= ev["methods"]["trained"]["accuracy"] <= 1
+    assert ev["frames"] == 8
+    acc = {k: m["accuracy"] for k, m in ev["methods"].items()}
+    # the held-out matching score tells features apart: colorsift's descriptors match several times more
+    # vertices than an untrained network's (measured 9.6-15 % against 2-3.5 %; 8 tiny epochs are too few
+    # for the trained features to lead, which the demo and the GPU runs show)
+    assert acc["colorsift (alignment features)"] > 2 * acc["untrained network"]
     model, tpl = load_trained(str(run))
     assert tpl.features.shape == (len(tpl.vertices), cfg.dim)
 
