@@ -4,6 +4,10 @@ One type for every such transform in catpose: a pair's alignment (video i's fram
 video's absolute transform into the category reference, the synthetic ground truth (a video's world
 frame into the canonical frame). Small and per video, so numpy in float64; the batched torch form used
 inside the alignment search is :func:`apply_similarity`.
+
+Written here rather than taken from a library: roma's transforms (``Rigid``, ``Affine``) have no
+uniform scale with its own inverse and composition, and pytorch3d's ``Transform3d`` is an optional
+extra that does not install on every machine.
 """
 
 from __future__ import annotations
