@@ -96,3 +96,18 @@ def test_a_feature_file_with_wrong_shapes_is_recomputed(data, tmp_path, capsys):
     assert "'car_0000' was done but its output is invalid" in printed and "field 'features': 50 vertices, the " \
         "manifest says 200" in printed
     assert load_surface_features(str(tmp_path / "f"), "car", "car_0000").vertices.shape == (200, 3)
+
+
+def test_a_broken_shard_on_s3_is_named_and_rewritten(data, tmp_path, s3_bucket, capsys):
+    endpoint, bucket = s3_bucket
+    uri = f"s3://{bucket}/shards"
+    cfg = ShardConfig(data=data, out=uri, category=("car",), rows_per_shard=16, endpoint_url=endpoint)
+    write_shards(cfg, progress=False)
+    store = Store(uri, endpoint)
+    store.fs.pipe_file(store.path(SHARD), b"PAR1")  # an object cut short
+    with pytest.raises(DataFormatError, match=f"{uri}/{SHARD}: not a readable Parquet file"):
+        list(iter_shard_rows(uri, endpoint))
+    capsys.readouterr()
+    write_shards(cfg, progress=False)
+    assert f"{uri}/{SHARD}: not a readable Parquet file" in capsys.readouterr().out
+    assert verify_shard(store, SHARD, 16) is None and len(list(iter_shard_rows(uri, endpoint))) == 24
