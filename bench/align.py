@@ -27,8 +27,9 @@ import torch
 from results_io import write_result  # bench/results_io.py (the script's folder is on sys.path)
 
 from catpose.align import batched as B
-from catpose.align.search import SearchConfig, align_pair, super_fibonacci
+from catpose.align.search import SearchConfig, align_pair
 from catpose.features.surface import SurfaceFeatures
+from catpose.geometry import so3_grid
 
 
 def sync(device):
@@ -73,7 +74,7 @@ def phases(videos, pairs, cfg, dev):
     t = tick("appearance_distance", t)
     terms = B.batched_terms(vb, ia, ib, A, cfg.tau, cfg.tau)
     t = tick("terms", t)
-    rot = super_fibonacci(cfg.rotations, device=dev)
+    rot = so3_grid(cfg.rotations, device=dev)
     top = B.batched_coarse_search(B.coarse_terms(vb, ia, ib, terms), rot, cfg.alpha, cfg.top_k,
                                   prefilter=B.coarse_terms(vb, ia, ib, terms, 1), keep=cfg.prefilter_keep)
     t = tick("coarse_search", t)
@@ -107,7 +108,7 @@ def main():
         i, j = rng.choice(n_videos, 2, replace=False)
         pairs.append((videos[i].sequence, videos[j].sequence))
     by = {v.sequence: v for v in videos}
-    rot = super_fibonacci(cfg.rotations, device=dev)
+    rot = so3_grid(cfg.rotations, device=dev)
 
     B.align_pairs(videos, pairs[: min(64, n_pairs)], cfg, dev, rotations=rot)  # warm-up (kernels, allocator)
     t_batched = timed(lambda: B.align_pairs(videos, pairs, cfg, dev, rotations=rot), dev, reps=2 if gpu else 1)

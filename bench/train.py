@@ -39,7 +39,7 @@ from catpose.features.surface import sequence_vertices
 from catpose.learn.data import COLUMNS, VideoTargets, prepare_batch, training_dataset
 from catpose.learn.frames import AugmentConfig
 from catpose.learn.model import build_model
-from catpose.learn.template import build_template, instance_correspondents, to_reference
+from catpose.learn.template import build_template, instance_correspondents
 from catpose.learn.train import ground_truth_to_reference, make_trainer
 
 
@@ -62,7 +62,7 @@ def setup(data: Path | None, work: Path, repeat: int = 1):
             shutil.copy(f, f.with_name(f"{f.stem}-copy{k}.parquet"))
     tf = ground_truth_to_reference(data, "car", sorted(load_ground_truth(data, "car"))[0])
     verts = {s.name: sequence_vertices(s.load_point_cloud(), 1000)[0] for s in Co3dCategory(data, "car")}
-    tpl = build_template([to_reference(tf[n], v) for n, v in verts.items()], 1000)
+    tpl = build_template([tf[n].apply(v).astype(np.float32) for n, v in verts.items()], 1000)
     targets = {}
     for n, v in verts.items():
         pts, valid = instance_correspondents(tpl, v, tf[n])

@@ -39,9 +39,7 @@ from catpose.config import (
 )
 from catpose.data.co3d import Co3dCategory, list_categories
 from catpose.data.groundtruth import GT_FILE, load_ground_truth
-from catpose.data.ingest import ingest
 from catpose.data.shards import write_shards
-from catpose.data.synth.generate import generate
 from catpose.data.validate import check_sequence
 from catpose.errors import CatposeError, ConfigError, MissingFileError
 from catpose.features.evaluate import correspondence_accuracy
@@ -52,7 +50,6 @@ from catpose.manifest import Manifest
 from catpose.parallel import init_ray
 from catpose.pose.evaluate import evaluate_pose
 from catpose.pose.evaluate import format_table as pose_table
-from catpose.pose.wild import generate_wild
 from catpose.storage import Store
 
 
@@ -131,7 +128,6 @@ def check_config(cfg: PipelineConfig, source: str = "flags") -> None:
     elif cfg.data is None:
         known = list(cfg.synth.category)
     elif Path(cfg.data).is_dir():
-
         known = list_categories(cfg.data)
     unknown = [c for c in cfg.train_categories if known is not None and c not in known]
     if unknown and tuple(cfg.train_categories) != PipelineConfig().train_categories:  # named by the user
@@ -213,7 +209,6 @@ def run(cfg: PipelineConfig) -> dict:
         return deco
 
     if cfg.workers > 0:
-
         init_ray()
 
     if cfg.raw_frames is not None:
@@ -221,7 +216,7 @@ def run(cfg: PipelineConfig) -> dict:
 
         @stage("ingest")
         def _():
-
+            from catpose.data.ingest import ingest  # pycolmap: only when raw frames are given
             m = ingest(dataclasses.replace(cfg.ingest, frames=cfg.raw_frames, out=data_root, workers=cfg.workers))
             report["ingest"] = m.summary()
     elif cfg.data is not None:
@@ -231,7 +226,9 @@ def run(cfg: PipelineConfig) -> dict:
 
         @stage("synth")
         def _():
-
+            from catpose.data.synth.generate import (
+                generate,  # the renderer (trimesh, Embree): only for synthetic data
+            )
             ms = generate(dataclasses.replace(cfg.synth, out=data_root, workers=cfg.workers))
             report["synth"] = {c: m.summary() for c, m in ms.items()}
 
@@ -239,7 +236,6 @@ def run(cfg: PipelineConfig) -> dict:
 
     @stage("validate")
     def _():
-
         rows = []
         for c in list(categories):
             try:
@@ -279,7 +275,6 @@ def run(cfg: PipelineConfig) -> dict:
 
     @stage("shard")
     def _():
-
         m = write_shards(dataclasses.replace(cfg.shard, data=data_root, out=shard_out))
         report["shard"] = {"uri": shard_out, "categories": m["categories"], "skipped": len(m["skipped"])}
 
@@ -287,7 +282,6 @@ def run(cfg: PipelineConfig) -> dict:
 
     @stage("features")
     def _():
-
         fcfg = dataclasses.replace(cfg.features, data=data_root, out=feat_out,
                                    category=tuple(cfg.features.category) or tuple(categories), workers=cfg.workers)
         mans = run_features(fcfg)
@@ -318,7 +312,6 @@ def run(cfg: PipelineConfig) -> dict:
 
         @stage("tune")
         def _():
-
             rows = []
             for c in categories:
                 # trials align exactly as the alignment stage will (only alpha and tau vary)
@@ -337,7 +330,6 @@ def run(cfg: PipelineConfig) -> dict:
 
     @stage("align")
     def _():
-
         rows = []
         for c in categories:
             acfg = dataclasses.replace(cfg.align, data=data_root, category=c, out=out / "align" / c,
@@ -365,7 +357,6 @@ def run(cfg: PipelineConfig) -> dict:
 
         @stage("train")
         def _():
-
             rows = []
             train_out = cfg.train.out or str(out / "train")
             for c in train_cats:
@@ -389,11 +380,13 @@ def run(cfg: PipelineConfig) -> dict:
 
         @stage("pose")
         def _():
-
             rows = []
             for r in report.get("train", []):
                 c = r["category"]
                 wild = out / "wild" / c
+                from catpose.pose.wild import (
+                    generate_wild,  # the renderer: only for the synthetic in-the-wild set
+                )
                 generate_wild(WildConfig(out=wild, category=c, images=cfg.pose_images))
                 res = evaluate_pose(PoseEvalConfig(checkpoint=r["run"], dataset="synth-wild", root=wild, category=c,
                                                    out=out / "pose" / c, endpoint_url=cfg.train.endpoint_url
@@ -405,7 +398,6 @@ def run(cfg: PipelineConfig) -> dict:
 
     write_report(out, data_root, report)
     if report.get("failed_categories"):  # the others finished; the run must still not end as a success
-
         raise CatposeError(f"the run finished without {sorted(report['failed_categories'])}: "
                            + "; ".join(report["failed_categories"].values()) + f" (report: {out / 'report.md'})")
     return report
@@ -460,7 +452,6 @@ def write_report(out: Path, data_root: Path, report: dict) -> None:
                 lines.append(f"| {r['category']} | {r['videos']} | {r['pairs']} | n/a | n/a | n/a | | |")
         lines += [""] + [f"![aligned {r['category']}](plots/aligned_clouds_{r['category']}.png)" for r in report["align"]]
     if report.get("train"):
-
         lines += ["", "## Learned template features (Ray Train)", ""]
         for r in report["train"]:
             loss = f", loss {r['loss'][0]:.2f} → {r['loss'][1]:.2f}" if r["loss"] else ""
@@ -470,7 +461,6 @@ def write_report(out: Path, data_root: Path, report: dict) -> None:
             lines += [f"![training {r['category']}](plots/training_curves_{r['category']}.png)",
                       f"![viewpoints {r['category']}](plots/viewpoint_accuracy_{r['category']}.png)", ""]
     if report.get("pose"):
-
         lines += ["", "## Pose estimation on synthetic in-the-wild images (unseen instances, clutter, occlusion)", ""]
         for r in report["pose"]:
             lines += pose_table(r).splitlines() + ["", f"![pose errors {r['category']}](plots/pose_errors_{r['category']}.png)", ""]

@@ -2,6 +2,7 @@
 
 Same method and result as :func:`catpose.align.search.align_pair` (the per-pair reference the tests
 compare against), organised for throughput:
+
 1. **Per-video state, once** (:func:`video_arrays` on the CPU, :func:`upload_video` on the device; the
    Ray task keeps it for later chunks): the farthest-point subset of ``SearchConfig.vertices``
    vertices, normalised (centroid ``c``, scale ``d``), ``diam(V)``, the coarse and prefilter subsets and

@@ -2,6 +2,7 @@
 
 Source video ``S = {V, F}`` (N vertices), reference video ``S̄ = {V̄, F̄}`` (M vertices). From the
 appearance distances ``A[i, j] = min_{k,l} ||f_i^k − f̄_j^l||`` (:mod:`catpose.features.matching`):
+
 * appearance correspondences ``ψ(i) = argmin_j A[i, j]`` and ``ψ̄(j) = argmin_i A[i, j]``;
 * cycle distances ``d_cycle(i) = ||v_i − v_{ψ̄(ψ(i))}|| / diam(V)`` (source) and
   ``d̄_cycle(j) = ||v̄_j − v̄_{ψ(ψ̄(j))}|| / diam(V̄)`` (reference); ∞ for a vertex never seen;
@@ -10,6 +11,7 @@ appearance distances ``A[i, j] = min_{k,l} ||f_i^k − f̄_j^l||`` (:mod:`catpos
 
 For a similarity ``T`` (scale s, rotation R, translation t) applied to V, with distances in units of
 ``diam(V̄)``, four per-point terms:
+
 * geometric forward  ``d(T v_i, V̄)``  (nearest reference vertex ``χ(v_i)``),
 * geometric backward ``d(v̄_j, T V)``,
 * appearance forward ``||T v_i − v̄_{ψ(i)}||``,

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from catpose.align.search import Alignment
+from catpose.align.table import Alignment
 from catpose.geometry import project_so3
 
 

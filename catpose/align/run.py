@@ -7,6 +7,7 @@ chunk's feature files once and aligns all its pairs with the batched engine
 (:mod:`catpose.align.batched`). A video whose features cannot be read fails its own pairs only. Each
 finished chunk is written atomically to ``OUT/pairs/<settings>/chunk-<k>.json``, so an interrupted run
 resumes without redoing finished chunks. Outputs:
+
 * ``OUT/alignment.parquet``: one row per sequence — ``sequence_name``, ``rotation`` (9, row-major),
   ``translation`` (3), ``scale``, ``cost``, ``is_reference``; ``x_ref = scale · R · x + translation``
   maps the sequence's CO3D world frame into the category reference frame;
@@ -33,8 +34,8 @@ import pyarrow.parquet as pq
 
 from catpose.align.batched import align_pairs, upload_video, video_arrays
 from catpose.align.reference import Edge, pair_graph, reduce_to_reference
-from catpose.align.search import Alignment, SearchConfig, align_pair
-from catpose.align.table import write_alignment
+from catpose.align.search import SearchConfig, align_pair
+from catpose.align.table import Alignment, write_alignment
 from catpose.config import AlignConfig, FeaturesConfig
 from catpose.devices import resolve_device
 from catpose.errors import AlignmentError
@@ -51,7 +52,6 @@ def search_config(cfg: AlignConfig) -> SearchConfig:
 
 
 def _features(store: str, category: str, name: str, endpoint: str | None):
-
     key = (store, category, name)
     if key not in _CACHE:
         if len(_CACHE) > 256:
@@ -339,7 +339,7 @@ def plot_aligned_clouds(path: Path, transforms: dict[str, Alignment], store: str
     allx = []
     for n, (name, T) in enumerate(sorted(transforms.items())[:max_videos]):
         V = _features(store, category, name, endpoint).vertices.astype(np.float64)
-        X = T.scale * V @ T.R.T + T.t
+        X = T.apply(V)
         allx.append(X)
         for ax in axes:
             ax.scatter(X[::3, 0], X[::3, 1], X[::3, 2], s=0.5, color=cmap(n % 20))

@@ -13,26 +13,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import roma
 import torch
 
 from catpose.align.cost import PairTerms, alignment_cost, pair_terms
+from catpose.align.table import Alignment
 from catpose.config import SearchConfig
 from catpose.features.matching import appearance_distance
 from catpose.features.surface import SurfaceFeatures
-from catpose.geometry import Similarity, apply_similarity, farthest_point_sample, so3_grid
-
-
-@dataclass(frozen=True)
-class Alignment(Similarity):
-    """A similarity found by the alignment, with its cost D: a pair's (source video's frame into the
-    reference video's), or a video's into the category reference (the cost summed along its path).
-    Composition keeps the first operand's cost; :func:`catpose.align.reference.path_transforms` adds them."""
-
-    cost: float = 0.0
+from catpose.geometry import apply_similarity, farthest_point_sample, so3_grid
 
 
 def _normalise(V: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -12,7 +12,7 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from catpose.align.reference import Edge, pair_graph
-from catpose.align.search import Alignment
+from catpose.align.table import Alignment
 
 
 def simulate(videos: int, partners: int, wrong: float, noise_deg: float, seed: int = 0):

@@ -7,23 +7,37 @@ into the reference frame. Written by ``catpose align``, read by evaluation, trai
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from catpose.align.search import Alignment
 from catpose.geometry import Similarity
 
 ALIGNMENT_FILE = "alignment.parquet"
+
+
+@dataclass(frozen=True)
+class Alignment(Similarity):
+    """A similarity found by the alignment, with its cost D: a pair's (source video's frame into the
+    reference video's), or a video's into the category reference (the cost summed along its path).
+    ``compose`` and ``inverse`` keep this transform's own cost; :func:`catpose.align.reference.path_transforms`
+    sums the costs along a path."""
+
+    cost: float = 0.0
+
+    def __post_init__(self):
+        super().__post_init__()
+        object.__setattr__(self, "cost", float(self.cost))
 SCHEMA = pa.schema([("sequence_name", pa.string()), ("rotation", pa.list_(pa.float64())),
                     ("translation", pa.list_(pa.float64())), ("scale", pa.float64()), ("cost", pa.float64()),
                     ("is_reference", pa.bool_())])
 
 
 def write_alignment(path: str | Path, transforms: dict[str, Similarity], ref: str) -> None:
-    """``transforms``: each video's :class:`~catpose.align.search.Alignment` (or a plain
+    """``transforms``: each video's :class:`Alignment` (or a plain
     :class:`~catpose.geometry.Similarity`, written with cost 0) into the frame of ``ref``."""
     rows = [{"sequence_name": k, "rotation": T.R.ravel().tolist(), "translation": np.asarray(T.t).tolist(),
              "scale": float(T.scale), "cost": float(getattr(T, "cost", 0.0)), "is_reference": k == ref}
@@ -35,7 +49,7 @@ def read_alignment(path: str | Path) -> tuple[dict[str, Alignment], str]:
     """(transforms by sequence, the reference sequence) from an alignment table, or from the folder
     holding ``alignment.parquet`` (the ``--out`` of ``catpose align``)."""
     path = Path(path)
-    if path.is_dir() or path.suffix != ".parquet":
+    if path.is_dir() or (not path.exists() and path.suffix != ".parquet"):  # the --out folder of catpose align
         path = path / ALIGNMENT_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no alignment (run `catpose align` for this category first)")

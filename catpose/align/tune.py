@@ -1,6 +1,7 @@
 """Ray Tune sweep of α and τ with a label-free objective.
 
 Every trial aligns all pairs of the same random subset of videos with its (α, τ) and reports:
+
 * ``cycle_deg`` (the objective, minimised): over every triangle (a, b, c) of the subset, the angle
   between ``R_bc · R_ab`` and ``R_ac`` — pairwise rotations of a good setting compose consistently —
   averaged with each triangle's error capped at 60° (one flipped pair should not dominate);
@@ -24,12 +25,13 @@ from pathlib import Path
 import numpy as np
 
 from catpose.align.batched import align_pairs
-from catpose.align.evaluate import geodesic_deg, rotation_errors, summarise
+from catpose.align.evaluate import rotation_errors, summarise
 from catpose.align.reference import Edge, reduce_to_reference
 from catpose.config import FeaturesConfig, SearchConfig, SweepConfig
 from catpose.data.groundtruth import GT_FILE, load_ground_truth
 from catpose.devices import task_device
 from catpose.features.runner import load_surface_features, run_features, store_settings
+from catpose.geometry import geodesic_deg
 from catpose.parallel import init_ray
 from catpose.storage import Store, is_s3
 

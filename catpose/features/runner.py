@@ -52,7 +52,6 @@ def feature_key(category: str, sequence: str) -> str:
 
 
 def _task(args: tuple[FeaturesConfig, str, str]) -> dict:
-
     cfg, category, name = args
     device = resolve_device(cfg.device)
     backbone = get_backbone(cfg, device)

@@ -1,5 +1,6 @@
-"""The geometry every stage shares, as pure batched functions (numpy for small per-video transforms,
+"""The geometry every stage shares, as pure functions, batched where the stages batch (numpy for small per-video transforms,
 torch for the batched work), in the manner of ``pytorch3d.ops`` and ``kornia.geometry``:
+
 * :mod:`~catpose.geometry.similarity` — :class:`Similarity` ``x' = s·R·x + t`` (pairwise and absolute
   transforms alike; compose, inverse, apply, matrix) and its batched torch form;
 * :mod:`~catpose.geometry.so3` — the even SO(3) grid, geodesic distances, projection onto SO(3), the

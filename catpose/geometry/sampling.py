@@ -8,11 +8,6 @@ import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
-try:  # the optional extra: pytorch3d's sampler where it is installed
-    from pytorch3d.ops import sample_farthest_points
-except ImportError:
-    sample_farthest_points = None
-
 
 def remove_outliers(points: np.ndarray, k: int = 16, std_ratio: float = 2.0) -> np.ndarray:
     """Statistical outlier removal: keep points whose mean distance to their k nearest neighbours is
@@ -28,6 +23,10 @@ def farthest_point_sample(points: np.ndarray, n: int) -> np.ndarray:
     """Indices of ``n`` farthest-point samples (deterministic start at index 0)."""
     if len(points) <= n:
         return np.arange(len(points))
+    try:  # pytorch3d is an optional, heavy extra: imported only here, where it is used when installed
+        from pytorch3d.ops import sample_farthest_points
+    except ImportError:
+        sample_farthest_points = None
     if sample_farthest_points is not None:
         _, idx = sample_farthest_points(torch.as_tensor(points)[None].float(), K=n, random_start_point=False)
         return idx[0].numpy()

@@ -52,14 +52,17 @@ class Similarity:
         return np.asarray(self.scale)[..., None, None]
 
     def apply(self, x: np.ndarray) -> np.ndarray:
-        """``s·R·x + t`` for points x [..., N, 3] (batch dims broadcast with the transform's) → float64."""
+        """``s·R·x + t`` for points x [..., N, 3] (batch dims broadcast with the transform's) or one point
+        [3] → float64, the same shape."""
         x = np.asarray(x, np.float64)
-        return self._s * (x @ np.swapaxes(self.R, -1, -2)) + self.t[..., None, :]
+        if x.ndim == 1:
+            return self.apply(x[None])[..., 0, :]
+        return (self._s * x) @ np.swapaxes(self.R, -1, -2) + self.t[..., None, :]
 
     def compose(self, other: Similarity) -> Similarity:
         """``self ∘ other``: first ``other``, then ``self`` (this transform's other fields are kept)."""
         R = self.R @ other.R
-        t = self._s[..., 0] * (self.R @ other.t[..., None])[..., 0] + self.t
+        t = ((self._s * self.R) @ other.t[..., None])[..., 0] + self.t
         return dataclasses.replace(self, R=R, t=t, scale=np.asarray(self.scale) * np.asarray(other.scale))
 
     def inverse(self) -> Similarity:

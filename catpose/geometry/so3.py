@@ -12,7 +12,8 @@ import torch
 def so3_grid(n: int, device=None, dtype=torch.float32) -> torch.Tensor:
     """``n`` rotations [n, 3, 3] spread evenly over SO(3): super-Fibonacci spirals (Alexa, CVPR 2022).
 
-    Computed in float64, returned in ``dtype``. Neighbour spacing shrinks as ``n^{-1/3}``: the median
+    Computed in float64, returned in ``dtype``. Neighbour spacing shrinks about as ``n^{-1/3}`` for large
+    ``n`` (faster for small ones): the median
     geodesic distance from a grid rotation to its nearest neighbour is about 22.5° for 1024 rotations,
     10.7° for 4096 and 5.5° for 32768 (``tests/geometry/test_so3.py`` measures it). Written here: none of
     the installed libraries (roma, kornia, scipy) makes a deterministic, even grid of arbitrary size.

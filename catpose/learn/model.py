@@ -4,10 +4,12 @@
 DINOv2's patch features when local weights exist). The neural template holds one learnable unit
 feature θ_j per template vertex t_j and M background prototypes β_m. For a visible vertex j of a
 training crop, at its target pixel p_j, the loss is a softmax over all vertices and prototypes::
+
     L_v = −log  exp(f(p_j)·θ_j / T) / ( Σ_{k ∉ nb(j)} exp(f(p_j)·θ_k / T) + Σ_m exp(f(p_j)·β_m / T) )
 
 where nb(j) are the other vertices within ``exclude`` × template diameter of t_j (neighbours are not
 negatives), and for background pixels b (outside the visible object) the prototypes are the positives::
+
     L_bg = −log  Σ_m exp(f(b)·β_m / T) / ( Σ_k exp(f(b)·θ_k / T) + Σ_m exp(f(b)·β_m / T) )
 
 L = mean L_v + w_bg · mean L_bg (as in NeMo, with a learned template instead of a memory bank).

@@ -2,6 +2,7 @@
 
 For an image and its object box (given, or from a mask, or the whole image), with ``Φ`` the trained
 encoder and ``Θ = {θ_j}`` the template features at vertices ``t_j``:
+
 1. **Crop and features.** A square crop around the box, resampled to ``S`` pixels; ``f = Φ(crop)``;
    the per-vertex similarity maps ``s_j(p) = θ_j · f(p)`` and the background score
    ``b(p) = max_m β_m · f(p)``. Pixels where ``max_j s_j > b`` are *object-like*; without a box or mask,

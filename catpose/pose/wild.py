@@ -8,6 +8,7 @@ PASCAL3D+-style annotation (``record.objects.viewpoint`` azimuth/elevation/theta
 viewport, px/py, bbox of the visible part, occluded/truncated flags) in the category's canonical frame
 (x front, y left, z up, origin at the centre of the object's bounding box), and a mask of the visible
 object, so that the same loader and command that read PASCAL3D+ score it::
+
     root/Images/<cat>_synth/00012.jpg
     root/Masks/<cat>_synth/00012.png
     root/Annotations/<cat>_synth/00012.mat

@@ -3,9 +3,10 @@
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from catpose.align.evaluate import geodesic_deg, rotation_errors
+from catpose.align.evaluate import rotation_errors
 from catpose.align.reference import Edge, choose_reference, pair_graph, reduce_to_reference
-from catpose.align.search import Alignment
+from catpose.align.table import Alignment
+from catpose.geometry import geodesic_deg
 
 
 def make_edges(n=12, noise_deg=3.0, corrupt=4, seed=0):

@@ -58,3 +58,9 @@ def test_crop_image_maps_pixels_like_object_crops():
     r, c = np.unravel_index(int(out[0, 0].argmax()), (32, 32))
     expect = (np.array([30.5, 10.5]) - box[:2]) * 32 / box[2] + 16  # uv -> (uv - c)·S/side + S/2
     assert abs(c + 0.5 - expect[0]) <= 1.0 and abs(r + 0.5 - expect[1]) <= 1.0
+
+
+def test_pose_and_training_crops_share_the_margin():
+    from catpose.config import PoseConfig
+
+    assert PoseConfig().margin == BOX_MARGIN  # config.py stays torch-free, so it repeats the number

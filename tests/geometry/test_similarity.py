@@ -69,3 +69,16 @@ def test_torch_batched_form_agrees_with_numpy(dtype, device):
     out = apply_similarity(t(V), t(T.scale), t(T.R), t(T.t))
     assert out.shape == (5, 30, 3) and out.dtype == dtype
     torch.testing.assert_close(out.cpu(), torch.as_tensor(T.apply(V[None]), dtype=dtype), **TOL[dtype])
+
+
+def test_one_point_and_the_old_formulas_bit_for_bit():
+    """A single point [3] keeps its shape; apply and compose group the products as catpose always did
+    ((s·x)·Rᵀ and (s·R)·t), so stored alignments and ground truth come out bit-identical."""
+    A, B = random_similarity(11), random_similarity(12)
+    x = np.random.default_rng(13).normal(size=(6, 3))
+    assert A.apply(x[0]).shape == (3,)
+    np.testing.assert_allclose(A.apply(x[0]), A.apply(x)[0], rtol=1e-12, atol=1e-12)  # BLAS may round [1, 3] differently
+    np.testing.assert_array_equal(A.apply(x), (A.scale * x) @ A.R.T + A.t)
+    C = A.compose(B)
+    np.testing.assert_array_equal(C.t, A.scale * A.R @ B.t + A.t)
+    np.testing.assert_array_equal(C.R, A.R @ B.R)
