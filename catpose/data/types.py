@@ -251,12 +251,7 @@ def parse_sequence_annotation(d: Any, path: str, index: int,
     f.prefix = f"sequence_annotations[{index}] (sequence '{seq}')"
 
     def optional(fn, *args, **kw):
-        try:
-            return fn(*args, **kw)
-        except DataFormatError as e:
-            if warnings is not None:
-                warnings.append(f"{e}; ignored (optional metadata)")
-            return None
+        return _optional(warnings, fn, *args, **kw)
 
     video = None
     if d.get("video") is not None:
