@@ -103,3 +103,39 @@ def test_colorsift_features_sit_where_they_are_sampled(device):
         c = sample_features(bb(shifted), uv, (96, 96))
     err_aligned = (a - b).norm(dim=-1).mean()
     assert err_aligned < 0.35 * (a - c).norm(dim=-1).mean()
+
+
+def published_pos_embed(pos_embed: torch.Tensor, rows: int, cols: int, offset: float, antialias: bool) -> torch.Tensor:
+    """The published DINOv2 rule (``interpolate_pos_encoding`` of facebookresearch/dinov2), written out:
+    unchanged for the trained grid; else bicubic over the M × M grid with scale factors
+    ``(grid + offset) / M`` when ``offset`` is non-zero, or the target size when it is zero (the register
+    models), with ``antialias`` as the hub sets it."""
+    N = pos_embed.shape[1] - 1
+    M = int(N**0.5)
+    if rows * cols == N and rows == cols:
+        return pos_embed
+    patch = pos_embed[:, 1:].float().reshape(1, M, M, -1).permute(0, 3, 1, 2)
+    if offset:
+        out = torch.nn.functional.interpolate(patch, scale_factor=((rows + offset) / M, (cols + offset) / M),
+                                              mode="bicubic", antialias=antialias)
+    else:
+        out = torch.nn.functional.interpolate(patch, size=(rows, cols), mode="bicubic", antialias=antialias)
+    assert out.shape[-2:] == (rows, cols)
+    return torch.cat([pos_embed[:, :1], out.permute(0, 2, 3, 1).reshape(1, rows * cols, -1)], dim=1)
+
+
+@pytest.mark.parametrize("registers, offset, antialias", [(0, 0.1, False), (4, 0.0, True)])
+def test_dinov2_position_embeddings_follow_the_published_rule(registers, offset, antialias, device):
+    torch.manual_seed(1)
+    model = DinoV2("dinov2_vits14", spec=ViTSpec(64, 1, 1), num_register_tokens=registers).to(device)
+    assert (model.interpolate_offset, model.interpolate_antialias) == (offset, antialias)  # the hub's settings
+    with torch.no_grad():
+        model.pos_embed.normal_()
+    for grid in (4, 16, 32, 37, 40):  # 56 … 560 px inputs, the trained 518 px among them
+        ours = model._pos_embed(grid, grid)
+        ref = published_pos_embed(model.pos_embed, grid, grid, offset, antialias)
+        torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
+    # sizing by the target grid alone (what catpose did before) is measurably different at 448 px
+    if offset:
+        by_size = published_pos_embed(model.pos_embed, 32, 32, 0.0, False)
+        assert (model._pos_embed(32, 32) - by_size).abs().max() > 1e-3
