@@ -274,8 +274,8 @@ class TrainConfig:
     """Share of the videos held out from training for the evaluation."""
     augment: bool = True
     """Backgrounds, occluders, crop/scale jitter and colour jitter in the data pipeline."""
-    num_workers: int = 2
-    """Ray Train workers (one per GPU on GPU clusters)."""
+    num_workers: int = 0
+    """Ray Train workers (0: auto — one per GPU the cluster has when training on GPUs, 2 on CPUs)."""
     use_gpu: str = "auto"
     """auto (GPUs when the cluster has them), yes, no."""
     cpus_per_worker: float = 1.0
@@ -288,6 +288,9 @@ class TrainConfig:
     """Worker-group restarts (from the latest checkpoint) before the run fails."""
     keep_checkpoints: int = 2
     """Checkpoints kept in storage."""
+    wait_for_resources: float = 60.0
+    """Seconds to wait for the cluster to offer the workers' CPUs and GPUs (an autoscaling cluster adds
+    nodes meanwhile) before the run stops with a clear error instead of waiting silently."""
     evaluate: bool = True
     """Score the held-out videos after training (vertex-to-pixel matching, against baselines)."""
     eval_frames: int = 96

@@ -31,6 +31,7 @@ from catpose.align.table import read_alignment
 from catpose.config import TrainConfig
 from catpose.data.groundtruth import load_ground_truth
 from catpose.devices import resolve_device
+from catpose.errors import CatposeError
 from catpose.features.runner import load_surface_features
 from catpose.geometry import Similarity
 from catpose.learn.data import VideoTargets, training_dataset
@@ -177,6 +178,10 @@ def train_loop_per_worker(config: dict) -> None:
             torch.save({"model": core.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
                         "history": history}, os.path.join(ckpt_dir, "state.pt"))
             checkpoint = ray.train.Checkpoint.from_directory(ckpt_dir)
+        if rank == 0:  # one line per epoch
+            print(f"train {cfg.category}: epoch {epoch + 1}/{cfg.epochs}  loss {metrics['loss']:.3f}  "
+                  f"vertex acc {metrics['train_vertex_acc']:.1%}  {metrics['images_per_s']:.0f} crops/s "
+                  f"({world} worker{'s' if world > 1 else ''})", flush=True)
         ray.train.report(metrics, checkpoint=checkpoint)  # uploads the checkpoint before returning
         if ckpt_dir is not None:
             shutil.rmtree(ckpt_dir, ignore_errors=True)
@@ -192,13 +197,47 @@ def _use_gpu(cfg: TrainConfig) -> bool:
         return False
     import ray
 
-
     init_ray()
     return ray.cluster_resources().get("GPU", 0) > 0
 
 
-def make_trainer(cfg: TrainConfig, dataset, vertices: np.ndarray, name: str, use_gpu: bool):
-    """The ``TorchTrainer`` of a run: ``dataset`` from :func:`catpose.learn.data.training_dataset`."""
+def placement(cfg: TrainConfig, use_gpu: bool, poll_s: float = 5.0) -> int:
+    """The number of Ray Train workers, once the cluster can place them all.
+
+    ``num_workers`` 0 means one per GPU of the cluster (GPU training) or 2 (CPU training). When the
+    cluster lacks the CPUs or GPUs that the workers reserve together, this prints a "waiting for" line
+    every ``poll_s`` seconds — an autoscaling cluster adds nodes meanwhile — and raises
+    :class:`~catpose.errors.CatposeError` after ``wait_for_resources`` seconds, instead of letting Ray Train
+    wait silently for resources that never come.
+    """
+    import ray
+
+    gpus_each = cfg.gpus_per_worker if use_gpu else 0.0
+    t0 = time.monotonic()
+    while True:
+        have = ray.cluster_resources()
+        workers = cfg.num_workers
+        if workers <= 0:
+            workers = max(1, int(have.get("GPU", 0) // max(gpus_each, 1e-9))) if use_gpu else 2
+        need = {"CPU": workers * cfg.cpus_per_worker, **({"GPU": workers * gpus_each} if gpus_each else {})}
+        short = {k: (v, have.get(k, 0.0)) for k, v in need.items() if have.get(k, 0.0) + 1e-9 < v}
+        if not short:
+            return workers
+        what = ", ".join(f"{v:g} {k}s (the cluster has {h:g})" for k, (v, h) in short.items())
+        waited = time.monotonic() - t0
+        if waited >= cfg.wait_for_resources:
+            raise CatposeError(
+                f"train {cfg.category}: {workers} worker(s) × {cfg.cpus_per_worker:g} CPU"
+                + (f" + {gpus_each:g} GPU" if gpus_each else "") + f" need {what}; waited {waited:.0f} s. "
+                "Lower --num-workers (0: one per GPU), --cpus-per-worker or --gpus-per-worker, or add nodes.")
+        print(f"train {cfg.category}: waiting for {what} — an autoscaling cluster adds nodes; otherwise lower "
+              f"--num-workers (gives up in {cfg.wait_for_resources - waited:.0f} s)", flush=True)
+        time.sleep(min(poll_s, max(0.0, cfg.wait_for_resources - waited)))
+
+
+def make_trainer(cfg: TrainConfig, dataset, vertices: np.ndarray, name: str, use_gpu: bool, workers: int = 0):
+    """The ``TorchTrainer`` of a run: ``dataset`` from :func:`catpose.learn.data.training_dataset`;
+    ``workers`` from :func:`placement` (0: ``cfg.num_workers``, or 2 when that is auto)."""
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -211,7 +250,7 @@ def make_trainer(cfg: TrainConfig, dataset, vertices: np.ndarray, name: str, use
         train_loop_config={"cfg": cfg, "vertices": vertices, "name": name},
         datasets={"train": dataset.select_columns(["image", "uv", "vis", "fg"])},
         torch_config=TorchConfig(backend="nccl" if gpus >= 1 else "gloo"),
-        scaling_config=ray.train.ScalingConfig(num_workers=cfg.num_workers, use_gpu=use_gpu,
+        scaling_config=ray.train.ScalingConfig(num_workers=workers or cfg.num_workers or 2, use_gpu=use_gpu,
                                                resources_per_worker=resources),
         run_config=ray.train.RunConfig(
             name=name, storage_path=store.root if on_s3 else str(Path(store.root).resolve()),
@@ -236,12 +275,13 @@ def run_train(cfg: TrainConfig) -> dict:
     tpl: Template = prep["template"]
     write_split(store, name, cfg, prep)
     use_gpu = _use_gpu(cfg)
+    workers = placement(cfg, use_gpu)
     augment = AugmentConfig() if cfg.augment else None
     ds = training_dataset(cfg.data, cfg.category, prep["train_targets"], cfg.size, augment, cfg.endpoint_url)
     print(f"train {cfg.category}: {len(prep['train'])} training videos, {len(prep['held_out'])} held out, "
-          f"template of {len(tpl.vertices)} vertices, {cfg.num_workers} worker(s) on {'GPU' if use_gpu else 'CPU'}, "
+          f"template of {len(tpl.vertices)} vertices, {workers} worker(s) on {'GPU' if use_gpu else 'CPU'}, "
           f"run {store.url(name)}", flush=True)
-    trainer = make_trainer(cfg, ds, tpl.vertices, name, use_gpu)
+    trainer = make_trainer(cfg, ds, tpl.vertices, name, use_gpu, workers)
     t0 = time.perf_counter()
     result = trainer.fit()
     if result.error:
