@@ -125,3 +125,24 @@ def test_a_batch_with_an_unreadable_image_and_one_without_object_goes_on(templat
     # estimate_batch itself hands back the error of the image without object in its place
     res = est.estimate_batch([grey(greys[0]), grey(200)], sources=["car.png", "street.png"])
     assert isinstance(res[0], PoseEstimate) and isinstance(res[1], NoObjectError) and "street.png" in str(res[1])
+
+
+def test_batch_with_the_retrieval_prior_matches_the_one_image_path(template, device):
+    """With training views attached (prior_weight > 0), each image's prior [len(grid)] is the one the
+    one-image path computes, and the batch's poses are the one-image path's."""
+    V, theta, beta = template
+    greys, _, _, fmaps = rendered_batch(template, VIEWS[:2])
+    est = PoseEstimator(FeaturesByGrey(fmaps), theta, V, beta, size=S,
+                        cfg=PoseConfig(grid=1024, refine_steps=8, prior_weight=3.0, device=device))
+    g = torch.Generator().manual_seed(1)
+    descs = torch.nn.functional.normalize(torch.randn(30, 16 * 16, generator=g), dim=1)  # [V, D·4²]
+    est.set_views(descs, so3_grid(30).numpy())
+    crops = torch.nn.functional.normalize(torch.randn(3, 16 * 16, generator=g), dim=1)
+    priors = est.retrieval_priors(crops)
+    assert priors.shape == (3, 1024) and float(priors.max()) <= 0 < float(-priors.min())
+    torch.testing.assert_close(priors, torch.stack([est.retrieval_prior(c) for c in crops]))
+    focal = [f for _, f in VIEWS[:2]]
+    batch = est.estimate_batch([grey(x) for x in greys], [BOX] * 2, focal_px=focal)
+    for n, x in enumerate(greys):
+        one = est.estimate(grey(x), bbox=BOX, focal_px=focal[n])
+        assert float(geodesic_deg(batch[n].R, one.R)) < 0.05 and abs(batch[n].confidence - one.confidence) < 1e-3
