@@ -19,6 +19,15 @@ encoder and ``Θ = {θ_j}`` the template features at vertices ``t_j``:
    refined pose (plus its retrieval prior, when training views are attached) is returned with ``E`` as
    its confidence.
 
+**Batches.** :meth:`PoseEstimator.estimate_batch` does the same for B images at once (what
+``catpose estimate`` over many files and ``catpose evaluate`` use, ``PoseConfig.batch`` at a time):
+one encoder pass over the B crops, s_j as one [B, N, S, S] tensor, E(R, T) of all B × grid poses
+(:func:`search_poses`), each image's distinct hypotheses by greedy suppression written with tensors
+(:func:`distinct_batch`), and all B × top_k hypotheses refined as one [B, top_k] set of poses for the
+same fixed number of steps (hypotheses that an image lacks are masked). Decoding, boxes and crops stay
+per image on the CPU. Each image gets the pose that :meth:`PoseEstimator.estimate` gives it, up to
+float rounding (``tests/pose/test_batched.py``).
+
 The camera is catpose's (CO3D) convention; without a known focal length the full image is assumed
 to have a ``focal_ndc`` (≈ 45° field of view) camera. Rotations are in the template's frame; with a
 frame rotation ``G`` (template → a category's canonical frame) the pose is also given as azimuth,
