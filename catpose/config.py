@@ -333,6 +333,9 @@ class PoseConfig:
     (the translation always puts the template's projected box on the object box)."""
     device: str = "cpu"
     """Device of the encoder (cpu, cuda)."""
+    batch: int = 16
+    """Images estimated together (``catpose estimate`` over many files, ``catpose evaluate``): one encoder
+    pass, and all their hypotheses scored and refined as one tensor."""
 
 
 @dataclass

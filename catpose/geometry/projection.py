@@ -21,7 +21,7 @@ def project(X: torch.Tensor, R: torch.Tensor, T: torch.Tensor, focal_px: torch.T
     return uv, z
 
 
-def zbuffer(uv: torch.Tensor, z: torch.Tensor, image_size: tuple[int, int], cell: int = 1,
+def zbuffer(uv: torch.Tensor, z: torch.Tensor, image_size: tuple[int, int], cell: int | torch.Tensor = 1,
             fill: int = 2, margin: float = float("inf")) -> torch.Tensor:
     """Per-cell minimum depth of points splatted into a grid of ``cell``-pixel cells.
 
@@ -30,13 +30,28 @@ def zbuffer(uv: torch.Tensor, z: torch.Tensor, image_size: tuple[int, int], cell
     cells whose depth is more than ``margin`` behind that minimum (the far side showing through a
     hole in the near side). Other cells keep their own depth, so slanted surfaces do not hide
     themselves.
+
+    ``cell`` is one size for all K frames, or a [K] integer tensor with a size per frame: the buffer
+    then has the shape of the smallest cell, and each frame's cells outside its own ``H/cell × W/cell``
+    grid stay ``inf`` (frame k's buffer is the one a call with ``cell=cell[k]`` gives, padded).
     """
     K = uv.shape[0]
     H, W = image_size
-    h, w = (H + cell - 1) // cell, (W + cell - 1) // cell
-    cu = torch.floor(uv[..., 0] / cell).long()
-    cv = torch.floor(uv[..., 1] / cell).long()
-    ok = (cu >= 0) & (cu < w) & (cv >= 0) & (cv < h) & (z > 0)
+    per_frame = torch.is_tensor(cell)
+    if per_frame:
+        ck = cell.to(uv.device).long()
+        hk, wk = (H + ck - 1) // ck, (W + ck - 1) // ck  # [K]
+        h, w = int(hk.max()), int(wk.max())
+        c = ck.to(uv.dtype)[:, None]
+        inside = ((torch.arange(h, device=uv.device)[None, :, None] < hk[:, None, None])
+                  & (torch.arange(w, device=uv.device)[None, None, :] < wk[:, None, None]))
+        hmax, wmax = hk[:, None], wk[:, None]
+    else:
+        h, w = (H + cell - 1) // cell, (W + cell - 1) // cell
+        c, hmax, wmax = cell, h, w
+    cu = torch.floor(uv[..., 0] / c).long()
+    cv = torch.floor(uv[..., 1] / c).long()
+    ok = (cu >= 0) & (cu < wmax) & (cv >= 0) & (cv < hmax) & (z > 0)
     flat = torch.full((K, h * w), float("inf"), dtype=z.dtype, device=z.device)
     idx = (cv * w + cu).clamp(0, h * w - 1)
     zz = torch.where(ok, z, torch.full_like(z, float("inf")))
@@ -45,6 +60,8 @@ def zbuffer(uv: torch.Tensor, z: torch.Tensor, image_size: tuple[int, int], cell
     for _ in range(fill):
         grown = -F.max_pool2d(-buf[:, None], 3, stride=1, padding=1)[:, 0]
         hole = torch.isinf(buf) | (buf > grown + margin)
+        if per_frame:
+            hole &= inside
         if not hole.any():
             break
         buf = torch.where(hole, grown, buf)
@@ -52,9 +69,11 @@ def zbuffer(uv: torch.Tensor, z: torch.Tensor, image_size: tuple[int, int], cell
 
 
 def visibility(uv: torch.Tensor, z: torch.Tensor, image_size: tuple[int, int], zbuf: torch.Tensor,
-               tol: float, cell: int = 1, masks: torch.Tensor | None = None,
+               tol: float, cell: int | torch.Tensor = 1, masks: torch.Tensor | None = None,
                depths: torch.Tensor | None = None) -> torch.Tensor:
     """Which of the projected vertices are visible: [K, N] bool.
+
+    ``cell``: the z-buffer's cell size, one for all frames or a [K] integer tensor (see :func:`zbuffer`).
 
     Visible = in front of the camera, inside the image, not more than ``tol`` behind the z-buffer
     of the dense cloud, inside the mask (> 0.5) when ``masks`` [K, H, W] is given, and within ``tol``
@@ -66,7 +85,8 @@ def visibility(uv: torch.Tensor, z: torch.Tensor, image_size: tuple[int, int], z
     pu = torch.floor(u).long().clamp(0, W - 1)
     pv = torch.floor(v).long().clamp(0, H - 1)
     k = torch.arange(uv.shape[0], device=uv.device)[:, None]
-    zb = zbuf[k, (pv // cell).clamp(0, zbuf.shape[1] - 1), (pu // cell).clamp(0, zbuf.shape[2] - 1)]
+    c = cell.to(uv.device).long()[:, None] if torch.is_tensor(cell) else cell
+    zb = zbuf[k, (pv // c).clamp(0, zbuf.shape[1] - 1), (pu // c).clamp(0, zbuf.shape[2] - 1)]
     vis &= z <= zb + tol
     if masks is not None:
         vis &= masks[k, pv, pu] > 0.5

@@ -20,6 +20,15 @@ encoder and ``Θ = {θ_j}`` the template features at vertices ``t_j``:
    refined pose (plus its retrieval prior, when training views are attached) is returned with ``E`` as
    its confidence.
 
+**Batches.** :meth:`PoseEstimator.estimate_batch` does the same for B images at once (what
+``catpose estimate`` over many files and ``catpose evaluate`` use, ``PoseConfig.batch`` at a time):
+one encoder pass over the B crops, s_j as one [B, N, S, S] tensor, E(R, T) of all B × grid poses
+(:func:`search_poses`), each image's distinct hypotheses by greedy suppression written with tensors
+(:func:`distinct_batch`), and all B × top_k hypotheses refined as one [B, top_k] set of poses for the
+same fixed number of steps (hypotheses that an image lacks are masked). Decoding, boxes and crops stay
+per image on the CPU. Each image gets the pose that :meth:`PoseEstimator.estimate` gives it, up to
+float rounding (``tests/pose/test_batched.py``).
+
 The camera is catpose's (CO3D) convention; without a known focal length the full image is assumed
 to have a ``focal_ndc`` (≈ 45° field of view) camera. Rotations are in the template's frame; with a
 frame rotation ``G`` (template → a category's canonical frame) the pose is also given as azimuth,
@@ -124,20 +133,28 @@ def render_compare(sim: torch.Tensor, vertices: torch.Tensor, R: torch.Tensor, T
     return torch.where(n >= max(4, len(vertices) // 20), E, torch.full_like(E, -1.0)), vis
 
 
-def fit_translation(vertices: torch.Tensor, R: torch.Tensor, f: float, pp: torch.Tensor, target: torch.Tensor,
-                    extent: float, iters: int = 3) -> torch.Tensor:
+def fit_translation(vertices: torch.Tensor, R: torch.Tensor, f: float | torch.Tensor, pp: torch.Tensor,
+                    target: torch.Tensor, extent: float, iters: int = 3) -> torch.Tensor:
     """T [B, 3] that puts the projected bounding box of the template (rotated by R [B, 3, 3]) on the box
-    with centre ``target`` (crop pixels) and longer side ``extent``."""
+    with centre ``target`` (crop pixels) and longer side ``extent``. The camera: focal length ``f`` (a
+    number, or [B] with one per pose) and principal point ``pp`` ([2], or [B, 2])."""
     B = R.shape[0]
     m = (vertices.amax(0) + vertices.amin(0)) / 2
     diam = (vertices.amax(0) - vertices.amin(0)).norm()
     dev = R.device
-    d = torch.full((B,), float(f * diam / extent), device=dev)
+    if torch.is_tensor(f) and f.ndim > 0:  # a camera per pose
+        d = (f.float() * diam / extent).to(dev).expand(B).clone()
+        fc = f.float().to(dev)[:, None]  # [B, 1]
+        fB = fc.expand(B, 2)
+    else:
+        d = torch.full((B,), float(f * diam / extent), device=dev)
+        fc, fB = f, torch.full((B, 2), float(f), device=dev)
+    f = fc
     aim = target.expand(B, 2).clone()
     for _ in range(iters):
         ray = torch.cat([(pp - aim) / f, torch.ones(B, 1, device=dev)], 1)
         T = d[:, None] * ray - m @ R
-        uv, _ = project(vertices, R, T, torch.full((B, 2), float(f), device=dev), pp.expand(B, 2))
+        uv, _ = project(vertices, R, T, fB, pp.expand(B, 2))
         lo, hi = uv.amin(1), uv.amax(1)
         d = d * (hi - lo).amax(1) / extent
         aim = aim - ((lo + hi) / 2 - target)
@@ -148,8 +165,12 @@ def fit_translation(vertices: torch.Tensor, R: torch.Tensor, f: float, pp: torch
 @torch.no_grad()
 def descriptor(encoder, crops: torch.Tensor, grid: int = 4) -> torch.Tensor:
     """Pooled features of crops [B, 3, S, S]: the feature map averaged to ``grid × grid``, flattened, unit."""
-    f = encoder(crops).float()
-    return F.normalize(F.adaptive_avg_pool2d(f, grid).flatten(1), dim=1)
+    return pooled_descriptor(encoder(crops).float(), grid)
+
+
+def pooled_descriptor(fmap: torch.Tensor, grid: int = 4) -> torch.Tensor:
+    """:func:`descriptor` from feature maps fmap [B, D, h, w] already computed: [B, D·grid²], unit."""
+    return F.normalize(F.adaptive_avg_pool2d(fmap.float(), grid).flatten(1), dim=1)
 
 
 def _distinct(R: torch.Tensor, scores: torch.Tensor, k: int, min_deg: float = 20.0) -> list[int]:
@@ -224,6 +245,168 @@ def search_pose(sim: torch.Tensor, vertices: torch.Tensor, f: float, pp: torch.T
     return R[i].detach(), T[i].detach(), float(E[i])
 
 
+# ------------------------------------------------------------------------------ batched scoring
+# The same scores for B images × P poses each in one pass; the one-image functions above stay the
+# reference that tests/pose/test_batched.py compares these with.
+def similarity_maps_batch(fmap: torch.Tensor, theta: torch.Tensor, beta: torch.Tensor | None, size: int):
+    """s_j [B, N, size, size] and b [B, M, size, size] (M = 1, all −1, without β) from unit features
+    fmap [B, D, h, w]: :func:`similarity_maps` for B crops at once."""
+    f = F.normalize(F.interpolate(fmap.float(), size=(size, size), mode="bilinear", align_corners=False), dim=1)
+    sim = torch.einsum("nd,bdhw->bnhw", theta.float(), f)
+    bg = (torch.einsum("md,bdhw->bmhw", beta.float(), f) if beta is not None
+          else torch.full((len(f), 1, size, size), -1.0, device=f.device))
+    return sim, bg
+
+
+def sample_similarity_batch(sims: torch.Tensor, uv: torch.Tensor, crop_size: int) -> torch.Tensor:
+    """s_j of image b at the projections uv [B, P, N, 2] of its P poses (crop pixels), bilinear, from
+    sims [B, N, S, S]: [B, P, N] (0 outside the crop)."""
+    B, P, N, _ = uv.shape
+    g = (uv / crop_size * 2 - 1).permute(0, 2, 1, 3).reshape(B * N, P, 1, 2)
+    out = F.grid_sample(sims.reshape(B * N, 1, *sims.shape[-2:]), g.to(sims.dtype), mode="bilinear",
+                        padding_mode="zeros", align_corners=False)  # [B·N, 1, P, 1]
+    return out.view(B, N, P).transpose(1, 2)
+
+
+def template_visibility_batch(uv: torch.Tensor, z: torch.Tensor, size: int, diameter: float, n_vertices: int,
+                              valid: torch.Tensor | None = None) -> torch.Tensor:
+    """:func:`template_visibility` for B images × P poses: uv [B, P, N, 2], z [B, P, N] → [B, P, N] bool.
+    Each image's z-buffer cell comes from the mean projected box of its own P poses (of those ``valid``
+    [B, P] only, when given), as :func:`template_visibility` chooses it for one image's poses."""
+    B, P, N = z.shape
+    area = (uv.amax(2) - uv.amin(2)).clamp(min=1).prod(-1)  # [B, P]
+    span = area.mean(1) if valid is None else (area * valid).sum(1) / valid.sum(1).clamp_min(1)
+    cell = torch.round((span.double() / max(n_vertices / 4, 1)).sqrt()).clamp_min(1).long().repeat_interleave(P)
+    tol = 0.04 * diameter
+    uvf, zf = uv.reshape(B * P, N, 2), z.reshape(B * P, N)
+    zb = zbuffer(uvf, zf, (size, size), cell=cell, fill=2, margin=2 * tol)
+    return visibility(uvf, zf, (size, size), zb, tol=tol, cell=cell).view(B, P, N)
+
+
+def render_compare_batch(sims: torch.Tensor, vertices: torch.Tensor, R: torch.Tensor, T: torch.Tensor,
+                         f: torch.Tensor, pp: torch.Tensor, size: int, diameter: float,
+                         valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """E(R, T) = mean over visible vertices V of s_j(π(t_j; R, T)) for B images × P poses each:
+    sims [B, N, S, S] (image b's s_j), R [B, P, 3, 3], T [B, P, 3], image b's scoring camera f [B],
+    pp [B, 2]; ``valid`` [B, P] (optional) names the poses that choose the z-buffer cell.
+    Returns (E [B, P], vis [B, P, N]); E = −1 where too few vertices are visible."""
+    B, P = R.shape[:2]
+    N = len(vertices)
+    cam = lambda x: x[:, None].expand(B, P, 2).reshape(B * P, 2)
+    uv, z = project(vertices, R.reshape(B * P, 3, 3), T.reshape(B * P, 3), cam(f[:, None].expand(B, 2)), cam(pp))
+    uv, z = uv.view(B, P, N, 2), z.view(B, P, N)
+    with torch.no_grad():
+        vis = template_visibility_batch(uv, z, size, diameter, N, valid)
+    s = sample_similarity_batch(sims, uv, size)
+    n = vis.sum(2)
+    E = (s * vis).sum(2) / n.clamp_min(1)
+    return torch.where(n >= max(4, N // 20), E, torch.full_like(E, -1.0)), vis
+
+
+def fit_translation_batch(vertices: torch.Tensor, R: torch.Tensor, f: torch.Tensor, pp: torch.Tensor,
+                          target: torch.Tensor, extent: float) -> torch.Tensor:
+    """:func:`fit_translation` for B images × P rotations R [B, P, 3, 3], image b's camera f [B], pp [B, 2]:
+    T [B, P, 3]."""
+    B, P = R.shape[:2]
+    T = fit_translation(vertices, R.reshape(B * P, 3, 3), f.repeat_interleave(P), pp.repeat_interleave(P, 0),
+                        target, extent)
+    return T.view(B, P, 3)
+
+
+def distinct_batch(grid: torch.Tensor, scores: torch.Tensor, k: int,
+                   min_deg: float = 20.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each image's ``k`` best grid rotations that are at least ``min_deg`` apart (greedy
+    non-maximum suppression, as :func:`_distinct` does for one image), from scores [B, G] of the
+    rotations grid [G, 3, 3]: (indices [B, k], valid [B, k]). Where fewer than ``k`` exist, the
+    rest repeat the best one and are not valid. Tensor ops only: ``k`` rounds, none per candidate."""
+    cos_min = float(np.cos(np.radians(min_deg)))
+    free = scores.clone()
+    idx, ok = [], []
+    for _ in range(k):
+        best, i = free.max(1)  # the best rotation not within min_deg of one chosen before
+        idx.append(i)
+        ok.append(torch.isfinite(best))
+        cos = (torch.einsum("bij,gij->bg", grid[i], grid) - 1) / 2
+        free = free.masked_fill(cos >= cos_min, float("-inf"))
+    idx, ok = torch.stack(idx, 1), torch.stack(ok, 1)
+    return torch.where(ok, idx, idx[:, :1]), ok
+
+
+def search_poses(sims: torch.Tensor, vertices: torch.Tensor, f: torch.Tensor, pp: torch.Tensor, size: int,
+                 margin: float, cfg: PoseConfig, grid: torch.Tensor | None = None, prior: torch.Tensor | None = None,
+                 max_points: int = 2**24) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`search_pose` for B images at once: coarse scores E(R, T) of every image × grid rotation,
+    each image's ``cfg.top_k`` distinct hypotheses, all B × top_k refined together in one optimisation of
+    ``cfg.refine_steps`` steps, each image's best.
+
+    sims [B, N, S, S] are the images' s_j; f [B] and pp [B, 2] their scoring cameras (pixels of the S
+    grid); ``prior`` [B, len(grid)] (optional) the retrieval prior per image. The coarse pass scores
+    the grid in chunks of 1024 rotations (the same chunks as :func:`search_pose`, which pick the z-buffer
+    cell) for as many images at a time as keep ``images × 1024 × N`` under ``max_points``. The summed
+    objective Σ E keeps the hypotheses independent (Adam's update is per parameter), so each image
+    gets the pose :func:`search_pose` gives it, up to float rounding.
+    Returns R [B, 3, 3], T [B, 3] and E [B]."""
+    import roma
+
+    grid = so3_grid(cfg.grid).to(sims.device) if grid is None else grid
+    B, N, G = len(sims), len(vertices), len(grid)
+    diam = float((vertices.amax(0) - vertices.amin(0)).norm())
+    dev = sims.device
+    f, pp = f.float().to(dev), pp.float().to(dev)
+    target = torch.tensor([size / 2, size / 2], device=dev)
+    extent = size / margin
+    scores = torch.empty(B, G, device=dev)
+    Ts = torch.empty(B, G, 3, device=dev)
+    per = max(1, max_points // (1024 * N))  # images per coarse pass
+    with torch.no_grad():
+        for s in range(0, G, 1024):
+            Rc = grid[s:s + 1024]
+            for b in range(0, B, per):
+                nb = min(B, b + per) - b
+                Rb = Rc[None].expand(nb, len(Rc), 3, 3)
+                Tb = fit_translation_batch(vertices, Rb, f[b:b + nb], pp[b:b + nb], target, extent)
+                E, _ = render_compare_batch(sims[b:b + nb], vertices, Rb, Tb, f[b:b + nb], pp[b:b + nb], size, diam)
+                scores[b:b + nb, s:s + len(Rc)] = E
+                Ts[b:b + nb, s:s + len(Rc)] = Tb
+    bonus = torch.zeros(B, G, device=dev) if prior is None else prior.to(dev).float()
+    best, valid = distinct_batch(grid, scores + bonus, cfg.top_k)  # [B, K]
+    rows = torch.arange(B, device=dev)
+    R0, T0 = grid[best], Ts[rows[:, None], best]  # [B, K, 3, 3], [B, K, 3]
+    if cfg.refine_steps <= 0:
+        return R0[:, 0], T0[:, 0], scores[rows, best[:, 0]]
+    bonus = torch.where(valid, bonus.gather(1, best), torch.full_like(bonus[:, :1], float("-inf")))
+    K = best.shape[1]
+    # parameters per hypothesis: rotation update ω, image position (u, v) of the template centre, log depth
+    m = (vertices.amax(0) + vertices.amin(0)) / 2
+    c0 = m @ R0 + T0  # [B, K, 3] centre in camera coordinates
+    uv0 = pp[:, None] - f[:, None, None] * c0[..., :2] / c0[..., 2:3]
+    omega = torch.zeros(B, K, 3, device=dev, requires_grad=True)
+    uv = uv0.clone().requires_grad_(True)
+    logd = c0[..., 2].log().clone().requires_grad_(True)
+    opt = torch.optim.Adam([{"params": [omega], "lr": 0.02}, {"params": [uv], "lr": 0.5},
+                            {"params": [logd], "lr": 0.01}])
+
+    def pose():
+        R = (roma.rotvec_to_rotmat(omega.reshape(B * K, 3)) @ R0.reshape(B * K, 3, 3)).view(B, K, 3, 3)
+        if cfg.translation == "box":
+            return R, fit_translation_batch(vertices, R, f, pp, target, extent)
+        d = logd.exp()
+        c = torch.cat([(pp[:, None] - uv) / f[:, None, None], torch.ones(B, K, 1, device=dev)], 2) * d[..., None]
+        return R, c - m @ R
+
+    for _ in range(cfg.refine_steps):  # a fixed number of steps for all B × K hypotheses
+        R, T = pose()
+        E, _ = render_compare_batch(sims, vertices, R, T, f, pp, size, diam, valid)
+        opt.zero_grad()
+        (-E.sum()).backward()
+        opt.step()
+    with torch.no_grad():
+        R, T = pose()
+        E, _ = render_compare_batch(sims, vertices, R, T, f, pp, size, diam, valid)
+    i = (E + bonus).argmax(1)
+    return R[rows, i].detach(), T[rows, i].detach(), E[rows, i]
+
+
 class PoseEstimator:
     """Estimates poses with a trained run's encoder Φ and template Θ (see the module docstring).
 
@@ -262,6 +445,20 @@ class PoseEstimator:
         c = D @ crop_desc.float().cpu()
         per = torch.where(near, c[None], torch.full_like(near, -2.0, dtype=torch.float32)).amax(1)
         return self.cfg.prior_weight * (per.clamp_min(c.min()) - c.max())
+
+    def retrieval_priors(self, crop_descs: torch.Tensor) -> torch.Tensor | None:
+        """:meth:`retrieval_prior` for crops' descriptors [B, d]: [B, len(grid)] (None without views)."""
+        if self.views is None or self.cfg.prior_weight <= 0:
+            return None
+        D, near = self.views
+        c = crop_descs.float().cpu() @ D.T  # [B, V]
+        out = []
+        for b in range(0, len(c), 8):  # [8, G, V] at a time bounds the memory
+            cb = c[b:b + 8]
+            per = torch.where(near[None], cb[:, None], torch.full((1, 1, 1), -2.0)).amax(2)  # [b, G]
+            out.append(self.cfg.prior_weight * (torch.maximum(per, cb.amin(1, keepdim=True))
+                                                - cb.amax(1, keepdim=True)))
+        return torch.cat(out)
 
     @classmethod
     def from_run(cls, run: str, endpoint_url: str | None = None, cfg: PoseConfig | None = None,
@@ -319,19 +516,119 @@ class PoseEstimator:
             out.azimuth, out.elevation, out.theta = float(a), float(e), float(t)
         return out
 
-    def estimate_files(self, images: list[str], bboxes=None, masks=None, progress: bool = True):
-        """Batch over image files: yields (path, PoseEstimate or None, error message or None); a bad
-        image is reported and the batch goes on."""
+    def estimate_batch(self, images: list[np.ndarray], bboxes=None, masks=None, focal_px=None, principal_px=None,
+                       sources: list[str] | None = None) -> list[PoseEstimate | CatposeError]:
+        """Poses of the objects in B images [H_b, W_b, 3] uint8 together: :meth:`estimate` for each, with
+        one encoder pass over the B crops and :func:`search_poses` scoring and refining all B × top_k
+        hypotheses as one tensor. ``bboxes``, ``masks``, ``focal_px``, ``principal_px``, ``sources``: None
+        or one entry (possibly None) per image. Returns one entry per image: its PoseEstimate, or the
+        error the one-image path raises for it (bad shape, empty box or mask, no object), while the rest
+        of the batch goes on. Timings are the batch's, shared out per image."""
+        import time
+
+        t0 = time.perf_counter()
+        B = len(images)
+        each = lambda x: x if x is not None else [None] * B
+        bboxes, masks, focal_px, principal_px = each(bboxes), each(masks), each(focal_px), each(principal_px)
+        sources = sources if sources is not None else [f"<image {i}>" for i in range(B)]
+        out: list = [None] * B
+        S = self.size
+        keep, boxes, crops = [], [], []
+        for i, image in enumerate(images):  # per image on the CPU: checks, boxes, crops
+            try:
+                if image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) < 8:
+                    raise DataFormatError(sources[i], f"expected an RGB image of at least 8x8 pixels, got shape "
+                                                      f"{image.shape}")
+                box = object_box(image.shape[:2], bboxes[i], masks[i], self.cfg.margin, sources[i])
+                crops.append(crop_image(image, box, S))
+            except CatposeError as e:
+                out[i] = e
+                continue
+            keep.append(i)
+            boxes.append(box)
+        if not keep:
+            return out
+        crops = torch.cat(crops).to(self.cfg.device)
+        fmap = self.features(crops)
+        sims, bg = similarity_maps_batch(fmap, self.theta, self.beta, self.cfg.sim_size)
+        objectness = (sims.amax(1) > bg.amax(1)).float().mean((1, 2)).tolist()
+        go = []
+        for j, i in enumerate(keep):
+            # without a box or mask the features decide whether there is an object; a given box is trusted
+            if (self.beta is not None and bboxes[i] is None and masks[i] is None
+                    and objectness[j] < self.cfg.min_object):
+                out[i] = NoObjectError(sources[i], f"no object found: {objectness[j]:.1%} of the crop looks like "
+                                                   f"the category (at least {self.cfg.min_object:.0%} needed)")
+            else:
+                go.append(j)
+        if not go:
+            return out
+        t1 = time.perf_counter()
+        f_img, pp_img, f_crop, pp_crop = [], [], [], []
+        for j in go:
+            i = keep[j]
+            H, W = images[i].shape[:2]
+            f_img.append(float(focal_px[i]) if focal_px[i] else self.cfg.focal_ndc * min(H, W) / 2)
+            pp_img.append(np.asarray(principal_px[i], np.float64) if principal_px[i] is not None
+                          else np.array([W / 2, H / 2]))
+            k = S / boxes[j][2]
+            f_crop.append(f_img[-1] * k)
+            pp_crop.append((pp_img[-1] - boxes[j][:2]) * k + S / 2)
+        # similarity maps are on a sim_size grid over the crop: scale the scoring camera to it
+        r = self.cfg.sim_size / S
+        sel = torch.tensor(go, device=fmap.device)
+        prior = None
+        if self.views is not None and self.cfg.prior_weight > 0:
+            prior = self.retrieval_priors(pooled_descriptor(fmap[sel]))
+        f_t = torch.tensor(f_crop, dtype=torch.float32, device=self.cfg.device) * r
+        pp_t = torch.as_tensor(np.stack(pp_crop), dtype=torch.float32, device=self.cfg.device) * r
+        R, T, E = search_poses(sims[sel], self.vertices, f_t, pp_t, self.cfg.sim_size, self.cfg.margin, self.cfg,
+                               self.grid, prior)
+        R, T, E = R.cpu().numpy().astype(np.float64), T.cpu().numpy().astype(np.float64), E.tolist()
+        t2 = time.perf_counter()
+        m = (self.vertices.amax(0) + self.vertices.amin(0)).cpu().numpy() / 2
+        timings = {"features_s": round((t1 - t0) / len(go), 4), "search_s": round((t2 - t1) / len(go), 4),
+                   "batch": len(go)}
+        for n, j in enumerate(go):
+            i = keep[j]
+            p = PoseEstimate(R[n], T[n], E[n], float(np.linalg.norm(m @ R[n] + T[n])), f_img[n], pp_img[n], boxes[j],
+                             objectness[j], timings=dict(timings))
+            if self.frame is not None:
+                a, e, t = rotation_to_viewpoint(self.frame @ R[n])
+                p.azimuth, p.elevation, p.theta = float(a), float(e), float(t)
+            out[i] = p
+        return out
+
+    def estimate_files(self, images: list[str], bboxes=None, masks=None, progress: bool = True,
+                       batch: int | None = None):
+        """Pose estimation over image files, ``batch`` (default ``cfg.batch``) at a time through
+        :meth:`estimate_batch`: yields (path, PoseEstimate or None, error message or None) in order; a
+        bad image is reported and the batch goes on."""
         from tqdm import tqdm
 
-        for i, path in enumerate(tqdm(images, desc="estimate", disable=not progress or len(images) < 2)):
-            try:
-                img = load_image(path)
-                mask = load_mask(masks[i], img.shape[:2]) if masks is not None and masks[i] else None
-                bbox = bboxes[i] if bboxes is not None else None
-                yield path, self.estimate(img, bbox, mask, source=str(path)), None
-            except (CatposeError, OSError, ValueError) as e:
-                yield path, None, str(e)
+        batch = max(1, batch or self.cfg.batch)
+        bar = tqdm(total=len(images), desc="estimate", disable=not progress or len(images) < 2)
+        for s in range(0, len(images), batch):
+            idx = range(s, min(s + batch, len(images)))
+            res: dict[int, PoseEstimate | str] = {}
+            loaded = []
+            for i in idx:  # decoding stays per file, on the CPU
+                try:
+                    img = load_image(images[i])
+                    mask = load_mask(masks[i], img.shape[:2]) if masks is not None and masks[i] else None
+                    loaded.append((i, img, bboxes[i] if bboxes is not None else None, mask))
+                except (CatposeError, OSError, ValueError) as e:
+                    res[i] = str(e)
+            if loaded:
+                poses = self.estimate_batch([x[1] for x in loaded], [x[2] for x in loaded], [x[3] for x in loaded],
+                                            sources=[str(images[x[0]]) for x in loaded])
+                for x, p in zip(loaded, poses):
+                    res[x[0]] = p if isinstance(p, PoseEstimate) else str(p)
+            for i in idx:
+                r = res[i]
+                yield (images[i], r, None) if isinstance(r, PoseEstimate) else (images[i], None, r)
+            bar.update(len(idx))
+        bar.close()
 
 
 def overlay(image: np.ndarray, est: PoseEstimate, vertices: np.ndarray, caption: str | None = None):

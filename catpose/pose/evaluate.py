@@ -36,7 +36,7 @@ from catpose.learn.evaluate import category_rows
 from catpose.learn.train import load_trained
 from catpose.plotting import png_bytes
 from catpose.pose.datasets import PoseSample, load_co3d, load_objectnet3d, load_pascal3d
-from catpose.pose.estimate import PoseEstimator, descriptor, load_image, load_mask, overlay
+from catpose.pose.estimate import PoseEstimate, PoseEstimator, descriptor, load_image, load_mask, overlay
 from catpose.storage import Store
 
 DATASETS = ("synth-wild", "pascal3d", "objectnet3d", "co3d")
@@ -171,27 +171,54 @@ def evaluate_pose(cfg: PoseEvalConfig, progress: bool = True) -> dict:
     records = []
     from tqdm import tqdm
 
-    for i, s in enumerate(tqdm(samples, desc=f"pose {cfg.category}", disable=not progress)):
-        rec = {"name": s.name, "image": s.image, "calibration": i in calib, **{k: v for k, v in s.meta.items()
-                                                                              if k in ("occluded", "truncated")}}
-        try:
-            img = load_image(s.image)
-            mask = load_mask(s.mask, img.shape[:2]) if s.mask and s.bbox is None else None
+    bar = tqdm(total=len(samples), desc=f"pose {cfg.category}", disable=not progress)
+    batch = max(1, cfg.pose.batch)
+    for start in range(0, len(samples), batch):  # cfg.pose.batch images estimated together
+        chunk = range(start, min(start + batch, len(samples)))
+        recs, loaded = {}, []
+        for i in chunk:  # decoding stays per image, on the CPU
+            s = samples[i]
+            recs[i] = {"name": s.name, "image": s.image, "calibration": i in calib,
+                       **{k: v for k, v in s.meta.items() if k in ("occluded", "truncated")}}
+            try:
+                img = load_image(s.image)
+                loaded.append((i, img, load_mask(s.mask, img.shape[:2]) if s.mask and s.bbox is None else None))
+            except (CatposeError, OSError, ValueError) as e:
+                recs[i]["failed"] = str(e)
+        if loaded:
+            got = [samples[i] for i, _, _ in loaded]
             t0 = time.perf_counter()
-            p = est.estimate(img, s.bbox, mask, s.focal_px, s.principal_px, source=s.image)
-            rec.update(R_template=p.R.tolist(), confidence=p.confidence, seconds=round(time.perf_counter() - t0, 3))
-            if views is not None:
-                d = descriptor(est.encoder, crop_image(img, p.box, est.size).to(cfg.pose.device)).cpu()
-                rec["R_baseline_template"] = views[1][int((views[0] @ d[0]).argmax())].tolist()
-            if i < cfg.overlays:
+            poses = est.estimate_batch([img for _, img, _ in loaded], [s.bbox for s in got], [m for _, _, m in loaded],
+                                       [s.focal_px for s in got], [s.principal_px for s in got],
+                                       sources=[s.image for s in got])
+            seconds = round((time.perf_counter() - t0) / len(loaded), 3)  # the batch's time, shared out
+            ok = []
+            for (i, img, _), p in zip(loaded, poses):
+                if isinstance(p, PoseEstimate):
+                    recs[i].update(R_template=p.R.tolist(), confidence=p.confidence, seconds=seconds)
+                    ok.append((i, img, p))
+                else:
+                    recs[i]["failed"] = str(p)
+            if views is not None and ok:
+                crops = torch.cat([crop_image(img, p.box, est.size) for _, img, p in ok]).to(cfg.pose.device)
+                nearest = (descriptor(est.encoder, crops).cpu() @ views[0].T).argmax(1).tolist()
+                for (i, _, _), j in zip(ok, nearest):
+                    recs[i]["R_baseline_template"] = views[1][j].tolist()
+            for i, img, p in ok:
+                if i >= cfg.overlays:
+                    continue
                 cap = None
                 if G is not None:
-                    cap = f"error {float(geodesic_deg(G @ p.R, s.R)):.0f} deg  conf {p.confidence:.2f}"
-                overlay(img, p, tpl.vertices, cap).save(out / "overlays" / f"{i:04d}.png")
-        except (CatposeError, OSError, ValueError) as e:
-            rec["failed"] = str(e)
-        rec["R_gt"] = s.R.tolist()
-        records.append(rec)
+                    cap = f"error {float(geodesic_deg(G @ p.R, samples[i].R)):.0f} deg  conf {p.confidence:.2f}"
+                try:
+                    overlay(img, p, tpl.vertices, cap).save(out / "overlays" / f"{i:04d}.png")
+                except (OSError, ValueError) as e:
+                    recs[i]["failed"] = str(e)
+        for i in chunk:
+            recs[i]["R_gt"] = samples[i].R.tolist()
+            records.append(recs[i])
+        bar.update(len(chunk))
+    bar.close()
 
     def errors(key: str) -> tuple[np.ndarray, np.ndarray | None, list]:
         ok = [r for r in records if key in r and r["calibration"]]

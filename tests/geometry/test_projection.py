@@ -75,3 +75,25 @@ def test_gradcheck_projection_and_the_refinement_rotation(device):
         return uv, z
 
     assert torch.autograd.gradcheck(uv_of, (omega, T), eps=1e-6, atol=1e-5)
+
+
+def test_zbuffer_and_visibility_with_a_cell_size_per_frame(device):
+    """A [K] tensor of cell sizes gives each frame the z-buffer and visibility that a call with its own
+    one cell size gives (the buffer padded with inf to the smallest cell's shape)."""
+    verts = torch.tensor(fibonacci_sphere(300), dtype=torch.float32, device=device)
+    dense = torch.tensor(fibonacci_sphere(3000), dtype=torch.float32, device=device)
+    cams = cams_looking_at_origin(np.array([[5.0, 0, 0], [0, -5.0, 1.0], [-3.0, 3.0, -2.0], [0, 0, 4.0]]))
+    R, T, f, p = tensors(cams, device)
+    uv, z = project(verts, R, T, f, p)
+    duv, dz = project(dense, R, T, f, p)
+    cells = torch.tensor([1, 3, 2, 3], device=device)
+    zb = zbuffer(duv, dz, (64, 64), cell=cells, fill=2, margin=0.2)
+    vis = visibility(uv, z, (64, 64), zb, tol=0.1, cell=cells)
+    assert zb.shape == (4, 64, 64) and vis.shape == (4, 300)
+    for k, c in enumerate(cells.tolist()):
+        one = zbuffer(duv[k:k + 1], dz[k:k + 1], (64, 64), cell=c, fill=2, margin=0.2)
+        h, w = one.shape[1:]
+        torch.testing.assert_close(zb[k, :h, :w], one[0])
+        assert torch.isinf(zb[k, h:]).all() and torch.isinf(zb[k, :, w:]).all()
+        ref = visibility(uv[k:k + 1], z[k:k + 1], (64, 64), one, tol=0.1, cell=c)[0]
+        assert torch.equal(vis[k], ref) and 20 < int(ref.sum()) < 180  # some of the near half shows
