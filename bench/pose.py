@@ -3,11 +3,13 @@
 Model: a trained run (``--run``) or, for speed alone, a freshly initialised network of the default
 size with a 1000-vertex template (time does not depend on the weights). Images: synthetic in-the-wild
 images (192×160) generated here. Measured per image (``PoseEstimator.estimate``): the encoder, the
-coarse search (``--grid`` rotations) and the refinement; and, as the simplest correct baseline of the
-coarse search, the same render-and-compare score evaluated one rotation at a time (extrapolated from
-64 rotations), so the ratio shows what batching the hypotheses buys.
+coarse search (``--grid`` rotations) and the refinement; the same images estimated together
+(``PoseEstimator.estimate_batch``, ``--batch`` at a time) against one at a time in the same run
+(``images_per_s_batched``, ``images_per_s_single``, and the largest rotation difference between the two);
+and, as the simplest correct baseline of the coarse search, the same render-and-compare score evaluated one
+rotation at a time (extrapolated from 64 rotations), so the ratio shows what batching the hypotheses buys.
 
-    python bench/pose.py [--run RUNS/train-car] [--images 16] [--grid 4096] [--root WILD_SET]
+    python bench/pose.py [--run RUNS/train-car] [--images 16] [--batch 16] [--grid 4096] [--root WILD_SET]
 """
 
 from __future__ import annotations
@@ -54,11 +56,11 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def bench_device(device: str, samples, run: str | None, grid: int) -> dict:
-    est = _estimator(run, PoseConfig(device=device, grid=grid, prior_weight=0))
+def bench_device(device: str, samples, run: str | None, grid: int, batch: int = 16) -> dict:
+    est = _estimator(run, PoseConfig(device=device, grid=grid, prior_weight=0, batch=batch))
     imgs = [(load_image(s.image), s) for s in samples]
     est.estimate(imgs[0][0], imgs[0][1].bbox, focal_px=imgs[0][1].focal_px, principal_px=imgs[0][1].principal_px)
-    feats, search, total = [], [], []
+    feats, search, total, single = [], [], [], []
     for img, s in imgs:
         _sync(device)
         t0 = time.perf_counter()
@@ -67,6 +69,20 @@ def bench_device(device: str, samples, run: str | None, grid: int) -> dict:
         total.append(time.perf_counter() - t0)
         feats.append(p.timings["features_s"])
         search.append(p.timings["search_s"])
+        single.append(p.R)
+    # the same images estimated batch by batch
+    est.estimate_batch([imgs[0][0]], [imgs[0][1].bbox])  # warm-up
+    _sync(device)
+    t0 = time.perf_counter()
+    batched_R = []
+    for b in range(0, len(imgs), batch):
+        part = imgs[b:b + batch]
+        res = est.estimate_batch([i for i, _ in part], [s.bbox for _, s in part], focal_px=[s.focal_px for _, s in part],
+                                 principal_px=[s.principal_px for _, s in part])
+        batched_R += [r.R for r in res]
+    _sync(device)
+    batched_s = time.perf_counter() - t0
+    diff = [float(np.degrees(np.arccos(np.clip((np.trace(a.T @ b) - 1) / 2, -1, 1)))) for a, b in zip(single, batched_R)]
     # baseline: the coarse score one rotation at a time
     img, s = imgs[0]
     box = object_box(img.shape[:2], s.bbox, None, est.cfg.margin)
@@ -95,6 +111,9 @@ def bench_device(device: str, samples, run: str | None, grid: int) -> dict:
     name = torch.cuda.get_device_name() if device.startswith("cuda") else platform.processor() or platform.machine()
     return {"device": device, "device_name": name, "threads": torch.get_num_threads(), "images": len(imgs),
             "grid": grid, "seconds_per_image": float(np.mean(total)), "images_per_s": float(1 / np.mean(total)),
+            "images_per_s_single": float(1 / np.mean(total)), "images_per_s_batched": len(imgs) / batched_s,
+            "batch": batch, "batched_vs_single": float(np.mean(total)) * len(imgs) / batched_s,
+            "max_rotation_difference_deg": max(diff), "images_differing_over_1deg": int(sum(d > 1 for d in diff)),
             "encoder_s": float(np.mean(feats)), "search_and_refine_s": float(np.mean(search)),
             "coarse_scores_batched_s": batched, "coarse_scores_one_by_one_s": one_by_one,
             "batching_speedup": one_by_one / batched, "rotations_scored_per_s": grid / batched}
@@ -106,6 +125,7 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=16)
     ap.add_argument("--root", default=None, help="an existing synth-wild set (default: generate one here)")
     ap.add_argument("--grid", type=int, default=4096)
+    ap.add_argument("--batch", type=int, default=16, help="images per estimate_batch call")
     ap.add_argument("--out", default="bench/results")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -115,7 +135,7 @@ def main() -> None:
         samples, _ = load_pascal3d(root, "car", ("synth",), real_camera=True)
         samples = samples[:args.images]
         devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-        rows = [bench_device(d, samples, args.run, args.grid) for d in devices]
+        rows = [bench_device(d, samples, args.run, args.grid, args.batch) for d in devices]
     res = {"benchmark": "pose", "torch": torch.__version__, "run": args.run or "untrained (speed only)", "rows": rows}
     if len(rows) == 2:
         res["gpu_vs_cpu_speedup"] = rows[0]["seconds_per_image"] / rows[1]["seconds_per_image"]
@@ -123,7 +143,9 @@ def main() -> None:
         print(f"{r['device']:5s} {r['device_name'][:30]:30s} {r['seconds_per_image'] * 1000:8.1f} ms/image "
               f"(encoder {r['encoder_s'] * 1000:.1f} ms, search+refine {r['search_and_refine_s'] * 1000:.1f} ms); "
               f"{args.grid} coarse scores {r['coarse_scores_batched_s'] * 1000:.1f} ms batched vs "
-              f"{r['coarse_scores_one_by_one_s'] * 1000:.0f} ms one by one ({r['batching_speedup']:.0f}x)")
+              f"{r['coarse_scores_one_by_one_s'] * 1000:.0f} ms one by one ({r['batching_speedup']:.0f}x); "
+              f"images/s batched {r['images_per_s_batched']:.2f} vs one at a time {r['images_per_s_single']:.2f} "
+              f"({r['batched_vs_single']:.1f}x, poses within {r['max_rotation_difference_deg']:.2g}°)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     tag = "gpu" if len(rows) == 2 else "cpu"

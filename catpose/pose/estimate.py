@@ -334,7 +334,7 @@ def distinct_batch(grid: torch.Tensor, scores: torch.Tensor, k: int,
 
 def search_poses(sims: torch.Tensor, vertices: torch.Tensor, f: torch.Tensor, pp: torch.Tensor, size: int,
                  margin: float, cfg: PoseConfig, grid: torch.Tensor | None = None, prior: torch.Tensor | None = None,
-                 max_points: int = 2**24) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                 max_points: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """:func:`search_pose` for B images at once: coarse scores E(R, T) of every image × grid rotation,
     each image's ``cfg.top_k`` distinct hypotheses, all B × top_k refined together in one optimisation of
     ``cfg.refine_steps`` steps, each image's best.
@@ -342,7 +342,8 @@ def search_poses(sims: torch.Tensor, vertices: torch.Tensor, f: torch.Tensor, pp
     sims [B, N, S, S] are the images' s_j; f [B] and pp [B, 2] their scoring cameras (pixels of the S
     grid); ``prior`` [B, len(grid)] (optional) the retrieval prior per image. The coarse pass scores
     the grid in chunks of 1024 rotations (the same chunks as :func:`search_pose`, which pick the z-buffer
-    cell) for as many images at a time as keep ``images × 1024 × N`` under ``max_points``. The summed
+    cell) for as many images at a time as keep ``images × 1024 × N`` under ``max_points`` (0: 2^24 on a
+    GPU, one image at a time on a CPU). The summed
     objective Σ E keeps the hypotheses independent (Adam's update is per parameter), so each image
     gets the pose :func:`search_pose` gives it, up to float rounding.
     Returns R [B, 3, 3], T [B, 3] and E [B]."""
@@ -357,7 +358,10 @@ def search_poses(sims: torch.Tensor, vertices: torch.Tensor, f: torch.Tensor, pp
     extent = size / margin
     scores = torch.empty(B, G, device=dev)
     Ts = torch.empty(B, G, 3, device=dev)
-    per = max(1, max_points // (1024 * N))  # images per coarse pass
+    # images per coarse pass: on a GPU as many as keep images × 1024 × N under 2^24 points; on a CPU one
+    # (its caches want the one-image path's working set: larger passes measured slower there)
+    max_points = max_points or (2**24 if dev.type == "cuda" else 1024 * N)
+    per = max(1, max_points // (1024 * N))
     with torch.no_grad():
         for s in range(0, G, 1024):
             Rc = grid[s:s + 1024]
