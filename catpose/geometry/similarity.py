@@ -12,7 +12,6 @@ extra that does not install on every machine.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -59,16 +58,31 @@ class Similarity:
             return self.apply(x[None])[..., 0, :]
         return (self._s * x) @ np.swapaxes(self.R, -1, -2) + self.t[..., None, :]
 
+    def _evolve(self, R: np.ndarray, t: np.ndarray, scale) -> Similarity:
+        """A copy with other R, t and scale (this transform's other fields kept), without re-validating
+        what comes from validated values: composing along 150,000 graph edges must stay cheap."""
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        if not isinstance(scale, float):
+            scale = float(scale) if np.ndim(scale) == 0 else scale
+        new.__dict__.update(R=R, t=t, scale=scale)
+        return new
+
     def compose(self, other: Similarity) -> Similarity:
         """``self ∘ other``: first ``other``, then ``self`` (this transform's other fields are kept)."""
+        if self.R.ndim == 2 and other.R.ndim == 2:
+            return self._evolve(self.R @ other.R, (self.scale * self.R) @ other.t + self.t, self.scale * other.scale)
         R = self.R @ other.R
         t = ((self._s * self.R) @ other.t[..., None])[..., 0] + self.t
-        return dataclasses.replace(self, R=R, t=t, scale=np.asarray(self.scale) * np.asarray(other.scale))
+        return self._evolve(R, t, np.asarray(self.scale) * np.asarray(other.scale))
 
     def inverse(self) -> Similarity:
+        if self.R.ndim == 2:
+            Rt = self.R.T
+            return self._evolve(Rt, -(Rt @ self.t) / self.scale, 1.0 / self.scale)
         Rt = np.swapaxes(self.R, -1, -2)
         s = np.asarray(self.scale)
-        return dataclasses.replace(self, R=Rt, t=-(Rt @ self.t[..., None])[..., 0] / s[..., None], scale=1.0 / s)
+        return self._evolve(Rt, -(Rt @ self.t[..., None])[..., 0] / s[..., None], 1.0 / s)
 
     def matrix(self) -> np.ndarray:
         """The 4 × 4 homogeneous matrices [..., 4, 4]."""
