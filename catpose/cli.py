@@ -12,6 +12,7 @@
     catpose estimate --checkpoint RUNS/train-car --image IMG [--bbox X0 Y0 X1 Y1 | --mask PNG]
     catpose evaluate --checkpoint RUNS/train-car --dataset pascal3d --root PATH --category car
     catpose info    --data DIR
+    catpose run     [--config FILE.yaml] [--out DIR|s3://bucket/prefix] [flags]   (the main job, catpose.pipeline)
 
 Each subcommand imports its stage inside its own function, on purpose: the stages pull in torch, Ray,
 pycolmap and trimesh, and ``catpose --help`` or ``catpose info`` should not wait for all of them
@@ -311,6 +312,10 @@ def main(argv: list[str] | None = None) -> int:
     import tyro
 
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["run"]:  # the main job (its own parser: a YAML file, then flags; see catpose.pipeline)
+        from catpose.pipeline import main as run_job
+
+        return run_job(argv[1:])
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
     cfg = tyro.extras.subcommand_cli_from_dict({k: v[0] for k, v in COMMANDS.items()}, args=argv,

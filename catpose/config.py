@@ -13,8 +13,9 @@ from catpose.errors import ConfigError
 class SynthConfig:
     """Generate synthetic object-centric video categories in the CO3D v2 layout."""
 
-    out: Path = Path("data/synth")
-    """Dataset root to write (one folder per category, plus catpose_gt.json with the ground truth)."""
+    out: str = "data/synth"
+    """Dataset root to write, a folder or s3://bucket/prefix (one folder per category, plus
+    catpose_gt.json with the ground truth)."""
     category: tuple[str, ...] = ("car",)
     """Categories to generate: car (asymmetric), mug (near-symmetric with a handle)."""
     videos: int = 40
@@ -33,6 +34,8 @@ class SynthConfig:
     """Most points in each sequence's pointcloud.ply (voxel-downsampled from the rendered depth)."""
     workers: int = 0
     """Ray tasks in flight (0: render in this process)."""
+    endpoint_url: str | None = None
+    """S3 endpoint for an s3:// --out."""
 
 
 @dataclass
@@ -61,8 +64,8 @@ class IngestConfig:
 class ShardConfig:
     """Frames of a CO3D-layout dataset to Parquet shards (local folder or s3:// URI)."""
 
-    data: Path = Path("data/synth")
-    """Dataset root (CO3D v2 layout)."""
+    data: str = "data/synth"
+    """Dataset root (CO3D v2 layout): a folder or an s3://bucket/prefix (read lazily, file by file)."""
     out: str = "data/shards"
     """Where the shards go: a folder or an s3://bucket/prefix URI."""
     category: tuple[str, ...] = ()
@@ -77,8 +80,8 @@ class ShardConfig:
 class FeaturesConfig:
     """Surface features S = {V, F} per video: vertices from the point cloud, per-frame backbone features."""
 
-    data: Path = Path("data/synth")
-    """Dataset root (CO3D v2 layout)."""
+    data: str = "data/synth"
+    """Dataset root (CO3D v2 layout): a folder or an s3://bucket/prefix (read lazily, file by file)."""
     category: tuple[str, ...] = ("car",)
     """Categories to process."""
     out: str = "data/features"
@@ -143,12 +146,12 @@ class SearchConfig:
 class AlignConfig:
     """Align all videos of a category into one reference frame (pairwise alignments, then reduction)."""
 
-    data: Path = Path("data/synth")
-    """Dataset root (CO3D v2 layout)."""
+    data: str = "data/synth"
+    """Dataset root (CO3D v2 layout): a folder or an s3://bucket/prefix (read lazily, file by file)."""
     category: str = "car"
     """Category to align."""
-    out: Path = Path("runs/align")
-    """Output folder: alignment.parquet, pairs.parquet, plots."""
+    out: str = "runs/align"
+    """Output folder or s3://bucket/prefix: alignment.parquet, pairs.parquet, plots."""
     features: str = ""
     """Surface-feature store (default: OUT/features; computed on the way where absent)."""
     alpha: float = SearchConfig.alpha
@@ -189,8 +192,8 @@ class AlignConfig:
 class SweepConfig:
     """Ray Tune sweep of the alignment weights alpha and tau, scored without labels."""
 
-    data: Path = Path("data/synth")
-    """Dataset root (CO3D v2 layout)."""
+    data: str = "data/synth"
+    """Dataset root (CO3D v2 layout): a folder or an s3://bucket/prefix (read lazily, file by file)."""
     category: str = "car"
     """Category to tune on."""
     out: str = "runs/tune"
@@ -229,8 +232,8 @@ class TrainConfig:
 
     data: str = "data/shards"
     """Parquet frame shards (a folder or s3://bucket/prefix), as written by `catpose shard`."""
-    alignment: Path = Path("runs/align")
-    """Output folder of `catpose align` for this category (alignment.parquet)."""
+    alignment: str = "runs/align"
+    """Output folder (or s3:// URI) of `catpose align` for this category (alignment.parquet)."""
     features: str = ""
     """Surface-feature store with the videos' vertices (default: ALIGNMENT/features)."""
     category: str = "car"
@@ -239,8 +242,9 @@ class TrainConfig:
     """Run storage (a folder or s3://bucket/prefix): checkpoints, TensorBoard events, model, evaluation."""
     name: str = ""
     """Run name under OUT (default: train-CATEGORY). The same name resumes from its latest checkpoint."""
-    ground_truth: Path | None = None
-    """Dataset root with catpose_gt.json (synthetic data): held-out targets and viewpoints from the truth."""
+    ground_truth: str | None = None
+    """Dataset root (folder or s3://) with catpose_gt.json (synthetic data): held-out targets and viewpoints
+    from the truth."""
     vertices: int = 1000
     """Template vertices N."""
     dim: int = 64

@@ -2,27 +2,42 @@
 alignment of all videos into one reference frame per category → learned template features (Ray
 Train) → pose estimation scored on synthetic in-the-wild images, with a report.
 
-Run by ``jobs/full_pipeline.py`` (locally, or on a cluster with ``ray job submit``). With no
-arguments it generates the embedded synthetic categories and runs offline in minutes on 2 cores.
-Every stage is idempotent and resumes from what is already in ``--out``; the status and timing of each
-stage goes to ``<out>/pipeline_manifest.json``; the report to ``<out>/report.md`` with plots in
-``<out>/plots/``.
+Run by ``catpose run`` or ``jobs/full_pipeline.py`` (locally, or on a cluster with ``ray job submit``).
+With no arguments it generates the embedded synthetic categories and runs offline in minutes on 2 cores.
+
+**One store.** Everything the run makes lives in its store ``--out`` (a folder or ``s3://bucket/prefix``,
+endpoint ``--endpoint-url``): the generated data, shards, features, alignments, training runs, pose
+results, manifests, the resolved ``config.yaml``, ``report.md`` and ``plots/``. Ray tasks are given
+store URIs, never paths of the driver; a node's local disk is only scratch (a temporary folder that
+may vanish at any time). A CO3D root given by ``--data`` may itself be an ``s3://`` prefix.
+
+**A declared stage graph.** Each :class:`Stage` names the stages it needs, runs, returns a typed
+artifact (a dataclass, kept in the store as ``stages/<name>.json``) and renders its report section.
+:func:`run` executes them in order and skips a stage whose recorded settings hash and input
+artifacts match (``pipeline_manifest.json``), so a rerun against the same store — on the same or a
+fresh machine — goes straight to the first unfinished stage. Downstream stages use upstream results
+as recorded and never recompute them with other settings: the alignment refuses a feature store made
+with other settings than the run's (an error naming both).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import io
+import json
+import os
 import shutil
+import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import yaml
 
-from catpose.align.evaluate import evaluate_alignment
-from catpose.align.run import run_align, search_config
-from catpose.align.tune import run_sweep
 from catpose.cli import report_error
 from catpose.config import (
     AlignConfig,
@@ -37,36 +52,39 @@ from catpose.config import (
     WildConfig,
     apply_dict,
 )
-from catpose.data.co3d import Co3dCategory, list_categories
-from catpose.data.groundtruth import GT_FILE, load_ground_truth
-from catpose.data.shards import write_shards
-from catpose.data.validate import check_sequence
 from catpose.errors import CatposeError, ConfigError, MissingFileError
-from catpose.features.evaluate import correspondence_accuracy
-from catpose.features.runner import load_surface_features, run_features
-from catpose.learn.evaluate import format_table
-from catpose.learn.train import run_train
 from catpose.manifest import Manifest
-from catpose.parallel import init_ray
-from catpose.pose.evaluate import evaluate_pose
-from catpose.pose.evaluate import format_table as pose_table
-from catpose.storage import Store
+from catpose.storage import Store, is_s3
 
 
 @dataclass
-class PipelineConfig:
+class RunContext:
+    """What every stage of a run shares: its store, the S3 endpoint, the Ray fan-out and the device.
+    The stages inherit these; a stage section's own ``out`` (e.g. ``shard.out``) only moves that stage's
+    outputs elsewhere."""
+
+    out: str = "runs/demo"
+    """The run's store: a folder or s3://bucket/prefix. Data, shards, features, alignments, training runs,
+    pose results, manifests, config.yaml, report.md and plots/ all go here."""
+    endpoint_url: str | None = None
+    """S3 endpoint of S3-compatible stores (MinIO, moto); default: $CATPOSE_S3_ENDPOINT, $AWS_ENDPOINT_URL, AWS."""
+    workers: int = 2
+    """Ray tasks in flight for per-item work (0: everything in this process)."""
+    device: str = "auto"
+    """cpu, cuda, or auto (cuda when the cluster has GPUs) for features and alignment."""
+
+
+@dataclass
+class PipelineConfig(RunContext):
     """The whole pipeline, one config. Values come from the defaults, then --config YAML, then flags."""
 
-    out: Path = Path("runs/demo")
-    """Where everything goes (data, shards, manifest, report)."""
-    data: Path | None = None
-    """An existing CO3D-layout dataset root; default: generate the synthetic categories."""
+    data: str | None = None
+    """An existing CO3D-layout dataset root (folder or s3:// prefix, read lazily); default: generate the
+    synthetic categories into the store."""
     raw_frames: Path | None = None
     """A folder of raw frames/videos per sequence to run SfM on first (``catpose ingest``)."""
     config: Path | None = None
-    """YAML file with any of these fields (nested sections: synth, ingest, shard)."""
-    workers: int = 2
-    """Ray tasks in flight for per-sequence work (0: everything in this process)."""
+    """YAML file with any of these fields (nested sections: synth, ingest, shard, ...)."""
     synth: SynthConfig = field(default_factory=lambda: SynthConfig(category=("car", "mug"), videos=30))
     ingest: IngestConfig = field(default_factory=IngestConfig)
     shard: ShardConfig = field(default_factory=lambda: ShardConfig(out=""))
@@ -91,11 +109,10 @@ class PipelineConfig:
     """Pose estimation settings of the pose stage."""
 
 
-def _merge(obj, values: dict, source: str = "<config>"):
-    """A copy of dataclass ``obj`` with ``values`` (nested dicts for nested dataclasses) applied and
-    checked (see :func:`catpose.config.apply_dict`)."""
-
-    return apply_dict(obj, values, source)
+CONTEXT_FIELDS = ("workers", "endpoint_url", "device")  # set on every stage's section from the run context
+RUNTIME_FIELDS = {"workers", "endpoint_url", "out", "data", "category", "features", "alignment", "ground_truth",
+                  "name", "config", "num_workers", "cpus_per_worker", "gpus_per_worker", "wait_for_resources",
+                  "max_failures", "batch", "chunk"}  # how and where, not what: changing them never reruns a stage
 
 
 def read_yaml_config(path: Path) -> dict:
@@ -119,6 +136,7 @@ def read_yaml_config(path: Path) -> dict:
 
 def check_config(cfg: PipelineConfig, source: str = "flags") -> None:
     """Checks that need several fields (before any work): names of training categories."""
+    from catpose.data.co3d import list_categories
 
     known: list[str] | None = None
     if cfg.shard.category:
@@ -127,7 +145,7 @@ def check_config(cfg: PipelineConfig, source: str = "flags") -> None:
         known = None if cfg.data is not None else [cfg.ingest.category]
     elif cfg.data is None:
         known = list(cfg.synth.category)
-    elif Path(cfg.data).is_dir():
+    elif not is_s3(cfg.data) and Path(cfg.data).is_dir():
         known = list_categories(cfg.data)
     unknown = [c for c in cfg.train_categories if known is not None and c not in known]
     if unknown and tuple(cfg.train_categories) != PipelineConfig().train_categories:  # named by the user
@@ -135,7 +153,9 @@ def check_config(cfg: PipelineConfig, source: str = "flags") -> None:
 
 
 def load_config(argv: list[str] | None = None) -> PipelineConfig:
-    """Defaults, overridden by ``--config FILE.yaml``, overridden by flags."""
+    """Defaults, overridden by ``--config FILE.yaml`` (e.g. a run's own ``config.yaml``), overridden by
+    flags. The YAML values become the defaults of tyro's parser (``tyro.cli(default=...)``), so flags and
+    ``--help`` show and override them; every YAML value is checked against its field's type first."""
     import sys
 
     import tyro
@@ -145,22 +165,190 @@ def load_config(argv: list[str] | None = None) -> PipelineConfig:
     source = "flags"
     if "--config" in argv and argv.index("--config") + 1 < len(argv):
         path = Path(argv[argv.index("--config") + 1])
-        cfg = _merge(cfg, read_yaml_config(path), str(path))
+        cfg = apply_dict(cfg, read_yaml_config(path), str(path))
         source = f"{path} (or its flags)"
     cfg = tyro.cli(PipelineConfig, args=argv, default=cfg, prog="full_pipeline")
     check_config(cfg, source)
     return cfg
 
 
-def _plot_frames(root: Path, category: str, out_png: Path, n_seq: int = 4, n_frames: int = 6) -> None:
-    """A grid of frames with the sequence's point cloud projected on them (green dots)."""
+def config_yaml(cfg: PipelineConfig) -> str:
+    """The resolved config as YAML: ``catpose run --config`` with this file repeats the run."""
+    d = json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
+    d.pop("config", None)
+    return yaml.safe_dump(d, sort_keys=False)
+
+
+# ------------------------------------------------------------------------------------------- artifacts
+@dataclass
+class DataArtifact:
+    """The dataset the run works on (generated into the store, ingested, or given)."""
+
+    uri: str
+    categories: list[str]
+    ground_truth: bool
+    made: dict = field(default_factory=dict)  # per category: the generator's or ingest's item summary
+
+
+@dataclass
+class ValidateArtifact:
+    rows: list[dict]
+    categories: list[str]  # the usable ones
+    unusable: dict[str, str] = field(default_factory=dict)
+    skipped_frames: dict[str, str] = field(default_factory=dict)
+    failed_categories: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class ShardsArtifact:
+    uri: str
+    categories: dict
+    skipped: int
+
+
+@dataclass
+class FeaturesArtifact:
+    """A feature store with the settings (backbone signature) every one of its videos was made with."""
+
+    uri: str
+    signature: dict
+    rows: list[dict]
+    categories: list[str]
+    failed_categories: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class TuneArtifact:
+    best: dict[str, dict]
+    rows: list[dict]
+
+
+@dataclass
+class AlignArtifact:
+    """Per category, the URI of its alignment output (alignment.parquet, pairs, plots)."""
+
+    tables: dict[str, str]
+    rows: list[dict]
+
+
+@dataclass
+class TrainArtifact:
+    runs: dict[str, str]
+    rows: list[dict]
+
+
+@dataclass
+class PoseArtifact:
+    results: dict[str, str]
+    rows: list[dict]
+
+
+# ------------------------------------------------------------------------------------------- the graph
+@dataclass
+class Ctx:
+    """What a running stage sees: the config, the run's store, a node-local scratch folder."""
+
+    cfg: PipelineConfig
+    store: Store
+    scratch: Path
+    arts: dict[str, Any] = field(default_factory=dict)  # artifacts of the stages run or skipped so far
+
+    def section(self, obj, **overrides):
+        """A copy of a stage's config section with the run context applied (where it has the field)."""
+        names = {f.name for f in dataclasses.fields(obj)}
+        ctx = {k: getattr(self.cfg, k) for k in CONTEXT_FIELDS if k in names}
+        if "device" in ctx and getattr(obj, "device", "auto") != "auto":
+            ctx.pop("device")  # a section's own device wins over the run's
+        return dataclasses.replace(obj, **{**ctx, **overrides})
+
+    def plot(self, name: str, png: bytes) -> str:
+        self.store.write_bytes(f"plots/{name}", png)
+        return f"plots/{name}"
+
+    @property
+    def data(self) -> DataArtifact:
+        return self.arts["data"]
+
+    @property
+    def categories(self) -> list[str]:
+        """The categories still in the run (after validation and features)."""
+        for name in ("features", "validate"):
+            if name in self.arts:
+                return list(self.arts[name].categories)
+        return list(self.data.categories)
+
+
+@dataclass
+class Stage:
+    """One node of the graph: ``run(ctx)`` returns its artifact; ``settings(cfg)`` is what, besides its
+    inputs, decides its result (hashed to skip it when unchanged); ``section`` renders its report
+    section, ``table`` its console table with a one-line reading, ``headline`` its summary line."""
+
+    name: str
+    needs: tuple[str, ...]
+    artifact: type
+    settings: Callable[[PipelineConfig], Any]
+    run: Callable[[Ctx], Any]
+    section: Callable[[Any], list[str]] = lambda a: []
+    table: Callable[[Any], list[str]] = lambda a: []
+    headline: Callable[[Any], str | None] = lambda a: None
+
+
+def _what(obj) -> dict:
+    """A config section without its runtime fields (how and where, not what)."""
+    return {k: v for k, v in json.loads(json.dumps(dataclasses.asdict(obj), default=str)).items()
+            if k not in RUNTIME_FIELDS}
+
+
+def _hash(obj) -> str:
+    return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------------------- data stages
+def _synth_run(ctx: Ctx) -> DataArtifact:
+    from catpose.data.synth.generate import generate  # the renderer (trimesh, Embree): only for synthetic data
+
+    uri = ctx.store.url("data")
+    ms = generate(ctx.section(ctx.cfg.synth, out=uri))
+    return DataArtifact(uri, list(ctx.cfg.synth.category), True, {c: m.summary() for c, m in ms.items()})
+
+
+def _ingest_run(ctx: Ctx) -> DataArtifact:
+    from catpose.data.co3d import list_categories
+    from catpose.data.ingest import ingest  # pycolmap: only when raw frames are given
+
+    cfg = ctx.cfg
+    if cfg.data is not None and not is_s3(cfg.data):
+        root, upload = Path(cfg.data), False
+    else:  # SfM writes local files: into scratch, then into the store
+        root, upload = ctx.scratch / "ingest", True
+    m = ingest(dataclasses.replace(cfg.ingest, frames=cfg.raw_frames, out=root, workers=cfg.workers))
+    uri = str(root)
+    if upload:
+        uri = ctx.store.url("data") if cfg.data is None else cfg.data
+        Store(uri, cfg.endpoint_url).upload_dir(root, "")
+    return DataArtifact(uri, list_categories(uri, cfg.endpoint_url), False, {cfg.ingest.category: m.summary()})
+
+
+def _given_data(ctx: Ctx) -> DataArtifact:
+    from catpose.data.co3d import list_categories
+    from catpose.data.groundtruth import has_ground_truth
+
+    uri = ctx.cfg.data
+    cats = list(ctx.cfg.shard.category) or list_categories(uri, ctx.cfg.endpoint_url)
+    return DataArtifact(uri, cats, has_ground_truth(uri, ctx.cfg.endpoint_url))
+
+
+def _plot_frames(root: str, endpoint: str | None, category: str, n_seq: int = 4, n_frames: int = 6) -> bytes:
+    """A grid of frames with the sequence's point cloud projected on them (green dots), as PNG bytes."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from catpose.data.co3d import Co3dCategory
 
-    cat = Co3dCategory(root, category)
+    cat = Co3dCategory(root, category, endpoint)
     names = cat.sequence_names[:n_seq]
     fig, axes = plt.subplots(len(names), n_frames, figsize=(1.6 * n_frames, 1.6 * len(names)), squeeze=False)
     for r, name in enumerate(names):
@@ -179,317 +367,533 @@ def _plot_frames(root: Path, category: str, out_png: Path, n_seq: int = 4, n_fra
             ax.axis("off")
         axes[r][0].set_title(name, fontsize=7, loc="left")
     fig.tight_layout()
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=110)
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=110)
     plt.close(fig)
+    return buf.getvalue()
 
 
-def run(cfg: PipelineConfig) -> dict:
+def _validate_run(ctx: Ctx) -> ValidateArtifact:
+    from catpose.data.co3d import Co3dCategory
+    from catpose.data.validate import check_sequence
 
-
-    out = Path(cfg.out)
-    Store(str(out)).check()  # a file in the way or a read-only folder: one clear error before any work
-    man = Manifest.load_or_new(out / "pipeline_manifest.json", "pipeline")
-    check_config(cfg)  # also when run() is called directly
-    report: dict = {"stages": {}}
-
-    def stage(name: str):
-        def deco(fn):
-            t0 = time.perf_counter()
-            print(f"== {name}", flush=True)
+    ep = ctx.cfg.endpoint_url
+    art = ValidateArtifact(rows=[], categories=list(ctx.data.categories))
+    for c in list(art.categories):
+        try:
+            cat = Co3dCategory(ctx.data.uri, c, ep)
+            cat.frame_annotations  # parsed record by record: a bad record costs its frame or video
+        except (CatposeError, OSError) as e:  # unreadable annotation files cost their category only
+            msg = f"{type(e).__name__}: {e}"
+            print(f"  unusable category {c}: {msg}")
+            art.unusable[c] = msg
+            art.failed_categories[c] = f"{c}: {msg}"
+            art.categories.remove(c)
+            continue
+        for name, reason in sorted(cat.excluded.items()):
+            print(f"  unusable {c}/{name}: {reason}")
+            art.unusable[f"{c}/{name}"] = reason
+        for k, reason in sorted(cat.skipped_frames.items()):
+            art.skipped_frames[f"{c}/{k}"] = reason
+        if cat.annotation_summary():
+            print(f"  {cat.annotation_summary()}")
+        checks = []
+        for seq in cat:
             try:
-                res = fn()
-            except Exception as e:
-                man.record(name, "failed", error=f"{type(e).__name__}: {e}", seconds=time.perf_counter() - t0)
-                raise
-            man.record(name, "ok", seconds=time.perf_counter() - t0, **(
-                {"unusable": report["unusable"]} if name == "validate" and report.get("unusable") else {}))
-            report["stages"][name] = round(time.perf_counter() - t0, 1)
-            return res
-        return deco
-
-    if cfg.workers > 0:
-        init_ray()
-
-    if cfg.raw_frames is not None:
-        data_root = cfg.data or out / "data"
-
-        @stage("ingest")
-        def _():
-            from catpose.data.ingest import ingest  # pycolmap: only when raw frames are given
-            m = ingest(dataclasses.replace(cfg.ingest, frames=cfg.raw_frames, out=data_root, workers=cfg.workers))
-            report["ingest"] = m.summary()
-    elif cfg.data is not None:
-        data_root = Path(cfg.data)
-    else:
-        data_root = out / "data"
-
-        @stage("synth")
-        def _():
-            from catpose.data.synth.generate import (
-                generate,  # the renderer (trimesh, Embree): only for synthetic data
-            )
-            ms = generate(dataclasses.replace(cfg.synth, out=data_root, workers=cfg.workers))
-            report["synth"] = {c: m.summary() for c, m in ms.items()}
-
-    categories = list(cfg.shard.category) or list_categories(data_root)
-
-    @stage("validate")
-    def _():
-        rows = []
-        for c in list(categories):
-            try:
-                cat = Co3dCategory(data_root, c)
-                cat.frame_annotations  # parsed record by record: a bad record costs its frame or video
-            except (CatposeError, OSError) as e:  # unreadable annotation files cost their category only
+                checks.append(check_sequence(seq))
+            except Exception as e:  # a broken sequence is reported, the others are checked
                 msg = f"{type(e).__name__}: {e}"
-                print(f"  unusable category {c}: {msg}")
-                report.setdefault("unusable", {})[c] = msg
-                report.setdefault("failed_categories", {})[c] = f"{c}: {msg}"
-                categories.remove(c)
-                continue
-            for name, reason in sorted(cat.excluded.items()):
-                print(f"  unusable {c}/{name}: {reason}")
-                report.setdefault("unusable", {})[f"{c}/{name}"] = reason
-            for k, reason in sorted(cat.skipped_frames.items()):
-                report.setdefault("skipped_frames", {})[f"{c}/{k}"] = reason
-            if cat.annotation_summary():
-                print(f"  {cat.annotation_summary()}")
-            checks = []
-            for seq in cat:
-                try:
-                    checks.append(check_sequence(seq))
-                except Exception as e:  # a broken sequence is reported, the others are checked
-                    msg = f"{type(e).__name__}: {e}"
-                    print(f"  unusable {c}/{seq.name}: {msg}")
-                    report.setdefault("unusable", {})[f"{c}/{seq.name}"] = msg
-            in_mask = [k.in_mask for k in checks]
-            rows.append({"category": c, "sequences": len(cat), "frames": sum(k.frames for k in checks),
+                print(f"  unusable {c}/{seq.name}: {msg}")
+                art.unusable[f"{c}/{seq.name}"] = msg
+        in_mask = [k.in_mask for k in checks]
+        art.rows.append({"category": c, "sequences": len(cat), "frames": sum(k.frames for k in checks),
                          "mean points": int(np.mean([k.points for k in checks])) if checks else 0,
                          "cloud in masks": float(np.nanmean(in_mask)) if checks else float("nan"),
                          "unusable": len(cat) - len(checks) + len(cat.excluded)})
-            _plot_frames(data_root, c, out / "plots" / f"frames_{c}.png")
-        report["validate"] = rows
+        ctx.plot(f"frames_{c}.png", _plot_frames(ctx.data.uri, ep, c))
+    return art
 
-    shard_out = cfg.shard.out or str(out / "shards")
 
-    @stage("shard")
-    def _():
-        m = write_shards(dataclasses.replace(cfg.shard, data=data_root, out=shard_out))
-        report["shard"] = {"uri": shard_out, "categories": m["categories"], "skipped": len(m["skipped"])}
+def _validate_section(a: ValidateArtifact) -> list[str]:
+    lines = ["## Data", "", "| category | sequences | frames | mean points | cloud in masks | unusable |",
+             "|---|---|---|---|---|---|"]
+    lines += _validate_rows(a)
+    lines += [""] + [f"![frames of {r['category']}](plots/frames_{r['category']}.png)" for r in a.rows]
+    if a.unusable:
+        lines += ["", "Unusable sequences:", ""] + [f"- `{k}`: {v}" for k, v in a.unusable.items()]
+    return lines
 
-    feat_out = cfg.features.out or str(out / "features")
 
-    @stage("features")
-    def _():
-        fcfg = dataclasses.replace(cfg.features, data=data_root, out=feat_out,
-                                   category=tuple(cfg.features.category) or tuple(categories), workers=cfg.workers)
-        mans = run_features(fcfg)
-        for c, m in mans.items():  # a category whose every video failed costs that category, and is said
-            if not m.keys_with("ok"):
-                k, err = next(iter(sorted({**m.failed, **m.skipped}.items())), ("-", "no videos"))
-                msg = (f"features: no video of category '{c}' could be computed (first, '{k}': {err}); "
-                       f"see {feat_out}/{c}/_manifest.json")
-                print(f"  FAILED category {c}: {msg}", flush=True)
-                report.setdefault("failed_categories", {})[c] = msg
-                if c in categories:
-                    categories.remove(c)
-        rows = []
-        for c, m in mans.items():
-            row = {"category": c, "backbone": m.info.get("backbone", "?"), "ok": len(m.keys_with("ok")),
-                   "failed": len(m.keys_with("failed")), "visible": m.info.get("mean_visible", float("nan"))}
-            if (data_root / GT_FILE).is_file() and cfg.eval_pairs > 0:  # synthetic: measure against truth
-                gts = load_ground_truth(data_root, c)
-                feats = {n: load_surface_features(feat_out, c, n, fcfg.endpoint_url) for n in m.keys_with("ok")}
-                if len(feats) >= 2:
-                    acc = correspondence_accuracy(feats, gts, max_pairs=cfg.eval_pairs)
-                    row.update({"acc@10%": acc["accuracy"], "chance": acc["chance"], "pairs": acc["pairs"]})
-            rows.append(row)
-        report["features"] = rows
+def _validate_rows(a: ValidateArtifact) -> list[str]:
+    return [f"| {r['category']} | {r['sequences']} | {r['frames']} | {r['mean points']} | "
+            f"{r['cloud in masks']:.1%} | {r['unusable']} |" for r in a.rows]
 
-    best: dict[str, dict] = {}
+
+def _validate_table(a: ValidateArtifact) -> list[str]:
+    return ["| category | sequences | frames | mean points | cloud in masks | unusable |", "|---|---|---|---|---|---|",
+            *_validate_rows(a), "Reading: 'cloud in masks' is the share of each video's point cloud that projects "
+            "inside its object masks (cameras, clouds and masks agree); good: above 95 %, and no unusable video."]
+
+
+def _shard_run(ctx: Ctx) -> ShardsArtifact:
+    from catpose.data.shards import write_shards
+
+    uri = ctx.cfg.shard.out or ctx.store.url("shards")
+    m = write_shards(ctx.section(ctx.cfg.shard, data=ctx.data.uri, out=uri,
+                                 category=tuple(ctx.cfg.shard.category) or tuple(ctx.categories)))
+    return ShardsArtifact(uri, m["categories"], len(m["skipped"]))
+
+
+def _shard_section(a: ShardsArtifact) -> list[str]:
+    return ["## Shards", "", f"`{a.uri}`: " + ", ".join(
+        f"{c}: {v['frames']} frames in {v['shards']} files" for c, v in a.categories.items())
+        + f"; {a.skipped} frames skipped (see _catpose_shards.json)"]
+
+
+# ------------------------------------------------------------------------------------------ features
+def _features_cfg(ctx: Ctx) -> FeaturesConfig:
+    cfg = ctx.cfg
+    return ctx.section(cfg.features, data=ctx.data.uri, out=cfg.features.out or ctx.store.url("features"),
+                       category=tuple(cfg.features.category) or tuple(ctx.categories))
+
+
+def _features_run(ctx: Ctx) -> FeaturesArtifact:
+    from catpose.data.groundtruth import load_ground_truth
+    from catpose.features.evaluate import correspondence_accuracy
+    from catpose.features.runner import load_surface_features, run_features, signature
+
+    fcfg = _features_cfg(ctx)
+    mans = run_features(fcfg)
+    cats = list(ctx.categories)
+    failed = {}
+    for c, m in mans.items():  # a category whose every video failed costs that category, and is said
+        if not m.keys_with("ok"):
+            k, err = next(iter(sorted({**m.failed, **m.skipped}.items())), ("-", "no videos"))
+            msg = (f"features: no video of category '{c}' could be computed (first, '{k}': {err}); "
+                   f"see {fcfg.out}/{c}/_manifest.json")
+            print(f"  FAILED category {c}: {msg}", flush=True)
+            failed[c] = msg
+            if c in cats:
+                cats.remove(c)
+    rows = []
+    for c, m in mans.items():
+        row = {"category": c, "backbone": m.info.get("backbone", "?"), "ok": len(m.keys_with("ok")),
+               "failed": len(m.keys_with("failed")), "visible": m.info.get("mean_visible", float("nan"))}
+        if ctx.data.ground_truth and ctx.cfg.eval_pairs > 0:  # synthetic: measure against truth
+            gts = load_ground_truth(ctx.data.uri, c, ctx.cfg.endpoint_url)
+            feats = {n: load_surface_features(fcfg.out, c, n, fcfg.endpoint_url) for n in m.keys_with("ok")}
+            if len(feats) >= 2:
+                acc = correspondence_accuracy(feats, gts, max_pairs=ctx.cfg.eval_pairs)
+                row.update({"acc@10%": acc["accuracy"], "chance": acc["chance"], "pairs": acc["pairs"]})
+        rows.append(row)
+    return FeaturesArtifact(fcfg.out, signature(fcfg), rows, cats, failed)
+
+
+def _features_rows(a: FeaturesArtifact) -> list[str]:
+    out = []
+    for r in a.rows:
+        acc = f"{r['acc@10%']:.1%} ({r['pairs']} pairs)" if "acc@10%" in r else "n/a (no ground truth)"
+        ch = f"{r['chance']:.1%}" if "chance" in r else ""
+        out.append(f"| {r['category']} | {r['backbone'].split(' (')[0]} | {r['ok']} | {r['failed']} | "
+                   f"{r['visible']:.1%} | {acc} | {ch} |")
+    return out
+
+
+FEATURES_HEADER = ["| category | backbone | videos ok | failed | visible / frame | appearance match acc@10% | chance |",
+                   "|---|---|---|---|---|---|---|"]
+
+
+def _features_section(a: FeaturesArtifact) -> list[str]:
+    return ["## Surface features", "", *FEATURES_HEADER, *_features_rows(a), "",
+            "Backbones: " + "; ".join(sorted({r["backbone"] for r in a.rows})),
+            ("acc@10%: share of vertices whose nearest feature in another video (min over frame pairs) "
+             "lies within 10 % of the object size of the same point on that instance.")]
+
+
+def _features_table(a: FeaturesArtifact) -> list[str]:
+    return [*FEATURES_HEADER, *_features_rows(a),
+            "Reading: acc@10% is how often a vertex's nearest feature in another video lands on the same part "
+            "of that object (within 10 % of its size); good: far above chance, colorsift reaches about 50 % on the car."]
+
+
+def _features_headline(a: FeaturesArtifact) -> str | None:
+    parts = [f"{r['category']} {r['acc@10%']:.0%} (chance {r['chance']:.0%})" for r in a.rows if "acc@10%" in r]
+    return ("appearance matching acc@10%: " + ", ".join(parts)) if parts else None
+
+
+# ------------------------------------------------------------------------------------- tune and align
+def _tune_run(ctx: Ctx) -> TuneArtifact:
+    from catpose.align.run import search_config
+    from catpose.align.tune import run_sweep
+
+    cfg, feats = ctx.cfg, ctx.arts["features"]
+    art = TuneArtifact({}, [])
+    for c in ctx.categories:
+        # trials align exactly as the alignment stage will (only alpha and tau vary)
+        out = ctx.store.sub("tune", c)
+        res = run_sweep(dataclasses.replace(cfg.sweep, data=ctx.data.uri, category=c, out=out.uri,
+                                            features=feats.uri, rotations=cfg.align.rotations,
+                                            vertices=cfg.align.vertices, device=cfg.align.device,
+                                            endpoint_url=cfg.endpoint_url), search=search_config(cfg.align))
+        art.best[c] = res["best"]
+        top = res["rows"][0]
+        art.rows.append({"category": c, **res["best"], "cycle_deg": top["cycle_deg"], "trials": len(res["rows"]),
+                         **({"acc_pi_6": top["acc_pi_6"]} if "acc_pi_6" in top else {})})
+        ctx.plot(f"sweep_{c}.png", out.read_bytes("sweep_heatmaps.png"))
+    return art
+
+
+def _tune_section(a: TuneArtifact) -> list[str]:
+    lines = ["## α/τ sweep (chosen without labels)", "", "| category | α | τ | cycle error | trials |",
+             "|---|---|---|---|---|"]
+    lines += [f"| {r['category']} | {r['alpha']:.2f} | {r['tau']:.3g} | {r['cycle_deg']:.2f}° | {r['trials']} |"
+              for r in a.rows]
+    return lines + [""] + [f"![sweep {r['category']}](plots/sweep_{r['category']}.png)" for r in a.rows]
+
+
+def _align_run(ctx: Ctx) -> AlignArtifact:
+    from catpose.align.evaluate import evaluate_alignment
+    from catpose.align.run import run_align
+
+    cfg, feats = ctx.cfg, ctx.arts["features"]
+    best = ctx.arts["tune"].best if "tune" in ctx.arts else {}
+    fcfg = _features_cfg(ctx)
+    art = AlignArtifact({}, [])
+    for c in ctx.categories:
+        out = ctx.store.sub("align", c)
+        acfg = ctx.section(cfg.align, data=ctx.data.uri, category=c, out=out.uri, features=feats.uri, **best.get(c, {}))
+        res = run_align(acfg, features=fcfg)  # never recomputes features with other settings than the run's
+        art.tables[c] = out.uri
+        row = {"category": c, "videos": res["videos"], "pairs": res["pairs"], "reference": res["reference"],
+               "failed_chunks": len(res["failed_chunks"]), "failed_pairs": len(res["failed_pairs"])}
+        if ctx.data.ground_truth:
+            for key, fname in (("sync", "alignment.parquet"), ("paths", "alignment_paths.parquet")):
+                r = evaluate_alignment(out.url(fname), ctx.data.uri, c, endpoint_url=cfg.endpoint_url,
+                                       plot=ctx.store.url("plots", f"alignment_errors_{c}_{key}.png"))
+                row[key] = {k: r[k] for k in ("acc_pi_6", "acc_pi_18", "median_deg")}
+        art.rows.append(row)
+        ctx.plot(f"aligned_clouds_{c}.png", out.read_bytes("aligned_clouds.png"))
+    return art
+
+
+ALIGN_HEADER = ["| category | videos | pairs | Acc@π/6 | Acc@π/18 | median error | without sync: Acc@π/6 | median |",
+                "|---|---|---|---|---|---|---|---|"]
+
+
+def _align_rows(a: AlignArtifact) -> list[str]:
+    out = []
+    for r in a.rows:
+        if "sync" in r:
+            s, p = r["sync"], r["paths"]
+            out.append(f"| {r['category']} | {r['videos']} | {r['pairs']} | {s['acc_pi_6']:.1%} | "
+                       f"{s['acc_pi_18']:.1%} | {s['median_deg']:.1f}° | {p['acc_pi_6']:.1%} | {p['median_deg']:.1f}° |")
+        else:
+            out.append(f"| {r['category']} | {r['videos']} | {r['pairs']} | n/a | n/a | n/a | | |")
+    return out
+
+
+def _align_section(a: AlignArtifact) -> list[str]:
+    return ["## Alignment into one reference frame per category", "", *ALIGN_HEADER, *_align_rows(a), ""] + [
+        f"![aligned {r['category']}](plots/aligned_clouds_{r['category']}.png)" for r in a.rows]
+
+
+def _align_table(a: AlignArtifact) -> list[str]:
+    return [*ALIGN_HEADER, *_align_rows(a),
+            "Reading: Acc@π/6 is the share of videos whose rotation into the common frame is within 30° of the "
+            "truth; good: close to 100 %, with synchronisation at least as good as without it."]
+
+
+def _align_headline(a: AlignArtifact) -> str | None:
+    parts = [f"{r['category']} {r['sync']['acc_pi_6']:.0%} (without sync {r['paths']['acc_pi_6']:.0%})"
+             for r in a.rows if "sync" in r]
+    return ("alignment Acc@π/6: " + ", ".join(parts)) if parts else None
+
+
+# ------------------------------------------------------------------------------------- train and pose
+def _train_categories(ctx: Ctx) -> list[str]:
+    cats = ctx.categories
+    missing = [c for c in ctx.cfg.train_categories if c not in cats]
+    if missing:  # the default's "car" on data without cars: said, not silent
+        print(f"no training for {missing}: not among this run's usable categories {cats} (train_categories)",
+              flush=True)
+    return [c for c in ctx.cfg.train_categories if c in cats]
+
+
+def _train_run(ctx: Ctx) -> TrainArtifact:
+    from catpose.learn.train import run_train
+
+    cfg = ctx.cfg
+    art = TrainArtifact({}, [])
+    train_out = cfg.train.out or ctx.store.url("train")
+    for c in _train_categories(ctx):
+        tcfg = ctx.section(cfg.train, data=ctx.arts["shard"].uri, alignment=ctx.arts["align"].tables[c],
+                           features=ctx.arts["features"].uri, category=c, out=train_out,
+                           ground_truth=ctx.data.uri if ctx.data.ground_truth else None)
+        res = run_train(tcfg)
+        art.runs[c] = res["run"]
+        art.rows.append({"category": c, "run": res["run"], "epochs": res["epochs"],
+                         "loss": [res["history"][0]["loss"], res["history"][-1]["loss"]] if res["history"] else [],
+                         "evaluation": res.get("evaluation")})
+        run_store = Store(res["run"], tcfg.endpoint_url)
+        for f in ("training_curves.png", "viewpoint_accuracy.png"):
+            if run_store.exists(f):
+                ctx.plot(f"{f[:-4]}_{c}.png", run_store.read_bytes(f))
+    return art
+
+
+def _train_section(a: TrainArtifact) -> list[str]:
+    from catpose.learn.evaluate import format_table
+
+    lines = ["## Learned template features (Ray Train)", ""]
+    for r in a.rows:
+        loss = f", loss {r['loss'][0]:.2f} → {r['loss'][1]:.2f}" if r["loss"] else ""
+        lines += [f"`{r['run']}`: {r['epochs']} epochs{loss}.", ""]
+        if r.get("evaluation"):
+            lines += format_table(r["evaluation"], r["category"]).splitlines() + [""]
+        lines += [f"![training {r['category']}](plots/training_curves_{r['category']}.png)",
+                  f"![viewpoints {r['category']}](plots/viewpoint_accuracy_{r['category']}.png)", ""]
+    return lines
+
+
+def _train_table(a: TrainArtifact) -> list[str]:
+    from catpose.learn.evaluate import format_table
+
+    lines = []
+    for r in a.rows:
+        if r.get("evaluation"):
+            t = format_table(r["evaluation"], r["category"]).splitlines()
+            j = next((k for k, ln in enumerate(t) if ln.startswith("By camera azimuth")), len(t))
+            lines += [ln for ln in t[:j] if ln]
+    return lines + ["Reading: accuracy is the share of template vertices whose best-matching pixel in a held-out "
+                    "frame lies within the threshold of the truth; good: well above the untrained network and "
+                    "colorsift rows (a GPU-trained car reaches about 44 %)."] if lines else []
+
+
+def _train_headline(a: TrainArtifact) -> str | None:
+    parts = []
+    for r in a.rows:
+        m = (r.get("evaluation") or {}).get("methods", {})
+        if "trained" in m and "untrained network" in m:
+            parts.append(f"{r['category']} {m['trained']['accuracy']:.1%} "
+                         f"(untrained network {m['untrained network']['accuracy']:.1%})")
+    return ("learned features, vertex-to-pixel matching: " + ", ".join(parts)) if parts else None
+
+
+def _pose_run(ctx: Ctx) -> PoseArtifact:
+    from catpose.pose.evaluate import evaluate_pose
+    from catpose.pose.wild import generate_wild  # the renderer: only for the synthetic in-the-wild set
+
+    cfg = ctx.cfg
+    art = PoseArtifact({}, [])
+    for c, run in ctx.arts["train"].runs.items():
+        # the wild images and the evaluation's files are made on this node's scratch, then go to the store
+        wild, local = ctx.scratch / "wild" / c, ctx.scratch / "pose" / c
+        generate_wild(WildConfig(out=wild, category=c, images=cfg.pose_images))
+        res = evaluate_pose(PoseEvalConfig(checkpoint=run, dataset="synth-wild", root=wild, category=c, out=local,
+                                           endpoint_url=cfg.endpoint_url, pose=cfg.pose))
+        ctx.store.upload_dir(local, f"pose/{c}")
+        art.results[c] = ctx.store.url("pose", c)
+        ctx.plot(f"pose_errors_{c}.png", (local / "errors.png").read_bytes())
+        art.rows.append(res)
+    return art
+
+
+def _pose_section(a: PoseArtifact) -> list[str]:
+    from catpose.pose.evaluate import format_table
+
+    lines = ["## Pose estimation on synthetic in-the-wild images (unseen instances, clutter, occlusion)", ""]
+    for r in a.rows:
+        lines += format_table(r).splitlines() + ["", f"![pose errors {r['category']}](plots/pose_errors_{r['category']}.png)", ""]
+    return lines
+
+
+def _pose_table(a: PoseArtifact) -> list[str]:
+    from catpose.pose.evaluate import format_table
+
+    lines = [ln for r in a.rows for ln in format_table(r).splitlines() if ln]
+    return lines + ["Reading: Acc@π/6 is the share of images whose estimated rotation is within 30° of the truth; "
+                    "good: the catpose row above the nearest-training-view baseline."] if lines else []
+
+
+def _pose_headline(a: PoseArtifact) -> str | None:
+    parts = []
+    for r in a.rows:
+        m = list(r["methods"].items())
+        base = next((v for k, v in m[1:] if k.startswith("nearest")), None)
+        parts.append(f"{r['category']} {m[0][1]['acc_pi_6']:.0%}"
+                     + (f" (nearest training view {base['acc_pi_6']:.0%})" if base else ""))
+    return ("pose Acc@π/6 on synthetic in-the-wild images: " + ", ".join(parts)) if parts else None
+
+
+def stages(cfg: PipelineConfig) -> list[Stage]:
+    """The stages of this config, in order (each after the stages it needs)."""
+    out: list[Stage] = []
+    if cfg.raw_frames is not None:
+        out.append(Stage("ingest", (), DataArtifact, lambda c: _what(c.ingest), _ingest_run))
+    elif cfg.data is None:
+        out.append(Stage("synth", (), DataArtifact, lambda c: _what(c.synth), _synth_run))
+    out += [
+        Stage("validate", ("data",), ValidateArtifact, lambda c: {}, _validate_run, _validate_section, _validate_table),
+        Stage("shard", ("data", "validate"), ShardsArtifact, lambda c: _what(c.shard), _shard_run, _shard_section),
+        Stage("features", ("data", "validate"), FeaturesArtifact, lambda c: {**_what(c.features), "eval": c.eval_pairs},
+              _features_run, _features_section, _features_table, _features_headline),
+    ]
     if cfg.tune:
-
-        @stage("tune")
-        def _():
-            rows = []
-            for c in categories:
-                # trials align exactly as the alignment stage will (only alpha and tau vary)
-                res = run_sweep(dataclasses.replace(cfg.sweep, data=data_root, category=c,
-                                                    out=str(out / "tune" / c), features=feat_out,
-                                                    rotations=cfg.align.rotations, vertices=cfg.align.vertices,
-                                                    device=cfg.align.device),
-                                search=search_config(cfg.align))
-                best[c] = res["best"]
-                top = res["rows"][0]
-                rows.append({"category": c, **res["best"], "cycle_deg": top["cycle_deg"], "trials": len(res["rows"]),
-                             **({"acc_pi_6": top["acc_pi_6"]} if "acc_pi_6" in top else {})})
-                (out / "plots").mkdir(exist_ok=True)
-                shutil.copy(out / "tune" / c / "sweep_heatmaps.png", out / "plots" / f"sweep_{c}.png")
-            report["tune"] = rows
-
-    @stage("align")
-    def _():
-        rows = []
-        for c in categories:
-            acfg = dataclasses.replace(cfg.align, data=data_root, category=c, out=out / "align" / c,
-                                       features=feat_out, workers=cfg.workers,
-                                       endpoint_url=cfg.align.endpoint_url or cfg.features.endpoint_url,
-                                       **best.get(c, {}))
-            res = run_align(acfg)
-            row = {"category": c, "videos": res["videos"], "pairs": res["pairs"], "reference": res["reference"],
-                   "failed_chunks": len(res["failed_chunks"]), "failed_pairs": len(res["failed_pairs"])}
-            if (data_root / GT_FILE).is_file():
-                for key, fname in (("sync", "alignment.parquet"), ("paths", "alignment_paths.parquet")):
-                    r = evaluate_alignment(acfg.out / fname, data_root, c,
-                                           plot=out / "plots" / f"alignment_errors_{c}_{key}.png")
-                    row[key] = {k: r[k] for k in ("acc_pi_6", "acc_pi_18", "median_deg")}
-            rows.append(row)
-            (out / "plots").mkdir(exist_ok=True)
-            shutil.copy(acfg.out / "aligned_clouds.png", out / "plots" / f"aligned_clouds_{c}.png")
-        report["align"] = rows
-
-    train_cats = [c for c in cfg.train_categories if c in categories]
-    if len(train_cats) < len(cfg.train_categories):  # the default's "car" on data without cars: said, not silent
-        print(f"no training for {[c for c in cfg.train_categories if c not in categories]}: not among this run's "
-              f"usable categories {categories} (train_categories)", flush=True)
-    if train_cats:
-
-        @stage("train")
-        def _():
-            rows = []
-            train_out = cfg.train.out or str(out / "train")
-            for c in train_cats:
-                tcfg = dataclasses.replace(
-                    cfg.train, data=shard_out, alignment=out / "align" / c, features=feat_out, category=c,
-                    out=train_out, endpoint_url=cfg.train.endpoint_url or cfg.shard.endpoint_url,
-                    ground_truth=data_root if (data_root / GT_FILE).is_file() else None)
-                res = run_train(tcfg)
-                rows.append({"category": c, "run": res["run"], "epochs": res["epochs"],
-                             "loss": [res["history"][0]["loss"], res["history"][-1]["loss"]] if res["history"] else [],
-                             "evaluation": res.get("evaluation")})
-                run_store = Store(res["run"], tcfg.endpoint_url)
-                (out / "plots").mkdir(exist_ok=True)
-                for f in ("training_curves.png", "viewpoint_accuracy.png"):
-                    if run_store.exists(f):
-                        (out / "plots" / f"{f[:-4]}_{c}.png").write_bytes(run_store.read_bytes(f))
-            report["train"] = rows
+        out.append(Stage("tune", ("features",), TuneArtifact, lambda c: {**_what(c.sweep), **_what(c.align)},
+                         _tune_run, _tune_section))
+    out.append(Stage("align", ("features",) + (("tune",) if cfg.tune else ()), AlignArtifact,
+                     lambda c: _what(c.align), _align_run, _align_section, _align_table, _align_headline))
+    if cfg.train_categories:
+        out.append(Stage("train", ("shard", "align"), TrainArtifact,
+                         lambda c: {**_what(c.train), "categories": list(c.train_categories)},
+                         _train_run, _train_section, _train_table, _train_headline))
+        if cfg.pose_images > 0:
+            out.append(Stage("pose", ("train",), PoseArtifact,
+                             lambda c: {**_what(c.pose), "images": c.pose_images}, _pose_run, _pose_section,
+                             _pose_table, _pose_headline))
+    return out
 
 
-    if train_cats and cfg.pose_images > 0 and (data_root / GT_FILE).is_file():
+def _applies(stage: Stage, ctx: Ctx) -> bool:
+    """Whether a stage has anything to do here (training: categories left; pose: synthetic ground truth)."""
+    if stage.name == "train":
+        return bool(_train_categories(ctx))
+    if stage.name == "pose":
+        return "train" in ctx.arts and bool(ctx.arts["train"].runs) and ctx.data.ground_truth
+    return True
 
-        @stage("pose")
-        def _():
-            rows = []
-            for r in report.get("train", []):
-                c = r["category"]
-                wild = out / "wild" / c
-                from catpose.pose.wild import (
-                    generate_wild,  # the renderer: only for the synthetic in-the-wild set
-                )
-                generate_wild(WildConfig(out=wild, category=c, images=cfg.pose_images))
-                res = evaluate_pose(PoseEvalConfig(checkpoint=r["run"], dataset="synth-wild", root=wild, category=c,
-                                                   out=out / "pose" / c, endpoint_url=cfg.train.endpoint_url
-                                                   or cfg.shard.endpoint_url, pose=cfg.pose))
-                (out / "plots").mkdir(exist_ok=True)
-                (out / "plots" / f"pose_errors_{c}.png").write_bytes((out / "pose" / c / "errors.png").read_bytes())
-                rows.append(res)
-            report["pose"] = rows
 
-    write_report(out, data_root, report)
-    if report.get("failed_categories"):  # the others finished; the run must still not end as a success
-        raise CatposeError(f"the run finished without {sorted(report['failed_categories'])}: "
-                           + "; ".join(report["failed_categories"].values()) + f" (report: {out / 'report.md'})")
+# ------------------------------------------------------------------------------------------- the runner
+def _load_artifact(store: Store, stage: Stage):
+    d = store.read_json(f"stages/{stage.name}.json", default=None)
+    if not isinstance(d, dict) or "artifact" not in d:
+        return None, None
+    try:
+        return stage.artifact(**d["artifact"]), d.get("hash")
+    except TypeError:  # an artifact of an older catpose: recomputed
+        return None, None
+
+
+def _jsonable(obj):
+    return json.loads(json.dumps(dataclasses.asdict(obj), default=str))
+
+
+def run(cfg: PipelineConfig) -> dict:
+    """Runs the stage graph of ``cfg`` against its store; returns the report (a dict)."""
+    from catpose.parallel import init_ray
+
+    check_config(cfg)  # also when run() is called directly
+    store = Store(str(cfg.out), cfg.endpoint_url)
+    store.check()  # a file in the way, a read-only folder, an unreachable bucket: one clear error before any work
+    if cfg.endpoint_url:  # driver-side readers that are not handed the endpoint find it too
+        os.environ.setdefault("CATPOSE_S3_ENDPOINT", cfg.endpoint_url)
+    store.write_text("config.yaml", config_yaml(cfg))
+    man = Manifest.load_or_new("pipeline_manifest.json", "pipeline", store=store)
+    if cfg.workers > 0:
+        init_ray()
+    ctx = Ctx(cfg, store, Path(tempfile.mkdtemp(prefix="catpose-scratch-")))
+    graph = stages(cfg)
+    t_run = time.perf_counter()
+    times: dict[str, float] = {}
+    skipped: list[str] = []
+    try:
+        if graph[0].name not in ("synth", "ingest"):
+            ctx.arts["data"] = _given_data(ctx)
+        for st in graph:
+            if not _applies(st, ctx):
+                continue
+            inputs = {n: _jsonable(ctx.arts[n]) for n in st.needs if n in ctx.arts}
+            h = _hash({"settings": st.settings(cfg), "inputs": inputs})
+            if man.status(st.name) == "ok" and man.items[st.name].get("hash") == h:
+                art, stored_hash = _load_artifact(store, st)
+                if art is not None and stored_hash == h:
+                    print(f"== {st.name}: done before with the same settings and inputs (skipped)", flush=True)
+                    ctx.arts["data" if st.name in ("synth", "ingest") else st.name] = art
+                    times[st.name] = man.items[st.name].get("seconds", 0.0)
+                    skipped.append(st.name)
+                    continue
+            print(f"== {st.name}", flush=True)
+            t0 = time.perf_counter()
+            try:
+                art = st.run(ctx)
+            except Exception as e:
+                man.record(st.name, "failed", error=f"{type(e).__name__}: {e}", seconds=time.perf_counter() - t0)
+                raise
+            sec = time.perf_counter() - t0
+            store.write_json(f"stages/{st.name}.json", {"hash": h, "artifact": _jsonable(art)})
+            extra = {"unusable": art.unusable} if st.name == "validate" and art.unusable else {}
+            man.record(st.name, "ok", seconds=sec, hash=h, **extra)
+            ctx.arts["data" if st.name in ("synth", "ingest") else st.name] = art
+            times[st.name] = round(sec, 1)
+    finally:
+        shutil.rmtree(ctx.scratch, ignore_errors=True)
+    report = assemble_report(cfg, ctx, graph, times, skipped, time.perf_counter() - t_run)
+    failed = report.get("failed_categories")
+    if failed:  # the others finished; the run must still not end as a success
+        raise CatposeError(f"the run finished without {sorted(failed)}: " + "; ".join(failed.values())
+                           + f" (report: {store.url('report.md')})")
     return report
 
 
-def write_report(out: Path, data_root: Path, report: dict) -> None:
-    lines = ["# catpose pipeline report", "", f"data: `{data_root}`", ""]
-    lines += ["## Data", "", "| category | sequences | frames | mean points | cloud in masks | unusable |",
-              "|---|---|---|---|---|---|"]
-    for r in report.get("validate", []):
-        lines.append(f"| {r['category']} | {r['sequences']} | {r['frames']} | {r['mean points']} | "
-                     f"{r['cloud in masks']:.1%} | {r['unusable']} |")
-    lines += [""] + [f"![frames of {r['category']}](plots/frames_{r['category']}.png)" for r in report.get("validate", [])]
-    if report.get("unusable"):
-        lines += ["", "Unusable sequences:", ""] + [f"- `{k}`: {v}" for k, v in report["unusable"].items()]
-    if report.get("failed_categories"):
-        lines += ["", "**Failed categories** (left out of every later stage):", ""] + [
-            f"- `{k}`: {v}" for k, v in report["failed_categories"].items()]
-    if "shard" in report:
-        s = report["shard"]
-        lines += ["", "## Shards", "", f"`{s['uri']}`: " + ", ".join(
-            f"{c}: {v['frames']} frames in {v['shards']} files" for c, v in s["categories"].items())
-            + f"; {s['skipped']} frames skipped (see _catpose_shards.json)"]
-    if report.get("features"):
-        lines += ["", "## Surface features", "",
-                  "| category | backbone | videos ok | failed | visible / frame | appearance match acc@10% | chance |",
-                  "|---|---|---|---|---|---|---|"]
-        for r in report["features"]:
-            acc = f"{r['acc@10%']:.1%} ({r['pairs']} pairs)" if "acc@10%" in r else "n/a (no ground truth)"
-            ch = f"{r['chance']:.1%}" if "chance" in r else ""
-            lines.append(f"| {r['category']} | {r['backbone'].split(' (')[0]} | {r['ok']} | {r['failed']} | "
-                         f"{r['visible']:.1%} | {acc} | {ch} |")
-        lines += ["", "Backbones: " + "; ".join(sorted({r["backbone"] for r in report["features"]})),
-                  ("acc@10%: share of vertices whose nearest feature in another video (min over frame pairs) "
-                   "lies within 10 % of the object size of the same point on that instance.")]
-    if report.get("tune"):
-        lines += ["", "## α/τ sweep (chosen without labels)", "", "| category | α | τ | cycle error | trials |",
-                  "|---|---|---|---|---|"]
-        lines += [f"| {r['category']} | {r['alpha']:.2f} | {r['tau']:.3g} | {r['cycle_deg']:.2f}° | {r['trials']} |"
-                  for r in report["tune"]]
-        lines += [""] + [f"![sweep {r['category']}](plots/sweep_{r['category']}.png)" for r in report["tune"]]
-    if report.get("align"):
-        lines += ["", "## Alignment into one reference frame per category", "",
-                  "| category | videos | pairs | Acc@π/6 | Acc@π/18 | median error | without sync: Acc@π/6 | median |",
-                  "|---|---|---|---|---|---|---|---|"]
-        for r in report["align"]:
-            if "sync" in r:
-                a, p = r["sync"], r["paths"]
-                lines.append(f"| {r['category']} | {r['videos']} | {r['pairs']} | {a['acc_pi_6']:.1%} | "
-                             f"{a['acc_pi_18']:.1%} | {a['median_deg']:.1f}° | {p['acc_pi_6']:.1%} | {p['median_deg']:.1f}° |")
-            else:
-                lines.append(f"| {r['category']} | {r['videos']} | {r['pairs']} | n/a | n/a | n/a | | |")
-        lines += [""] + [f"![aligned {r['category']}](plots/aligned_clouds_{r['category']}.png)" for r in report["align"]]
-    if report.get("train"):
-        lines += ["", "## Learned template features (Ray Train)", ""]
-        for r in report["train"]:
-            loss = f", loss {r['loss'][0]:.2f} → {r['loss'][1]:.2f}" if r["loss"] else ""
-            lines += [f"`{r['run']}`: {r['epochs']} epochs{loss}.", ""]
-            if r.get("evaluation"):
-                lines += format_table(r["evaluation"], r["category"]).splitlines() + [""]
-            lines += [f"![training {r['category']}](plots/training_curves_{r['category']}.png)",
-                      f"![viewpoints {r['category']}](plots/viewpoint_accuracy_{r['category']}.png)", ""]
-    if report.get("pose"):
-        lines += ["", "## Pose estimation on synthetic in-the-wild images (unseen instances, clutter, occlusion)", ""]
-        for r in report["pose"]:
-            lines += pose_table(r).splitlines() + ["", f"![pose errors {r['category']}](plots/pose_errors_{r['category']}.png)", ""]
+def assemble_report(cfg: PipelineConfig, ctx: Ctx, graph: list[Stage], times: dict, skipped: list[str],
+                    wall: float) -> dict:
+    """Writes ``report.md`` (a one-screen summary, then every stage's section), prints the stage tables
+    with their readings, and returns the report as a dict (the artifacts' contents)."""
+    store, arts = ctx.store, ctx.arts
+    val = arts.get("validate")
+    failed = {**(val.failed_categories if val else {}),
+              **(arts["features"].failed_categories if "features" in arts else {})}
+    data = arts["data"]
+    n_videos = sum(r["sequences"] for r in val.rows) if val else 0
+    n_frames = sum(r["frames"] for r in val.rows) if val else 0
+    ran = [s.name for s in graph if s.name in times]
+    summary = ["# catpose pipeline report", "",
+               "## Summary", "",
+               f"- **Ran**: {' → '.join(ran)}" + (f" ({', '.join(skipped)} done before, skipped)" if skipped else ""),
+               f"- **Data**: `{data.uri}` — {', '.join(data.categories)}: {n_videos} videos, {n_frames} frames"
+               + (" (synthetic, with ground truth)" if data.ground_truth else ""),
+               f"- **Time**: {sum(times.values()):.0f} s of stages (this invocation {wall:.0f} s): "
+               + ", ".join(f"{k} {v:.0f}" for k, v in times.items()),
+               f"- **Store**: `{store.uri}` (config.yaml repeats the run: `catpose run --config {store.url('config.yaml')}`)"]
+    heads = [h for s in graph if s.name in arts and (h := s.headline(arts[s.name]))]
+    summary += [f"- {h}" for h in heads] or ["- no accuracy measured (no ground truth)"]
+    summary += [f"- **Pictures**: `{store.url('plots')}/` (frames with their clouds, aligned clouds, error histograms, "
+                "training curves, pose errors)"]
+    if failed:
+        summary += ["", "**Failed categories** (left out of every later stage):", ""] + [
+            f"- `{k}`: {v}" for k, v in failed.items()]
+    lines = summary + [""]
+    for s in graph:
+        if s.name in arts and s.name not in ("synth", "ingest"):
+            lines += [""] + s.section(arts[s.name])
     lines += ["", "## Stage times (s)", "", "| stage | seconds |", "|---|---|"]
-    lines += [f"| {k} | {v} |" for k, v in report["stages"].items()]
-    (out / "report.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines[6:8 + len(report.get("validate", []))]))
-    if report.get("features"):
-        i = lines.index("## Surface features")
-        print("\n".join(lines[i + 2:i + 4 + len(report["features"])] + [lines[i + 5 + len(report["features"])]]))
-    if report.get("align"):
-        i = lines.index("## Alignment into one reference frame per category")
-        print("\n".join(lines[i + 2:i + 4 + len(report["align"])]))
-    if report.get("train"):
-        i = lines.index("## Learned template features (Ray Train)")
-        j = next((k for k in range(i + 1, len(lines)) if lines[k].startswith("By camera azimuth")), len(lines))
-        print("\n".join(lines[i + 2:j]))
-    if report.get("pose"):
-        i = lines.index("## Pose estimation on synthetic in-the-wild images (unseen instances, clutter, occlusion)")
-        j = next((k for k in range(i + 6, len(lines)) if not lines[k].startswith("|")), len(lines))
-        print("\n".join(lines[i + 2:j]))
-    print(f"\nreport: {out / 'report.md'}  plots: {out / 'plots'}")
+    lines += [f"| {k} | {v} |" for k, v in times.items()]
+    store.write_text("report.md", "\n".join(lines) + "\n")
+    # the console: the stage tables, each with its reading
+    for s in graph:
+        if s.name in arts and (t := s.table(arts[s.name])):
+            print("\n" + "\n".join(t))
+    print("\n" + "\n".join(summary[2:]))
+    print(f"\nreport: {store.url('report.md')}  plots: {store.url('plots')}")
+    report: dict = {"stages": times, "skipped": skipped, "summary": summary}
+    if val:
+        report.update(validate=val.rows, **({"unusable": val.unusable} if val.unusable else {}),
+                      **({"skipped_frames": val.skipped_frames} if val.skipped_frames else {}))
+    if failed:
+        report["failed_categories"] = failed
+    if "shard" in arts:
+        report["shard"] = {"uri": arts["shard"].uri, "categories": arts["shard"].categories,
+                           "skipped": arts["shard"].skipped}
+    for k in ("features", "tune", "align", "train", "pose"):
+        if k in arts:
+            report[k] = arts[k].rows
+    return report
 
 
 def main(argv: list[str] | None = None) -> int:
     """The main job; an error ends it with one line on stderr and exit code 2 (``--debug``: the
     traceback)."""
     import sys
-
 
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv

@@ -60,9 +60,37 @@ class Store:
     endpoint_url: str | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.uri, Store):  # a Store given where a URI is expected: the same store
+            self.endpoint_url = self.endpoint_url or self.uri.endpoint_url
+            self.uri = self.uri.uri
         self.uri = str(self.uri).rstrip("/") if is_s3(self.uri) else str(Path(self.uri).absolute())
         self.endpoint_url = s3_endpoint(self.endpoint_url) if is_s3(self.uri) else None
         self._fs = None
+
+    def __getstate__(self) -> dict:
+        """Sent to Ray tasks as its URI and endpoint only; each process opens its own connection."""
+        return {"uri": self.uri, "endpoint_url": self.endpoint_url, "_fs": None}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+
+    def __str__(self) -> str:
+        return self.uri
+
+    @property
+    def is_s3(self) -> bool:
+        return is_s3(self.uri)
+
+    def sub(self, *parts: str) -> Store:
+        """The store rooted at ``parts`` under this one (same endpoint)."""
+        return Store(self.url(*parts), self.endpoint_url)
+
+    def rel(self, uri: str | os.PathLike) -> str | None:
+        """The key of ``uri`` inside this store, or None when it lies elsewhere."""
+        u = str(uri).rstrip("/") if is_s3(uri) else str(Path(uri).absolute())
+        if u == self.uri:
+            return ""
+        return u[len(self.uri) + 1:] if u.startswith(self.uri + "/") else None
 
     @property
     def fs(self):
@@ -104,13 +132,17 @@ class Store:
         return "s3://" + p if is_s3(self.uri) else p
 
     # ---------------------------------------------------------------- small-object helpers
-    def _wrap(self, what: str, fn, *args):
+    def _wrap(self, what: str, fn, *args, key: str | None = None):
+        """``fn(*args)``; any failure but a missing file becomes a :class:`StorageError` naming the
+        key's full URI (``key``) and what was done."""
         try:
             return fn(*args)
         except FileNotFoundError:
             raise
         except Exception as e:  # botocore/aiohttp errors: unreachable endpoint, credentials, no bucket
-            raise StorageError(self.uri, f"{what} failed: {type(e).__name__}: {e}") from e
+            where = self.url(key) if key is not None else self.uri
+            ep = f" (endpoint {self.endpoint_url})" if self.endpoint_url else ""
+            raise StorageError(where, f"{what} failed{ep}: {type(e).__name__}: {e}") from e
 
     def check(self) -> None:
         """Makes sure the store can be reached and written; raises :class:`StorageError` otherwise."""
@@ -145,7 +177,7 @@ class Store:
                 raise StorageError(self.uri, f"cannot write here: {e.strerror or e}") from e
 
     def exists(self, *parts: str) -> bool:
-        return bool(self._wrap("exists", self.fs.exists, self.path(*parts)))
+        return bool(self._wrap("checking", self.fs.exists, self.path(*parts), key="/".join(parts)))
 
     def makedirs(self, *parts: str) -> None:
         if not is_s3(self.uri):
@@ -156,10 +188,31 @@ class Store:
         if not is_s3(self.uri):
             atomic_write_bytes(p, data)
             return
-        self._wrap(f"writing {p}", self.fs.pipe_file, p, data)  # an S3 put is atomic
+        self._wrap("writing", self.fs.pipe_file, p, data, key=rel)  # an S3 put is atomic
 
     def read_bytes(self, rel: str) -> bytes:
-        return self._wrap(f"reading {self.path(rel)}", self.fs.cat_file, self.path(rel))
+        return self._wrap("reading", self.fs.cat_file, self.path(rel), key=rel)
+
+    def write_text(self, rel: str, text: str) -> None:
+        self.write_bytes(rel, text.encode())
+
+    def read_text(self, rel: str) -> str:
+        return self.read_bytes(rel).decode()
+
+    def upload_dir(self, local: str | os.PathLike, rel: str) -> list[str]:
+        """Copies every file under the local folder ``local`` to ``rel/...``; returns the keys."""
+        keys = []
+        for p in sorted(Path(local).rglob("*")):
+            if p.is_file():
+                k = f"{rel}/{p.relative_to(local).as_posix()}"
+                self.write_bytes(k, p.read_bytes())
+                keys.append(k)
+        return keys
+
+    def is_dir(self, rel: str = "") -> bool:
+        if not is_s3(self.uri):
+            return Path(self.path(rel)).is_dir()
+        return bool(self._wrap("checking", self.fs.isdir, self.path(rel), key=rel))
 
     def write_json(self, rel: str, obj: Any) -> None:
         self.write_bytes(rel, json.dumps(obj, indent=1).encode())
@@ -181,7 +234,7 @@ class Store:
         if not rels:
             return {}
         paths = [self.path(r) for r in rels]
-        got = self._wrap("reading", self.fs.cat, paths, "return")
+        got = self._wrap("reading", self.fs.cat, paths, "return", key=rels[0])
         n = len(self.root) + 1
         return {str(k)[n:] if str(k).startswith(self.root) else str(k): v for k, v in got.items()}
 
@@ -193,6 +246,32 @@ class Store:
 
     def glob(self, pattern: str) -> list[str]:
         """Paths (relative to the root) matching ``pattern``."""
-        found = self._wrap("listing", self.fs.glob, self.path(pattern))
+        found = self._wrap("listing", self.fs.glob, self.path(pattern), key=pattern)
         n = len(self.root) + 1
         return sorted(str(f)[n:] for f in found)
+
+
+def write_uri(uri: str | os.PathLike, data: bytes, endpoint_url: str | None = None) -> None:
+    """Writes one object at a full URI (a local path or ``s3://bucket/key``), atomically."""
+    uri = str(uri)
+    if is_s3(uri):
+        bucket_key = uri[len("s3://"):]
+        Store("s3://" + bucket_key.rsplit("/", 1)[0], endpoint_url).write_bytes(bucket_key.rsplit("/", 1)[1], data)
+    else:
+        atomic_write_bytes(uri, data)
+
+
+def read_uri(uri: str | os.PathLike, endpoint_url: str | None = None) -> bytes:
+    """The bytes of one object at a full URI (a local path or ``s3://bucket/key``)."""
+    uri = str(uri)
+    if is_s3(uri):
+        bucket_key = uri[len("s3://"):]
+        return Store("s3://" + bucket_key.rsplit("/", 1)[0], endpoint_url).read_bytes(bucket_key.rsplit("/", 1)[1])
+    return Path(uri).read_bytes()
+
+
+def join_uri(root: str | os.PathLike, *parts: str) -> str:
+    """``root/parts`` for a local path or an ``s3://`` URI (never through :class:`pathlib.Path`, which
+    would fold ``s3://`` into ``s3:/``)."""
+    root = str(root).rstrip("/") if is_s3(root) else str(root)
+    return "/".join([root, *[p.strip("/") for p in parts if p]]) if is_s3(root) else str(Path(root, *parts))

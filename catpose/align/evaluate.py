@@ -9,6 +9,7 @@ between ``Q R_i`` and ``G_i``. Reported: Acc@π/6, Acc@π/18, the median error, 
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ import numpy as np
 from catpose.align.table import read_alignment
 from catpose.data.groundtruth import load_ground_truth
 from catpose.geometry import fit_frame, geodesic_deg, pose_metrics
+from catpose.storage import write_uri
 
 
 def rotation_errors(est: dict[str, np.ndarray], gt: dict[str, np.ndarray]) -> dict[str, float]:
@@ -32,9 +34,11 @@ def summarise(errors: dict[str, float]) -> dict:
 
 
 def evaluate_alignment(alignment: str | Path, data_root: str | Path, category: str,
-                       plot: str | Path | None = None) -> dict:
-    est = {k: T.R for k, T in read_alignment(alignment)[0].items()}
-    gt = {k: g.R for k, g in load_ground_truth(data_root, category).items()}
+                       plot: str | Path | None = None, endpoint_url: str | None = None) -> dict:
+    """Rotation errors of an alignment table against the synthetic ground truth; every location may be
+    a local path or an ``s3://`` URI (``plot``: where the error histogram goes)."""
+    est = {k: T.R for k, T in read_alignment(alignment, endpoint_url)[0].items()}
+    gt = {k: g.R for k, g in load_ground_truth(data_root, category, endpoint_url).items()}
     errs = rotation_errors(est, gt)
     res = summarise(errs)
     res["errors"] = errs
@@ -53,6 +57,8 @@ def evaluate_alignment(alignment: str | Path, data_root: str | Path, category: s
         ax.set_title(f"{category}: Acc@π/6 {res['acc_pi_6']:.0%}, Acc@π/18 {res['acc_pi_18']:.0%}, "
                      f"median {res['median_deg']:.1f}°", fontsize=9)
         fig.tight_layout()
-        fig.savefig(plot, dpi=110)
+        buf = io.BytesIO()
+        fig.savefig(buf, dpi=110)
         plt.close(fig)
+        write_uri(plot, buf.getvalue(), endpoint_url)
     return res

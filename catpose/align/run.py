@@ -6,7 +6,8 @@ nearest videos by a pooled feature descriptor plus random long-range edges) and 
 chunk's feature files once and aligns all its pairs with the batched engine
 (:mod:`catpose.align.batched`). A video whose features cannot be read fails its own pairs only. Each
 finished chunk is written atomically to ``OUT/pairs/<settings>/chunk-<k>.json``, so an interrupted run
-resumes without redoing finished chunks. Outputs:
+resumes without redoing finished chunks. ``OUT`` is a store (a folder or ``s3://``); the driver writes
+every output there from the tasks' results, the tasks themselves only read feature files by URI. Outputs:
 
 * ``OUT/alignment.parquet``: one row per sequence — ``sequence_name``, ``rotation`` (9, row-major),
   ``translation`` (3), ``scale``, ``cost``, ``is_reference``; ``x_ref = scale · R · x + translation``
@@ -22,11 +23,9 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
+import io
 import time
-import uuid
 from collections import OrderedDict
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -35,10 +34,10 @@ import pyarrow.parquet as pq
 from catpose.align.batched import align_pairs, upload_video, video_arrays
 from catpose.align.reference import Edge, pair_graph, reduce_to_reference
 from catpose.align.search import SearchConfig, align_pair
-from catpose.align.table import Alignment, write_alignment
+from catpose.align.table import SCHEMA, Alignment
 from catpose.config import AlignConfig, FeaturesConfig
 from catpose.devices import resolve_device
-from catpose.errors import AlignmentError
+from catpose.errors import AlignmentError, ConfigError
 from catpose.features.runner import load_surface_features, run_features, signature, store_settings
 from catpose.parallel import init_ray, map_items, ray_has_gpus
 from catpose.storage import Store
@@ -201,20 +200,28 @@ def _settings_key(scfg: SearchConfig, feat_store: str, feat_signature: dict) -> 
     return hashlib.sha1(blob.encode()).hexdigest()[:10]
 
 
-def _write_json(path: Path, obj) -> None:
-    """Atomic: a unique temporary name in the same folder, then a rename."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_text(json.dumps(obj))
-    os.replace(tmp, path)
+def _parquet_bytes(rows: list[dict], schema=None) -> bytes:
+    buf = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), buf)
+    return buf.getvalue()
 
 
-def _chunk_problem(path: Path, pairs: list[tuple[str, str]]) -> str | None:
-    """None when ``path`` is a finished chunk file for exactly these pairs, else why not."""
+def alignment_bytes(transforms: dict[str, Alignment], ref: str) -> bytes:
+    """The bytes of an ``alignment.parquet`` (see :mod:`catpose.align.table`)."""
+    rows = [{"sequence_name": k, "rotation": T.R.ravel().tolist(), "translation": np.asarray(T.t).tolist(),
+             "scale": float(T.scale), "cost": float(getattr(T, "cost", 0.0)), "is_reference": k == ref}
+            for k, T in sorted(transforms.items())]
+    return _parquet_bytes(rows, SCHEMA)
+
+
+def _chunk_problem(store: Store, key: str, pairs: list[tuple[str, str]], raw: bytes | None = None) -> str | None:
+    """None when ``key`` is a finished chunk file for exactly these pairs, else why not."""
+    path = store.url(key)
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(raw if raw is not None else store.read_bytes(key))
     except FileNotFoundError:
         return "missing"
-    except (OSError, ValueError) as e:
+    except ValueError as e:
         return f"{path}: not valid JSON ({type(e).__name__}: {e})"
     try:
         if [tuple(p) for p in data["pairs"]] != pairs:
@@ -230,11 +237,18 @@ def _chunk_problem(path: Path, pairs: list[tuple[str, str]]) -> str | None:
     return None
 
 
-def _read_chunk(path: Path, pairs: list[tuple[str, str]]) -> dict | None:
-    """A finished chunk file for exactly these pairs, or None (absent, unreadable or for other pairs)."""
-    if _chunk_problem(path, pairs) is not None:
-        return None
-    return json.loads(path.read_text())
+def _read_chunks(store: Store, keys: list[str], chunks: list) -> dict[str, dict]:
+    """The finished chunk files among ``keys`` for exactly their pairs (read concurrently)."""
+    have = set(store.glob(keys[0].rsplit("/", 1)[0] + "/chunk-*.json")) if keys else set()
+    got = store.cat_many([k for k in keys if k in have])
+    out = {}
+    for k, ch in zip(keys, chunks):
+        raw = got.get(k)
+        if raw is None or isinstance(raw, Exception):
+            continue
+        if _chunk_problem(store, k, ch, raw) is None:
+            out[k] = json.loads(raw)
+    return out
 
 
 def default_chunk(pairs: int, workers: int, gpu: bool) -> int:
@@ -247,17 +261,35 @@ def default_chunk(pairs: int, workers: int, gpu: bool) -> int:
     return max(1, math.ceil(pairs / n_chunks))
 
 
-def run_align(cfg: AlignConfig, progress: bool = True) -> dict:
+def features_for_align(cfg: AlignConfig, features: FeaturesConfig | None, feat_store: str
+                       ) -> tuple[FeaturesConfig, dict | None]:
+    """The features settings with which missing videos are filled in, and the store's signature.
+
+    With ``features`` (the run's own settings, e.g. from the main job) the store must hold features made
+    with exactly those settings: a store made with others is a :class:`ConfigError` naming both, never
+    silently mixed or recomputed. Without it (``catpose align`` alone) the store's settings are used.
+    """
+    base = features or FeaturesConfig()
+    base = dataclasses.replace(base, data=cfg.data, category=(cfg.category,), out=feat_store, workers=cfg.workers,
+                               endpoint_url=cfg.endpoint_url)
+    fcfg, feat_sig = store_settings(base, cfg.category)
+    if features is not None and feat_sig is not None and feat_sig != signature(base):
+        raise ConfigError(f"{feat_store}/{cfg.category}/_manifest.json",
+                          f"the feature store was made with {feat_sig}, but this run's features settings are "
+                          f"{signature(base)}; use the same settings or another features.out", field="features")
+    return (base if features is not None else fcfg), feat_sig
 
 
-    out = Path(cfg.out)
-    Store(str(out)).check()  # a file in the way or a read-only folder: one clear error before any work
+def run_align(cfg: AlignConfig, progress: bool = True, features: FeaturesConfig | None = None) -> dict:
+    """Aligns every video of ``cfg.category``; ``features``: the settings the feature store must have
+    been made with (missing videos are computed with them; see :func:`features_for_align`)."""
+
+    out = Store(str(cfg.out), cfg.endpoint_url)
+    out.check()  # a file in the way, a read-only folder, an unreachable bucket: one clear error before any work
     clock = _Clock()
-    feat_store = cfg.features or str(out / "features")
-    # missing videos are filled in with the settings the store's other videos were made with
-    fcfg, feat_sig = store_settings(FeaturesConfig(data=cfg.data, category=(cfg.category,), out=feat_store,
-                                                   workers=cfg.workers, endpoint_url=cfg.endpoint_url), cfg.category)
-    fman = run_features(fcfg, progress=progress, keep_existing=True)
+    feat_store = cfg.features or out.url("features")
+    fcfg, feat_sig = features_for_align(cfg, features, feat_store)
+    fman = run_features(fcfg, progress=progress, keep_existing=features is None)
     names = fman[cfg.category].keys_with("ok")
     clock.lap("features")
     summaries = video_summaries(names, feat_store, cfg.category, cfg.endpoint_url, cfg.workers, progress)
@@ -272,14 +304,17 @@ def run_align(cfg: AlignConfig, progress: bool = True) -> dict:
     clock.lap("summaries")
     scfg = search_config(cfg)
     pairs = pair_graph(names, cfg.partners, descriptors={n: summaries[n]["descriptor"] for n in names})
-    chunk_dir = out / "pairs" / _settings_key(scfg, feat_store, feat_sig or signature(fcfg))
-    chunk_dir.mkdir(parents=True, exist_ok=True)
+    chunk_dir = "pairs/" + _settings_key(scfg, feat_store, feat_sig or signature(fcfg))
     use_gpu = ray_has_gpus(cfg.workers, cfg.device)
     size = cfg.chunk if cfg.chunk > 0 else default_chunk(len(pairs), cfg.workers, use_gpu or resolve_device(cfg.device) == "cuda")
     chunks = [pairs[i:i + size] for i in range(0, len(pairs), size)]
     todo = []
+    keys = [f"{chunk_dir}/chunk-{k:05d}.json" for k in range(len(chunks))]
+    have = set(out.glob(f"{chunk_dir}/chunk-*.json"))
+    raw = out.cat_many([k for k in keys if k in have])
     for k, ch in enumerate(chunks):
-        why = _chunk_problem(chunk_dir / f"chunk-{k:05d}.json", ch)
+        r = raw.get(keys[k])
+        why = "missing" if r is None else _chunk_problem(out, keys[k], ch, r if not isinstance(r, Exception) else b"")
         if why is not None:
             todo.append((k, ch))
             if why != "missing":  # never trusted: recomputed, and said so
@@ -295,38 +330,39 @@ def run_align(cfg: AlignConfig, progress: bool = True) -> dict:
         if err:
             failed[f"chunk-{k:05d}"] = err
             continue
-        _write_json(chunk_dir / f"chunk-{k:05d}.json", {"pairs": chunks[k], **res})
+        out.write_json(keys[k], {"pairs": chunks[k], **res})  # atomic (a rename, or one S3 put)
     rows, failed_pairs = [], []
-    for k, ch in enumerate(chunks):
-        data = _read_chunk(chunk_dir / f"chunk-{k:05d}.json", ch)
-        if data is not None:
-            rows += data["results"]
-            failed_pairs += data.get("failed", [])
+    finished = _read_chunks(out, keys, chunks)
+    for k in keys:
+        if k in finished:
+            rows += finished[k]["results"]
+            failed_pairs += finished[k].get("failed", [])
     for f in failed_pairs[:10]:
         print(f"align {cfg.category}: pair {f['seq_i']} → {f['seq_j']} failed: {f['error']}", flush=True)
     if not rows:
         raise AlignmentError(cfg.category, f"has no pair that could be aligned: {failed or failed_pairs[:5]}")
     clock.lap("pairs")
-    pq.write_table(pa.Table.from_pylist(rows), out / "pairs.parquet")
+    out.write_bytes("pairs.parquet", _parquet_bytes(rows))
     edges = [Edge(r["seq_i"], r["seq_j"], Alignment(np.reshape(r["rotation"], (3, 3)), np.asarray(r["translation"]),
                                                          r["scale"], r["cost"])) for r in rows]
     centroids = {n: np.asarray(summaries[n]["centroid"], np.float64) for n in names}
     ref, synced, paths = reduce_to_reference(edges, centroids, sync=cfg.sync)
     clock.lap("reduce")
-    write_alignment(out / "alignment.parquet", synced, ref)
-    write_alignment(out / "alignment_paths.parquet", paths, ref)
-    plot_aligned_clouds(out / "aligned_clouds.png", synced, feat_store, cfg.category, cfg.endpoint_url)
+    out.write_bytes("alignment.parquet", alignment_bytes(synced, ref))
+    out.write_bytes("alignment_paths.parquet", alignment_bytes(paths, ref))
+    out.write_bytes("aligned_clouds.png", plot_aligned_clouds(synced, feat_store, cfg.category, cfg.endpoint_url))
     clock.lap("outputs")
-    _write_json(out / "timings.json", {"stages_s": clock.laps, "videos": len(names), "pairs": len(rows),
+    out.write_json("timings.json", {"stages_s": clock.laps, "videos": len(names), "pairs": len(rows),
                                        "chunks": len(chunks), "device": "cuda" if use_gpu else resolve_device(cfg.device)})
     print(f"align {cfg.category}: " + ", ".join(f"{k} {v:.1f} s" for k, v in clock.laps.items()), flush=True)
-    return {"timings": clock.laps, "reference": ref, "videos": len(synced), "pairs": len(rows), "failed_chunks": failed,
+    return {"uri": out.uri, "features_signature": feat_sig or signature(fcfg), "timings": clock.laps, "reference": ref, "videos": len(synced), "pairs": len(rows), "failed_chunks": failed,
             "failed_pairs": failed_pairs, "unreadable": unreadable,
             "unaligned": sorted(set(names) - set(synced))}
 
 
-def plot_aligned_clouds(path: Path, transforms: dict[str, Alignment], store: str, category: str,
-                        endpoint: str | None, max_videos: int = 12) -> None:
+def plot_aligned_clouds(transforms: dict[str, Alignment], store: str, category: str,
+                        endpoint: str | None, max_videos: int = 12) -> bytes:
+    """The PNG bytes of the point clouds of up to ``max_videos`` videos in the reference frame."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -350,5 +386,7 @@ def plot_aligned_clouds(path: Path, transforms: dict[str, Alignment], store: str
         ax.set_axis_off()
     fig.suptitle(f"{category}: {min(len(transforms), max_videos)} videos in the reference frame")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=110)
     plt.close(fig)
+    return buf.getvalue()

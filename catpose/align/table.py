@@ -7,6 +7,7 @@ into the reference frame. Written by ``catpose align``, read by evaluation, trai
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,15 +46,27 @@ def write_alignment(path: str | Path, transforms: dict[str, Similarity], ref: st
     pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), path)
 
 
-def read_alignment(path: str | Path) -> tuple[dict[str, Alignment], str]:
+def read_alignment(path: str | Path, endpoint_url: str | None = None) -> tuple[dict[str, Alignment], str]:
     """(transforms by sequence, the reference sequence) from an alignment table, or from the folder
     holding ``alignment.parquet`` (the ``--out`` of ``catpose align``)."""
-    path = Path(path)
-    if path.is_dir() or (not path.exists() and path.suffix != ".parquet"):  # the --out folder of catpose align
-        path = path / ALIGNMENT_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no alignment (run `catpose align` for this category first)")
-    rows = pq.read_table(path).to_pylist()
+    from catpose.storage import Store, is_s3
+
+    if is_s3(str(path)):  # an s3:// table or the s3:// --out of catpose align
+        uri = str(path).rstrip("/")
+        if not uri.endswith(".parquet"):
+            uri = f"{uri}/{ALIGNMENT_FILE}"
+        parent, name = uri.rsplit("/", 1)
+        store = Store(parent, endpoint_url)
+        if not store.exists(name):
+            raise FileNotFoundError(f"{uri}: no alignment (run `catpose align` for this category first)")
+        rows = pq.read_table(io.BytesIO(store.read_bytes(name))).to_pylist()
+    else:
+        path = Path(path)
+        if path.is_dir() or (not path.exists() and path.suffix != ".parquet"):  # the --out folder of catpose align
+            path = path / ALIGNMENT_FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no alignment (run `catpose align` for this category first)")
+        rows = pq.read_table(path).to_pylist()
     tf = {r["sequence_name"]: Alignment(np.reshape(r["rotation"], (3, 3)), np.asarray(r["translation"]),
                                         r["scale"], r["cost"]) for r in rows}
     ref = next((r["sequence_name"] for r in rows if r["is_reference"]), rows[0]["sequence_name"] if rows else "")

@@ -9,6 +9,10 @@ Layout (paths inside annotations are relative to the dataset root and start with
 
 Annotations are read when first needed; images, masks, depths and point clouds only when asked for,
 so opening a category of thousands of videos is cheap. Every error names the file (and field).
+
+The root may be a local folder or an ``s3://bucket/prefix`` (a :class:`~catpose.storage.Store`): on S3
+the annotation files are fetched when first parsed and every image, mask, depth map and cloud when it
+is loaded, one object at a time, so Ray tasks open a category by its URI and read only what they use.
 """
 
 from __future__ import annotations
@@ -30,12 +34,41 @@ from catpose.data.types import (
     read_sequence_annotations,
 )
 from catpose.errors import DataFormatError, MissingFileError
+from catpose.storage import Store, is_s3
 
 
 def read_file_bytes(path: Path, what: str) -> bytes:
     if not path.is_file():
         raise MissingFileError(str(path), what)
     return path.read_bytes()
+
+
+def data_store(root: str | Path | Store, endpoint_url: str | None = None) -> Store | None:
+    """The store of an ``s3://`` dataset root (None for a local folder, read through ``pathlib``)."""
+    if isinstance(root, Store):
+        return root if root.is_s3 else None
+    return Store(str(root), endpoint_url) if is_s3(root) else None
+
+
+def _root_of(root: str | Path | Store):
+    """A local root as a :class:`Path`, an S3 root as its URI string."""
+    if isinstance(root, Store):
+        return root.uri if root.is_s3 else Path(root.uri)
+    return str(root).rstrip("/") if is_s3(root) else Path(root)
+
+
+def _file(root, store: Store | None, rel: str):
+    """Where ``rel`` lies: a :class:`Path` under a local root, a URI string on S3."""
+    return store.url(rel) if store is not None else Path(root) / rel
+
+
+def _bytes(root, store: Store | None, rel: str, what: str) -> bytes:
+    if store is None:
+        return read_file_bytes(Path(root) / rel, what)
+    try:
+        return store.read_bytes(rel)
+    except FileNotFoundError as e:
+        raise MissingFileError(store.url(rel), what) from e
 
 
 def decode_image(data: bytes, path: str, mode: str = "RGB") -> np.ndarray:
@@ -51,8 +84,9 @@ def decode_image(data: bytes, path: str, mode: str = "RGB") -> np.ndarray:
 @dataclass
 class Co3dFrame:
     annotation: FrameAnnotation
-    root: Path
+    root: Path | str
     source: str  # the annotation file, for errors
+    store: Store | None = None  # set for an s3:// root
 
     @property
     def sequence_name(self) -> str:
@@ -67,16 +101,16 @@ class Co3dFrame:
         return self.annotation.image.size
 
     @property
-    def image_path(self) -> Path:
-        return self.root / self.annotation.image.path
+    def image_path(self) -> Path | str:
+        return _file(self.root, self.store, self.annotation.image.path)
 
     @property
-    def mask_path(self) -> Path | None:
-        return None if self.annotation.mask is None else self.root / self.annotation.mask.path
+    def mask_path(self) -> Path | str | None:
+        return None if self.annotation.mask is None else _file(self.root, self.store, self.annotation.mask.path)
 
     @property
-    def depth_path(self) -> Path | None:
-        return None if self.annotation.depth is None else self.root / self.annotation.depth.path
+    def depth_path(self) -> Path | str | None:
+        return None if self.annotation.depth is None else _file(self.root, self.store, self.annotation.depth.path)
 
     def _field(self, name: str) -> str:
         return f"frame '{self.sequence_name}'/{self.frame_number}: {name}"
@@ -89,10 +123,10 @@ class Co3dFrame:
         return Camera.from_viewpoint(vp, self.image_size)
 
     def image_bytes(self) -> bytes:
-        return read_file_bytes(self.image_path, "image")
+        return _bytes(self.root, self.store, self.annotation.image.path, "image")
 
     def mask_bytes(self) -> bytes | None:
-        return None if self.mask_path is None else read_file_bytes(self.mask_path, "mask")
+        return None if self.mask_path is None else _bytes(self.root, self.store, self.annotation.mask.path, "mask")
 
     def load_image(self) -> np.ndarray:
         """(H, W, 3) uint8; checks the size against the annotation."""
@@ -106,7 +140,7 @@ class Co3dFrame:
         """(H, W) float32 foreground probability in [0, 1]."""
         if self.mask_path is None:
             raise DataFormatError(self.source, "frame has no mask", field=self._field("mask"))
-        m = decode_image(read_file_bytes(self.mask_path, "mask"), str(self.mask_path), mode="L")
+        m = decode_image(self.mask_bytes(), str(self.mask_path), mode="L")
         if m.shape != tuple(self.image_size):
             raise DataFormatError(str(self.mask_path), f"mask is {m.shape}, image is {self.image_size}")
         return m.astype(np.float32) / 255.0
@@ -116,13 +150,15 @@ class Co3dFrame:
         dep = self.annotation.depth
         if dep is None:
             raise DataFormatError(self.source, "frame has no depth", field=self._field("depth"))
-        raw = decode_image(read_file_bytes(self.root / dep.path, "depth map"), str(self.root / dep.path), mode="")
+        dpath = str(_file(self.root, self.store, dep.path))
+        raw = decode_image(_bytes(self.root, self.store, dep.path, "depth map"), dpath, mode="")
         if raw.dtype not in (np.uint16, np.int32, np.uint32) and raw.dtype != np.dtype(">u2"):
-            raise DataFormatError(str(self.root / dep.path), f"expected a 16-bit PNG, got {raw.dtype}")
+            raise DataFormatError(dpath, f"expected a 16-bit PNG, got {raw.dtype}")
         d = raw.astype(np.uint16).view(np.float16).astype(np.float32) * dep.scale_adjustment
         d[~np.isfinite(d)] = 0.0
         if dep.mask_path:
-            dm = decode_image(read_file_bytes(self.root / dep.mask_path, "depth mask"), str(self.root / dep.mask_path), "L")
+            dm = decode_image(_bytes(self.root, self.store, dep.mask_path, "depth mask"),
+                              str(_file(self.root, self.store, dep.mask_path)), "L")
             d[dm == 0] = 0.0
         return d
 
@@ -133,21 +169,28 @@ class Co3dSequence:
     category: str
     annotation: SequenceAnnotation | None
     frames: list[Co3dFrame]
-    root: Path
+    root: Path | str
     source: str = ""
+    store: Store | None = None  # set for an s3:// root
 
     def __len__(self) -> int:
         return len(self.frames)
 
     @property
-    def point_cloud_path(self) -> Path:
+    def _cloud_rel(self) -> str:
         if self.annotation is not None and self.annotation.point_cloud is not None:
-            return self.root / self.annotation.point_cloud.path
-        return self.root / self.category / self.name / "pointcloud.ply"
+            return self.annotation.point_cloud.path
+        return f"{self.category}/{self.name}/pointcloud.ply"
+
+    @property
+    def point_cloud_path(self) -> Path | str:
+        return _file(self.root, self.store, self._cloud_rel)
 
     def load_point_cloud(self) -> PointCloud:
         """The sequence's point cloud in its world frame; an empty or missing cloud is an error."""
-        return read_ply(self.point_cloud_path)
+        if self.store is None:
+            return read_ply(self.point_cloud_path)
+        return read_ply(self.point_cloud_path, data=_bytes(self.root, self.store, self._cloud_rel, "point cloud"))
 
     def subsample(self, k: int) -> list[Co3dFrame]:
         """``k`` frames evenly spread over the video (all of them if it has fewer)."""
@@ -161,25 +204,37 @@ class Co3dSequence:
 class Co3dCategory:
     """One category folder; annotation files are parsed on first use, media files on demand."""
 
-    root: Path
+    root: Path | str | Store
     category: str
+    endpoint_url: str | None = None
+    """S3 endpoint of an ``s3://`` root."""
     _frames: dict[str, list[FrameAnnotation]] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
-        self.root = Path(self.root)
-        d = self.root / self.category
-        if not d.is_dir():
-            raise MissingFileError(str(d), f"category folder '{self.category}'")
-        if not self.frame_annotations_path.is_file():
+        self.store = data_store(self.root, self.endpoint_url)
+        self.root = _root_of(self.root)
+        if self.store is None:
+            d = self.root / self.category
+            if not d.is_dir():
+                raise MissingFileError(str(d), f"category folder '{self.category}'")
+            if not self.frame_annotations_path.is_file():
+                raise MissingFileError(str(self.frame_annotations_path), "frame annotations")
+        elif not self.store.exists(f"{self.category}/frame_annotations.jgz"):
             raise MissingFileError(str(self.frame_annotations_path), "frame annotations")
 
     @property
-    def frame_annotations_path(self) -> Path:
-        return self.root / self.category / "frame_annotations.jgz"
+    def frame_annotations_path(self) -> Path | str:
+        return _file(self.root, self.store, f"{self.category}/frame_annotations.jgz")
 
     @property
-    def sequence_annotations_path(self) -> Path:
-        return self.root / self.category / "sequence_annotations.jgz"
+    def sequence_annotations_path(self) -> Path | str:
+        return _file(self.root, self.store, f"{self.category}/sequence_annotations.jgz")
+
+    def _annotation_bytes(self, name: str) -> bytes | None:
+        """An annotation file's bytes from an S3 root (None: read the local file)."""
+        if self.store is None:
+            return None
+        return _bytes(self.root, self.store, f"{self.category}/{name}", "annotation file")
 
     @cached_property
     def _index(self) -> dict:
@@ -190,7 +245,8 @@ class Co3dCategory:
         excluded: dict[str, str] = {}  # sequence -> reason (the whole video is left out)
         skipped: dict[str, str] = {}  # "<sequence>/<frame_number>" (or record) -> reason
         warnings: list[str] = []
-        good, bad = read_frame_annotations(self.frame_annotations_path, warnings)
+        good, bad = read_frame_annotations(self.frame_annotations_path, warnings,
+                                           data=self._annotation_bytes("frame_annotations.jgz"))
         by_seq: dict[str, list[tuple[int, FrameAnnotation]]] = {}
         for i, fa in good:
             by_seq.setdefault(fa.sequence_name, []).append((i, fa))
@@ -225,8 +281,9 @@ class Co3dCategory:
                 by_seq[name] = [(i, fa) for i, fa in recs if fa.mask is not None]
         seq_anns: dict[str, SequenceAnnotation] = {}
         spath = self.sequence_annotations_path
-        if spath.is_file():
-            sgood, sbad, swarn = read_sequence_annotations(spath)
+        if (self.store.exists(f"{self.category}/sequence_annotations.jgz") if self.store is not None
+                else spath.is_file()):
+            sgood, sbad, swarn = read_sequence_annotations(spath, data=self._annotation_bytes("sequence_annotations.jgz"))
             warnings += swarn
             first: dict[str, int] = {}
             for i, sa in sgood:
@@ -303,19 +360,28 @@ class Co3dCategory:
         if name not in self.frame_annotations:
             raise KeyError(f"sequence '{name}' is not in {self.frame_annotations_path}")
         src = str(self.frame_annotations_path)
-        frames = [Co3dFrame(fa, self.root, src) for fa in self.frame_annotations[name]]
+        frames = [Co3dFrame(fa, self.root, src, self.store) for fa in self.frame_annotations[name]]
         ann = self.sequence_annotations.get(name)
-        return Co3dSequence(name, self.category, ann, frames, self.root, src)
+        return Co3dSequence(name, self.category, ann, frames, self.root, src, self.store)
 
     @property
     def set_list_names(self) -> list[str]:
+        if self.store is not None:
+            return sorted(k.rsplit("/", 1)[1][len("set_lists_"):-5]
+                          for k in self.store.glob(f"{self.category}/set_lists/set_lists_*.json"))
         d = self.root / self.category / "set_lists"
         return sorted(p.name[len("set_lists_"):-5] for p in d.glob("set_lists_*.json")) if d.is_dir() else []
 
 
-def list_categories(root: str | Path) -> list[str]:
-    """Category folders under a dataset root (those with a frame_annotations.jgz)."""
-    root = Path(root)
+def list_categories(root: str | Path | Store, endpoint_url: str | None = None) -> list[str]:
+    """Category folders under a dataset root, local or ``s3://`` (those with a frame_annotations.jgz)."""
+    store = data_store(root, endpoint_url)
+    if store is not None:
+        found = sorted(k.split("/")[0] for k in store.glob("*/frame_annotations.jgz"))
+        if not found and not store.is_dir():
+            raise MissingFileError(store.uri, "dataset root")
+        return found
+    root = Path(_root_of(root))
     if not root.is_dir():
         raise MissingFileError(str(root), "dataset root")
     return sorted(p.parent.name for p in root.glob("*/frame_annotations.jgz"))

@@ -13,10 +13,24 @@ from catpose.geometry import Similarity
 GT_FILE = "catpose_gt.json"
 
 
-def load_ground_truth(root: str | Path, category: str) -> dict[str, Similarity]:
-    """Ground-truth world→canonical similarities of a synthetic category (for evaluation only)."""
-    path = Path(root) / GT_FILE
-    data = json.loads(path.read_text())
+def has_ground_truth(root, endpoint_url: str | None = None) -> bool:
+    """Whether a dataset root (local, ``s3://`` or a :class:`~catpose.storage.Store`) has ``catpose_gt.json``."""
+    from catpose.storage import Store
+
+    return Store(root, endpoint_url).exists(GT_FILE)
+
+
+def load_ground_truth(root, category: str, endpoint_url: str | None = None) -> dict[str, Similarity]:
+    """Ground-truth world→canonical similarities of a synthetic category (for evaluation only); ``root``
+    a local folder, an ``s3://`` URI or a :class:`~catpose.storage.Store`."""
+    from catpose.storage import Store, is_s3
+
+    if is_s3(str(root)) or isinstance(root, Store):
+        st = Store(root, endpoint_url)
+        path, data = st.url(GT_FILE), json.loads(st.read_bytes(GT_FILE))
+    else:
+        path = Path(root) / GT_FILE
+        data = json.loads(path.read_text())
     try:
         seqs = data["categories"][category]["sequences"]
     except KeyError as e:

@@ -20,19 +20,23 @@ class PointCloud:
         return len(self.points)
 
 
-def read_ply(path: str | Path, require_points: bool = True) -> PointCloud:
-    """Reads the vertices of a PLY file (ascii or binary); errors name the file.
+def read_ply(path: str | Path, require_points: bool = True, data: bytes | None = None) -> PointCloud:
+    """Reads the vertices of a PLY file (ascii or binary; or its bytes ``data``, fetched from a store,
+    with ``path`` naming it); errors name the file.
 
     Raises :class:`DataFormatError` for an unreadable file, a file with no vertex element or
     x/y/z properties, non-finite coordinates, or (``require_points``) an empty cloud.
     """
     from plyfile import PlyData
 
-    path = Path(path)
-    if not path.is_file():
-        raise MissingFileError(str(path), "point cloud")
+    import io
+
+    if data is None:
+        path = Path(path)
+        if not path.is_file():
+            raise MissingFileError(str(path), "point cloud")
     try:
-        ply = PlyData.read(str(path))
+        ply = PlyData.read(io.BytesIO(data) if data is not None else str(path))
     except Exception as e:  # plyfile raises several types for corrupt files
         raise DataFormatError(str(path), f"not a readable PLY file ({type(e).__name__}: {e})") from e
     if "vertex" not in ply:
@@ -59,7 +63,28 @@ def read_ply(path: str | Path, require_points: bool = True) -> PointCloud:
 
 def write_ply(path: str | Path, cloud: PointCloud) -> None:
     """Writes a binary little-endian PLY (x, y, z [, nx, ny, nz] [, red, green, blue])."""
-    from plyfile import PlyData, PlyElement
+    from plyfile import PlyData
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".ply.tmp")
+    PlyData([_vertex_element(cloud)], text=False, byte_order="<").write(str(tmp))
+    tmp.replace(path)
+
+
+def ply_bytes(cloud: PointCloud) -> bytes:
+    """The bytes of :func:`write_ply`'s file (for a store)."""
+    import io
+
+    from plyfile import PlyData
+
+    buf = io.BytesIO()
+    PlyData([_vertex_element(cloud)], text=False, byte_order="<").write(buf)
+    return buf.getvalue()
+
+
+def _vertex_element(cloud: PointCloud):
+    from plyfile import PlyElement
 
     n = len(cloud.points)
     fields = [("x", "f4"), ("y", "f4"), ("z", "f4")]
@@ -76,8 +101,4 @@ def write_ply(path: str | Path, cloud: PointCloud) -> None:
     if cloud.colors is not None:
         for i, k in enumerate(("red", "green", "blue")):
             arr[k] = cloud.colors[:, i]
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".ply.tmp")
-    PlyData([PlyElement.describe(arr, "vertex")], text=False, byte_order="<").write(str(tmp))
-    tmp.replace(path)
+    return PlyElement.describe(arr, "vertex")

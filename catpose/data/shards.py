@@ -163,10 +163,10 @@ def write_shards(cfg: ShardConfig, progress: bool = True) -> dict:
     store.check()
     manifest = load_manifest(store)
     manifest["failed"] = {}
-    categories = list(cfg.category) or list_categories(cfg.data)
+    categories = list(cfg.category) or list_categories(cfg.data, cfg.endpoint_url)
     for category in categories:
         try:
-            cat = Co3dCategory(cfg.data, category)
+            cat = Co3dCategory(cfg.data, category, cfg.endpoint_url)
             cat.frame_annotations  # parse now: an unreadable annotation file costs this category only
         except (CatposeError, OSError) as e:
             if cfg.category and len(categories) == 1:

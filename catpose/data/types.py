@@ -281,13 +281,17 @@ def parse_sequence_annotation(d: Any, path: str, index: int,
 # jgz I/O
 
 
-def load_jgz(path: str | Path) -> Any:
-    """Reads a gzip-compressed JSON file; errors name the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise MissingFileError(str(path), "annotation file")
+def load_jgz(path: str | Path, data: bytes | None = None) -> Any:
+    """Reads a gzip-compressed JSON file (or its bytes ``data``, fetched from a store; ``path`` then
+    names it); errors name the file."""
+    import io
+
+    if data is None:
+        path = Path(path)
+        if not path.is_file():
+            raise MissingFileError(str(path), "annotation file")
     try:
-        with gzip.open(path, "rt", encoding="utf8") as fh:
+        with gzip.open(io.BytesIO(data) if data is not None else path, "rt", encoding="utf8") as fh:
             return json.load(fh)
     except (OSError, EOFError, json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DataFormatError(str(path), f"not a gzip-compressed JSON file ({e})") from e
@@ -348,12 +352,12 @@ def _record_ids(d: Any) -> tuple[str | None, int | None]:
             and int(fn) == fn else None)
 
 
-def read_frame_annotations(path: str | Path, warnings: list[str] | None = None
+def read_frame_annotations(path: str | Path, warnings: list[str] | None = None, data: bytes | None = None
                            ) -> tuple[list[tuple[int, FrameAnnotation]], list[BadRecord]]:
     """(index, record) of every parseable record of ``frame_annotations.jgz`` and the records that are
     not (a bad record costs itself only); dropped optional metadata is noted in ``warnings``. A file
-    that cannot be read at all raises :class:`DataFormatError`."""
-    data = load_jgz(path)
+    that cannot be read at all raises :class:`DataFormatError`. ``data``: the file's bytes (from a store)."""
+    data = load_jgz(path, data)
     if not isinstance(data, list):
         raise DataFormatError(str(path), f"expected a list of frame annotations, got {type(data).__name__}")
     good, bad = [], []
@@ -365,11 +369,11 @@ def read_frame_annotations(path: str | Path, warnings: list[str] | None = None
     return good, bad
 
 
-def read_sequence_annotations(path: str | Path) -> tuple[list[tuple[int, SequenceAnnotation]], list[BadRecord],
-                                                          list[str]]:
+def read_sequence_annotations(path: str | Path, data: bytes | None = None
+                              ) -> tuple[list[tuple[int, SequenceAnnotation]], list[BadRecord], list[str]]:
     """(index, record) of every parseable record of ``sequence_annotations.jgz``, the records that are
-    not, and warnings about dropped optional metadata."""
-    data = load_jgz(path)
+    not, and warnings about dropped optional metadata. ``data``: the file's bytes (from a store)."""
+    data = load_jgz(path, data)
     if not isinstance(data, list):
         raise DataFormatError(str(path), f"expected a list of sequence annotations, got {type(data).__name__}")
     good, bad, warnings = [], [], []
@@ -379,6 +383,16 @@ def read_sequence_annotations(path: str | Path) -> tuple[list[tuple[int, Sequenc
         except DataFormatError as e:
             bad.append(BadRecord(i, _record_ids(d)[0], None, str(e)))
     return good, bad, warnings
+
+
+def jgz_bytes(obj: Any) -> bytes:
+    """``obj`` (dataclasses allowed) as gzip-compressed JSON bytes (the same bytes for the same content)."""
+    import io
+
+    buf = io.BytesIO()
+    with gzip.GzipFile(filename="", fileobj=buf, mode="wb", mtime=0) as fh:
+        fh.write(json.dumps(to_jsonable(obj)).encode("utf8"))
+    return buf.getvalue()
 
 
 def dump_annotations(path: str | Path, annotations: Sequence[Any]) -> None:

@@ -55,7 +55,7 @@ def _task(args: tuple[FeaturesConfig, str, str]) -> dict:
     cfg, category, name = args
     device = resolve_device(cfg.device)
     backbone = get_backbone(cfg, device)
-    cat = Co3dCategory(cfg.data, category)
+    cat = Co3dCategory(cfg.data, category, cfg.endpoint_url)
     seq = cat[name]
     t0 = time.perf_counter()
     sf = compute_surface_features(seq, backbone, cfg.vertices, cfg.frames, cfg.batch, device, cfg.outlier_k,
@@ -98,7 +98,7 @@ def run_features(cfg: FeaturesConfig, progress: bool = True, keep_existing: bool
     device_note = "GPU (Ray tasks with 0.25 GPU)" if use_gpu else resolve_device(cfg.device)
     out = {}
     for category in cfg.category:
-        cat = Co3dCategory(cfg.data, category)
+        cat = Co3dCategory(cfg.data, category, cfg.endpoint_url)
         man = Manifest.load_or_new(f"{category}/_manifest.json", "features", store=store)
         if not keep_existing:
             man.info.update({"signature": sig})

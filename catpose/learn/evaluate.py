@@ -132,7 +132,7 @@ def evaluate_run(cfg: TrainConfig, prep: dict, model, store, name: str, device: 
                      "frames": int(sum(len(b["image"]) for b in clean)), "methods": {}}
     az = None
     if cfg.ground_truth is not None:
-        gt = load_ground_truth(cfg.ground_truth, cfg.category)
+        gt = load_ground_truth(cfg.ground_truth, cfg.category, cfg.endpoint_url)
         centres = {n: t.dense.mean(0) for n, t in prep["held_targets"].items()}
         az = azimuths(metas, gt, centres)
     for label, (enc, theta) in methods.items():

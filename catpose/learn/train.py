@@ -41,16 +41,18 @@ from catpose.learn.model import ContrastiveModel, build_model, count_parameters
 from catpose.learn.template import Template, build_template, instance_correspondents
 from catpose.parallel import init_ray
 from catpose.plotting import png_bytes
-from catpose.storage import Store
+from catpose.storage import Store, join_uri
 
 
 def run_name(cfg: TrainConfig) -> str:
     return cfg.name or f"train-{cfg.category}"
 
 
-def ground_truth_to_reference(root: Path, category: str, reference: str) -> dict[str, Similarity]:
-    """Each video's true world → reference-frame similarity, from the synthetic ground truth."""
-    gt = load_ground_truth(root, category)
+def ground_truth_to_reference(root, category: str, reference: str,
+                              endpoint_url: str | None = None) -> dict[str, Similarity]:
+    """Each video's true world → reference-frame similarity, from the synthetic ground truth (``root``: a
+    dataset folder or ``s3://`` URI)."""
+    gt = load_ground_truth(root, category, endpoint_url)
     to_ref = gt[reference].inverse()
     return {k: to_ref.compose(g) for k, g in gt.items()}
 
@@ -66,8 +68,8 @@ def split_videos(names: list[str], holdout: float, seed: int) -> tuple[list[str]
 def prepare(cfg: TrainConfig) -> dict:
     """Template, split and per-video targets (driver side; small arrays only)."""
 
-    transforms, reference = read_alignment(cfg.alignment)
-    feat_store = cfg.features or str(Path(cfg.alignment) / "features")
+    transforms, reference = read_alignment(cfg.alignment, cfg.endpoint_url)
+    feat_store = cfg.features or join_uri(cfg.alignment, "features")
     vertices = {n: load_surface_features(feat_store, cfg.category, n, cfg.endpoint_url).vertices for n in transforms}
     train, held = split_videos(list(transforms), cfg.holdout, cfg.seed)
     if not train:
@@ -75,7 +77,7 @@ def prepare(cfg: TrainConfig) -> dict:
     template = build_template([transforms[n].apply(vertices[n]).astype(np.float32) for n in train], cfg.vertices)
     held_tf = transforms
     if cfg.ground_truth is not None:
-        held_tf = ground_truth_to_reference(cfg.ground_truth, cfg.category, reference)
+        held_tf = ground_truth_to_reference(cfg.ground_truth, cfg.category, reference, cfg.endpoint_url)
 
     def targets(name: str, tf: Similarity) -> VideoTargets:
         pts, valid = instance_correspondents(template, vertices[name], tf)
@@ -372,7 +374,7 @@ def load_trained(run: str, endpoint_url: str | None = None, device: str = "cpu")
     c = state["config"]
     cfg = TrainConfig(**{k: v for k, v in c.items() if k in {f.name for f in dataclasses.fields(TrainConfig)}})
     cfg = dataclasses.replace(cfg, weights=Path(cfg.weights) if cfg.weights else None,
-                              alignment=Path(cfg.alignment), ground_truth=None)
+                              alignment=str(cfg.alignment), ground_truth=None)
     model = build_model(cfg, torch.as_tensor(state["vertices"]))
     model.encoder.load_state_dict(state["encoder"])
     model.template.load_state_dict(state["template"])

@@ -28,7 +28,7 @@ import torch
 from catpose.align.table import read_alignment
 from catpose.config import PoseEvalConfig
 from catpose.data.co3d import decode_image
-from catpose.data.groundtruth import GT_FILE, load_ground_truth
+from catpose.data.groundtruth import has_ground_truth, load_ground_truth
 from catpose.data.shards import row_camera
 from catpose.errors import CatposeError
 from catpose.geometry import crop_image, fit_frame, geodesic_deg, object_box, pose_metrics
@@ -66,9 +66,10 @@ def ground_truth_frame(split: dict | None, category: str) -> np.ndarray | None:
     data and the reference video): the reference video's world → canonical rotation."""
 
     root = (split or {}).get("config", {}).get("ground_truth")
-    if not root or not (Path(root) / GT_FILE).is_file():
+    endpoint = (split or {}).get("config", {}).get("endpoint_url")
+    if not root or not has_ground_truth(root, endpoint):
         return None
-    gt = load_ground_truth(root, category)
+    gt = load_ground_truth(root, category, endpoint)
     ref = split.get("reference")
     return np.asarray(gt[ref].R) if ref in gt else None
 
@@ -80,7 +81,7 @@ def training_views(estimator: PoseEstimator, run_cfg, split: dict, max_frames: i
     from tqdm import tqdm
 
 
-    transforms, _ = read_alignment(run_cfg.alignment)
+    transforms, _ = read_alignment(run_cfg.alignment, run_cfg.endpoint_url)
     train = set(split["train"])
     rows = [r for r in category_rows(run_cfg) if r["sequence_name"] in train and r["sequence_name"] in transforms]
     if len(rows) > max_frames:
@@ -139,7 +140,7 @@ def evaluate_pose(cfg: PoseEvalConfig, progress: bool = True) -> dict:
     est.run_config = run_cfg
     to_ref = None
     if cfg.dataset == "co3d":
-        to_ref, _ = read_alignment(run_cfg.alignment)
+        to_ref, _ = read_alignment(run_cfg.alignment, run_cfg.endpoint_url)
     samples, problems, frame_kind = load_samples(cfg, split, to_ref)
     if cfg.limit and len(samples) > cfg.limit:
         samples = [samples[i] for i in np.linspace(0, len(samples) - 1, cfg.limit).round().astype(int)]

@@ -6,13 +6,16 @@ elevation, distance and a little hand-held roll. Every video gets its own random
 The similarity from each sequence's world frame to the canonical category frame,
 ``x_canonical = scale · R · x_world + translation``, goes to ``<root>/catpose_gt.json``, which the
 pipeline reads only to evaluate.
+
+Everything is written through a :class:`~catpose.storage.Store` (a local folder or ``s3://``): the Ray
+tasks that render the videos get the store's URI and write their files there, never to a node's disk.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import zlib
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -21,7 +24,7 @@ from scipy.spatial.transform import Rotation
 from catpose.config import SynthConfig
 from catpose.data.camera import Camera, look_at_rotation
 from catpose.data.groundtruth import GT_FILE, load_ground_truth  # noqa: F401 (part of this module's API)
-from catpose.data.pointcloud import PointCloud, write_ply
+from catpose.data.pointcloud import PointCloud, ply_bytes
 from catpose.data.synth.render import SceneRenderer
 from catpose.data.synth.shapes import make_instance
 from catpose.data.types import (
@@ -31,7 +34,7 @@ from catpose.data.types import (
     MaskAnnotation,
     PointCloudAnnotation,
     SequenceAnnotation,
-    dump_annotations,
+    jgz_bytes,
     parse_frame_annotation,
     parse_sequence_annotation,
     to_jsonable,
@@ -39,6 +42,7 @@ from catpose.data.types import (
 from catpose.geometry import Similarity
 from catpose.manifest import Manifest
 from catpose.parallel import map_items
+from catpose.storage import Store
 
 FILE_INDEX_STRIDE = 3  # image file numbers differ from frame_number, as in CO3D
 
@@ -103,15 +107,25 @@ def _voxel_downsample(points: np.ndarray, voxel: float) -> np.ndarray:
     return np.sort(first)
 
 
-def _write_depth_png(path: Path, depth: np.ndarray) -> None:
+def _png(img: Image.Image, **kw) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format=kw.pop("format", "PNG"), **kw)
+    return buf.getvalue()
+
+
+def _depth_png(depth: np.ndarray) -> bytes:
     """CO3D depth: the uint16 bit pattern of float16 values, in a 16-bit PNG."""
     bits = depth.astype(np.float16).view(np.uint16)
-    Image.fromarray(bits).save(path)
+    return _png(Image.fromarray(bits))
+
+
+def synth_store(cfg: SynthConfig) -> Store:
+    return Store(str(cfg.out), cfg.endpoint_url)
 
 
 def generate_sequence(cfg: SynthConfig, category: str, index: int) -> dict:
     """Renders and writes one video; returns its annotations and ground truth (as JSON dicts)."""
-    root = Path(cfg.out)
+    root = synth_store(cfg)
     rng = sequence_rng(cfg.seed, category, index)
     seq = sequence_name(category, index)
     inst = make_instance(category, rng)
@@ -120,9 +134,6 @@ def generate_sequence(cfg: SynthConfig, category: str, index: int) -> dict:
     center = mesh.bounds.mean(axis=0)
     cams_c = orbit_cameras(rng, inst.extent, center, cfg.frames, cfg.size)
     gt = random_world_frame(rng, inst.extent)
-    seq_dir = root / category / seq
-    for sub in ("images", "masks") + (("depths", "depth_masks") if cfg.depth else ()):
-        (seq_dir / sub).mkdir(parents=True, exist_ok=True)
     frames, pts, cols, nrms = [], [], [], []
     for k, cam_c in enumerate(cams_c):
         out = renderer.render(cam_c, supersample=cfg.supersample)
@@ -131,15 +142,15 @@ def generate_sequence(cfg: SynthConfig, category: str, index: int) -> dict:
         rel = f"{category}/{seq}"
         img_rel = f"{rel}/images/frame{fid:06d}.jpg"
         mask_rel = f"{rel}/masks/frame{fid:06d}.png"
-        Image.fromarray(out.image).save(root / img_rel, quality=95)
-        Image.fromarray((out.mask * 255 + 0.5).astype(np.uint8)).save(root / mask_rel)
+        root.write_bytes(img_rel, _png(Image.fromarray(out.image), format="JPEG", quality=95))
+        root.write_bytes(mask_rel, _png(Image.fromarray((out.mask * 255 + 0.5).astype(np.uint8))))
         depth_w = out.depth / gt.scale  # camera coordinates were divided by s
         depth_ann = None
         if cfg.depth:
             d_rel = f"{rel}/depths/frame{fid:06d}.jpg.geometric.png"
             dm_rel = f"{rel}/depth_masks/frame{fid:06d}.png"
-            _write_depth_png(root / d_rel, np.where(out.mask > 0, depth_w, 0.0))
-            Image.fromarray(((out.mask > 0) * 255).astype(np.uint8)).save(root / dm_rel)
+            root.write_bytes(d_rel, _depth_png(np.where(out.mask > 0, depth_w, 0.0)))
+            root.write_bytes(dm_rel, _png(Image.fromarray(((out.mask > 0) * 255).astype(np.uint8))))
             depth_ann = DepthAnnotation(d_rel, 1.0, dm_rel)
         frames.append(FrameAnnotation(
             sequence_name=seq, frame_number=k, frame_timestamp=round(k / 10.0, 3),
@@ -161,7 +172,7 @@ def generate_sequence(cfg: SynthConfig, category: str, index: int) -> dict:
     cloud = PointCloud(points[keep].astype(np.float32), np.concatenate(cols)[keep] if cols else None,
                        np.concatenate(nrms)[keep].astype(np.float32) if nrms else None)
     ply_rel = f"{category}/{seq}/pointcloud.ply"
-    write_ply(root / ply_rel, cloud)
+    root.write_bytes(ply_rel, ply_bytes(cloud))
     seq_ann = SequenceAnnotation(
         sequence_name=seq, category=category,
         point_cloud=PointCloudAnnotation(ply_rel, 1.0, len(keep)), viewpoint_quality_score=1.0,
@@ -171,10 +182,13 @@ def generate_sequence(cfg: SynthConfig, category: str, index: int) -> dict:
         "sequence": to_jsonable(seq_ann),
         "gt": {**gt.to_json(), "instance": {k: float(v) for k, v in inst.params.items()}},
     }
-    staging = root / category / ".synth" / f"{seq}.json"
-    staging.parent.mkdir(parents=True, exist_ok=True)
-    staging.write_text(json.dumps(record))
+    # written last: a staged record means every file of the video is in the store
+    root.write_bytes(_staged(category, seq), json.dumps(record).encode())
     return record
+
+
+def _staged(category: str, seq: str) -> str:
+    return f"{category}/.synth/{seq}.json"
 
 
 def _generate_task(args: tuple[SynthConfig, str, int]) -> dict:
@@ -183,41 +197,41 @@ def _generate_task(args: tuple[SynthConfig, str, int]) -> dict:
 
 
 def generate(cfg: SynthConfig) -> dict[str, Manifest]:
-    """Generates every category of ``cfg``; resumes where sequences are already written."""
-    root = Path(cfg.out)
-    root.mkdir(parents=True, exist_ok=True)
+    """Generates every category of ``cfg`` into its store (``cfg.out``, a folder or ``s3://``); resumes
+    where sequences are already written."""
+    root = synth_store(cfg)
+    root.check()
     manifests = {}
-    gt_path = root / GT_FILE
-    gt_all = json.loads(gt_path.read_text()) if gt_path.is_file() else {"categories": {}}
+    gt_all = root.read_json(GT_FILE, default=None) or {"categories": {}}
     gt_all["convention"] = ("x_canonical = scale * R @ x_world + translation; rotation row-major 3x3; "
                             "canonical frame: x front, y left, z up, object on z = 0")
     for category in cfg.category:
-        man = Manifest.load_or_new(root / category / "catpose_manifest_synth.json", "synth")
+        man = Manifest.load_or_new(f"{category}/catpose_manifest_synth.json", "synth", store=root)
         man.info.update({"videos": cfg.videos, "frames": cfg.frames, "size": cfg.size, "seed": cfg.seed})
-        todo = []
-        for i in range(cfg.videos):
-            staged = root / category / ".synth" / f"{sequence_name(category, i)}.json"
-            if not staged.is_file():
-                todo.append((cfg, category, i))
+        staged = set(root.glob(f"{category}/.synth/*.json"))
+        todo = [(cfg, category, i) for i in range(cfg.videos)
+                if _staged(category, sequence_name(category, i)) not in staged]
         for (_, _, i), _, err, sec in map_items(_generate_task, todo, workers=cfg.workers, desc=f"synth {category}"):
             man.record(sequence_name(category, i), "failed" if err else "ok", error=err, seconds=sec, save=False)
         man.save()
         # assemble the category's annotation files from the per-sequence records
         frames, seqs, gts = [], [], {}
-        for i in range(cfg.videos):
-            name = sequence_name(category, i)
-            staged = root / category / ".synth" / f"{name}.json"
-            if not staged.is_file():
+        keys = {sequence_name(category, i): _staged(category, sequence_name(category, i)) for i in range(cfg.videos)}
+        got = root.cat_many(sorted(set(root.glob(f"{category}/.synth/*.json")) & set(keys.values())))
+        for name, key in keys.items():
+            data = got.get(key)
+            if data is None or isinstance(data, Exception):
                 continue
-            rec = json.loads(staged.read_text())
-            frames += [parse_frame_annotation(d, str(staged), j) for j, d in enumerate(rec["frames"])]
-            seqs.append(parse_sequence_annotation(rec["sequence"], str(staged), 0))
+            rec = json.loads(data)
+            src = root.url(key)
+            frames += [parse_frame_annotation(d, src, j) for j, d in enumerate(rec["frames"])]
+            seqs.append(parse_sequence_annotation(rec["sequence"], src, 0))
             gts[name] = rec["gt"]
             if man.status(name) is None:
                 man.record(name, "ok", save=False)
         man.save()
-        dump_annotations(root / category / "frame_annotations.jgz", frames)
-        dump_annotations(root / category / "sequence_annotations.jgz", seqs)
+        root.write_bytes(f"{category}/frame_annotations.jgz", jgz_bytes(frames))
+        root.write_bytes(f"{category}/sequence_annotations.jgz", jgz_bytes(seqs))
         names = sorted(gts)
         val = set(names[::10])
         set_list = {
@@ -225,9 +239,8 @@ def generate(cfg: SynthConfig) -> dict[str, Manifest]:
             "val": [[f.sequence_name, f.frame_number, f.image.path] for f in frames if f.sequence_name in val],
             "test": [],
         }
-        (root / category / "set_lists").mkdir(exist_ok=True)
-        (root / category / "set_lists" / "set_lists_fewview_dev.json").write_text(json.dumps(set_list))
+        root.write_bytes(f"{category}/set_lists/set_lists_fewview_dev.json", json.dumps(set_list).encode())
         gt_all["categories"][category] = {"sequences": gts}
         manifests[category] = man
-    gt_path.write_text(json.dumps(gt_all, indent=1))
+    root.write_bytes(GT_FILE, json.dumps(gt_all, indent=1).encode())
     return manifests
