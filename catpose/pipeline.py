@@ -147,6 +147,13 @@ def check_config(cfg: PipelineConfig, source: str = "flags") -> None:
         known = list(cfg.synth.category)
     elif not is_s3(cfg.data) and Path(cfg.data).is_dir():
         known = list_categories(cfg.data)
+    # the run context is set once, at the top: a section's own copy would be silently overridden
+    for sec in ("synth", "ingest", "shard", "features", "align", "sweep", "train"):
+        obj, default = getattr(cfg, sec), getattr(PipelineConfig(), sec)
+        for k in ("workers", "endpoint_url"):
+            if hasattr(obj, k) and getattr(obj, k) != getattr(default, k):
+                raise ConfigError(source, f"set by the run context for every stage: write '{k}: "
+                                  f"{getattr(obj, k)}' at the top level instead", field=f"{sec}.{k}")
     unknown = [c for c in cfg.train_categories if known is not None and c not in known]
     if unknown and tuple(cfg.train_categories) != PipelineConfig().train_categories:  # named by the user
         raise ConfigError(source, f"{unknown} are not among the run's categories {known}", field="train_categories")
@@ -511,7 +518,7 @@ def _features_section(a: FeaturesArtifact) -> list[str]:
 
 
 def _features_table(a: FeaturesArtifact) -> list[str]:
-    return [*FEATURES_HEADER, *_features_rows(a),
+    return [*FEATURES_HEADER, *_features_rows(a), "Backbones: " + "; ".join(sorted({r["backbone"] for r in a.rows})),
             "Reading: acc@10% is how often a vertex's nearest feature in another video lands on the same part "
             "of that object (within 10 % of its size); good: far above chance, colorsift reaches about 50 % on the car."]
 
