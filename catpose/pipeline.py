@@ -110,9 +110,10 @@ class PipelineConfig(RunContext):
 
 
 CONTEXT_FIELDS = ("workers", "endpoint_url", "device")  # set on every stage's section from the run context
-RUNTIME_FIELDS = {"workers", "endpoint_url", "out", "data", "category", "features", "alignment", "ground_truth",
-                  "name", "config", "num_workers", "cpus_per_worker", "gpus_per_worker", "wait_for_resources",
-                  "max_failures", "batch", "chunk"}  # how and where, not what: changing them never reruns a stage
+# how, not what: changing them never reruns a stage (data, features, alignment and ground_truth are set by
+# the job from the input artifacts, which are hashed themselves)
+RUNTIME_FIELDS = {"workers", "endpoint_url", "data", "features", "alignment", "ground_truth", "config", "num_workers",
+                  "cpus_per_worker", "gpus_per_worker", "wait_for_resources", "max_failures", "batch", "chunk"}
 
 
 def read_yaml_config(path: Path) -> dict:
@@ -313,7 +314,9 @@ def _hash(obj) -> str:
 
 # --------------------------------------------------------------------------------------- data stages
 def _synth_run(ctx: Ctx) -> DataArtifact:
-    from catpose.data.synth.generate import generate  # the renderer (trimesh, Embree): only for synthetic data
+    from catpose.data.synth.generate import (
+        generate,  # the renderer (trimesh, Embree): only for synthetic data
+    )
 
     uri = ctx.store.url("data")
     ms = generate(ctx.section(ctx.cfg.synth, out=uri))
@@ -541,7 +544,8 @@ def _tune_run(ctx: Ctx) -> TuneArtifact:
         res = run_sweep(dataclasses.replace(cfg.sweep, data=ctx.data.uri, category=c, out=out.uri,
                                             features=feats.uri, rotations=cfg.align.rotations,
                                             vertices=cfg.align.vertices, device=cfg.align.device,
-                                            endpoint_url=cfg.endpoint_url), search=search_config(cfg.align))
+                                            endpoint_url=cfg.endpoint_url), search=search_config(cfg.align),
+                        features=_features_cfg(ctx))
         art.best[c] = res["best"]
         top = res["rows"][0]
         art.rows.append({"category": c, **res["best"], "cycle_deg": top["cycle_deg"], "trials": len(res["rows"]),
@@ -798,6 +802,12 @@ def run(cfg: PipelineConfig) -> dict:
     man = Manifest.load_or_new("pipeline_manifest.json", "pipeline", store=store)
     if cfg.workers > 0:
         init_ray()
+        import ray
+
+        nodes = [n for n in ray.nodes() if n.get("Alive")]
+        if len(nodes) > 1 and not store.is_s3:  # said, not an error: the folder may be a shared mount
+            print(f"warning: the run's store {store.uri} is a local folder but the Ray cluster has {len(nodes)} "
+                  "nodes; unless it is a mount every node shares, give an s3:// store (--out s3://...)", flush=True)
     ctx = Ctx(cfg, store, Path(tempfile.mkdtemp(prefix="catpose-scratch-")))
     graph = stages(cfg)
     t_run = time.perf_counter()

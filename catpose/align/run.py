@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import math
-import io
 import time
 from collections import OrderedDict
 

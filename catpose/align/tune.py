@@ -28,9 +28,9 @@ from catpose.align.batched import align_pairs
 from catpose.align.evaluate import rotation_errors, summarise
 from catpose.align.reference import Edge, reduce_to_reference
 from catpose.config import FeaturesConfig, SearchConfig, SweepConfig
-from catpose.data.groundtruth import GT_FILE, load_ground_truth
+from catpose.data.groundtruth import has_ground_truth, load_ground_truth
 from catpose.devices import task_device
-from catpose.features.runner import load_surface_features, run_features, store_settings
+from catpose.features.runner import load_surface_features, run_features
 from catpose.geometry import geodesic_deg
 from catpose.parallel import init_ray
 from catpose.storage import Store, is_s3
@@ -47,11 +47,11 @@ def triangle_cycle_error(rel: dict[tuple[str, str], np.ndarray], names: list[str
 
 
 def trial_metrics(config: dict, data: str, category: str, store: str, names: list[str], search: dict,
-                  device: str = "auto") -> dict:
+                  device: str = "auto", endpoint_url: str | None = None) -> dict:
     """Aligns every pair of ``names`` with the trial's α and τ (the batched engine, on the trial's
     device, with the alignment stage's other settings ``search``) and scores the result."""
 
-    feats = {n: load_surface_features(store, category, n) for n in names}
+    feats = {n: load_surface_features(store, category, n, endpoint_url) for n in names}
     scfg = SearchConfig(**{**search, "alpha": float(config["alpha"]), "tau": float(config["tau"])})
     pairs = list(itertools.combinations(names, 2))
     results = align_pairs([feats[n] for n in names], pairs, scfg, task_device(device))
@@ -64,8 +64,8 @@ def trial_metrics(config: dict, data: str, category: str, store: str, names: lis
     agree = [float(geodesic_deg(synced[e.b].R.T @ synced[e.a].R, e.T.R)) < 15 for e in edges]
     out = {"cycle_deg": triangle_cycle_error(rel, names), "sync_agree": float(np.mean(agree)),
            "mean_cost": float(np.mean([e.T.cost for e in edges]))}
-    if (Path(data) / GT_FILE).is_file():
-        gt = {k: g.R for k, g in load_ground_truth(data, category).items()}
+    if has_ground_truth(data, endpoint_url):
+        gt = {k: g.R for k, g in load_ground_truth(data, category, endpoint_url).items()}
         s = summarise(rotation_errors({k: T.R for k, T in synced.items()}, gt))
         out.update({k: s[k] for k in ("acc_pi_6", "acc_pi_18", "median_deg")})
     return out
@@ -75,33 +75,41 @@ def _trainable(config: dict) -> None:
     from ray import tune
 
     tune.report(trial_metrics(config, config["_data"], config["_category"], config["_store"], config["_names"],
-                              config["_search"], config["_device"]))
+                              config["_search"], config["_device"], config.get("_endpoint")))
 
 
-def run_sweep(cfg: SweepConfig, search: SearchConfig | None = None) -> dict:
+def run_sweep(cfg: SweepConfig, search: SearchConfig | None = None, features: FeaturesConfig | None = None) -> dict:
     """Runs (or resumes) the sweep; returns the best config and the results table rows.
 
     ``search``: the alignment stage's search settings, which every trial uses with its own α and τ
-    (default: SearchConfig's, with ``cfg.rotations`` and ``cfg.vertices``).
+    (default: SearchConfig's, with ``cfg.rotations`` and ``cfg.vertices``). ``features``: the settings the
+    feature store must have been made with (as for :func:`catpose.align.run.run_align`).
     """
+    import tempfile
+
     import ray  # the driver's Ray; Ray Tune is imported only where a sweep runs
     from ray import tune
 
+    from catpose.align.run import features_for_align
+    from catpose.config import AlignConfig
+
     store = Store(cfg.out, cfg.endpoint_url)
     store.check()
-    local_out = Path(cfg.out) if not is_s3(cfg.out) else Path("runs") / "tune-results" / cfg.category
+    # the results tables and plots are made here, then copied to an s3:// store (node-local scratch)
+    local_out = Path(cfg.out) if not is_s3(cfg.out) else Path(tempfile.mkdtemp(prefix="catpose-tune-"))
     local_out.mkdir(parents=True, exist_ok=True)
-    feat_store = cfg.features or str(local_out / "features")
-    fcfg, _ = store_settings(FeaturesConfig(data=cfg.data, category=(cfg.category,), out=feat_store, workers=0),
-                             cfg.category)  # missing videos as the store's others were made
-    fman = run_features(fcfg, keep_existing=True)
+    feat_store = cfg.features or store.url("features")
+    fcfg, _ = features_for_align(AlignConfig(data=cfg.data, category=cfg.category, workers=0,
+                                             endpoint_url=cfg.endpoint_url), features, feat_store)
+    fman = run_features(fcfg, keep_existing=features is None)
     ok = fman[cfg.category].keys_with("ok")
     if len(ok) < 3:
         raise ValueError(f"category '{cfg.category}' has {len(ok)} usable videos; the sweep needs 3 or more")
     rng = np.random.default_rng(cfg.seed)
     names = sorted(rng.choice(ok, min(cfg.videos, len(ok)), replace=False).tolist())
-    fixed = {"_data": str(Path(cfg.data).absolute()), "_category": cfg.category,
-             "_store": str(Path(feat_store).absolute()), "_names": names,
+    fixed = {"_data": cfg.data if is_s3(cfg.data) else str(Path(cfg.data).absolute()), "_category": cfg.category,
+             "_store": feat_store if is_s3(feat_store) else str(Path(feat_store).absolute()), "_names": names,
+             "_endpoint": store.endpoint_url,
              "_search": dataclasses.asdict(search or SearchConfig(rotations=cfg.rotations, vertices=cfg.vertices)),
              "_device": cfg.device}
     if cfg.search == "grid":

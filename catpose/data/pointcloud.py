@@ -27,9 +27,9 @@ def read_ply(path: str | Path, require_points: bool = True, data: bytes | None =
     Raises :class:`DataFormatError` for an unreadable file, a file with no vertex element or
     x/y/z properties, non-finite coordinates, or (``require_points``) an empty cloud.
     """
-    from plyfile import PlyData
-
     import io
+
+    from plyfile import PlyData
 
     if data is None:
         path = Path(path)

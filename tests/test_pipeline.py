@@ -1,0 +1,57 @@
+"""The main job's stage graph: the report's summary, the resolved config.yaml that repeats the run,
+skipping what is unchanged, and downstream stages that refuse upstream work made with other settings."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import yaml
+
+from catpose.config import AlignConfig, FeaturesConfig
+
+
+def test_align_refuses_a_feature_store_made_with_other_settings(tmp_path, synth_root):
+    from catpose.align.run import run_align
+    from catpose.errors import ConfigError
+    from catpose.features.runner import signature
+    from catpose.manifest import Manifest
+    from catpose.storage import Store
+
+    made = FeaturesConfig(backbone="colorsift", vertices=300, frames=4)
+    man = Manifest.load_or_new("car/_manifest.json", "features", store=Store(tmp_path / "features"))
+    man.record("car_0000", "ok", signature=signature(made))
+    run_cfg = FeaturesConfig(backbone="random_cnn", vertices=300, frames=4)
+    with pytest.raises(ConfigError) as e:
+        run_align(AlignConfig(data=synth_root, category="car", out=str(tmp_path / "align"),
+                              features=str(tmp_path / "features"), workers=0), features=run_cfg)
+    msg = str(e.value)
+    assert "car/_manifest.json" in msg and "'backbone': 'colorsift'" in msg and "'backbone': 'random_cnn'" in msg
+    assert not (tmp_path / "align" / "pairs").exists()  # nothing was computed
+
+
+def test_stage_graph_summary_config_and_skips(tmp_path, synth_root, capsys):
+    from catpose.pipeline import PipelineConfig, load_config, run
+
+    data = tmp_path / "data"
+    shutil.copytree(synth_root, data)
+    out = tmp_path / "run"
+    cfg = PipelineConfig(out=str(out), data=str(data), workers=0, train_categories=(), eval_pairs=2,
+                         features=FeaturesConfig(out="", category=("car",), vertices=200, frames=3),
+                         align=AlignConfig(rotations=256, vertices=150, partners=0))
+    first = run(cfg)
+    assert first["skipped"] == [] and list(first["stages"]) == ["validate", "shard", "features", "align"]
+    report = (out / "report.md").read_text()
+    head = report.split("\n## Data")[0]  # the one-screen summary comes first
+    assert head.startswith("# catpose pipeline report\n\n## Summary") and len(head.splitlines()) < 25
+    assert f"`{data}`" in head and "car" in head and "alignment Acc@π/6: car" in head and "plots" in head
+    printed = capsys.readouterr().out
+    assert printed.count("Reading: ") >= 3  # every stage table is followed by its reading
+    # the resolved config repeats the run; only what changed (and what depends on it) runs again
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["align"]["rotations"] == 256 and saved["out"] == str(out)
+    again = run(load_config(["--config", str(out / "config.yaml"), "--align.rotations", "128"]))
+    assert again["skipped"] == ["validate", "shard", "features"] and "align" in again["stages"]
+    assert "align car: 3 videos, 3 pairs in" in capsys.readouterr().out
+    same = run(load_config(["--config", str(out / "config.yaml")]))
+    assert same["skipped"] == ["validate", "shard", "features", "align"]
