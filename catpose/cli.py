@@ -40,7 +40,7 @@ from catpose.config import (
     TrainConfig,
     WildConfig,
 )
-from catpose.errors import CatposeError, ConfigError
+from catpose.errors import CatposeError, ConfigError, report_error  # noqa: F401 (report_error: part of this module's API)
 
 
 @dataclass
@@ -294,16 +294,6 @@ COMMANDS = {
     "evaluate": (PoseEvalConfig, run_evaluate),
     "info": (InfoConfig, run_info),
 }
-
-
-def report_error(e: BaseException, prog: str = "catpose") -> int:
-    """One line on stderr for an error that ends a command; returns the exit code 2."""
-    if isinstance(e, CatposeError):
-        msg = str(e)
-    else:  # not one of catpose's own errors: name its type, and say how to see more
-        msg = f"{type(e).__name__}: {e} (run with --debug for the traceback)"
-    print(f"{prog}: error: {' '.join(msg.split())}", file=sys.stderr)
-    return 2
 
 
 def main(argv: list[str] | None = None) -> int:

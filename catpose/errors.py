@@ -64,3 +64,15 @@ class NoObjectError(CatposeError, ValueError):
     def __init__(self, source: str, message: str):
         self.path = source
         super().__init__(f"{source}: {message}")
+
+
+def report_error(e: BaseException, prog: str = "catpose") -> int:
+    """One line on stderr for an error that ends a command; returns the exit code 2."""
+    import sys
+
+    if isinstance(e, CatposeError):
+        msg = str(e)
+    else:  # not one of catpose's own errors: name its type, and say how to see more
+        msg = f"{type(e).__name__}: {e} (run with --debug for the traceback)"
+    print(f"{prog}: error: {' '.join(msg.split())}", file=sys.stderr)
+    return 2

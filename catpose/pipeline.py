@@ -38,7 +38,6 @@ from typing import Any
 import numpy as np
 import yaml
 
-from catpose.cli import report_error
 from catpose.config import (
     AlignConfig,
     FeaturesConfig,
@@ -52,7 +51,7 @@ from catpose.config import (
     WildConfig,
     apply_dict,
 )
-from catpose.errors import CatposeError, ConfigError, MissingFileError
+from catpose.errors import CatposeError, ConfigError, MissingFileError, report_error
 from catpose.manifest import Manifest
 from catpose.storage import Store, is_s3
 

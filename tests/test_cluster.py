@@ -26,14 +26,14 @@ from catpose.config import AlignConfig, FeaturesConfig, SynthConfig
 pytestmark = pytest.mark.slow
 
 
-def _tiny(out: str, endpoint: str, workers: int):
+def _tiny(out: str, endpoint: str, workers: int, videos: int = 4, chunk: int = 1):
     from catpose.pipeline import PipelineConfig
 
     return PipelineConfig(
         out=out, endpoint_url=endpoint, workers=workers, train_categories=(), eval_pairs=2,
-        synth=SynthConfig(category=("car",), videos=4, frames=6, size=64),
+        synth=SynthConfig(category=("car",), videos=videos, frames=6, size=64),
         features=FeaturesConfig(out="", category=(), frames=3, vertices=200),
-        align=AlignConfig(rotations=256, vertices=150, coarse_vertices=64, prefilter_vertices=32, partners=0, chunk=1))
+        align=AlignConfig(rotations=256, vertices=150, coarse_vertices=64, prefilter_vertices=32, partners=0, chunk=chunk))
 
 
 def _objects(endpoint: str, bucket: str, prefix: str = "") -> dict[str, tuple]:
@@ -164,7 +164,7 @@ def test_store_unreachable_mid_run_then_rerun(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     try:
         boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket="outage")
-        cfg = _tiny("s3://outage/run", endpoint, workers=0)
+        cfg = _tiny("s3://outage/run", endpoint, workers=0, videos=3, chunk=0)
         result: dict = {}
 
         def job():
@@ -186,7 +186,7 @@ def test_store_unreachable_mid_run_then_rerun(tmp_path, monkeypatch):
         server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
         server.start()
         report = run(cfg)
-        assert report["align"][0]["videos"] == 4
+        assert report["align"][0]["videos"] == 3
         after = _objects(endpoint, "outage", "run/")
         assert all(after[k] == v for k, v in done.items()), "a video finished before the outage was computed again"
         assert {"synth", "validate", "shard"} <= set(report["skipped"])
