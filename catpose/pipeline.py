@@ -28,6 +28,7 @@ import io
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -799,8 +800,9 @@ def run(cfg: PipelineConfig) -> dict:
         os.environ.setdefault("CATPOSE_S3_ENDPOINT", cfg.endpoint_url)
     store.write_text("config.yaml", config_yaml(cfg))
     man = Manifest.load_or_new("pipeline_manifest.json", "pipeline", store=store)
-    if cfg.workers > 0:
+    if cfg.workers > 0 and os.environ.get("RAY_ADDRESS"):  # on a cluster: join it now (else Ray starts when needed)
         init_ray()
+    if cfg.workers > 0 and "ray" in sys.modules and sys.modules["ray"].is_initialized():
         import ray
 
         nodes = [n for n in ray.nodes() if n.get("Alive")]
