@@ -107,7 +107,7 @@ def prepare_batch(batch: dict, videos: dict[str, VideoTargets], size: int = 128,
 
 
 def training_dataset(shards: str, category: str, videos: dict[str, VideoTargets], endpoint_url: str | None = None,
-                     batch_rows: int = 16):
+                     batch_rows: int = 64):
     """Ray Data pipeline of the encoded rows (``COLUMNS``) of ``videos``' frames in the category's shards.
 
     Only reading, filtering and shuffling run in Ray Data (on the CPU); decoding, targets, crops and

@@ -10,8 +10,9 @@ CPU, the same code):
 2. per-frame targets — the template vertices' pixels ``uv`` [N, 2] and visibility [N] (z-buffer of the
    video's vertices and the mask, :func:`catpose.learn.frames.frame_targets`) and the object's box,
    batched per video;
-3. the decoded frame and its targets are kept in a per-worker cache (``cache_mb``), so that after the
-   first epoch a batch only pays for 4.;
+3. the decoded frame and its targets are kept in a per-worker cache (``cache_mb``); once a worker's
+   frames all fit (:attr:`DeviceFeed.complete`), later epochs draw batches from the cache
+   (:meth:`DeviceFeed.cached_epoch`) without Ray Data, and pay only for 4.;
 4. crops (``grid_sample``, :func:`catpose.geometry.object_crops`) with scale/shift jitter, compositing
    on procedural backgrounds cached on the device (randomly resampled per crop), occluders and colour
    jitter, as batched tensor ops with a generator on the device.
@@ -161,7 +162,8 @@ class DeviceFeed:
         self.nvjpeg = _nvjpeg_available(self.device) if nvjpeg is None else nvjpeg
         self.cache: dict[tuple[str, int], _Frame] = {}
         self.cache_bytes, self.cache_limit = 0, int(cache_mb * 2**20)
-        self.stats = {"decoded": 0, "cached": 0, "dropped": 0}
+        self.stats = {"decoded": 0, "cached": 0, "dropped": 0, "not_cached": 0}
+        self._index_gen = torch.Generator().manual_seed(seed)
         self.bank = None
         if augment is not None and augment.background > 0:
             n = backgrounds or (512 if self.device.type == "cuda" else 64)
@@ -273,7 +275,33 @@ class DeviceFeed:
                 if self.cache_bytes + f.nbytes <= self.cache_limit:
                     self.cache[key] = f
                     self.cache_bytes += f.nbytes
+                else:
+                    self.stats["not_cached"] += 1
             frames.append((key, f))
+        return self.crops(frames)
+
+    def from_cache(self, keys: list) -> dict:
+        """Crops of cached frames (``keys`` of :attr:`cache`), as ``__call__`` makes them."""
+        return self.crops([(k, self.cache[k]) for k in keys])
+
+    def cached_epoch(self, crops: int, batch_size: int) -> list[list]:
+        """Batches of cache keys for an epoch of ``crops`` crops: random permutations of the cached frames,
+        repeated as needed (so an epoch keeps the length of one pass of the data pipeline)."""
+        keys = list(self.cache)
+        order: list[int] = []
+        while len(order) < crops and keys:
+            order += torch.randperm(len(keys), generator=self._index_gen).tolist()
+        order = order[:crops]
+        return [[keys[i] for i in order[s:s + batch_size]] for s in range(0, len(order), batch_size)]
+
+    @property
+    def complete(self) -> bool:
+        """Every decodable frame seen so far is in the cache (epochs can then come from the cache)."""
+        return self.stats["not_cached"] == 0 and bool(self.cache)
+
+    def crops(self, frames: list) -> dict:
+        """Crops, targets and augmentation of ``frames`` [(key, _Frame)], batched on the device."""
+        S, N = self.size, self.n_vertices
         dev = self.device
         if not frames:
             return {"image": torch.zeros(0, 3, S, S, device=dev), "uv": torch.zeros(0, N, 2, device=dev),

@@ -141,6 +141,7 @@ def train_loop_per_worker(config: dict) -> None:
     # decoding, targets, crops and augmentation on this worker's device, a batch or two ahead of the step
     feed = DeviceFeed(config["videos"], cfg.size, AugmentConfig() if cfg.augment else None, device,
                       seed=cfg.seed * 1009 + rank * 7919 + start, cache_mb=cfg.frame_cache_mb)
+    seen = None  # crops of this worker's last Ray Data epoch
     for epoch in range(start, cfg.epochs):
         lr = cfg.lr * 0.5 * (1 + math.cos(math.pi * epoch / cfg.epochs))
         for g in opt.param_groups:
@@ -149,9 +150,24 @@ def train_loop_per_worker(config: dict) -> None:
         n_img, t0 = 0, time.perf_counter()
         dropped0 = feed.stats["dropped"]
         model.train()
-        rows = shard.iter_batches(batch_size=cfg.batch_size, batch_format="numpy", prefetch_batches=2,
-                                  local_shuffle_buffer_size=4 * cfg.batch_size)
-        for batch in prefetched(rows, feed, cfg.prefetch):
+        # the first epoch of this process streams the shard through Ray Data and fills the frame cache;
+        # once every worker's frames are cached, an epoch draws the same number of crops from the cache
+        steps = None
+        if seen is not None:
+            flags = torch.tensor([float(feed.complete), float(seen)], device=device)
+            if world > 1 and torch.distributed.is_initialized():
+                torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MIN)  # equal steps on all ranks
+            if flags[0].item() > 0:
+                steps = int(flags[1].item()) // cfg.batch_size
+        if steps:
+            source, make = feed.cached_epoch(steps * cfg.batch_size, cfg.batch_size), feed.from_cache
+        else:
+            source = shard.iter_batches(batch_size=cfg.batch_size, batch_format="numpy", prefetch_batches=2,
+                                        local_shuffle_buffer_size=4 * cfg.batch_size)
+            make = feed
+        n_rows = 0
+        for batch in prefetched(source, make, cfg.prefetch):
+            n_rows += len(batch["key"])
             if not batch["key"]:
                 continue
             images, uv, vis, fg = batch["image"], batch["uv"], batch["vis"], batch["fg"]
@@ -164,6 +180,8 @@ def train_loop_per_worker(config: dict) -> None:
                                  parts["vertex_acc"].float(), torch.ones((), device=device)])
             n_img += images.shape[0]
         seconds = time.perf_counter() - t0
+        if not steps:
+            seen = n_rows
         dropped = feed.stats["dropped"] - dropped0
         totals = torch.cat([sums, torch.tensor([n_img, dropped], dtype=sums.dtype, device=device)])
         if world > 1 and torch.distributed.is_initialized():
@@ -173,7 +191,8 @@ def train_loop_per_worker(config: dict) -> None:
                    "loss_background": totals[2].item() / steps, "train_vertex_acc": totals[3].item() / steps,
                    "images": int(totals[5].item()), "images_per_s": totals[5].item() / max(seconds, 1e-9),
                    "lr": lr, "seconds": seconds, "started_at_epoch": start,
-                   "dropped_frames": int(totals[6].item()), "cached_frames": len(feed.cache)}
+                   "dropped_frames": int(totals[6].item()), "cached_frames": len(feed.cache),
+                   "from_cache": bool(steps)}
         history.append(metrics)
         checkpoint = ckpt_dir = None
         if rank == 0:
