@@ -29,35 +29,44 @@ def rows_and_targets(synth_root, tmp_path_factory):
     return {c: [r[c] for r in rows] for c in COLUMNS}, targets
 
 
-def test_device_feed_matches_the_cpu_reference(rows_and_targets):
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_device_feed_matches_the_cpu_reference(rows_and_targets, device):
     from catpose.learn.data import prepare_batch
     from catpose.learn.feed import DeviceFeed
 
     cols, targets = rows_and_targets
     batch = {c: v[:12] for c, v in cols.items()}
     ref = prepare_batch(batch, targets, 64, None)
-    feed = DeviceFeed(targets, 64, None, "cpu")
-    out = feed(batch)
+    feed = DeviceFeed(targets, 64, None, device)
+    out = {k: v.cpu() if torch.is_tensor(v) else v for k, v in feed(batch).items()}
     assert [k[1] for k in out["key"]] == ref["frame_number"].tolist()
     assert out["vis"].sum() > 0.2 * out["vis"].numel()  # the cars are seen, not an empty comparison
-    # same crop parameters -> the same targets: visibility identical, pixels within a pixel
-    assert np.array_equal(out["vis"].numpy(), ref["vis"])
-    both = ref["vis"]
+    # same crop parameters -> the same targets: visibility identical (on CUDA, up to float rounding at
+    # the mask's and z-buffer's edges), pixels within a pixel
+    if device == "cpu":
+        assert np.array_equal(out["vis"].numpy(), ref["vis"])
+    else:
+        assert (out["vis"].numpy() == ref["vis"]).mean() > 0.995
+    both = ref["vis"] & out["vis"].numpy()
     assert np.abs(out["uv"].numpy()[both] - ref["uv"][both]).max() < 1.0
     assert np.abs(out["image"].numpy() * 255 - ref["image"]).mean() < 1.0
     # the second pass comes from the cache and gives the same crops (no augmentation)
-    again = feed(batch)
+    again = {k: v.cpu() if torch.is_tensor(v) else v for k, v in feed(batch).items()}
     assert feed.stats["cached"] == 12 and feed.stats["decoded"] == 12
     assert torch.equal(again["uv"], out["uv"]) and torch.equal(again["image"], out["image"])
 
 
-def test_a_corrupt_frame_is_dropped_and_counted(rows_and_targets):
+@pytest.mark.parametrize("device", DEVICES)
+def test_a_corrupt_frame_is_dropped_and_counted(rows_and_targets, device):
     from catpose.learn.feed import DeviceFeed, prefetched
 
     cols, targets = rows_and_targets
     batch = {c: list(v[:8]) for c, v in cols.items()}
     batch["image"][3] = batch["image"][3][: len(batch["image"][3]) // 3]  # a truncated JPEG/PNG
-    feed = DeviceFeed(targets, 64, AugmentConfig(), "cpu", seed=1)
+    feed = DeviceFeed(targets, 64, AugmentConfig(), device, seed=1)
     outs = list(prefetched([batch, batch], feed))
     assert feed.stats["dropped"] == 2  # once per pass: a bad frame is never cached
     for out in outs:
