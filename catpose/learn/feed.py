@@ -43,7 +43,7 @@ def _nvjpeg_available(device: torch.device) -> bool:
         return False
     try:
         from torchvision.io import decode_jpeg  # noqa: F401
-    except Exception:  # torchvision is optional (not a dependency of catpose)
+    except (ImportError, RuntimeError, OSError):  # torchvision is optional (not a dependency of catpose)
         return False
     return True
 
@@ -252,7 +252,6 @@ class DeviceFeed:
     # ---------------------------------------------------------------- batches
 
     def __call__(self, batch: dict) -> dict:
-        S, N = self.size, self.n_vertices
         keys, missing = [], []
         for i, name in enumerate(batch["sequence_name"]):
             name = str(name)
