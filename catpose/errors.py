@@ -64,3 +64,8 @@ class NoObjectError(CatposeError, ValueError):
     def __init__(self, source: str, message: str):
         self.path = source
         super().__init__(f"{source}: {message}")
+
+
+class CleaningError(DataFormatError):
+    """Cleaning a video's point cloud (ground, background, outliers removed) left too little of it:
+    the video is skipped, with this reason in its manifest entry."""

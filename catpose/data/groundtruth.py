@@ -23,3 +23,15 @@ def load_ground_truth(root: str | Path, category: str) -> dict[str, Similarity]:
         raise DataFormatError(str(path), f"no ground truth for category '{category}'",
                               field=f"categories.{category}.sequences") from e
     return {k: Similarity.from_json(v) for k, v in seqs.items()}
+
+
+GT_POINTS_DIR = "catpose_gt_points"
+
+
+def load_point_labels(root: str | Path, category: str, sequence: str) -> "np.ndarray | None":
+    """Which points of a synthetic sequence's pointcloud.ply lie on the object ([P] bool), or None for
+    data without that ground truth (evaluation only)."""
+    import numpy as np
+
+    path = Path(root) / GT_POINTS_DIR / category / f"{sequence}.npy"
+    return np.load(path) if path.is_file() else None

@@ -55,3 +55,15 @@ def correspondence_accuracy(features: dict[str, SurfaceFeatures], gts: dict[str,
     acc = np.array(res)
     return {"pairs": len(pairs), "accuracy": float(acc[:, 0].mean()), "chance": float(acc[:, 1].mean()),
             "threshold": threshold}
+
+
+def off_object_share(vertices: np.ndarray, cloud_points: np.ndarray, on_object: np.ndarray) -> float:
+    """Share of a video's feature vertices that are not on the object (ground, background, outliers).
+
+    The vertices are points of the video's cloud, so each takes the ground-truth label (``on_object``
+    [P] bool, from the synthetic generator) of the nearest cloud point.
+    """
+    from scipy.spatial import cKDTree
+
+    _, idx = cKDTree(np.asarray(cloud_points, np.float64)).query(np.asarray(vertices, np.float64))
+    return float(1.0 - np.asarray(on_object)[idx].mean()) if len(idx) else 0.0
