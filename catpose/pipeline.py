@@ -42,7 +42,8 @@ from catpose.data.groundtruth import GT_FILE, load_ground_truth
 from catpose.data.shards import write_shards
 from catpose.data.validate import check_sequence
 from catpose.errors import CatposeError, ConfigError, MissingFileError
-from catpose.features.evaluate import correspondence_accuracy
+from catpose.data.cleaning import plot_cleaning, settings_from
+from catpose.features.evaluate import cleaning_summary, correspondence_accuracy
 from catpose.features.runner import load_surface_features, run_features
 from catpose.learn.evaluate import format_table
 from catpose.learn.train import run_train
@@ -304,6 +305,8 @@ def run(cfg: PipelineConfig) -> dict:
                 if len(feats) >= 2:
                     acc = correspondence_accuracy(feats, gts, max_pairs=cfg.eval_pairs)
                     row.update({"acc@10%": acc["accuracy"], "chance": acc["chance"], "pairs": acc["pairs"]})
+            row.update(cleaning_summary(data_root, c, m, feat_out, fcfg.endpoint_url))  # issue 18: object cleaning
+            plot_cleaning(data_root, c, out / "plots" / f"cleaning_{c}.png", settings_from(fcfg))
             rows.append(row)
         report["features"] = rows
 

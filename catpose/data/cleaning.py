@@ -20,6 +20,8 @@ of kept points and the share removed by each step (which the features and ingest
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from dataclasses import replace as dataclasses_replace
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -282,3 +284,68 @@ def settings_from(cfg) -> CleanSettings:
     """The ``clean_*`` fields of a stage config as :class:`CleanSettings`."""
     known = asdict(CleanSettings())
     return CleanSettings(**{k: getattr(cfg, f"clean_{k}") for k in known if hasattr(cfg, f"clean_{k}")})
+
+
+def plot_cleaning(root, category: str, out_png, settings: CleanSettings = CleanSettings(), n_seq: int = 4,
+                  max_points: int = 4000) -> None:
+    """Before/after pictures of the cleaning: for ``n_seq`` videos of a CO3D-layout category, one frame
+    with the whole cloud projected (before) and with the kept points green, the removed red (after),
+    plus a side view of the cloud in the cameras' up direction. A video whose cleaning fails is drawn
+    before only, its reason as the title."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from catpose.data.co3d import Co3dCategory
+
+    cat = Co3dCategory(root, category)
+    names = cat.sequence_names[:n_seq]
+    fig, axes = plt.subplots(len(names), 3, figsize=(7.5, 2.5 * len(names)), squeeze=False)
+    for r, name in enumerate(names):
+        seq = cat[name]
+        try:
+            pts = seq.load_point_cloud().points.astype(np.float64)
+        except Exception as e:  # the features manifest names it; draw nothing
+            axes[r][0].set_title(f"{name}: {type(e).__name__}", fontsize=7, loc="left")
+            for ax in axes[r]:
+                ax.axis("off")
+            continue
+        if len(pts) > max_points:
+            pts = pts[np.random.default_rng(0).choice(len(pts), max_points, replace=False)]
+        frames = seq.subsample(settings.frames)
+        cams = [f.camera for f in frames]
+        masks = [f.load_mask() for f in frames] if all(f.mask_path is not None for f in frames) else None
+        try:
+            res = clean_object_points(pts, cams, masks, dataclasses_replace(settings, min_points=0))
+            keep = res.keep
+            titles = [f"{name}: before", f"after ({res.mode}): {res.removed_share:.0%} removed"]
+        except Exception as e:
+            keep = np.ones(len(pts), bool)
+            titles = [f"{name}: before", f"not cleaned: {type(e).__name__}"]
+        fr = frames[len(frames) // 2]
+        uv, z = fr.camera.project(pts)
+        for c, (ax, colors) in enumerate(zip(axes[r][:2], [np.full(len(pts), "yellow"),
+                                                           np.where(keep, "lime", "red")])):
+            ax.imshow(fr.load_image())
+            ok = z > 0
+            ax.scatter(uv[ok, 0], uv[ok, 1], s=0.3, c=colors[ok], alpha=0.6)
+            ax.set_xlim(0, fr.image_size[1])
+            ax.set_ylim(fr.image_size[0], 0)
+            ax.axis("off")
+            ax.set_title(titles[c], fontsize=7)
+        up = up_direction(cams)
+        side = np.cross(up, cams[0].R[:, 2])
+        side /= max(np.linalg.norm(side), 1e-12)
+        ax = axes[r][2]
+        ax.scatter(pts[~keep] @ side, pts[~keep] @ up, s=0.3, c="red", alpha=0.4)
+        ax.scatter(pts[keep] @ side, pts[keep] @ up, s=0.3, c="green", alpha=0.6)
+        ax.set_aspect("equal")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title("side view (up = cameras' up)", fontsize=7)
+    fig.tight_layout()
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, dpi=110)
+    plt.close(fig)
