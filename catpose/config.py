@@ -73,6 +73,22 @@ class IngestConfig:
     """Feature matching: exhaustive (all pairs, best for short videos) or sequential."""
     min_registered: float = 0.5
     """A sequence whose SfM registers fewer than this fraction of its frames counts as failed."""
+    masks: str = "grabcut"
+    """Masks for frames that come without one: grabcut (the cleaned cloud projected into the frame,
+    refined by OpenCV's GrabCut) or none."""
+    clean_mode: str = "auto"
+    """Cleaning of the SfM cloud to the object: auto (a vote of the masks when every frame has one,
+    else geometry), masks, geometry (supporting plane and what lies outside the common view), off."""
+    clean_vote: float = 0.5
+    """A point stays when inside the mask in at least this share of the frames that see it."""
+    clean_view_share: float = 0.8
+    """A point must lie inside the image of at least this share of the frames."""
+    clean_plane_band: float = 0.01
+    """Points within this × the camera distance above the supporting plane (and all below it) go."""
+    clean_isolated: float = 3.0
+    """Points whose 8th neighbour is farther than this × the median such distance go (0: keep)."""
+    clean_min_points: int = 20
+    """A sequence whose cleaning leaves fewer points is skipped, with the reason in the manifest."""
     workers: int = 0
     """Ray tasks in flight (0: in this process)."""
 
