@@ -73,6 +73,9 @@ class IngestConfig:
     """Feature matching: exhaustive (all pairs, best for short videos) or sequential."""
     min_registered: float = 0.5
     """A sequence whose SfM registers fewer than this fraction of its frames counts as failed."""
+    sfm_retry: float = 0.8
+    """When SfM registers fewer than this share of the frames, it reruns with the settings for sparse
+    captures (more features, guided matching, relaxed initialisation); the better model is kept (0: never)."""
     masks: str = "grabcut"
     """Masks for frames that come without one: grabcut (the cleaned cloud projected into the frame,
     refined by OpenCV's GrabCut) or none."""
@@ -82,7 +85,7 @@ class IngestConfig:
     clean_vote: float = 0.5
     """A point stays when inside the mask in at least this share of the frames that see it."""
     clean_view_share: float = 0.8
-    """A point must lie inside the image of at least this share of the frames."""
+    """Without masks: a point must lie inside the image of at least this share of the frames."""
     clean_plane_band: float = 0.01
     """Points within this × the camera distance above the supporting plane (and all below it) go."""
     clean_isolated: float = 3.0
@@ -148,7 +151,7 @@ class FeaturesConfig:
     clean_vote: float = 0.5
     """A point stays when inside the mask in at least this share of the frames that see it."""
     clean_view_share: float = 0.8
-    """A point must lie inside the image of at least this share of the frames."""
+    """Without masks: a point must lie inside the image of at least this share of the frames."""
     clean_plane_angle: float = 20.0
     """Largest angle (degrees) between the supporting plane's normal and the cameras' up direction."""
     clean_plane_band: float = 0.01

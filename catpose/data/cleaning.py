@@ -13,7 +13,8 @@ and outliers; some videos see only part of the object. Two ways to find the obje
   (:func:`fit_support_plane`: RANSAC for a plane whose normal is the cameras' up direction,
   :func:`up_direction`, with the rest of the cloud above it) and everything below it.
 
-The region test runs in both cases, and in both isolated points (:func:`isolated_points`) go last. :func:`clean_object_points` is the driver; it returns the mask
+In both cases isolated points (:func:`isolated_points`) go last. (The masks alone decide where they
+exist: objects often reach out of some frames, which a common-view test would cut.) :func:`clean_object_points` is the driver; it returns the mask
 of kept points and the share removed by each step (which the features and ingest manifests record).
 """
 
@@ -41,7 +42,8 @@ class CleanSettings:
     vote: float = 0.5
     """With masks: a point stays when inside the mask in at least this share of the frames that see it."""
     view_share: float = 0.8
-    """A point must lie inside the image of at least this share of the frames (the common view)."""
+    """Without masks: a point must lie inside the image of at least this share of the frames (the
+    common view)."""
     plane_angle: float = 20.0
     """Without masks: largest angle (degrees) between the supporting plane's normal and the up direction."""
     plane_band: float = 0.01
@@ -248,15 +250,15 @@ def clean_object_points(points: np.ndarray, cams: list[Camera], masks: list[np.n
     cams = [cams[i] for i in idx]
     scale = camera_scale(cams)
     pts = np.asarray(points, np.float64)
-    outside = in_view_share(pts, cams) < s.view_share
-    res.removed["outside_view"] = outside.mean()
-    keep &= ~outside
     if mode == "masks":
         ins, seen = mask_vote(pts, cams, [masks[i] for i in idx], tol=0.03 * scale)
         off = keep & ((seen == 0) | (ins < s.vote * seen))
         res.removed["masks"] = off.mean()
         keep &= ~off
     else:
+        outside = in_view_share(pts, cams) < s.view_share
+        res.removed["outside_view"] = outside.mean()
+        keep &= ~outside
         plane = fit_support_plane(pts[keep], up_direction(cams), s.plane_band * scale, s.plane_angle)
         if plane is not None:
             nrm, d = plane
