@@ -99,6 +99,15 @@ def focus_point(cameras: list[Camera]) -> np.ndarray:
     return np.linalg.lstsq(A, b, rcond=None)[0]
 
 
+def view_size(cams: list[Camera]) -> float:
+    """How large a thing the cameras frame: the median over cameras of the width of the field of view
+    (its narrower side) at the distance of the point they all look at. An object-centric video's
+    object is about this size or somewhat smaller, whatever its cloud holds."""
+    f = focus_point(cams)
+    w = [2 * np.linalg.norm(c.center - f) * (min(c.image_size) / 2) / float(np.max(c.focal_px)) for c in cams]
+    return float(np.median(w))
+
+
 def up_direction(cams: list[Camera]) -> np.ndarray:
     """The world's up direction of an orbit. People film with the camera's horizontal axis (+X) level,
     whatever its tilt, so up is the direction most nearly perpendicular to all cameras' +X axes (the

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from catpose.data.cleaning import CleanSettings, clean_object_points
+from catpose.data.cleaning import CleanSettings, clean_object_points, view_size
 from catpose.data.co3d import Co3dSequence
 from catpose.data.pointcloud import PointCloud
 from catpose.errors import DataFormatError
@@ -159,6 +159,6 @@ def compute_surface_features(seq: Co3dSequence, backbone, n_vertices: int = 1000
         sequence=seq.name, vertices=V, features=Fk.half().cpu().numpy(), visible=vis.cpu().numpy(),
         frame_numbers=np.array([f.frame_number for f in frames]), normals=normals,
         meta={"backbone": getattr(backbone, "describe", lambda: str(backbone))(), "image_size": list(hw),
-              "diameter": diam, "cleaning": cleaning},
+              "diameter": diam, "cleaning": cleaning, "view_size": view_size([f.camera for f in seq.frames])},
     )
 

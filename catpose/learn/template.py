@@ -72,7 +72,8 @@ def robust_diameter(points: np.ndarray, q: float = 2.0) -> float:
 
 
 def build_template(clouds: list[np.ndarray], n_vertices: int = 1000, voxel: float = 0.02,
-                   support: float = 0.3, reach: int = 2, size_ratio: float = 1.3) -> Template:
+                   support: float = 0.3, reach: int = 2, size_ratio: float = 1.5,
+                   instance_sizes: list[float] | None = None) -> Template:
     """Mean shape of aligned clouds (each [M_i, 3] in the reference frame), robust to videos that saw
     only part of the object.
 
@@ -86,8 +87,10 @@ def build_template(clouds: list[np.ndarray], n_vertices: int = 1000, voxel: floa
 
     When the template comes out more than ``size_ratio`` times the typical instance (the 60th
     percentile of the clouds' robust diameters: partial videos are smaller than the instance), a :class:`UserWarning` says so and ``meta["size_warning"]`` keeps it:
-    the symptom of ground or background left in some of the videos' clouds (when every cloud holds the
-    ground, the clouds alone cannot tell: their cleaning is the remedy).
+    the symptom of ground or background left in some of the videos' clouds. When every cloud holds
+    the ground the clouds alone cannot tell; ``instance_sizes`` (per video, in the reference frame:
+    how large a thing its cameras frame, ``alignment scale × SurfaceFeatures.meta["view_size"]``)
+    then give the typical instance instead (their median).
     """
     if not clouds:
         raise ValueError("no aligned clouds to build a template from")
@@ -124,8 +127,11 @@ def build_template(clouds: list[np.ndarray], n_vertices: int = 1000, voxel: floa
     idx = farthest_point_sample(centres, min(n_vertices, len(centres)))
     tpl = Template(centres[idx].astype(np.float32), share[idx].astype(np.float32),
                    meta={"videos": n, "voxel": voxel, "support": support, "reach": reach})
-    diameters = [robust_diameter(c) for c in clouds if len(c) >= 4]
-    typical = float(np.percentile(diameters, 60)) if diameters else float("nan")
+    if instance_sizes is not None and len(instance_sizes):
+        typical = float(np.median(instance_sizes))
+    else:
+        diameters = [robust_diameter(c) for c in clouds if len(c) >= 4]
+        typical = float(np.percentile(diameters, 60)) if diameters else float("nan")
     tpl.meta["instance_diameter"] = typical
     if typical > 0 and tpl.diameter > size_ratio * typical:
         msg = (f"the template ({tpl.diameter:.3g} across) is {tpl.diameter / typical:.1f}× the typical instance "

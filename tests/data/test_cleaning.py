@@ -12,6 +12,7 @@ from catpose.data.cleaning import (
     isolated_points,
     mask_vote,
     up_direction,
+    view_size,
 )
 from catpose.data.co3d import Co3dCategory
 from catpose.data.groundtruth import load_ground_truth, load_point_labels
@@ -104,3 +105,11 @@ def test_cleaning_that_leaves_too_little_names_the_video(realistic_root):
     empty = [np.zeros(f.image_size, np.float32) for f in seq.frames]  # segmentation found nothing
     with pytest.raises(CleaningError, match=r"seq-x.*cleaning \(masks\) left 0 of"):
         clean_object_points(pts, [f.camera for f in seq.frames], empty, source="seq-x")
+
+
+def test_view_size_is_about_the_object(realistic_root):
+    # what the cameras frame, whatever the cloud holds: the template's size check leans on it
+    for cat in ("car", "mug"):
+        for seq, pts, lab, _ in _videos(realistic_root, cat):
+            ratio = view_size([f.camera for f in seq.frames]) / np.linalg.norm(np.ptp(pts[lab], 0))
+            assert 0.6 < ratio < 1.2, (seq.name, ratio)

@@ -101,4 +101,19 @@ def test_template_far_larger_than_an_instance_warns():
         clouds.append(np.concatenate([obj, disc[:2000]]) if i < 3 else obj)
     with pytest.warns(UserWarning, match="typical instance"):
         tpl = build_template(clouds, n_vertices=300)
-    assert tpl.meta["size_warning"] and tpl.diameter > 1.3 * tpl.meta["instance_diameter"]
+    assert tpl.meta["size_warning"] and tpl.diameter > 1.5 * tpl.meta["instance_diameter"]
+
+
+def test_template_of_clouds_that_all_hold_the_ground_warns_given_the_framed_size():
+    # every cloud holds the ground (no cleaning): the clouds agree on a slab; the size the cameras
+    # frame (about the object's) tells the template is far larger than an instance
+    rng = np.random.default_rng(4)
+    dims = np.array([2.0, 1.0, 0.6])
+    clouds = []
+    for _ in range(5):
+        disc = np.c_[rng.uniform(-3, 3, (6000, 2)), np.zeros(6000)]
+        clouds.append(np.concatenate([_box_surface(rng, 2000, dims) + [0, 0, 0.3], disc]))
+    tpl = build_template(clouds, n_vertices=200)
+    assert "size_warning" not in tpl.meta  # the clouds alone cannot tell
+    with pytest.warns(UserWarning, match="typical instance"):
+        build_template(clouds, n_vertices=200, instance_sizes=[2.4] * 5)
