@@ -158,7 +158,9 @@ def mask_vote(points: np.ndarray, cams: list[Camera], masks: list[np.ndarray], t
     H, W = hw
     # cells of about 4 points each where the cloud fills a quarter of the image
     cell = max(1, int(round(np.sqrt(H * W / 4 / max(len(points), 1) * 4))))
-    zb = zbuffer(uv, z, hw, cell=cell, margin=tol)
+    # a dense cloud (a pixel per cell) gets its holes closed, so the far side does not show through;
+    # in a sparse one (SfM) each point has a cell of its own, and closing would hide the near side too
+    zb = zbuffer(uv, z, hw, cell=cell, fill=2 if cell == 1 else 0, margin=tol)
     u, v = uv[..., 0], uv[..., 1]
     ok = (z > 0) & (u >= 0) & (u < W) & (v >= 0) & (v < H)
     pu = torch.floor(u).long().clamp(0, W - 1)
