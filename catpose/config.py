@@ -75,7 +75,8 @@ class IngestConfig:
     """A sequence whose SfM registers fewer than this fraction of its frames counts as failed."""
     sfm_retry: float = 0.8
     """When SfM registers fewer than this share of the frames, it reruns with the settings for sparse
-    captures (more features, guided matching, relaxed initialisation); the better model is kept (0: never)."""
+    captures (more features, guided matching, relaxed initialisation); the better model is kept (0: never;
+    above 1: always the sparse-capture settings)."""
     masks: str = "grabcut"
     """Masks for frames that come without one: grabcut (the cleaned cloud projected into the frame,
     refined by OpenCV's GrabCut) or none."""

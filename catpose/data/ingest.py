@@ -124,8 +124,8 @@ def prepare_frames(name: str, src: Path, cfg: IngestConfig, seq_dir: Path) -> tu
 def run_sfm(name: str, image_dir: Path, work: Path, matcher: str = "exhaustive", robust: bool = False):
     """pycolmap SIFT + matching + incremental mapping; returns the largest reconstruction.
 
-    ``robust``: the settings for sparse captures (about 20 frames over 360°, 18° apart): twice the
-    SIFT features at a lower peak threshold, guided matching, and a relaxed mapper (initial pair from
+    ``robust``: the settings for sparse captures (about 20 frames over 360°, 18° apart): four times
+    the SIFT features at a third of the peak threshold (more points on weakly textured objects too), guided matching, and a relaxed mapper (initial pair from
     50 inliers and 8° of triangulation angle, frames registered from 15 inliers at 15 %, and COLMAP's
     structure-less fallback). On synthetic sparse orbits (6 videos, 160 px) they register 120 of 120
     frames against 90 with COLMAP's defaults.
@@ -134,9 +134,9 @@ def run_sfm(name: str, image_dir: Path, work: Path, matcher: str = "exhaustive",
 
     db = work / "database.db"
     ext = pycolmap.FeatureExtractionOptions()
-    ext.sift.max_num_features = 8192 if robust else 4096
+    ext.sift.max_num_features = 16384 if robust else 4096
     if robust:
-        ext.sift.peak_threshold = 0.004
+        ext.sift.peak_threshold = 0.002
     pycolmap.extract_features(db, image_dir, camera_mode=pycolmap.CameraMode.SINGLE,
                               reader_options=pycolmap.ImageReaderOptions(camera_model="SIMPLE_PINHOLE"),
                               extraction_options=ext, device=pycolmap.Device.cpu)
@@ -167,8 +167,9 @@ def run_sfm(name: str, image_dir: Path, work: Path, matcher: str = "exhaustive",
 
 def sfm_with_retry(name: str, image_dir: Path, n_frames: int, cfg: IngestConfig):
     """:func:`run_sfm` with COLMAP's settings, then, when fewer than ``cfg.sfm_retry`` of the frames
-    register (or no model is found), again with the robust settings; the model registering more wins.
-    Returns ``(reconstruction, "default" | "robust")``."""
+    register (or no model is found), again with the robust settings; the model registering more wins
+    (the robust one on a tie: it has more points). ``cfg.sfm_retry`` above 1 always uses the robust
+    settings. Returns ``(reconstruction, "default" | "robust")``."""
     first, err = None, None
     with tempfile.TemporaryDirectory(prefix=f"catpose_sfm_{name}_") as tmp:
         try:
@@ -186,9 +187,9 @@ def sfm_with_retry(name: str, image_dir: Path, n_frames: int, cfg: IngestConfig)
             if first is None:
                 raise
             return first, "default"
-    if first is not None and first.num_reg_images() >= second.num_reg_images():
+    if first is not None and first.num_reg_images() > second.num_reg_images():
         return first, "default"
-    return second, "robust"
+    return second, "robust"  # as many frames and more points
 
 
 def ingest_sequence(name: str, src: Path, cfg: IngestConfig) -> dict:
