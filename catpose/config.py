@@ -83,8 +83,9 @@ class IngestConfig:
     clean_mode: str = "auto"
     """Cleaning of the SfM cloud to the object: auto (a vote of the masks when every frame has one,
     else geometry), masks, geometry (supporting plane and what lies outside the common view), off."""
-    clean_vote: float = 0.5
-    """A point stays when inside the mask in at least this share of the frames that see it."""
+    clean_vote: float = 0.8
+    """A point stays when inside the given masks in at least this share of the frames that see it
+    (stricter than the features stage: an SfM cloud is sparse, and seen from few frames)."""
     clean_view_share: float = 0.8
     """Without masks: a point must lie inside the image of at least this share of the frames."""
     clean_plane_band: float = 0.01
