@@ -69,7 +69,7 @@ class CleanResult:
         return float(1.0 - self.keep.mean()) if len(self.keep) else 0.0
 
     def summary(self) -> dict:
-        return {"mode": self.mode, "points": int(len(self.keep)), "kept": int(self.keep.sum()),
+        return {"mode": self.mode, "points": len(self.keep), "kept": int(self.keep.sum()),
                 "removed_share": round(self.removed_share, 4),
                 "removed_by": {k: round(float(v), 4) for k, v in self.removed.items()},
                 **({"plane": [round(float(x), 6) for x in self.plane]} if self.plane is not None else {})}
@@ -156,8 +156,8 @@ def mask_vote(points: np.ndarray, cams: list[Camera], masks: list[np.ndarray], t
     X = torch.as_tensor(points, dtype=torch.float64)
     uv, z = project(X, R, T, f, pp)
     H, W = hw
-    # cells of about 4 points each where the cloud fills a quarter of the image
-    cell = max(1, int(round(np.sqrt(H * W / 4 / max(len(points), 1) * 4))))
+    # cells of about one point each were the cloud spread over the whole image
+    cell = max(1, round(float(np.sqrt(H * W / max(len(points), 1)))))
     # a dense cloud (a pixel per cell) gets its holes closed, so the far side does not show through;
     # in a sparse one (SfM) each point has a cell of its own, and closing would hide the near side too
     zb = zbuffer(uv, z, hw, cell=cell, fill=2 if cell == 1 else 0, margin=tol)
@@ -319,7 +319,7 @@ def plot_cleaning(root, category: str, out_png, settings: CleanSettings = CleanS
         seq = cat[name]
         try:
             pts = seq.load_point_cloud().points.astype(np.float64)
-        except Exception as e:  # the features manifest names it; draw nothing
+        except Exception as e:  # noqa: BLE001 (a picture: the features manifest names the error; draw nothing)
             axes[r][0].set_title(f"{name}: {type(e).__name__}", fontsize=7, loc="left")
             for ax in axes[r]:
                 ax.axis("off")
@@ -333,7 +333,7 @@ def plot_cleaning(root, category: str, out_png, settings: CleanSettings = CleanS
             res = clean_object_points(pts, cams, masks, dataclasses_replace(settings, min_points=0))
             keep = res.keep
             titles = [f"{name}: before", f"after ({res.mode}): {res.removed_share:.0%} removed"]
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 (a picture: the manifest has the reason; draw the cloud uncleaned)
             keep = np.ones(len(pts), bool)
             titles = [f"{name}: before", f"not cleaned: {type(e).__name__}"]
         fr = frames[len(frames) // 2]

@@ -26,6 +26,8 @@ from catpose.errors import DataFormatError
 from catpose.features.backbones import sample_features
 from catpose.geometry import farthest_point_sample, project, remove_outliers, visibility, zbuffer
 
+DEFAULT_CLEAN = CleanSettings()  # frozen: one shared default
+
 # --------------------------------------------------------------------------------------------------
 # the per-video result
 
@@ -96,7 +98,7 @@ def sequence_vertices(cloud: PointCloud, n: int, outlier_k: int = 16, outlier_st
     return dense[idx].astype(np.float32), normals, dense.astype(np.float32)
 
 
-def clean_sequence_cloud(seq: Co3dSequence, settings: CleanSettings = CleanSettings()) -> tuple[PointCloud, dict]:
+def clean_sequence_cloud(seq: Co3dSequence, settings: CleanSettings = DEFAULT_CLEAN) -> tuple[PointCloud, dict]:
     """The sequence's cloud with only the object's points (see :mod:`catpose.data.cleaning`) and the
     cleaning's summary (share removed by each step). Masks are used when every frame has one.
     Raises :class:`~catpose.errors.CleaningError` when too little is left."""
@@ -118,7 +120,7 @@ def clean_sequence_cloud(seq: Co3dSequence, settings: CleanSettings = CleanSetti
 def compute_surface_features(seq: Co3dSequence, backbone, n_vertices: int = 1000, n_frames: int = 8,
                              batch: int = 8, device: str = "cpu", outlier_k: int = 16, outlier_std: float = 2.0,
                              vis_tol: float = 0.05, max_dense: int = 20000,
-                             clean: CleanSettings = CleanSettings()) -> SurfaceFeatures:
+                             clean: CleanSettings = DEFAULT_CLEAN) -> SurfaceFeatures:
     """The surface features of one sequence (frames evenly subsampled to ``n_frames``), on its cloud
     cleaned by ``clean`` (``CleanSettings(mode="off")``: the cloud as it is)."""
     cloud, cleaning = clean_sequence_cloud(seq, clean)

@@ -274,7 +274,7 @@ def generate_sequence(cfg: SynthConfig, category: str, index: int) -> dict:
     if real.cloud_background or real.outliers > 0:
         normals = None  # SfM clouds have no normals
     if real.outliers > 0 and len(points):
-        n_out = int(round(real.outliers * len(points) / (1 - real.outliers)))
+        n_out = round(real.outliers * len(points) / (1 - real.outliers))
         extra = _outliers(rr, n_out, points[labels], points)
         points = np.concatenate([points, extra])
         labels = np.concatenate([labels, np.zeros(n_out, bool)])
@@ -295,7 +295,7 @@ def generate_sequence(cfg: SynthConfig, category: str, index: int) -> dict:
         "sequence": to_jsonable(seq_ann),
         "gt": {**gt.to_json(), "instance": {k: float(v) for k, v in inst.params.items()},
                "orbit_deg": round(float(sweep_deg), 1) if sweep_deg is not None else 360.0,
-               "object_points": int(labels.sum()), "cloud_points": int(len(labels))},
+               "object_points": int(labels.sum()), "cloud_points": len(labels)},
     }
     staging = root / category / ".synth" / f"{seq}.json"
     staging.parent.mkdir(parents=True, exist_ok=True)
