@@ -32,6 +32,26 @@ class SynthConfig:
     """Ray-casting samples per pixel along each axis (anti-aliasing, soft masks)."""
     max_points: int = 20000
     """Most points in each sequence's pointcloud.ply (voxel-downsampled from the rendered depth)."""
+    realistic: bool = False
+    """Make the videos the way real captures come out: turns on every option below that is left unset
+    (partial orbits 40 % at 150-200°, ground and background in the cloud, 5 % outliers, imperfect
+    masks, SfM-level camera noise)."""
+    partial_share: float | None = None
+    """Share of the videos that orbit only part of the object (default 0; --realistic: 0.4)."""
+    partial_sweep: tuple[float, float] = (150.0, 200.0)
+    """Orbit of a partial video, in degrees (drawn uniformly in this range)."""
+    cloud_background: bool | None = None
+    """The point cloud holds everything the cameras saw: ground and background, not only the object
+    (default False; --realistic: True). Ground truth of which points lie on the object goes to
+    catpose_gt_points/<category>/<sequence>.npy."""
+    outliers: float | None = None
+    """Outlier points added to each cloud, as a share of its points (default 0; --realistic: 0.05)."""
+    mask_noise: bool | None = None
+    """Imperfect masks: each frame's mask eroded or dilated by 1-3 px, some with holes (default False;
+    --realistic: True)."""
+    camera_noise: tuple[float, float] | None = None
+    """SfM-level camera noise: rotation (degrees) and position (share of the camera distance) standard
+    deviations of the written cameras (default none; --realistic: 0.3°, 0.5 %)."""
     workers: int = 0
     """Ray tasks in flight (0: render in this process)."""
     endpoint_url: str | None = None
@@ -56,6 +76,27 @@ class IngestConfig:
     """Feature matching: exhaustive (all pairs, best for short videos) or sequential."""
     min_registered: float = 0.5
     """A sequence whose SfM registers fewer than this fraction of its frames counts as failed."""
+    sfm_retry: float = 0.8
+    """When SfM registers fewer than this share of the frames, it reruns with the settings for sparse
+    captures (more features, guided matching, relaxed initialisation); the better model is kept (0: never;
+    above 1: always the sparse-capture settings)."""
+    masks: str = "grabcut"
+    """Masks for frames that come without one: grabcut (the cleaned cloud projected into the frame,
+    refined by OpenCV's GrabCut) or none."""
+    clean_mode: str = "auto"
+    """Cleaning of the SfM cloud to the object: auto (a vote of the masks when every frame has one,
+    else geometry), masks, geometry (supporting plane and what lies outside the common view), off."""
+    clean_vote: float = 0.8
+    """A point stays when inside the given masks in at least this share of the frames that see it
+    (stricter than the features stage: an SfM cloud is sparse, and seen from few frames)."""
+    clean_view_share: float = 0.8
+    """Without masks: a point must lie inside the image of at least this share of the frames."""
+    clean_plane_band: float = 0.01
+    """Points within this × the camera distance above the supporting plane (and all below it) go."""
+    clean_isolated: float = 3.0
+    """Points whose 8th neighbour is farther than this × the median such distance go (0: keep)."""
+    clean_min_points: int = 20
+    """A sequence whose cleaning leaves fewer points is skipped, with the reason in the manifest."""
     workers: int = 0
     """Ray tasks in flight (0: in this process)."""
 
@@ -108,6 +149,24 @@ class FeaturesConfig:
     """Outlier threshold in standard deviations of the mean neighbour distance."""
     vis_tol: float = 0.05
     """Depth tolerance of the visibility test, as a fraction of the object's diameter."""
+    clean_mode: str = "auto"
+    """Cleaning of each cloud to the object before the vertices are picked: auto (a vote of the masks
+    when every frame has one, else geometry), masks, geometry (supporting plane and what lies outside
+    the common view removed), off."""
+    clean_vote: float = 0.5
+    """A point stays when inside the mask in at least this share of the frames that see it."""
+    clean_view_share: float = 0.8
+    """Without masks: a point must lie inside the image of at least this share of the frames."""
+    clean_plane_angle: float = 20.0
+    """Largest angle (degrees) between the supporting plane's normal and the cameras' up direction."""
+    clean_plane_band: float = 0.01
+    """Points within this × the camera distance above the supporting plane (and all below it) go."""
+    clean_isolated: float = 3.0
+    """Points whose 8th neighbour is farther than this × the median such distance go (0: keep)."""
+    clean_min_points: int = 100
+    """A video whose cleaning leaves fewer points is skipped, with the reason in the manifest."""
+    clean_frames: int = 30
+    """Frames used for cleaning (evenly chosen)."""
     workers: int = 2
     """Ray tasks in flight (0: in this process)."""
     device: str = "auto"

@@ -66,6 +66,11 @@ class NoObjectError(CatposeError, ValueError):
         super().__init__(f"{source}: {message}")
 
 
+class CleaningError(DataFormatError):
+    """Cleaning a video's point cloud (ground, background, outliers removed) left too little of it:
+    the video is skipped, with this reason in its manifest entry."""
+
+
 def report_error(e: BaseException, prog: str = "catpose") -> int:
     """One line on stderr for an error that ends a command; returns the exit code 2."""
     import sys

@@ -468,8 +468,9 @@ def _features_cfg(ctx: Ctx) -> FeaturesConfig:
 
 
 def _features_run(ctx: Ctx) -> FeaturesArtifact:
+    from catpose.data.cleaning import plot_cleaning, settings_from
     from catpose.data.groundtruth import load_ground_truth
-    from catpose.features.evaluate import correspondence_accuracy
+    from catpose.features.evaluate import cleaning_summary, correspondence_accuracy
     from catpose.features.runner import load_surface_features, run_features, signature
 
     fcfg = _features_cfg(ctx)
@@ -495,6 +496,9 @@ def _features_run(ctx: Ctx) -> FeaturesArtifact:
             if len(feats) >= 2:
                 acc = correspondence_accuracy(feats, gts, max_pairs=ctx.cfg.eval_pairs)
                 row.update({"acc@10%": acc["accuracy"], "chance": acc["chance"], "pairs": acc["pairs"]})
+        # what the object cleaning removed (and, with point labels, the vertices left off the object)
+        row.update(cleaning_summary(ctx.data.uri, c, m, fcfg.out, fcfg.endpoint_url))
+        ctx.plot(f"cleaning_{c}.png", plot_cleaning(ctx.data.uri, c, settings_from(fcfg)))
         rows.append(row)
     return FeaturesArtifact(fcfg.out, signature(fcfg), rows, cats, failed)
 
@@ -504,20 +508,24 @@ def _features_rows(a: FeaturesArtifact) -> list[str]:
     for r in a.rows:
         acc = f"{r['acc@10%']:.1%} ({r['pairs']} pairs)" if "acc@10%" in r else "n/a (no ground truth)"
         ch = f"{r['chance']:.1%}" if "chance" in r else ""
+        off = f"{r['vertices off object']:.1%}" if "vertices off object" in r else "n/a"
         out.append(f"| {r['category']} | {r['backbone'].split(' (')[0]} | {r['ok']} | {r['failed']} | "
-                   f"{r['visible']:.1%} | {acc} | {ch} |")
+                   f"{r['visible']:.1%} | {acc} | {ch} | {r.get('cleaned away', float('nan')):.1%} | {off} |")
     return out
 
 
-FEATURES_HEADER = ["| category | backbone | videos ok | failed | visible / frame | appearance match acc@10% | chance |",
-                   "|---|---|---|---|---|---|---|"]
+FEATURES_HEADER = ["| category | backbone | videos ok | failed | visible / frame | appearance match acc@10% | chance "
+                   "| cloud cleaned away | vertices off object |", "|---|---|---|---|---|---|---|---|---|"]
 
 
 def _features_section(a: FeaturesArtifact) -> list[str]:
     return ["## Surface features", "", *FEATURES_HEADER, *_features_rows(a), "",
             "Backbones: " + "; ".join(sorted({r["backbone"] for r in a.rows})),
             ("acc@10%: share of vertices whose nearest feature in another video (min over frame pairs) "
-             "lies within 10 % of the object size of the same point on that instance.")]
+             "lies within 10 % of the object size of the same point on that instance. Cloud cleaned away: mean "
+             "share of each video's point cloud removed as ground, background or outliers; vertices off object: "
+             "share of the surface-feature vertices not on the object (synthetic ground truth)."),
+            "", *[f"![cleaning {r['category']}](plots/cleaning_{r['category']}.png)" for r in a.rows]]
 
 
 def _features_table(a: FeaturesArtifact) -> list[str]:

@@ -87,3 +87,18 @@ def s3_bucket(s3_server):
     name = f"catpose-test-{uuid.uuid4().hex[:8]}"
     boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1").create_bucket(Bucket=name)
     return s3_server, name
+
+
+@pytest.fixture(scope="session")
+def realistic_root(tmp_path_factory):
+    """Small synthetic data made the way real captures come out (``--realistic``): 3 cars and 3 mugs,
+    12 frames each, 96 px; partial orbits, ground and background in the clouds, outliers, imperfect
+    masks, camera noise."""
+    from catpose.config import SynthConfig
+    from catpose.data.synth.generate import generate
+
+    root = tmp_path_factory.mktemp("realistic")
+    manifests = generate(SynthConfig(out=root, category=("car", "mug"), videos=3, frames=12, size=96,
+                                     realistic=True, partial_share=0.5))
+    assert all(m.summary() == {"ok": 3} for m in manifests.values())
+    return root

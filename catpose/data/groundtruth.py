@@ -37,3 +37,20 @@ def load_ground_truth(root, category: str, endpoint_url: str | None = None) -> d
         raise DataFormatError(str(path), f"no ground truth for category '{category}'",
                               field=f"categories.{category}.sequences") from e
     return {k: Similarity.from_json(v) for k, v in seqs.items()}
+
+
+GT_POINTS_DIR = "catpose_gt_points"
+
+
+def load_point_labels(root, category: str, sequence: str, endpoint_url: str | None = None) -> "np.ndarray | None":
+    """Which points of a synthetic sequence's pointcloud.ply lie on the object ([P] bool), or None for
+    data without that ground truth (evaluation only); ``root`` as for :func:`load_ground_truth`."""
+    import io
+
+    import numpy as np
+
+    from catpose.storage import Store
+
+    st = Store(root, endpoint_url)
+    key = f"{GT_POINTS_DIR}/{category}/{sequence}.npy"
+    return np.load(io.BytesIO(st.read_bytes(key))) if st.exists(key) else None

@@ -55,3 +55,40 @@ def correspondence_accuracy(features: dict[str, SurfaceFeatures], gts: dict[str,
     acc = np.array(res)
     return {"pairs": len(pairs), "accuracy": float(acc[:, 0].mean()), "chance": float(acc[:, 1].mean()),
             "threshold": threshold}
+
+
+def off_object_share(vertices: np.ndarray, cloud_points: np.ndarray, on_object: np.ndarray) -> float:
+    """Share of a video's feature vertices that are not on the object (ground, background, outliers).
+
+    The vertices are points of the video's cloud, so each takes the ground-truth label (``on_object``
+    [P] bool, from the synthetic generator) of the nearest cloud point.
+    """
+    from scipy.spatial import cKDTree
+
+    _, idx = cKDTree(np.asarray(cloud_points, np.float64)).query(np.asarray(vertices, np.float64))
+    return float(1.0 - np.asarray(on_object)[idx].mean()) if len(idx) else 0.0
+
+
+def cleaning_summary(data_root, category: str, manifest, store_uri: str, endpoint_url: str | None = None) -> dict:
+    """What the cleaning removed over a category's finished videos (mean share, from the features
+    manifest) and, for synthetic data with point labels, the mean share of feature vertices off the
+    object (ground truth, evaluation only)."""
+    from catpose.data.co3d import Co3dCategory
+    from catpose.data.groundtruth import load_point_labels
+    from catpose.features.runner import load_surface_features
+
+    ok = manifest.keys_with("ok")
+    removed = [manifest.items[n]["cleaning"]["removed_share"] for n in ok
+               if isinstance(manifest.items[n].get("cleaning"), dict)]
+    out = {"cleaned away": float(np.mean(removed)) if removed else float("nan")}
+    offs = []
+    cat = Co3dCategory(data_root, category)
+    for n in ok:
+        labels = load_point_labels(data_root, category, n)
+        if labels is None:
+            continue
+        sf = load_surface_features(store_uri, category, n, endpoint_url)
+        offs.append(off_object_share(sf.vertices, cat[n].load_point_cloud().points, labels))
+    if offs:
+        out["vertices off object"] = float(np.mean(offs))
+    return out

@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from catpose.config import FeaturesConfig
+from catpose.data.cleaning import settings_from
 from catpose.data.co3d import Co3dCategory
 from catpose.devices import resolve_device
 from catpose.errors import CatposeError, DataFormatError
@@ -32,6 +33,7 @@ def signature(cfg: FeaturesConfig) -> dict:
     """The settings that change a sequence's features (a mismatch recomputes it)."""
     keys = ("backbone", "layer", "facet", "input_size", "vertices", "frames", "outlier_k", "outlier_std", "vis_tol")
     sig = {k: getattr(cfg, k) for k in keys}
+    sig.update({f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name.startswith("clean_")})
     if not cfg.backbone.startswith("dinov2"):
         for k in ("layer", "facet", "input_size"):
             sig.pop(k)
@@ -59,12 +61,13 @@ def _task(args: tuple[FeaturesConfig, str, str]) -> dict:
     seq = cat[name]
     t0 = time.perf_counter()
     sf = compute_surface_features(seq, backbone, cfg.vertices, cfg.frames, cfg.batch, device, cfg.outlier_k,
-                                  cfg.outlier_std, cfg.vis_tol)
+                                  cfg.outlier_std, cfg.vis_tol, clean=settings_from(cfg))
     sf.meta["signature"] = signature(cfg)
     Store(cfg.out, cfg.endpoint_url).write_bytes(feature_key(category, name), sf.to_bytes())
     res = {"vertices": len(sf.vertices), "frames": len(sf.frame_numbers),
            "visible": round(float(sf.visible.mean()), 4), "backbone": sf.meta["backbone"],
-           "frames_per_s": round(len(sf.frame_numbers) / (time.perf_counter() - t0), 2)}
+           "frames_per_s": round(len(sf.frame_numbers) / (time.perf_counter() - t0), 2),
+           "cleaning": sf.meta.get("cleaning")}
     skipped = {k: v for k, v in cat.skipped_frames.items() if k.startswith(name + "/")}
     if skipped:  # frames of this video left out for their annotation records, named in its manifest entry
         res["skipped_frames"] = skipped
@@ -122,7 +125,9 @@ def run_features(cfg: FeaturesConfig, progress: bool = True, keep_existing: bool
         todo = [(task_cfg, c, n) for _, c, n in todo]
         for (_, _, name), res, err, sec in map_items(_task, todo, workers=cfg.workers, desc=f"features {category}",
                                                      num_gpus=0.25 if use_gpu else 0, progress=progress):
-            if err:
+            if err and err.startswith("CleaningError"):  # too little object left: skipped, the reason kept
+                man.record(name, "skipped", error=err, seconds=sec)
+            elif err:
                 man.record(name, "failed", error=err, seconds=sec)
             else:
                 man.record(name, "ok", seconds=sec, signature=sig, **res)
@@ -130,6 +135,10 @@ def run_features(cfg: FeaturesConfig, progress: bool = True, keep_existing: bool
         if ok:
             man.info["backbone"] = ok[-1]["backbone"]
             man.info["mean_visible"] = round(float(np.mean([v["visible"] for v in ok])), 4)
+            removed = [v["cleaning"]["removed_share"] for v in ok if isinstance(v.get("cleaning"), dict)]
+            if removed:
+                man.info["cleaning_removed_share"] = {"mean": round(float(np.mean(removed)), 4),
+                                                      "max": round(float(np.max(removed)), 4)}
         man.info["annotations"] = {"excluded": cat.excluded, "skipped_frames": cat.skipped_frames,
                                    "warnings": cat.annotation_warnings}
         man.save()

@@ -1,7 +1,9 @@
 """Surface features ``S = {V, F}`` of one video, as pure batched tensor functions plus one driver.
 
-* ``V``: N vertices, from the sequence's point cloud after statistical outlier removal, by farthest
-  point sampling (``fpsample``; pytorch3d's ``sample_farthest_points`` when installed).
+* ``V``: N vertices, from the sequence's point cloud cleaned to the object
+  (:func:`catpose.data.cleaning.clean_object_points`: a vote of the masks over the frames, or without
+  masks the supporting plane and what lies outside the common view removed) and after statistical
+  outlier removal, by farthest point sampling (``fpsample``; pytorch3d's ``sample_farthest_points`` when installed).
 * ``F``: for each of K frames, ``f_i^k`` = the backbone's feature at the projection of ``v_i`` in frame
   k, bilinearly sampled, kept only where ``v_i`` is visible in frame k: in front of the camera, inside
   the image and the mask, and not behind the surface by a z-buffer test against the dense cloud
@@ -17,11 +19,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from catpose.data.cleaning import CleanSettings, clean_object_points, view_size
 from catpose.data.co3d import Co3dSequence
 from catpose.data.pointcloud import PointCloud
 from catpose.errors import DataFormatError
 from catpose.features.backbones import sample_features
 from catpose.geometry import farthest_point_sample, project, remove_outliers, visibility, zbuffer
+
+DEFAULT_CLEAN = CleanSettings()  # frozen: one shared default
 
 # --------------------------------------------------------------------------------------------------
 # the per-video result
@@ -93,12 +98,32 @@ def sequence_vertices(cloud: PointCloud, n: int, outlier_k: int = 16, outlier_st
     return dense[idx].astype(np.float32), normals, dense.astype(np.float32)
 
 
+def clean_sequence_cloud(seq: Co3dSequence, settings: CleanSettings = DEFAULT_CLEAN) -> tuple[PointCloud, dict]:
+    """The sequence's cloud with only the object's points (see :mod:`catpose.data.cleaning`) and the
+    cleaning's summary (share removed by each step). Masks are used when every frame has one.
+    Raises :class:`~catpose.errors.CleaningError` when too little is left."""
+    cloud = seq.load_point_cloud()
+    if settings.mode == "off":
+        return cloud, {"mode": "off", "points": len(cloud), "kept": len(cloud), "removed_share": 0.0}
+    frames = seq.subsample(settings.frames)
+    has_masks = all(f.mask_path is not None for f in frames)
+    masks = [f.load_mask() for f in frames] if has_masks and settings.mode != "geometry" else None
+    res = clean_object_points(cloud.points, [f.camera for f in frames], masks, settings,
+                              source=f"{seq.point_cloud_path} (sequence '{seq.name}')")
+    k = res.keep
+    cleaned = PointCloud(cloud.points[k], None if cloud.colors is None else cloud.colors[k],
+                         None if cloud.normals is None else cloud.normals[k])
+    return cleaned, res.summary()
+
+
 @torch.no_grad()
 def compute_surface_features(seq: Co3dSequence, backbone, n_vertices: int = 1000, n_frames: int = 8,
                              batch: int = 8, device: str = "cpu", outlier_k: int = 16, outlier_std: float = 2.0,
-                             vis_tol: float = 0.05, max_dense: int = 20000) -> SurfaceFeatures:
-    """The surface features of one sequence (frames evenly subsampled to ``n_frames``)."""
-    cloud = seq.load_point_cloud()
+                             vis_tol: float = 0.05, max_dense: int = 20000,
+                             clean: CleanSettings = DEFAULT_CLEAN) -> SurfaceFeatures:
+    """The surface features of one sequence (frames evenly subsampled to ``n_frames``), on its cloud
+    cleaned by ``clean`` (``CleanSettings(mode="off")``: the cloud as it is)."""
+    cloud, cleaning = clean_sequence_cloud(seq, clean)
     V, normals, dense = sequence_vertices(cloud, n_vertices, outlier_k, outlier_std)
     if len(dense) > max_dense:
         dense = dense[np.random.default_rng(0).choice(len(dense), max_dense, replace=False)]
@@ -136,6 +161,6 @@ def compute_surface_features(seq: Co3dSequence, backbone, n_vertices: int = 1000
         sequence=seq.name, vertices=V, features=Fk.half().cpu().numpy(), visible=vis.cpu().numpy(),
         frame_numbers=np.array([f.frame_number for f in frames]), normals=normals,
         meta={"backbone": getattr(backbone, "describe", lambda: str(backbone))(), "image_size": list(hw),
-              "diameter": diam},
+              "diameter": diam, "cleaning": cleaning, "view_size": view_size([f.camera for f in seq.frames])},
     )
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import json
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -58,39 +59,86 @@ class Template:
             raise DataFormatError(source, f"not a catpose template file ({type(e).__name__}: {e})") from e
 
 
-def build_template(clouds: list[np.ndarray], n_vertices: int = 1000, voxel: float = 0.02,
-                   support: float = 0.3) -> Template:
-    """Mean shape of aligned clouds (each [M_i, 3] in the reference frame).
+def _cell_key(cells: np.ndarray) -> np.ndarray:
+    """One int64 per integer cell [M, 3] (cells are shifted to be non-negative, < 2²⁰ per axis)."""
+    c = cells.astype(np.int64) + 2
+    return (c[:, 0] << 42) | (c[:, 1] << 21) | c[:, 2]
 
-    ``voxel`` is the cell size as a fraction of the pooled bounding-box diagonal; a cell is kept when
-    at least ``support`` of the clouds have a point in it; each kept cell contributes the mean of its
-    points; then FPS picks ``n_vertices`` of them. Raises when fewer than 4 cells survive.
+
+def robust_diameter(points: np.ndarray, q: float = 2.0) -> float:
+    """Bounding-box diagonal between the ``q``-th and ``100 − q``-th percentiles per axis."""
+    lo, hi = np.percentile(points, [q, 100 - q], axis=0)
+    return float(np.linalg.norm(hi - lo))
+
+
+def build_template(clouds: list[np.ndarray], n_vertices: int = 1000, voxel: float = 0.02,
+                   support: float = 0.3, reach: int = 2, size_ratio: float = 1.5,
+                   instance_sizes: list[float] | None = None) -> Template:
+    """Mean shape of aligned clouds (each [M_i, 3] in the reference frame), robust to videos that saw
+    only part of the object.
+
+    ``voxel`` is the cell size as a fraction of the pooled bounding-box diagonal. A cell's support is
+    the share of the videos *that cover its neighbourhood* (have a point within ``reach`` cells) that
+    have a point in it: a part seen by the full orbits but not by a partial one keeps its full support,
+    which a share of all videos would cut. A cell is kept when its support is at least ``support`` and
+    at least 2 videos (and ``support / 2`` of all videos) have it, so that one video's stray part or
+    leftover background does not enter; each kept cell contributes the mean of its points; then FPS
+    picks ``n_vertices`` of them. Raises when fewer than 4 cells survive.
+
+    When the template comes out more than ``size_ratio`` times the typical instance (the 60th
+    percentile of the clouds' robust diameters: partial videos are smaller than the instance), a :class:`UserWarning` says so and ``meta["size_warning"]`` keeps it:
+    the symptom of ground or background left in some of the videos' clouds. When every cloud holds
+    the ground the clouds alone cannot tell; ``instance_sizes`` (per video, in the reference frame:
+    how large a thing its cameras frame, ``alignment scale × SurfaceFeatures.meta["view_size"]``)
+    then give the typical instance instead (their median).
     """
     if not clouds:
         raise ValueError("no aligned clouds to build a template from")
+    n = len(clouds)
     pts = np.concatenate(clouds).astype(np.float64)
     owner = np.concatenate([np.full(len(c), i) for i, c in enumerate(clouds)])
     lo = pts.min(0)
     cell = voxel * float(np.linalg.norm(pts.max(0) - lo))
-    keys = np.floor((pts - lo) / cell).astype(np.int64)
-    _, inv = np.unique(keys, axis=0, return_inverse=True)
+    cells = np.floor((pts - lo) / cell).astype(np.int64)
+    keys = _cell_key(cells)
+    ukeys, inv = np.unique(keys, return_inverse=True)
     inv = inv.ravel()
-    n_cells = inv.max() + 1
+    n_cells = len(ukeys)
     # distinct videos per cell
-    pair = np.unique(inv * len(clouds) + owner)
-    videos_per_cell = np.bincount(pair // len(clouds), minlength=n_cells)
-    share = videos_per_cell / len(clouds)
+    pair = np.unique(inv * n + owner)
+    videos_per_cell = np.bincount(pair // n, minlength=n_cells)
+    # videos covering each cell's neighbourhood: each video's cells, grown by `reach`
+    r = np.arange(-reach, reach + 1)
+    offsets = np.stack(np.meshgrid(r, r, r, indexing="ij"), -1).reshape(-1, 3)
+    covered = np.zeros(n_cells, np.int64)
+    for i in range(n):
+        own = np.unique(cells[owner == i], axis=0)
+        grown = np.unique(_cell_key((own[:, None] + offsets[None]).reshape(-1, 3)))
+        covered += np.isin(ukeys, grown)
+    share = videos_per_cell / np.maximum(covered, 1)
     sums = np.zeros((n_cells, 3))
     np.add.at(sums, inv, pts)
     centres = sums / np.bincount(inv, minlength=n_cells)[:, None]
-    keep = share >= support
+    keep = (share >= support) & (videos_per_cell >= max(2, int(np.ceil(support / 2 * n))))
     if keep.sum() < 4:
         raise ValueError(f"only {keep.sum()} template cells are shared by {support:.0%} of the videos; "
                          "is the alignment broken?")
     centres, share = centres[keep], share[keep]
     idx = farthest_point_sample(centres, min(n_vertices, len(centres)))
-    return Template(centres[idx].astype(np.float32), share[idx].astype(np.float32),
-                    meta={"videos": len(clouds), "voxel": voxel, "support": support})
+    tpl = Template(centres[idx].astype(np.float32), share[idx].astype(np.float32),
+                   meta={"videos": n, "voxel": voxel, "support": support, "reach": reach})
+    if instance_sizes is not None and len(instance_sizes):
+        typical = float(np.median(instance_sizes))
+    else:
+        diameters = [robust_diameter(c) for c in clouds if len(c) >= 4]
+        typical = float(np.percentile(diameters, 60)) if diameters else float("nan")
+    tpl.meta["instance_diameter"] = typical
+    if typical > 0 and tpl.diameter > size_ratio * typical:
+        msg = (f"the template ({tpl.diameter:.3g} across) is {tpl.diameter / typical:.1f}× the typical instance "
+               f"({typical:.3g}): ground or background left in the videos' clouds, or a broken alignment?")
+        tpl.meta["size_warning"] = msg
+        warnings.warn(msg, stacklevel=2)
+    return tpl
 
 
 def instance_correspondents(template: Template, video_vertices: np.ndarray, to_ref: Similarity,

@@ -71,3 +71,49 @@ def test_training_without_an_alignment_says_which_file_is_missing(tmp_path):
 
     with pytest.raises(FileNotFoundError, match=r"align-car/alignment.parquet.*catpose align"):
         prepare(TrainConfig(alignment=tmp_path / "align-car", category="car"))
+
+
+def test_template_from_partial_videos_keeps_the_parts_few_videos_see():
+    # 8 videos of one box: 4 saw only its front half (x > 0), 4 all of it. A share of all videos would
+    # drop the back at support 0.6; the share of the videos that cover it keeps it.
+    rng = np.random.default_rng(2)
+    dims = np.array([2.0, 1.0, 0.6])
+    clouds = []
+    for i in range(8):
+        X = _box_surface(rng, 4000, dims * rng.uniform(0.97, 1.03, 3))
+        clouds.append(X[X[:, 0] > 0.05] if i < 4 else X)
+    tpl = build_template(clouds, n_vertices=400, support=0.6)
+    back = tpl.vertices[:, 0] < -0.2
+    assert back.mean() > 0.25  # about 40 % of the box's surface lies there
+    assert np.ptp(tpl.vertices, 0)[0] > 0.9 * dims[0]
+    assert tpl.support[back].min() >= 0.6 and "size_warning" not in tpl.meta
+
+
+def test_template_far_larger_than_an_instance_warns():
+    # 3 of 8 videos still hold the ground they stood on (their cleaning failed): a wide disc
+    rng = np.random.default_rng(3)
+    dims = np.array([2.0, 1.0, 0.6])
+    clouds = []
+    for i in range(8):
+        obj = _box_surface(rng, 2000, dims) + [0, 0, 0.3]
+        disc = np.c_[rng.uniform(-1, 1, (6000, 2)) * 3.0, np.zeros(6000)]
+        disc = disc[np.linalg.norm(disc[:, :2], axis=1) < 3.0]
+        clouds.append(np.concatenate([obj, disc[:2000]]) if i < 3 else obj)
+    with pytest.warns(UserWarning, match="typical instance"):
+        tpl = build_template(clouds, n_vertices=300)
+    assert tpl.meta["size_warning"] and tpl.diameter > 1.5 * tpl.meta["instance_diameter"]
+
+
+def test_template_of_clouds_that_all_hold_the_ground_warns_given_the_framed_size():
+    # every cloud holds the ground (no cleaning): the clouds agree on a slab; the size the cameras
+    # frame (about the object's) tells the template is far larger than an instance
+    rng = np.random.default_rng(4)
+    dims = np.array([2.0, 1.0, 0.6])
+    clouds = []
+    for _ in range(5):
+        disc = np.c_[rng.uniform(-3, 3, (6000, 2)), np.zeros(6000)]
+        clouds.append(np.concatenate([_box_surface(rng, 2000, dims) + [0, 0, 0.3], disc]))
+    tpl = build_template(clouds, n_vertices=200)
+    assert "size_warning" not in tpl.meta  # the clouds alone cannot tell
+    with pytest.warns(UserWarning, match="typical instance"):
+        build_template(clouds, n_vertices=200, instance_sizes=[2.4] * 5)

@@ -9,6 +9,14 @@ pipeline reads only to evaluate.
 
 Everything is written through a :class:`~catpose.storage.Store` (a local folder or ``s3://``): the Ray
 tasks that render the videos get the store's URI and write their files there, never to a node's disk.
+
+Realistic videos (``--realistic`` or the single options of :class:`~catpose.config.SynthConfig`) come
+out the way real captures do: some orbit only part of the object, the cloud holds everything the
+cameras saw (ground, background) plus outliers, masks are eroded, dilated or holed, and the cameras
+carry SfM-level noise. Which cloud points lie on the object goes to
+``<root>/catpose_gt_points/<category>/<sequence>.npy`` (evaluation only). The realistic perturbations
+draw from their own random stream, so the same seed gives the same instances and orbits with and
+without them (a partial orbit only shortens the sweep).
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ from __future__ import annotations
 import io
 import json
 import zlib
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
@@ -23,7 +32,7 @@ from scipy.spatial.transform import Rotation
 
 from catpose.config import SynthConfig
 from catpose.data.camera import Camera, look_at_rotation
-from catpose.data.groundtruth import GT_FILE, load_ground_truth  # noqa: F401 (part of this module's API)
+from catpose.data.groundtruth import GT_FILE, GT_POINTS_DIR, load_ground_truth  # noqa: F401 (part of this module's API)
 from catpose.data.pointcloud import PointCloud, ply_bytes
 from catpose.data.synth.render import SceneRenderer
 from catpose.data.synth.shapes import make_instance
@@ -47,6 +56,44 @@ from catpose.storage import Store
 FILE_INDEX_STRIDE = 3  # image file numbers differ from frame_number, as in CO3D
 
 
+@dataclass(frozen=True)
+class Realism:
+    """The realistic-capture settings in effect (``SynthConfig`` with the ``--realistic`` preset applied)."""
+
+    partial_share: float = 0.0
+    partial_sweep: tuple[float, float] = (150.0, 200.0)
+    cloud_background: bool = False
+    outliers: float = 0.0
+    mask_noise: bool = False
+    camera_noise: tuple[float, float] = (0.0, 0.0)
+
+    @property
+    def any(self) -> bool:
+        return self != Realism(partial_sweep=self.partial_sweep)
+
+
+REALISTIC = Realism(0.4, (150.0, 200.0), True, 0.05, True, (0.3, 0.005))
+
+
+def realism(cfg: SynthConfig) -> Realism:
+    """The options of ``cfg`` in effect: each unset one from the preset when ``cfg.realistic``, else off."""
+    base = REALISTIC if cfg.realistic else Realism()
+    pick = lambda v, d: d if v is None else v
+    return Realism(
+        partial_share=float(pick(cfg.partial_share, base.partial_share)),
+        partial_sweep=tuple(float(x) for x in cfg.partial_sweep),
+        cloud_background=bool(pick(cfg.cloud_background, base.cloud_background)),
+        outliers=float(pick(cfg.outliers, base.outliers)),
+        mask_noise=bool(pick(cfg.mask_noise, base.mask_noise)),
+        camera_noise=tuple(float(x) for x in pick(cfg.camera_noise, base.camera_noise)),
+    )
+
+
+def realism_rng(seed: int, category: str, index: int) -> np.random.Generator:
+    """The realistic perturbations' own stream: instances and orbits stay those of the clean videos."""
+    return np.random.default_rng([seed, zlib.crc32(category.encode()), index, 7])
+
+
 def sequence_rng(seed: int, category: str, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(category.encode()), index])
 
@@ -56,14 +103,17 @@ def sequence_name(category: str, index: int) -> str:
 
 
 def orbit_cameras(rng: np.random.Generator, extent: float, center: np.ndarray, n_frames: int,
-                  size: int) -> list[Camera]:
-    """Cameras in the canonical frame, circling the object like a person filming it."""
+                  size: int, sweep_deg: float | None = None) -> list[Camera]:
+    """Cameras in the canonical frame, circling the object like a person filming it (over 320-360°,
+    or ``sweep_deg`` for a partial orbit: the same start and direction, a shorter sweep)."""
     fov = np.deg2rad(rng.uniform(40, 55))
     f_ndc = 1.0 / np.tan(fov / 2)
     radius = extent / 2
     dist0 = radius / np.tan(fov / 2) / rng.uniform(0.9, 1.05)
     az0 = rng.uniform(0, 2 * np.pi)
     sweep = np.deg2rad(rng.uniform(320, 360)) * rng.choice([-1, 1])
+    if sweep_deg is not None:
+        sweep = np.deg2rad(sweep_deg) * np.sign(sweep)
     el0, el1 = np.deg2rad(rng.uniform(15, 35)), np.deg2rad(rng.uniform(5, 15))
     el_freq, el_phase = rng.uniform(0.5, 1.5), rng.uniform(0, 2 * np.pi)
     cams = []
@@ -101,6 +151,55 @@ def camera_in_world(cam_c: Camera, gt: Similarity) -> Camera:
     return Camera(R, T, cam_c.focal_length, cam_c.principal_point, cam_c.image_size, cam_c.intrinsics_format)
 
 
+def noisy_camera(cam: Camera, rng: np.random.Generator, rot_deg: float, pos_share: float,
+                 center: np.ndarray) -> Camera:
+    """``cam`` with SfM-level errors: its position moved by N(0, ``pos_share`` · distance to ``center``)
+    per axis and its orientation turned by a rotation vector of N(0, ``rot_deg``) per axis."""
+    c = cam.center
+    dist = float(np.linalg.norm(c - center))
+    c2 = c + rng.normal(0, pos_share * dist, 3)
+    R2 = cam.R @ Rotation.from_rotvec(np.deg2rad(rng.normal(0, rot_deg, 3))).as_matrix()
+    return Camera(R2, -c2 @ R2, cam.focal_length, cam.principal_point, cam.image_size, cam.intrinsics_format)
+
+
+def imperfect_mask(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A binary mask as segmentation gives them: eroded or dilated by 1-3 px (or left), and in a third
+    of the frames 1-3 holes (discs of 3-8 % of the image size) cut into it. [H, W] → [H, W] bool."""
+    from scipy import ndimage
+
+    m = mask > 0.5
+    r = int(rng.integers(1, 4))
+    op = rng.choice(["erode", "dilate", "keep"], p=[0.4, 0.4, 0.2])
+    disk = np.hypot(*np.mgrid[-r:r + 1, -r:r + 1]) <= r
+    if op == "erode":
+        m = ndimage.binary_erosion(m, disk)
+    elif op == "dilate":
+        m = ndimage.binary_dilation(m, disk)
+    if rng.uniform() < 1 / 3 and m.any():
+        H, W = m.shape
+        vv, uu = np.nonzero(m)
+        yy, xx = np.mgrid[:H, :W]
+        for _ in range(int(rng.integers(1, 4))):
+            i = rng.integers(len(vv))
+            rad = rng.uniform(0.03, 0.08) * max(H, W)
+            m &= np.hypot(yy - vv[i], xx - uu[i]) > rad
+    return m
+
+
+def _outliers(rng: np.random.Generator, n: int, obj: np.ndarray, scene: np.ndarray) -> np.ndarray:
+    """``n`` outliers: half spread over 1.5 × the object's box (where no camera test removes them),
+    half over the whole scene's box."""
+    def box(p, grow):
+        lo, hi = p.min(0), p.max(0)
+        mid, half = (lo + hi) / 2, (hi - lo) / 2 * grow
+        return mid - half, mid + half
+
+    n_near = n // 2
+    lo, hi = box(obj if len(obj) else scene, 1.5)
+    lo2, hi2 = box(scene, 1.0)
+    return np.concatenate([rng.uniform(lo, hi, (n_near, 3)), rng.uniform(lo2, hi2, (n - n_near, 3))])
+
+
 def _voxel_downsample(points: np.ndarray, voxel: float) -> np.ndarray:
     keys = np.floor(points / voxel).astype(np.int64)
     _, first = np.unique(keys, axis=0, return_index=True)
@@ -132,9 +231,13 @@ def generate_sequence(cfg: SynthConfig, category: str, index: int) -> dict:
     renderer = SceneRenderer(inst, rng)
     mesh, _ = inst.merged()
     center = mesh.bounds.mean(axis=0)
-    cams_c = orbit_cameras(rng, inst.extent, center, cfg.frames, cfg.size)
+    real = realism(cfg)
+    rr = realism_rng(cfg.seed, category, index)
+    sweep_deg = float(rr.uniform(*real.partial_sweep)) if rr.uniform() < real.partial_share else None
+    cams_c = orbit_cameras(rng, inst.extent, center, cfg.frames, cfg.size, sweep_deg)
     gt = random_world_frame(rng, inst.extent)
-    frames, pts, cols, nrms = [], [], [], []
+    center_w = gt.inverse().apply(center[None])[0]
+    frames, pts, cols, nrms, on_obj = [], [], [], [], []
     for k, cam_c in enumerate(cams_c):
         out = renderer.render(cam_c, supersample=cfg.supersample)
         cam_w = camera_in_world(cam_c, gt)
@@ -143,7 +246,8 @@ def generate_sequence(cfg: SynthConfig, category: str, index: int) -> dict:
         img_rel = f"{rel}/images/frame{fid:06d}.jpg"
         mask_rel = f"{rel}/masks/frame{fid:06d}.png"
         root.write_bytes(img_rel, _png(Image.fromarray(out.image), format="JPEG", quality=95))
-        root.write_bytes(mask_rel, _png(Image.fromarray((out.mask * 255 + 0.5).astype(np.uint8))))
+        mask_out = imperfect_mask(out.mask, rr).astype(np.float32) if real.mask_noise else out.mask
+        root.write_bytes(mask_rel, _png(Image.fromarray((mask_out * 255 + 0.5).astype(np.uint8))))
         depth_w = out.depth / gt.scale  # camera coordinates were divided by s
         depth_ann = None
         if cfg.depth:
@@ -152,35 +256,56 @@ def generate_sequence(cfg: SynthConfig, category: str, index: int) -> dict:
             root.write_bytes(d_rel, _depth_png(np.where(out.mask > 0, depth_w, 0.0)))
             root.write_bytes(dm_rel, _png(Image.fromarray(((out.mask > 0) * 255).astype(np.uint8))))
             depth_ann = DepthAnnotation(d_rel, 1.0, dm_rel)
+        cam_written = noisy_camera(cam_w, rr, *real.camera_noise, center_w) if any(real.camera_noise) else cam_w
         frames.append(FrameAnnotation(
             sequence_name=seq, frame_number=k, frame_timestamp=round(k / 10.0, 3),
             image=ImageAnnotation(img_rel, (cfg.size, cfg.size)), depth=depth_ann,
-            mask=MaskAnnotation(mask_rel, float(out.mask.sum())), viewpoint=cam_w.to_viewpoint(),
+            mask=MaskAnnotation(mask_rel, float(mask_out.sum())), viewpoint=cam_written.to_viewpoint(),
         ))
-        # points of fully covered pixels, unprojected in the sequence's world frame
+        # points of fully covered pixels (the object's; with cloud_background also of everything else
+        # hit), unprojected in the sequence's world frame with the true camera
         full = out.mask > 0.99
-        if full.any():
-            v, u = np.nonzero(full)
+        take = full | ((out.mask == 0) & (out.depth > 0)) if real.cloud_background else full
+        if take.any():
+            v, u = np.nonzero(take)
             uv = np.stack([u + 0.5, v + 0.5], axis=-1)
-            pts.append(cam_w.unproject(uv, depth_w[full]))
-            cols.append(out.image[full])
-            nrms.append(out.normals[full] @ gt.R)  # canonical → world direction: Rᵀ n (row form)
+            pts.append(cam_w.unproject(uv, depth_w[take]))
+            cols.append(out.image[take])
+            nrms.append(out.normals[take] @ gt.R)  # canonical → world direction: Rᵀ n (row form)
+            on_obj.append(full[take])
     points = np.concatenate(pts) if pts else np.zeros((0, 3))
+    labels = np.concatenate(on_obj) if on_obj else np.zeros(0, bool)
     keep = _voxel_downsample(points, voxel=inst.extent / gt.scale / 150.0) if len(points) else np.zeros(0, int)
     if len(keep) > cfg.max_points:
         keep = np.sort(rng.choice(keep, cfg.max_points, replace=False))
-    cloud = PointCloud(points[keep].astype(np.float32), np.concatenate(cols)[keep] if cols else None,
-                       np.concatenate(nrms)[keep].astype(np.float32) if nrms else None)
+    points, labels = points[keep], labels[keep]
+    colors = np.concatenate(cols)[keep] if cols else None
+    normals = np.concatenate(nrms)[keep].astype(np.float32) if nrms else None
+    if real.cloud_background or real.outliers > 0:
+        normals = None  # SfM clouds have no normals
+    if real.outliers > 0 and len(points):
+        n_out = round(real.outliers * len(points) / (1 - real.outliers))
+        extra = _outliers(rr, n_out, points[labels], points)
+        points = np.concatenate([points, extra])
+        labels = np.concatenate([labels, np.zeros(n_out, bool)])
+        if colors is not None:
+            colors = np.concatenate([colors, rr.integers(0, 256, (n_out, 3)).astype(np.uint8)])
+    cloud = PointCloud(points.astype(np.float32), colors, normals)
+    buf = io.BytesIO()
+    np.save(buf, labels)
+    root.write_bytes(f"{GT_POINTS_DIR}/{category}/{seq}.npy", buf.getvalue())
     ply_rel = f"{category}/{seq}/pointcloud.ply"
     root.write_bytes(ply_rel, ply_bytes(cloud))
     seq_ann = SequenceAnnotation(
         sequence_name=seq, category=category,
-        point_cloud=PointCloudAnnotation(ply_rel, 1.0, len(keep)), viewpoint_quality_score=1.0,
+        point_cloud=PointCloudAnnotation(ply_rel, 1.0, len(points)), viewpoint_quality_score=1.0,
     )
     record = {
         "frames": to_jsonable(frames),
         "sequence": to_jsonable(seq_ann),
-        "gt": {**gt.to_json(), "instance": {k: float(v) for k, v in inst.params.items()}},
+        "gt": {**gt.to_json(), "instance": {k: float(v) for k, v in inst.params.items()},
+               "orbit_deg": round(float(sweep_deg), 1) if sweep_deg is not None else 360.0,
+               "object_points": int(labels.sum()), "cloud_points": len(labels)},
     }
     # written last: a staged record means every file of the video is in the store
     root.write_bytes(_staged(category, seq), json.dumps(record).encode())
@@ -207,7 +332,8 @@ def generate(cfg: SynthConfig) -> dict[str, Manifest]:
                             "canonical frame: x front, y left, z up, object on z = 0")
     for category in cfg.category:
         man = Manifest.load_or_new(f"{category}/catpose_manifest_synth.json", "synth", store=root)
-        man.info.update({"videos": cfg.videos, "frames": cfg.frames, "size": cfg.size, "seed": cfg.seed})
+        man.info.update({"videos": cfg.videos, "frames": cfg.frames, "size": cfg.size, "seed": cfg.seed,
+                         "realism": to_jsonable(realism(cfg))})
         staged = set(root.glob(f"{category}/.synth/*.json"))
         todo = [(cfg, category, i) for i in range(cfg.videos)
                 if _staged(category, sequence_name(category, i)) not in staged]
