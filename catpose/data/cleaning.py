@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from dataclasses import replace as dataclasses_replace
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -30,6 +29,7 @@ import torch
 from catpose.data.camera import Camera
 from catpose.errors import CleaningError
 from catpose.geometry.projection import project, zbuffer
+from catpose.plotting import png_bytes
 
 
 @dataclass(frozen=True)
@@ -358,4 +358,4 @@ def plot_cleaning(root, category: str, settings: CleanSettings = CleanSettings()
         ax.set_yticks([])
         ax.set_title("side view (up = cameras' up)", fontsize=7)
     fig.tight_layout()
-    return png_bytes(fig, dpi=110)
+    return png_bytes(fig)

@@ -42,9 +42,10 @@ def load_ground_truth(root, category: str, endpoint_url: str | None = None) -> d
 GT_POINTS_DIR = "catpose_gt_points"
 
 
-def load_point_labels(root, category: str, sequence: str, endpoint_url: str | None = None) -> "np.ndarray | None":
+def load_point_labels(root, category: str, sequence: str, endpoint_url: str | None = None):
     """Which points of a synthetic sequence's pointcloud.ply lie on the object ([P] bool), or None for
-    data without that ground truth (evaluation only); ``root`` as for :func:`load_ground_truth`."""
+    data without that ground truth (evaluation only); ``root`` as for :func:`load_ground_truth`. numpy is
+    imported here, as the module stays light for the ground truth's readers."""
     import io
 
     import numpy as np
