@@ -72,8 +72,8 @@ def main() -> None:
            "categories": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for cat in a.categories.split(","):
-            cfg = TrainConfig(data=str(a.inputs / "shards"), alignment=a.inputs / "align" / cat,
-                              features=str(a.inputs / "features"), category=cat, ground_truth=a.inputs / "gt",
+            cfg = TrainConfig(data=str(a.inputs / "shards"), alignment=str(a.inputs / "align" / cat),
+                              features=str(a.inputs / "features"), category=cat, ground_truth=str(a.inputs / "gt"),
                               out=str(Path(tmp) / "runs"), epochs=a.epochs, model=a.model, size=a.size,
                               batch_size=a.batch, keep_checkpoints=1, num_workers=1 if not gpu else 0,
                               cpus_per_worker=1.0)
