@@ -47,7 +47,7 @@ from catpose.features.runner import load_surface_features, run_features
 from catpose.learn.evaluate import format_table
 from catpose.learn.train import run_train
 from catpose.manifest import Manifest
-from catpose.parallel import init_ray
+from catpose.parallel import init_ray, set_verbose
 from catpose.pose.evaluate import evaluate_pose
 from catpose.pose.evaluate import format_table as pose_table
 from catpose.storage import Store
@@ -487,13 +487,15 @@ def write_report(out: Path, data_root: Path, report: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """The main job; an error ends it with one line on stderr and exit code 2 (``--debug``: the
-    traceback)."""
+    traceback). ``--verbose`` brings back Ray's and Ray Data's own progress and log lines."""
     import sys
 
 
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
-    argv = [a for a in argv if a != "--debug"]
+    if "--verbose" in argv:  # Ray's and Ray Data's own progress and log lines (off by default)
+        set_verbose(True)
+    argv = [a for a in argv if a not in ("--debug", "--verbose")]
     try:
         cfg = load_config(argv)
         t0 = time.perf_counter()

@@ -39,7 +39,7 @@ from catpose.learn.evaluate import evaluate_run
 from catpose.learn.frames import AugmentConfig
 from catpose.learn.model import ContrastiveModel, build_model, count_parameters
 from catpose.learn.template import Template, build_template, instance_correspondents
-from catpose.parallel import init_ray
+from catpose.parallel import init_ray, verbose
 from catpose.plotting import png_bytes
 from catpose.storage import Store
 
@@ -256,7 +256,10 @@ def make_trainer(cfg: TrainConfig, dataset, vertices: np.ndarray, name: str, use
             name=name, storage_path=store.root if on_s3 else str(Path(store.root).resolve()),
             storage_filesystem=store.arrow_fs if on_s3 else None,
             failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.keep_checkpoints)),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.keep_checkpoints),
+            # Ray Train's own lines ("Requesting resources", "Reporting training result ...", "Checkpoint
+            # successfully created") only with --verbose; the loop prints one line per epoch itself
+            logging_config=ray.train.LoggingConfig(log_level="INFO" if verbose() else "ERROR")),
     )
 
 
