@@ -243,6 +243,10 @@ class TrainConfig:
     """Dataset root with catpose_gt.json (synthetic data): held-out targets and viewpoints from the truth."""
     vertices: int = 1000
     """Template vertices N."""
+    model: str = "small"
+    """Encoder Φ: small (a U-Net, width --width: the CPU demo's), base (a frozen DINOv2 ViT, --backbone,
+    default dinov2_vits14, from local weights, with a trainable convolutional head; use --size 224 or
+    more) or resnet (a ResNet-18-style encoder with an FPN decoder, from scratch; --size 224 or more)."""
     dim: int = 64
     """Feature dimension D."""
     width: int = 16
@@ -274,6 +278,10 @@ class TrainConfig:
     """Share of the videos held out from training for the evaluation."""
     augment: bool = True
     """Backgrounds, occluders, crop/scale jitter and colour jitter in the data pipeline."""
+    frame_cache_mb: float = 2048
+    """Decoded frames and their targets each worker keeps on its device (0: decode every epoch)."""
+    prefetch: int = 2
+    """Batches the device feed prepares ahead of the training step (in a thread)."""
     num_workers: int = 0
     """Ray Train workers (0: auto — one per GPU the cluster has when training on GPUs, 2 on CPUs)."""
     use_gpu: str = "auto"

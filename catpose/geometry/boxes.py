@@ -44,25 +44,37 @@ def crop_image(image: np.ndarray, box: np.ndarray, size: int) -> torch.Tensor:
     return out
 
 
-def mask_boxes(masks: torch.Tensor, fallback: torch.Tensor | None = None, margin: float = BOX_MARGIN) -> torch.Tensor:
+def mask_boxes(masks: torch.Tensor, fallback: torch.Tensor | None = None, margin: float = BOX_MARGIN,
+               fallback_valid: torch.Tensor | None = None) -> torch.Tensor:
     """Square boxes (centre u, centre v, side) [B, 3] around each mask's object (> 0.5) of masks [B, H, W],
-    the side ``margin`` times the object's larger extent.
+    the side ``margin`` times the object's larger extent (at least 4 pixels).
 
-    Where a mask is empty, the box around ``fallback`` points [B, N, 2] (or the whole image) is used.
+    Where a mask has fewer than 4 object pixels, the box around ``fallback`` points [B, N, 2] (those
+    with ``fallback_valid`` [B, N], default all) is used, or the whole image. Batched, no host sync.
     """
     B, H, W = masks.shape
-    out = torch.empty(B, 3)
-    for b in range(B):
-        ys, xs = torch.nonzero(masks[b] > 0.5, as_tuple=True)
-        if len(xs) >= 4:
-            u0, u1, v0, v1 = xs.min().item(), xs.max().item() + 1, ys.min().item(), ys.max().item() + 1
-        elif fallback is not None and len(fallback[b]):
-            u0, v0 = fallback[b].amin(0).tolist()
-            u1, v1 = fallback[b].amax(0).tolist()
-        else:
-            u0, u1, v0, v1 = 0, W, 0, H
-        out[b] = torch.tensor([(u0 + u1) / 2, (v0 + v1) / 2, margin * max(u1 - u0, v1 - v0, 4)])
-    return out
+    dev = masks.device
+    m = masks > 0.5
+    rows, cols = m.any(2), m.any(1)  # [B, H], [B, W]
+    ar_v = torch.arange(H, device=dev, dtype=torch.float32)
+    ar_u = torch.arange(W, device=dev, dtype=torch.float32)
+    inf = torch.tensor(float("inf"), device=dev)
+    u0 = torch.where(cols, ar_u, inf).amin(1)
+    u1 = torch.where(cols, ar_u, -inf).amax(1) + 1
+    v0 = torch.where(rows, ar_v, inf).amin(1)
+    v1 = torch.where(rows, ar_v, -inf).amax(1) + 1
+    full = torch.tensor([0.0, float(W), 0.0, float(H)], device=dev).expand(B, 4)
+    box = torch.where((m.flatten(1).sum(1) >= 4)[:, None], torch.stack([u0, u1, v0, v1], 1), full)
+    if fallback is not None and fallback.shape[1]:
+        ok = torch.ones(fallback.shape[:2], dtype=torch.bool, device=dev) if fallback_valid is None else fallback_valid
+        f = fallback.float()
+        fb = torch.stack([torch.where(ok, f[..., 0], inf).amin(1), torch.where(ok, f[..., 0], -inf).amax(1),
+                          torch.where(ok, f[..., 1], inf).amin(1), torch.where(ok, f[..., 1], -inf).amax(1)], 1)
+        use = (m.flatten(1).sum(1) < 4) & ok.any(1)
+        box = torch.where(use[:, None], fb, box)
+    u0, u1, v0, v1 = box.unbind(1)
+    side = margin * torch.maximum(torch.maximum(u1 - u0, v1 - v0), torch.full_like(u0, 4.0))
+    return torch.stack([(u0 + u1) / 2, (v0 + v1) / 2, side], 1)
 
 
 def object_crops(images: torch.Tensor, masks: torch.Tensor, uv: torch.Tensor, vis: torch.Tensor, size: int,
@@ -78,11 +90,12 @@ def object_crops(images: torch.Tensor, masks: torch.Tensor, uv: torch.Tensor, vi
     H, W = images.shape[-2:]
     boxes = boxes.clone()
     if scale_jitter or shift_jitter:
-        r = torch.rand(B, 3, generator=generator) * 2 - 1
+        gdev = generator.device if generator is not None else images.device
+        r = (torch.rand(B, 3, generator=generator, device=gdev) * 2 - 1).to(boxes.device)
         boxes[:, 2] *= torch.exp(r[:, 2] * scale_jitter)
         boxes[:, :2] += r[:, :2] * shift_jitter * boxes[:, 2:3]
     c, side = boxes[:, :2], boxes[:, 2:3]
-    pix = torch.arange(size, dtype=torch.float32) + 0.5
+    pix = torch.arange(size, dtype=torch.float32, device=images.device) + 0.5
     u_in = c[:, 0:1] + (pix[None] - size / 2) * side / size  # [B, size]
     v_in = c[:, 1:2] + (pix[None] - size / 2) * side / size
     grid = torch.stack([(u_in / W * 2 - 1)[:, None, :].expand(B, size, size),

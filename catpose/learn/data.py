@@ -1,14 +1,14 @@
-"""Training data: Parquet frame shards → (crop, targets, augmentation) batches, through Ray Data.
+"""Training data: Parquet frame shards → (crop, targets, augmentation) batches.
 
-:func:`prepare_batch` is the whole per-batch transform as a plain function (used by Ray Data's
-``map_batches`` in training and directly in evaluation); :func:`training_dataset` builds the Ray Data
-pipeline over the shards of one category (local or ``s3://``). Decoding and augmentation run in Ray
-Data's CPU tasks, not in the training step; the training loop receives ready tensors.
+:func:`training_dataset` builds the Ray Data pipeline over the shards of one category (local or
+``s3://``): it reads and shuffles encoded rows only; :class:`catpose.learn.feed.DeviceFeed` decodes,
+crops and augments them on the worker's device inside the training loop. :func:`prepare_batch` is the
+per-frame CPU reference of the same transform (numpy in, numpy out), used by the held-out evaluation
+and by the tests that check the device feed against it.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass
 
@@ -106,21 +106,21 @@ def prepare_batch(batch: dict, videos: dict[str, VideoTargets], size: int = 128,
             "sequence_name": np.array(names, dtype=object), "frame_number": np.array(numbers, np.int64)}
 
 
-def training_dataset(shards: str, category: str, videos: dict[str, VideoTargets], size: int,
-                     augment: AugmentConfig | None, endpoint_url: str | None = None, batch_rows: int = 16):
-    """Ray Data pipeline: read the category's shards, keep ``videos``' frames, crop/target/augment."""
+def training_dataset(shards: str, category: str, videos: dict[str, VideoTargets], endpoint_url: str | None = None,
+                     batch_rows: int = 64):
+    """Ray Data pipeline of the encoded rows (``COLUMNS``) of ``videos``' frames in the category's shards.
+
+    Only reading, filtering and shuffling run in Ray Data (on the CPU); decoding, targets, crops and
+    augmentation run on the worker's device in the training loop (:class:`catpose.learn.feed.DeviceFeed`).
+    """
     import ray.data
     from ray.data.expressions import col
-
 
     # one bar for the whole pipeline in logs (per-operator bars flood `ray job logs`)
     ray.data.DataContext.get_current().enable_operator_progress_bars = False
     ds = read_shards_ray(shards, endpoint_url, columns=COLUMNS, categories=[category])
-    # only the training videos' frames (an empty batch out of prepare_batch would lose its column types)
     ds = ds.filter(expr=col("sequence_name").is_in(sorted(videos)))
-    # a shard file holds hundreds of frames: cut it into small blocks (streaming) so that many
-    # decoding/augmentation tasks run at once instead of one per file
+    # a shard file holds hundreds of frames of a few videos: small blocks in a new order every epoch
+    # (plus the local shuffle buffer of the loop) mix videos within a batch
     ds = ds.repartition(target_num_rows_per_block=batch_rows)
-    return ds.map_batches(prepare_batch, batch_size=batch_rows, batch_format="numpy",
-                          fn_kwargs={"videos": videos, "size": size,
-                                     "augment": dataclasses.replace(augment) if augment else None})
+    return ds.randomize_block_order().select_columns(COLUMNS)

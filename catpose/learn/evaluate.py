@@ -115,7 +115,10 @@ def evaluate_run(cfg: TrainConfig, prep: dict, model, store, name: str, device: 
 
     torch.manual_seed(cfg.seed)
     model = model.to(device).eval()
-    untrained = build_model(cfg, torch.as_tensor(prep["template"].vertices)).to(device).eval()
+    untrained = build_model(cfg, torch.as_tensor(prep["template"].vertices), backbone_weights=False)
+    if hasattr(model.encoder, "vit"):  # the base model: the same frozen ViT under an untrained head
+        untrained.encoder.vit.load_state_dict(model.encoder.vit.state_dict())
+    untrained = untrained.to(device).eval()
     colorsift = ColorSift().to(device).eval()
     N = len(prep["template"].vertices)
     rows = category_rows(cfg)

@@ -122,11 +122,13 @@ def composite(images: torch.Tensor, masks: torch.Tensor, uv: torch.Tensor, vis: 
 def colour_jitter(images: torch.Tensor, generator: torch.Generator, p: float = 0.8) -> torch.Tensor:
     """Lighting change: brightness ×[0.6, 1.4], contrast ×[0.7, 1.3], per-channel gain ×[0.85, 1.15]."""
     B = images.shape[0]
-    on = (torch.rand(B, 1, 1, 1, generator=generator) < p).float()
-    r = torch.rand(B, 5, generator=generator)
+    gdev = generator.device if generator is not None else images.device
+    draw = lambda *shape: torch.rand(*shape, generator=generator, device=gdev).to(images.device)  # noqa: E731
+    on = (draw(B, 1, 1, 1) < p).float()
+    r = draw(B, 5)
     bright = (0.6 + 0.8 * r[:, 0]).view(B, 1, 1, 1)
     contrast = (0.7 + 0.6 * r[:, 1]).view(B, 1, 1, 1)
-    gain = (0.85 + 0.3 * torch.rand(B, 3, 1, 1, generator=generator))
+    gain = 0.85 + 0.3 * draw(B, 3, 1, 1)
     mean = images.mean(dim=(1, 2, 3), keepdim=True)
     jittered = ((images - mean) * contrast + mean) * bright * gain
     return (on * jittered + (1 - on) * images).clamp(0, 1)

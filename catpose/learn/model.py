@@ -1,7 +1,8 @@
 """The dense image encoder Φ, the neural template Θ and the vertex-contrastive loss.
 
-Φ maps an image to unit-length features at stride 4 or 2 (a small U-Net; optionally fed with a frozen
-DINOv2's patch features when local weights exist). The neural template holds one learnable unit
+Φ maps an image to unit-length features at stride 4 or 2: ``small``, a U-Net (optionally fed with a
+frozen DINOv2's patch features when local weights exist); ``base``, a frozen DINOv2 ViT with a trainable
+convolutional head; ``resnet``, a ResNet-18-style encoder with an FPN decoder, from scratch. The neural template holds one learnable unit
 feature θ_j per template vertex t_j and M background prototypes β_m. For a visible vertex j of a
 training crop, at its target pixel p_j, the loss is a softmax over all vertices and prototypes::
 
@@ -74,6 +75,93 @@ class FeatureNet(nn.Module):
         if self.dec1 is not None:
             d2 = self.dec1(torch.cat([F.interpolate(d2, size=e1.shape[-2:], mode="bilinear", align_corners=False), e1], 1))
         return F.normalize(self.head(d2), dim=1)
+
+
+class _Basic(nn.Module):
+    """A ResNet basic block (two 3×3 convolutions and a shortcut) with GroupNorm, which keeps small
+    per-GPU batches and DDP free of batch statistics. Hand-written: torchvision is no dependency of
+    catpose, and its ResNet would bring BatchNorm and a stride-32 stem that a dense head must undo."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.n1 = nn.GroupNorm(min(32, cout // 4), cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.n2 = nn.GroupNorm(min(32, cout // 4), cout)
+        self.short = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.GroupNorm(min(32, cout // 4), cout))
+                      if stride != 1 or cin != cout else nn.Identity())
+
+    def forward(self, x):
+        y = F.relu(self.n1(self.conv1(x)), inplace=True)
+        return F.relu(self.n2(self.conv2(y)) + self.short(x), inplace=True)
+
+
+class ResNetFeatureNet(nn.Module):
+    """Φ from scratch at GPU size: a ResNet-18-style encoder (stages of widths w, 2w, 4w, 8w at strides
+    4, 8, 16, 32, two basic blocks each) and an FPN decoder (lateral 1×1, top-down sum) back to stride 4:
+    image [B, 3, H, W] in [0, 1] → unit features [B, D, H/4, W/4]."""
+
+    def __init__(self, dim: int = 128, width: int = 64, fpn: int = 128):
+        super().__init__()
+        self.stride, self.dim = 4, dim
+        w = width
+        self.stem = nn.Sequential(nn.Conv2d(3, w, 7, 2, 3, bias=False), nn.GroupNorm(min(32, w // 4), w),
+                                  nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1))
+        chans = [w, 2 * w, 4 * w, 8 * w]
+        self.stages = nn.ModuleList()
+        cin = w
+        for i, c in enumerate(chans):
+            self.stages.append(nn.Sequential(_Basic(cin, c, 1 if i == 0 else 2), _Basic(c, c)))
+            cin = c
+        self.lateral = nn.ModuleList(nn.Conv2d(c, fpn, 1) for c in chans)
+        self.smooth = nn.Sequential(nn.Conv2d(fpn, fpn, 3, 1, 1, bias=False), nn.GroupNorm(8, fpn), nn.ReLU(inplace=True))
+        self.head = nn.Conv2d(fpn, dim, 1)
+        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = self.stem((images - self.mean) / self.std)
+        feats = []
+        for stage in self.stages:
+            x = stage(x)
+            feats.append(x)
+        y = self.lateral[-1](feats[-1])
+        for lat, f in zip(reversed(self.lateral[:-1]), reversed(feats[:-1])):
+            y = lat(f) + F.interpolate(y, size=f.shape[-2:], mode="bilinear", align_corners=False)
+        return F.normalize(self.head(self.smooth(y)), dim=1)
+
+
+class DinoFeatureNet(nn.Module):
+    """Φ of the base model: a frozen DINOv2 ViT (patch tokens on a grid of S/8 × S/8, i.e. the crop
+    resized to 14·S/8 px) and a trainable head: the tokens projected to ``2w`` channels, upsampled to
+    stride 4 and fused with a small convolutional stem of the image at stride 4 (detail the 14-px
+    patches lack), then two blocks → unit features [B, D, H/4, W/4]."""
+
+    def __init__(self, vit: nn.Module, dim: int = 128, width: int = 64):
+        super().__init__()
+        self.stride, self.dim = 4, dim
+        self.vit = vit
+        for p in vit.parameters():
+            p.requires_grad_(False)
+        w = width
+        self.proj = nn.Sequential(nn.Conv2d(vit.dim, 2 * w, 1), nn.GroupNorm(8, 2 * w), nn.ReLU(inplace=True))
+        self.stem = nn.Sequential(_block(3, w // 2, 2), _block(w // 2, w, 2))
+        self.fuse = nn.Sequential(_block(3 * w, 2 * w), _block(2 * w, 2 * w))
+        self.head = nn.Conv2d(2 * w, dim, 1)
+        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.vit.eval()  # frozen: always in inference mode
+        return self
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            tokens = self.vit(images)
+        s = self.stem((images - self.mean) / self.std)
+        t = F.interpolate(self.proj(tokens.to(s.dtype)), size=s.shape[-2:], mode="bilinear", align_corners=False)
+        return F.normalize(self.head(self.fuse(torch.cat([s, t], 1))), dim=1)
 
 
 class NeuralTemplate(nn.Module):
@@ -160,14 +248,41 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
-def build_model(cfg: TrainConfig, vertices: torch.Tensor) -> ContrastiveModel:
-    """Φ (with the frozen DINOv2 context of ``cfg.backbone``, when set) and Θ for template vertices [N, 3],
-    seeded by ``cfg.seed``."""
+MODELS = ("small", "base", "resnet")
+
+
+def build_encoder(cfg: TrainConfig, backbone_weights: bool = True) -> nn.Module:
+    """Φ of ``cfg.model`` (see :class:`~catpose.config.TrainConfig`), seeded by ``cfg.seed``.
+
+    ``backbone_weights`` False builds the frozen DINOv2 without reading its weights file (a trained
+    model's state holds them; benchmarks of speed alone)."""
+    if cfg.model not in MODELS:
+        raise ValueError(f"unknown model {cfg.model!r}; choose from {list(MODELS)}")
+    grid = max(1, cfg.size // 8)
+    if cfg.model == "base":
+        arch = cfg.backbone or "dinov2_vits14"
+        if backbone_weights:
+            vit = load_dinov2(arch, cfg.weights, input_size=14 * grid)
+        else:
+            from catpose.features.backbones import DinoV2
+
+            vit = DinoV2(arch, input_size=14 * grid).eval()
+        torch.manual_seed(cfg.seed)
+        return DinoFeatureNet(vit, cfg.dim, cfg.width)
+    if cfg.model == "resnet":
+        torch.manual_seed(cfg.seed)
+        return ResNetFeatureNet(cfg.dim, cfg.width)
     context, cdim = None, 0
     if cfg.backbone:
-        context = load_dinov2(cfg.backbone, cfg.weights, input_size=14 * max(1, cfg.size // 8))
+        context = load_dinov2(cfg.backbone, cfg.weights, input_size=14 * grid)
         cdim = context.dim
     torch.manual_seed(cfg.seed)
-    enc = FeatureNet(cfg.dim, cfg.width, context, cdim, cfg.stride)
+    return FeatureNet(cfg.dim, cfg.width, context, cdim, cfg.stride)
+
+
+def build_model(cfg: TrainConfig, vertices: torch.Tensor, backbone_weights: bool = True) -> ContrastiveModel:
+    """Φ (``cfg.model``; the frozen DINOv2 of ``cfg.backbone`` when set) and Θ for template vertices
+    [N, 3], seeded by ``cfg.seed``."""
+    enc = build_encoder(cfg, backbone_weights)
     tpl = NeuralTemplate(len(vertices), cfg.dim, seed=cfg.seed)
     return ContrastiveModel(enc, tpl, vertices, cfg.exclude, cfg.temperature, cfg.background_weight)

@@ -36,6 +36,7 @@ from catpose.features.runner import load_surface_features
 from catpose.geometry import Similarity
 from catpose.learn.data import VideoTargets, training_dataset
 from catpose.learn.evaluate import evaluate_run
+from catpose.learn.feed import DeviceFeed, prefetched
 from catpose.learn.frames import AugmentConfig
 from catpose.learn.model import ContrastiveModel, build_model, count_parameters
 from catpose.learn.template import Template, build_template, instance_correspondents
@@ -112,7 +113,7 @@ def train_loop_per_worker(config: dict) -> None:
     device = ray.train.torch.get_device()
     if device.type == "cpu":
         torch.set_num_threads(max(1, int(round(cfg.cpus_per_worker))))
-    model = build_model(cfg, torch.as_tensor(config["vertices"]))
+    model = build_model(cfg, torch.as_tensor(config["vertices"]), backbone_weights=not config.get("random_backbone"))
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
                             weight_decay=cfg.weight_decay)
     start, history = 0, []
@@ -137,18 +138,39 @@ def train_loop_per_worker(config: dict) -> None:
             print(f"[catpose train] resumed from the checkpoint of epoch {start - 1}", flush=True)
     use_amp = cfg.amp and device.type == "cuda"
     shard = ray.train.get_dataset_shard("train")
+    # decoding, targets, crops and augmentation on this worker's device, a batch or two ahead of the step
+    feed = DeviceFeed(config["videos"], cfg.size, AugmentConfig() if cfg.augment else None, device,
+                      seed=cfg.seed * 1009 + rank * 7919 + start, cache_mb=cfg.frame_cache_mb)
+    seen = None  # crops of this worker's last Ray Data epoch
     for epoch in range(start, cfg.epochs):
         lr = cfg.lr * 0.5 * (1 + math.cos(math.pi * epoch / cfg.epochs))
         for g in opt.param_groups:
             g["lr"] = lr
         sums = torch.zeros(5, device=device)  # loss, loss_v, loss_bg, acc, steps
         n_img, t0 = 0, time.perf_counter()
+        dropped0 = feed.stats["dropped"]
         model.train()
-        for batch in shard.iter_torch_batches(batch_size=cfg.batch_size, prefetch_batches=2,
-                                                 local_shuffle_buffer_size=4 * cfg.batch_size):
-            images = batch["image"].to(device, non_blocking=True).float() / 255
-            uv, vis = batch["uv"].to(device).float(), batch["vis"].to(device).bool()
-            fg = batch["fg"].to(device).float() / 255
+        # the first epoch of this process streams the shard through Ray Data and fills the frame cache;
+        # once every worker's frames are cached, an epoch draws the same number of crops from the cache
+        steps = None
+        if seen is not None:
+            flags = torch.tensor([float(feed.complete), float(seen)], device=device)
+            if world > 1 and torch.distributed.is_initialized():
+                torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MIN)  # equal steps on all ranks
+            if flags[0].item() > 0:
+                steps = int(flags[1].item()) // cfg.batch_size
+        if steps:
+            source, make = feed.cached_epoch(steps * cfg.batch_size, cfg.batch_size), feed.from_cache
+        else:
+            source = shard.iter_batches(batch_size=cfg.batch_size, batch_format="numpy", prefetch_batches=2,
+                                        local_shuffle_buffer_size=4 * cfg.batch_size)
+            make = feed
+        n_rows = 0
+        for batch in prefetched(source, make, cfg.prefetch):
+            n_rows += len(batch["key"])
+            if not batch["key"]:
+                continue
+            images, uv, vis, fg = batch["image"], batch["uv"], batch["vis"], batch["fg"]
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 loss, parts = model(images, uv, vis, fg)
             opt.zero_grad(set_to_none=True)
@@ -158,14 +180,19 @@ def train_loop_per_worker(config: dict) -> None:
                                  parts["vertex_acc"].float(), torch.ones((), device=device)])
             n_img += images.shape[0]
         seconds = time.perf_counter() - t0
-        totals = torch.cat([sums, torch.tensor([n_img], dtype=sums.dtype, device=device)])
+        if not steps:
+            seen = n_rows
+        dropped = feed.stats["dropped"] - dropped0
+        totals = torch.cat([sums, torch.tensor([n_img, dropped], dtype=sums.dtype, device=device)])
         if world > 1 and torch.distributed.is_initialized():
             torch.distributed.all_reduce(totals)
         steps = max(totals[4].item(), 1)
         metrics = {"epoch": epoch, "loss": totals[0].item() / steps, "loss_vertex": totals[1].item() / steps,
                    "loss_background": totals[2].item() / steps, "train_vertex_acc": totals[3].item() / steps,
                    "images": int(totals[5].item()), "images_per_s": totals[5].item() / max(seconds, 1e-9),
-                   "lr": lr, "seconds": seconds, "started_at_epoch": start}
+                   "lr": lr, "seconds": seconds, "started_at_epoch": start,
+                   "dropped_frames": int(totals[6].item()), "cached_frames": len(feed.cache),
+                   "from_cache": bool(steps)}
         history.append(metrics)
         checkpoint = ckpt_dir = None
         if rank == 0:
@@ -181,7 +208,9 @@ def train_loop_per_worker(config: dict) -> None:
         if rank == 0:  # one line per epoch
             print(f"train {cfg.category}: epoch {epoch + 1}/{cfg.epochs}  loss {metrics['loss']:.3f}  "
                   f"vertex acc {metrics['train_vertex_acc']:.1%}  {metrics['images_per_s']:.0f} crops/s "
-                  f"({world} worker{'s' if world > 1 else ''})", flush=True)
+                  f"({world} worker{'s' if world > 1 else ''})"
+                  + (f"  {metrics['dropped_frames']} undecodable frame(s) dropped" if metrics["dropped_frames"] else ""),
+                  flush=True)
         ray.train.report(metrics, checkpoint=checkpoint)  # uploads the checkpoint before returning
         if ckpt_dir is not None:
             shutil.rmtree(ckpt_dir, ignore_errors=True)
@@ -235,8 +264,11 @@ def placement(cfg: TrainConfig, use_gpu: bool, poll_s: float = 5.0) -> int:
         time.sleep(min(poll_s, max(0.0, cfg.wait_for_resources - waited)))
 
 
-def make_trainer(cfg: TrainConfig, dataset, vertices: np.ndarray, name: str, use_gpu: bool, workers: int = 0):
-    """The ``TorchTrainer`` of a run: ``dataset`` from :func:`catpose.learn.data.training_dataset`;
+def make_trainer(cfg: TrainConfig, dataset, vertices: np.ndarray, name: str, use_gpu: bool, workers: int = 0,
+                 videos: dict[str, VideoTargets] | None = None, random_backbone: bool = False):
+    """The ``TorchTrainer`` of a run: ``dataset`` from :func:`catpose.learn.data.training_dataset`, ``videos``
+    the training videos' targets (what each worker's :class:`~catpose.learn.feed.DeviceFeed` needs);
+    ``random_backbone``: the base model's frozen ViT randomly initialised (speed benchmarks without weights);
     ``workers`` from :func:`placement` (0: ``cfg.num_workers``, or 2 when that is auto)."""
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -247,8 +279,9 @@ def make_trainer(cfg: TrainConfig, dataset, vertices: np.ndarray, name: str, use
     resources = {"CPU": cfg.cpus_per_worker, **({"GPU": gpus} if gpus else {})}
     return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"cfg": cfg, "vertices": vertices, "name": name},
-        datasets={"train": dataset.select_columns(["image", "uv", "vis", "fg"])},
+        train_loop_config={"cfg": cfg, "vertices": vertices, "name": name, "videos": videos,
+                           "random_backbone": random_backbone},
+        datasets={"train": dataset},
         torch_config=TorchConfig(backend="nccl" if gpus >= 1 else "gloo"),
         scaling_config=ray.train.ScalingConfig(num_workers=workers or cfg.num_workers or 2, use_gpu=use_gpu,
                                                resources_per_worker=resources),
@@ -279,12 +312,11 @@ def run_train(cfg: TrainConfig) -> dict:
     write_split(store, name, cfg, prep)
     use_gpu = _use_gpu(cfg)
     workers = placement(cfg, use_gpu)
-    augment = AugmentConfig() if cfg.augment else None
-    ds = training_dataset(cfg.data, cfg.category, prep["train_targets"], cfg.size, augment, cfg.endpoint_url)
+    ds = training_dataset(cfg.data, cfg.category, prep["train_targets"], cfg.endpoint_url)
     print(f"train {cfg.category}: {len(prep['train'])} training videos, {len(prep['held_out'])} held out, "
           f"template of {len(tpl.vertices)} vertices, {workers} worker(s) on {'GPU' if use_gpu else 'CPU'}, "
           f"run {store.url(name)}", flush=True)
-    trainer = make_trainer(cfg, ds, tpl.vertices, name, use_gpu, workers)
+    trainer = make_trainer(cfg, ds, tpl.vertices, name, use_gpu, workers, prep["train_targets"])
     t0 = time.perf_counter()
     result = trainer.fit()
     if result.error:
@@ -376,7 +408,7 @@ def load_trained(run: str, endpoint_url: str | None = None, device: str = "cpu")
     cfg = TrainConfig(**{k: v for k, v in c.items() if k in {f.name for f in dataclasses.fields(TrainConfig)}})
     cfg = dataclasses.replace(cfg, weights=Path(cfg.weights) if cfg.weights else None,
                               alignment=Path(cfg.alignment), ground_truth=None)
-    model = build_model(cfg, torch.as_tensor(state["vertices"]))
+    model = build_model(cfg, torch.as_tensor(state["vertices"]), backbone_weights=False)  # the state has them
     model.encoder.load_state_dict(state["encoder"])
     model.template.load_state_dict(state["template"])
     tpl = Template.from_bytes(store.read_bytes("template.npz"), store.url("template.npz"))
