@@ -29,12 +29,10 @@ from catpose.config import (
     FeaturesConfig,
     IngestConfig,
     PoseConfig,
-    PoseEvalConfig,
     ShardConfig,
     SweepConfig,
     SynthConfig,
     TrainConfig,
-    WildConfig,
     apply_dict,
 )
 from catpose.data.co3d import Co3dCategory, list_categories
@@ -48,7 +46,7 @@ from catpose.learn.evaluate import format_table
 from catpose.learn.train import run_train
 from catpose.manifest import Manifest
 from catpose.parallel import init_ray, set_verbose
-from catpose.pose.evaluate import evaluate_pose
+from catpose.pose.evaluate import pose_stage
 from catpose.pose.evaluate import format_table as pose_table
 from catpose.storage import Store
 
@@ -81,14 +79,16 @@ class PipelineConfig:
     """Sweep settings for --tune (data, category, out and features are set per category by the job)."""
     train_categories: tuple[str, ...] = ("car",)
     """Categories whose template features are learned with Ray Train (empty: no training stage)."""
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(data="", out="", epochs=6, size=96,
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(data="", out="", epochs=30, size=64, vertices=300,
                                                                    cpus_per_worker=0.5, eval_frames=64))
     """Training settings (data, alignment, features, category and out are set by the job). The demo's
-    defaults fit 2 CPU cores; on GPU clusters raise epochs (40 reach about 44 % matching, see README)."""
+    defaults fit 2 CPU cores: 64 px crops and a template of 300 vertices (a step costs about 1/7 of one
+    with 1000 vertices, whose [B, N, N] contrastive logits dominate on a CPU), 30 epochs from the
+    workers' frame caches; on GPU clusters use larger crops and templates (see README)."""
     pose_images: int = 60
     """Synthetic in-the-wild images per trained synthetic category, scored by the pose stage (0: no stage)."""
-    pose: PoseConfig = field(default_factory=PoseConfig)
-    """Pose estimation settings of the pose stage."""
+    pose: PoseConfig = field(default_factory=lambda: PoseConfig(prior_weight=1.0))
+    """Pose estimation settings of the pose stage (with the retrieval prior of the run's training views)."""
 
 
 def _merge(obj, values: dict, source: str = "<config>"):
@@ -382,18 +382,8 @@ def run(cfg: PipelineConfig) -> dict:
         def _():
             rows = []
             for r in report.get("train", []):
-                c = r["category"]
-                wild = out / "wild" / c
-                from catpose.pose.wild import (
-                    generate_wild,  # the renderer: only for the synthetic in-the-wild set
-                )
-                generate_wild(WildConfig(out=wild, category=c, images=cfg.pose_images))
-                res = evaluate_pose(PoseEvalConfig(checkpoint=r["run"], dataset="synth-wild", root=wild, category=c,
-                                                   out=out / "pose" / c, endpoint_url=cfg.train.endpoint_url
-                                                   or cfg.shard.endpoint_url, pose=cfg.pose))
-                (out / "plots").mkdir(exist_ok=True)
-                (out / "plots" / f"pose_errors_{c}.png").write_bytes((out / "pose" / c / "errors.png").read_bytes())
-                rows.append(res)
+                rows.append(pose_stage(r["run"], r["category"], out, cfg.pose_images, cfg.pose,
+                                       cfg.train.endpoint_url or cfg.shard.endpoint_url))
             report["pose"] = rows
 
     write_report(out, data_root, report)

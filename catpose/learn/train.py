@@ -108,6 +108,12 @@ def train_loop_per_worker(config: dict) -> None:
     import ray.train.torch
 
     cfg: TrainConfig = config["cfg"]
+    if not config.get("verbose", True):
+        import logging
+
+        # Ray Train sets the worker's root logger to INFO, where some of its own modules log every
+        # report ("Reporting training result ..."); this loop prints its one line per epoch itself
+        logging.getLogger().setLevel(logging.WARNING)
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
@@ -280,7 +286,7 @@ def make_trainer(cfg: TrainConfig, dataset, vertices: np.ndarray, name: str, use
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"cfg": cfg, "vertices": vertices, "name": name, "videos": videos,
-                           "random_backbone": random_backbone},
+                           "random_backbone": random_backbone, "verbose": verbose()},
         datasets={"train": dataset},
         torch_config=TorchConfig(backend="nccl" if gpus >= 1 else "gloo"),
         scaling_config=ray.train.ScalingConfig(num_workers=workers or cfg.num_workers or 2, use_gpu=use_gpu,
