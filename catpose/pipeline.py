@@ -46,8 +46,8 @@ from catpose.learn.evaluate import format_table
 from catpose.learn.train import run_train
 from catpose.manifest import Manifest
 from catpose.parallel import init_ray, set_verbose
-from catpose.pose.evaluate import pose_stage
 from catpose.pose.evaluate import format_table as pose_table
+from catpose.pose.evaluate import pose_stage
 from catpose.storage import Store
 
 
@@ -80,11 +80,12 @@ class PipelineConfig:
     train_categories: tuple[str, ...] = ("car",)
     """Categories whose template features are learned with Ray Train (empty: no training stage)."""
     train: TrainConfig = field(default_factory=lambda: TrainConfig(data="", out="", epochs=30, size=64, vertices=300,
-                                                                   cpus_per_worker=0.5, eval_frames=64))
+                                                                   batch_size=8, cpus_per_worker=0.5,
+                                                                   eval_frames=64))
     """Training settings (data, alignment, features, category and out are set by the job). The demo's
     defaults fit 2 CPU cores: 64 px crops and a template of 300 vertices (a step costs about 1/7 of one
     with 1000 vertices, whose [B, N, N] contrastive logits dominate on a CPU), 30 epochs from the
-    workers' frame caches; on GPU clusters use larger crops and templates (see README)."""
+    workers' frame caches in steps of 2 × 8 crops (twice the steps of 2 × 16 for the same crops); on GPU clusters use larger crops and templates (see README)."""
     pose_images: int = 60
     """Synthetic in-the-wild images per trained synthetic category, scored by the pose stage (0: no stage)."""
     pose: PoseConfig = field(default_factory=lambda: PoseConfig(prior_weight=1.0))
