@@ -61,7 +61,7 @@ def test_pose_stage_table_has_both_rows_computed_from_per_image_errors(run_dir, 
         assert m["acc_pi_6"] == pytest.approx(_acc(errs, 30.0))
         assert m["acc_pi_18"] == pytest.approx(_acc(errs, 10.0))
         assert m["median_deg"] == pytest.approx(float(np.median(errs)))
-        row = re.search(r"^\| " + re.escape(label) + r" \| ([\d.]+)% \| ([\d.]+)% \| ([\d.]+) \|$", table, re.M)
+        row = re.search(r"^\| " + re.escape(label) + r" \| ([\d.]+)% \| ([\d.]+)% \| ([\d.]+) \|$", table, re.MULTILINE)
         assert row is not None, table
         assert float(row.group(1)) == pytest.approx(100 * _acc(errs, 30.0), abs=0.05)
         assert float(row.group(3)) == pytest.approx(float(np.median(errs)), abs=0.05)
