@@ -298,7 +298,7 @@ COMMANDS = {
 
 def main(argv: list[str] | None = None) -> int:
     """Runs one subcommand. Every error ends with exit code 2 and one line on stderr; ``--debug``
-    (anywhere on the line) shows the traceback instead."""
+    (anywhere on the line) shows the traceback instead; ``--verbose`` Ray's own progress and log lines."""
     import tyro
 
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -307,7 +307,11 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_job(argv[1:])
     debug = "--debug" in argv
-    argv = [a for a in argv if a != "--debug"]
+    if "--verbose" in argv:  # Ray's and Ray Data's own progress and log lines (off by default)
+        from catpose.parallel import set_verbose
+
+        set_verbose(True)
+    argv = [a for a in argv if a not in ("--debug", "--verbose")]
     cfg = tyro.extras.subcommand_cli_from_dict({k: v[0] for k, v in COMMANDS.items()}, args=argv,
                                                prog="catpose")
     runner = next(run for cls, run in COMMANDS.values() if isinstance(cfg, cls))

@@ -28,18 +28,66 @@ def _call(fn: Callable[[Any], Any], item: Any) -> tuple[Any, str | None, float]:
         return None, msg, time.perf_counter() - t0
 
 
+VERBOSE_ENV = "CATPOSE_VERBOSE"
+
+
+def verbose() -> bool:
+    """Whether Ray's and Ray Data's own progress and log chatter is shown (``--verbose`` of the main job,
+    or ``CATPOSE_VERBOSE=1``); off by default: catpose's own progress bars and tables are what a user reads."""
+    return os.environ.get(VERBOSE_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def set_verbose(on: bool) -> None:
+    """Turns Ray's own console output on or off for this process and the Ray it starts."""
+    os.environ[VERBOSE_ENV] = "1" if on else "0"
+
+
+def quiet_ray_data() -> None:
+    """Ray Data without its per-operator progress bars and its "Starting execution / Execution plan"
+    lines (unless :func:`verbose`). A dataset copies the current DataContext when it is created, so this
+    runs before any dataset is built (every :func:`init_ray` call)."""
+    try:
+        from ray.data import DataContext
+    except ImportError:  # Ray Data not installed: nothing to quiet
+        return
+    ctx = DataContext.get_current()
+    on = verbose()
+    ctx.enable_progress_bars = on
+    ctx.enable_operator_progress_bars = on
+    ctx.print_on_execution_start = on
+
+
 def init_ray(num_cpus: int | None = None, address: str | None = None) -> None:
-    """Connects to the cluster named by ``address``/``RAY_ADDRESS``, or starts a small local Ray."""
+    """Connects to the cluster named by ``address``/``RAY_ADDRESS``, or starts a small local Ray.
+
+    Unless :func:`verbose`, Ray's own log lines (driver and workers) are cut to errors, Ray Train prints
+    the training loop's lines once (no logger copy), and Ray Data shows no progress bars; what the tasks
+    print still reaches this console."""
+    import logging
+
     import ray
 
+    quiet_ray_data()
     if ray.is_initialized():
         return
+    quiet = not verbose()
+    kw: dict = {}
+    if quiet:
+        # workers started by this Ray inherit these: Ray Train's print patch sends every print of the
+        # training loop to its logger *and* stdout (each line twice), and deprecation/user warnings of
+        # libraries inside Ray Data tasks repeat once per task
+        os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
+        os.environ.setdefault("PYTHONWARNINGS", "ignore")
+        # Ray's own loggers: the driver's, and in every worker (this includes Ray Train's detached
+        # placement-group cleaner that warns "Failed to query Ray Train Controller actor state" every
+        # few seconds when the dashboard, and with it the state API, is off)
+        kw = {"logging_level": logging.ERROR, "logging_config": ray.LoggingConfig(log_level="ERROR")}
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, ignore_reinit_error=True, log_to_driver=True)
+        ray.init(address=address, ignore_reinit_error=True, log_to_driver=True, **kw)
     else:
         ray.init(num_cpus=num_cpus, include_dashboard=False, ignore_reinit_error=True,
-                 object_store_memory=256 * 1024**2, log_to_driver=True)
+                 object_store_memory=256 * 1024**2, log_to_driver=True, **kw)
 
 
 def ray_has_gpus(workers: int, device: str) -> bool:

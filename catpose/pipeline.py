@@ -44,16 +44,15 @@ from catpose.config import (
     FeaturesConfig,
     IngestConfig,
     PoseConfig,
-    PoseEvalConfig,
     ShardConfig,
     SweepConfig,
     SynthConfig,
     TrainConfig,
-    WildConfig,
     apply_dict,
 )
 from catpose.errors import CatposeError, ConfigError, MissingFileError, report_error
 from catpose.manifest import Manifest
+from catpose.parallel import set_verbose
 from catpose.storage import Store, is_s3
 
 
@@ -99,14 +98,17 @@ class PipelineConfig(RunContext):
     """Sweep settings for --tune (data, category, out and features are set per category by the job)."""
     train_categories: tuple[str, ...] = ("car",)
     """Categories whose template features are learned with Ray Train (empty: no training stage)."""
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(data="", out="", epochs=6, size=96,
-                                                                   cpus_per_worker=0.5, eval_frames=64))
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(data="", out="", epochs=30, size=64, vertices=300,
+                                                                   batch_size=8, cpus_per_worker=0.5,
+                                                                   eval_frames=64))
     """Training settings (data, alignment, features, category and out are set by the job). The demo's
-    defaults fit 2 CPU cores; on GPU clusters raise epochs (40 reach about 44 % matching, see README)."""
+    defaults fit 2 CPU cores: 64 px crops and a template of 300 vertices (a step costs about 1/7 of one
+    with 1000 vertices, whose [B, N, N] contrastive logits dominate on a CPU), 30 epochs from the
+    workers' frame caches in steps of 2 × 8 crops (twice the steps of 2 × 16 for the same crops); on GPU clusters use larger crops and templates (see README)."""
     pose_images: int = 60
     """Synthetic in-the-wild images per trained synthetic category, scored by the pose stage (0: no stage)."""
-    pose: PoseConfig = field(default_factory=PoseConfig)
-    """Pose estimation settings of the pose stage."""
+    pose: PoseConfig = field(default_factory=lambda: PoseConfig(prior_weight=1.0))
+    """Pose estimation settings of the pose stage (with the retrieval prior of the run's training views)."""
 
 
 CONTEXT_FIELDS = ("workers", "endpoint_url", "device")  # set on every stage's section from the run context
@@ -699,20 +701,16 @@ def _train_headline(a: TrainArtifact) -> str | None:
 
 
 def _pose_run(ctx: Ctx) -> PoseArtifact:
-    from catpose.pose.evaluate import evaluate_pose
-    from catpose.pose.wild import generate_wild  # the renderer: only for the synthetic in-the-wild set
+    from catpose.pose.evaluate import pose_stage
 
     cfg = ctx.cfg
     art = PoseArtifact({}, [])
     for c, run in ctx.arts["train"].runs.items():
         # the wild images and the evaluation's files are made on this node's scratch, then go to the store
-        wild, local = ctx.scratch / "wild" / c, ctx.scratch / "pose" / c
-        generate_wild(WildConfig(out=wild, category=c, images=cfg.pose_images))
-        res = evaluate_pose(PoseEvalConfig(checkpoint=run, dataset="synth-wild", root=wild, category=c, out=local,
-                                           endpoint_url=cfg.endpoint_url, pose=cfg.pose))
-        ctx.store.upload_dir(local, f"pose/{c}")
+        res = pose_stage(run, c, ctx.scratch, cfg.pose_images, cfg.pose, cfg.endpoint_url)
+        ctx.store.upload_dir(ctx.scratch / "pose" / c, f"pose/{c}")
         art.results[c] = ctx.store.url("pose", c)
-        ctx.plot(f"pose_errors_{c}.png", (local / "errors.png").read_bytes())
+        ctx.plot(f"pose_errors_{c}.png", (ctx.scratch / "plots" / f"pose_errors_{c}.png").read_bytes())
         art.rows.append(res)
     return art
 
@@ -918,12 +916,14 @@ def assemble_report(cfg: PipelineConfig, ctx: Ctx, graph: list[Stage], times: di
 
 def main(argv: list[str] | None = None) -> int:
     """The main job; an error ends it with one line on stderr and exit code 2 (``--debug``: the
-    traceback)."""
+    traceback). ``--verbose`` brings back Ray's and Ray Data's own progress and log lines."""
     import sys
 
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
-    argv = [a for a in argv if a != "--debug"]
+    if "--verbose" in argv:  # Ray's and Ray Data's own progress and log lines (off by default)
+        set_verbose(True)
+    argv = [a for a in argv if a not in ("--debug", "--verbose")]
     try:
         cfg = load_config(argv)
         t0 = time.perf_counter()

@@ -40,7 +40,7 @@ from catpose.learn.feed import DeviceFeed, prefetched
 from catpose.learn.frames import AugmentConfig
 from catpose.learn.model import ContrastiveModel, build_model, count_parameters
 from catpose.learn.template import Template, build_template, instance_correspondents
-from catpose.parallel import init_ray
+from catpose.parallel import init_ray, verbose
 from catpose.plotting import png_bytes
 from catpose.storage import Store, join_uri
 
@@ -110,6 +110,12 @@ def train_loop_per_worker(config: dict) -> None:
     import ray.train.torch
 
     cfg: TrainConfig = config["cfg"]
+    if not config.get("verbose", True):
+        import logging
+
+        # Ray Train sets the worker's root logger to INFO, where some of its own modules log every
+        # report ("Reporting training result ..."); this loop prints its one line per epoch itself
+        logging.getLogger().setLevel(logging.WARNING)
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
@@ -282,7 +288,7 @@ def make_trainer(cfg: TrainConfig, dataset, vertices: np.ndarray, name: str, use
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"cfg": cfg, "vertices": vertices, "name": name, "videos": videos,
-                           "random_backbone": random_backbone},
+                           "random_backbone": random_backbone, "verbose": verbose()},
         datasets={"train": dataset},
         torch_config=TorchConfig(backend="nccl" if gpus >= 1 else "gloo"),
         scaling_config=ray.train.ScalingConfig(num_workers=workers or cfg.num_workers or 2, use_gpu=use_gpu,
@@ -291,7 +297,10 @@ def make_trainer(cfg: TrainConfig, dataset, vertices: np.ndarray, name: str, use
             name=name, storage_path=store.root if on_s3 else str(Path(store.root).resolve()),
             storage_filesystem=store.arrow_fs if on_s3 else None,
             failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.keep_checkpoints)),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.keep_checkpoints),
+            # Ray Train's own lines ("Requesting resources", "Reporting training result ...", "Checkpoint
+            # successfully created") only with --verbose; the loop prints one line per epoch itself
+            logging_config=ray.train.LoggingConfig(log_level="INFO" if verbose() else "ERROR")),
     )
 
 

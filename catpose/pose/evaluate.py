@@ -18,6 +18,7 @@ Writes ``evaluation.json``, ``evaluation.md`` (table), ``errors.png`` (histogram
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -26,7 +27,7 @@ import numpy as np
 import torch
 
 from catpose.align.table import read_alignment
-from catpose.config import PoseEvalConfig
+from catpose.config import PoseConfig, PoseEvalConfig, WildConfig
 from catpose.data.co3d import decode_image
 from catpose.data.groundtruth import has_ground_truth, load_ground_truth
 from catpose.data.shards import row_camera
@@ -261,6 +262,27 @@ def evaluate_pose(cfg: PoseEvalConfig, progress: bool = True) -> dict:
         for p in problems:
             fh.write(json.dumps(p) + "\n")
     return results
+
+
+def pose_stage(run: str, category: str, out: Path, images: int, pose: PoseConfig | None = None,
+               endpoint_url: str | None = None, wild: WildConfig | None = None, progress: bool = True) -> dict:
+    """The main job's pose stage for one trained category: a synthetic in-the-wild set of ``images``
+    images (unseen instances on clutter, with occluders; ``wild`` for other image settings) in
+    ``OUT/wild/<category>``, scored with catpose and the nearest-training-view baseline of the same run
+    (:func:`evaluate_pose`, ``OUT/pose/<category>``: evaluation.json/.md, results.jsonl with each image's
+    errors), and its error histogram in ``OUT/plots/pose_errors_<category>.png``. Returns the evaluation."""
+    from catpose.pose.wild import generate_wild  # the renderer: only for the synthetic in-the-wild set
+
+    out = Path(out)
+    wdir = out / "wild" / category
+    wcfg = dataclasses.replace(wild or WildConfig(), out=wdir, category=category, images=images)
+    generate_wild(wcfg, progress=progress)
+    res = evaluate_pose(PoseEvalConfig(checkpoint=run, dataset="synth-wild", root=wdir, category=category,
+                                       out=out / "pose" / category, endpoint_url=endpoint_url,
+                                       pose=pose or PoseConfig()), progress=progress)
+    (out / "plots").mkdir(parents=True, exist_ok=True)
+    (out / "plots" / f"pose_errors_{category}.png").write_bytes((out / "pose" / category / "errors.png").read_bytes())
+    return res
 
 
 def format_table(results: dict) -> str:

@@ -1,0 +1,70 @@
+"""The main job's pose stage on a tiny configuration: its table has the method's row and the
+nearest-view baseline's, and the accuracies in it are what the per-image errors it wrote give."""
+
+import dataclasses
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from catpose.config import WildConfig
+from catpose.learn.model import build_model
+from catpose.learn.train import prepare, save_trained, write_split
+from catpose.pipeline import PipelineConfig
+from catpose.pose.evaluate import format_table, pose_stage
+from catpose.storage import Store
+from tests.training_inputs import training_config, training_inputs
+
+pytestmark = pytest.mark.slow
+
+METHOD = "catpose (features + render-and-compare)"
+BASELINE = "nearest training view (same features)"
+
+
+@pytest.fixture(scope="module")
+def run_dir(synth_root, tmp_path_factory):
+    """A run written as training writes it (an untrained network: the stage's bookkeeping is tested here,
+    not the features)."""
+    base = tmp_path_factory.mktemp("stagerun")
+    shards = str(base / "shards")
+    feats = training_inputs(synth_root, base, shards)
+    cfg = training_config(synth_root, base, shards, feats, out=str(base / "runs"), holdout=0.0)
+    prep = prepare(cfg)
+    store = Store(cfg.out)
+    write_split(store, "train-car", cfg, prep)
+    torch.manual_seed(0)
+    save_trained(store, "train-car", cfg, build_model(cfg, torch.as_tensor(prep["template"].vertices)),
+                 prep["template"], 0)
+    return base / "runs" / "train-car"
+
+
+def _acc(errors: list, threshold: float) -> float:
+    """Share of images below ``threshold`` degrees; a failed image (no error) counts as wrong."""
+    return float(np.mean([e is not None and e < threshold for e in errors]))
+
+
+def test_pose_stage_table_has_both_rows_computed_from_per_image_errors(run_dir, tmp_path):
+    # the demo's estimator settings (retrieval prior included), on a coarse grid with few steps
+    pose = dataclasses.replace(PipelineConfig().pose, grid=512, refine_steps=5)
+    res = pose_stage(str(run_dir), "car", tmp_path, images=5, pose=pose, wild=WildConfig(width=96, height=80),
+                     progress=False)
+    assert set(res["methods"]) == {METHOD, BASELINE}
+    lines = [json.loads(ln) for ln in (tmp_path / "pose" / "car" / "results.jsonl").read_text().splitlines()]
+    assert len(lines) == res["scored"] == 5
+    assert all(0 <= r["error_deg"] <= 180 and 0 <= r["baseline_error_deg"] <= 180 for r in lines)
+    table = format_table(res)
+    for label, key in ((METHOD, "error_deg"), (BASELINE, "baseline_error_deg")):
+        errs = [r.get(key) for r in lines]
+        m = res["methods"][label]
+        assert m["acc_pi_6"] == pytest.approx(_acc(errs, 30.0))
+        assert m["acc_pi_18"] == pytest.approx(_acc(errs, 10.0))
+        assert m["median_deg"] == pytest.approx(float(np.median(errs)))
+        row = re.search(r"^\| " + re.escape(label) + r" \| ([\d.]+)% \| ([\d.]+)% \| ([\d.]+) \|$", table, re.MULTILINE)
+        assert row is not None, table
+        assert float(row.group(1)) == pytest.approx(100 * _acc(errs, 30.0), abs=0.05)
+        assert float(row.group(3)) == pytest.approx(float(np.median(errs)), abs=0.05)
+    assert (tmp_path / "plots" / "pose_errors_car.png").stat().st_size > 1000
+    # the stage's evaluation on disk is the one it returned
+    assert json.loads((tmp_path / "pose" / "car" / "evaluation.json").read_text())["methods"] == res["methods"]
