@@ -6,33 +6,13 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from catpose.cli import main
 from catpose.config import WildConfig
 from catpose.geometry import pose_metrics
-from catpose.learn.model import build_model
-from catpose.learn.train import prepare, save_trained, write_split
 from catpose.pose.wild import generate_wild
-from catpose.storage import Store
-from tests.training_inputs import training_config, training_inputs
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def run_dir(synth_root, tmp_path_factory):
-    base = tmp_path_factory.mktemp("poserun")
-    shards = str(base / "shards")
-    feats = training_inputs(synth_root, base, shards)
-    cfg = training_config(synth_root, base, shards, feats, out=str(base / "runs"), holdout=0.0)
-    prep = prepare(cfg)
-    store = Store(cfg.out)
-    write_split(store, "train-car", cfg, prep)
-    torch.manual_seed(0)
-    save_trained(store, "train-car", cfg, build_model(cfg, torch.as_tensor(prep["template"].vertices)),
-                 prep["template"], 0)
-    return base / "runs" / "train-car"
 
 
 def test_evaluate_scores_the_wild_set_against_ground_truth_and_the_baseline(run_dir, tmp_path):

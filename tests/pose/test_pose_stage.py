@@ -7,37 +7,15 @@ import re
 
 import numpy as np
 import pytest
-import torch
 
 from catpose.config import WildConfig
-from catpose.learn.model import build_model
-from catpose.learn.train import prepare, save_trained, write_split
 from catpose.pipeline import PipelineConfig
 from catpose.pose.evaluate import format_table, pose_stage
-from catpose.storage import Store
-from tests.training_inputs import training_config, training_inputs
 
 pytestmark = pytest.mark.slow
 
 METHOD = "catpose (features + render-and-compare)"
 BASELINE = "nearest training view (same features)"
-
-
-@pytest.fixture(scope="module")
-def run_dir(synth_root, tmp_path_factory):
-    """A run written as training writes it (an untrained network: the stage's bookkeeping is tested here,
-    not the features)."""
-    base = tmp_path_factory.mktemp("stagerun")
-    shards = str(base / "shards")
-    feats = training_inputs(synth_root, base, shards)
-    cfg = training_config(synth_root, base, shards, feats, out=str(base / "runs"), holdout=0.0)
-    prep = prepare(cfg)
-    store = Store(cfg.out)
-    write_split(store, "train-car", cfg, prep)
-    torch.manual_seed(0)
-    save_trained(store, "train-car", cfg, build_model(cfg, torch.as_tensor(prep["template"].vertices)),
-                 prep["template"], 0)
-    return base / "runs" / "train-car"
 
 
 def _acc(errors: list, threshold: float) -> float:
