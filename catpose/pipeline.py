@@ -98,12 +98,12 @@ class PipelineConfig(RunContext):
     """Sweep settings for --tune (data, category, out and features are set per category by the job)."""
     train_categories: tuple[str, ...] = ("car",)
     """Categories whose template features are learned with Ray Train (empty: no training stage)."""
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(data="", out="", epochs=30, size=64, vertices=300,
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(data="", out="", epochs=50, size=64, vertices=300,
                                                                    batch_size=8, cpus_per_worker=0.5,
                                                                    eval_frames=64))
     """Training settings (data, alignment, features, category and out are set by the job). The demo's
     defaults fit 2 CPU cores: 64 px crops and a template of 300 vertices (a step costs about 1/7 of one
-    with 1000 vertices, whose [B, N, N] contrastive logits dominate on a CPU), 30 epochs from the
+    with 1000 vertices, whose [B, N, N] contrastive logits dominate on a CPU), 50 epochs from the
     workers' frame caches in steps of 2 × 8 crops (twice the steps of 2 × 16 for the same crops); on GPU clusters use larger crops and templates (see README)."""
     pose_images: int = 60
     """Synthetic in-the-wild images per trained synthetic category, scored by the pose stage (0: no stage)."""
