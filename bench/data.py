@@ -93,7 +93,7 @@ def bench_shards(size: int) -> dict:
 
     tmp = Path(tempfile.mkdtemp(prefix="catpose_bench_"))
     try:
-        generate(SynthConfig(out=tmp / "d", category=("car",), videos=6, frames=16, size=size, depth=False))
+        generate(SynthConfig(workers=0, out=tmp / "d", category=("car",), videos=6, frames=16, size=size, depth=False))
         files = [p for p in (tmp / "d" / "car").rglob("*") if p.suffix in (".jpg", ".png")]
         mb = sum(p.stat().st_size for p in files) / 1e6
         t0 = time.perf_counter()

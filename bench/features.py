@@ -100,7 +100,7 @@ def bench_end_to_end(device: str, size: int) -> dict:
 
     tmp = Path(tempfile.mkdtemp(prefix="catpose_bench_feat_"))
     try:
-        generate(SynthConfig(out=tmp, category=("car",), videos=6, frames=8, size=size))
+        generate(SynthConfig(workers=0, out=tmp, category=("car",), videos=6, frames=8, size=size))
         cat = Co3dCategory(tmp, "car")
         bb = ColorSift().to(device)
         compute_surface_features(cat[cat.sequence_names[0]], bb, 1000, 8, 8, device)  # warm-up

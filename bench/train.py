@@ -67,7 +67,7 @@ def setup(data: Path | None, work: Path, repeat: int = 1):
         from catpose.data.synth.generate import generate
 
         data = work / "synth"
-        generate(SynthConfig(out=data, category=("car",), videos=4, frames=24, size=128, seed=5, depth=False))
+        generate(SynthConfig(workers=0, out=data, category=("car",), videos=4, frames=24, size=128, seed=5, depth=False))
     shards = str(work / "shards")
     write_shards(ShardConfig(data=data, out=shards, category=("car",)), progress=False)
     # a larger epoch without a larger dataset: copies of the shard files (same rows, same targets)

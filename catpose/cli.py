@@ -1,7 +1,7 @@
 """``catpose`` command line: one subcommand per stage, generated from the dataclass configs.
 
     catpose synth   --category car mug --videos 40 --frames 24 --size 128 --out DIR
-    catpose ingest  --frames RAW --category cup --out DIR
+    catpose ingest  --frames RAW --category cup --out DIR|s3://bucket/prefix
     catpose shard   --data DIR --out s3://bucket/shards
     catpose features --data DIR --category car --out STORE [--backbone dinov2_vits14 --weights PATH]
     catpose align   --data DIR --category car --out OUT [--alpha 0.2 --tau 1 --rotations 4096]
@@ -13,6 +13,12 @@
     catpose evaluate --checkpoint RUNS/train-car --dataset pascal3d --root PATH --category car
     catpose info    --data DIR
     catpose run     [--config FILE.yaml] [--out DIR|s3://bucket/prefix] [flags]   (the main job, catpose.pipeline)
+
+The run context is declared once (``catpose.config.StoreContext`` / ``TaskContext`` / ``RunContext``) and
+every stage inherits the part it uses: ``--endpoint-url`` (every stage with a store), ``--workers`` (Ray
+tasks of the per-item stages synth, ingest, features, align, tune; default 2, 0: in this process) and
+``--device`` (features, align, tune). ``catpose train --num-workers`` is another thing: Ray Train's
+training processes.
 
 Each subcommand imports its stage inside its own function, on purpose: the stages pull in torch, Ray,
 pycolmap and trimesh, and ``catpose --help`` or ``catpose info`` should not wait for all of them
@@ -63,10 +69,10 @@ def run_synth(cfg: SynthConfig) -> int:
     for cat, man in manifests.items():
         s = man.summary()
         failed += s.get("failed", 0)
-        print(f"{cat}: {s} -> {Path(cfg.out) / cat}")
+        print(f"{cat}: {s} -> {str(cfg.out).rstrip('/')}/{cat}")
         for k, err in man.failed.items():
             print(f"  FAILED {k}: {err}")
-    print(f"ground truth (evaluation only): {Path(cfg.out) / 'catpose_gt.json'}")
+    print(f"ground truth (evaluation only): {str(cfg.out).rstrip('/')}/catpose_gt.json")
     return 1 if failed else 0
 
 
@@ -74,7 +80,7 @@ def run_ingest(cfg: IngestConfig) -> int:
     from catpose.data.ingest import ingest
 
     man = ingest(cfg)
-    print(f"{cfg.category}: {man.summary()} -> {Path(cfg.out) / cfg.category}")
+    print(f"{cfg.category}: {man.summary()} -> {str(cfg.out).rstrip('/')}/{cfg.category}")
     for k, err in man.failed.items():
         print(f"  FAILED {k}: {err}")
     return 0 if man.keys_with("ok") else 1

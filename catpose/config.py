@@ -10,7 +10,37 @@ from catpose.errors import ConfigError
 
 
 @dataclass
-class SynthConfig:
+class StoreContext:
+    """The part of the run context every stage shares: how its store is reached. Every stage config that
+    reads or writes a store inherits it, so ``endpoint_url`` is declared here only (``--endpoint-url`` on every subcommand; in
+    the main job set once at the top of the config and handed to every stage)."""
+
+    endpoint_url: str | None = None
+    """S3 endpoint of s3:// stores and data (MinIO, moto, ...); default: $CATPOSE_S3_ENDPOINT, then
+    $AWS_ENDPOINT_URL, then AWS."""
+
+
+@dataclass
+class TaskContext(StoreContext):
+    """The run context of the stages that fan per-item work (videos, sequences, pair chunks) out as Ray
+    tasks: the store, plus how many tasks are in flight."""
+
+    workers: int = 2
+    """Ray tasks in flight for per-item work (0: everything in this process)."""
+
+
+@dataclass
+class RunContext(TaskContext):
+    """The whole run context (store, Ray fan-out, device) of the stages that compute on a device
+    (features, alignment, the α/τ sweep) and of the main job, whose top-level fields it is."""
+
+    device: str = "auto"
+    """cpu, cuda, or auto (cuda when available or the cluster has GPUs; Ray tasks then ask for GPU
+    fractions)."""
+
+
+@dataclass
+class SynthConfig(TaskContext):
     """Generate synthetic object-centric video categories in the CO3D v2 layout."""
 
     out: str = "data/synth"
@@ -52,20 +82,17 @@ class SynthConfig:
     camera_noise: tuple[float, float] | None = None
     """SfM-level camera noise: rotation (degrees) and position (share of the camera distance) standard
     deviations of the written cameras (default none; --realistic: 0.3°, 0.5 %)."""
-    workers: int = 0
-    """Ray tasks in flight (0: render in this process)."""
-    endpoint_url: str | None = None
-    """S3 endpoint for an s3:// --out."""
 
 
 @dataclass
-class IngestConfig:
+class IngestConfig(TaskContext):
     """Raw frames or videos to CO3D-layout sequences by Structure-from-Motion (pycolmap)."""
 
     frames: Path = Path("raw")
     """Folder with one sub-folder of frames (or one video file) per sequence."""
-    out: Path = Path("data/ingested")
-    """Dataset root to write."""
+    out: str = "data/ingested"
+    """Dataset root to write: a folder or s3://bucket/prefix (each SfM task works in its node's scratch and
+    uploads its finished sequence)."""
     category: str = "object"
     """Category name of these sequences."""
     max_frames: int = 60
@@ -97,12 +124,10 @@ class IngestConfig:
     """Points whose 8th neighbour is farther than this × the median such distance go (0: keep)."""
     clean_min_points: int = 20
     """A sequence whose cleaning leaves fewer points is skipped, with the reason in the manifest."""
-    workers: int = 0
-    """Ray tasks in flight (0: in this process)."""
 
 
 @dataclass
-class ShardConfig:
+class ShardConfig(StoreContext):
     """Frames of a CO3D-layout dataset to Parquet shards (local folder or s3:// URI)."""
 
     data: str = "data/synth"
@@ -113,12 +138,10 @@ class ShardConfig:
     """Categories to shard (default: every category under --data)."""
     rows_per_shard: int = 512
     """Frames per Parquet file."""
-    endpoint_url: str | None = None
-    """S3 endpoint for S3-compatible stores (MinIO, moto); default: $AWS_ENDPOINT_URL or AWS."""
 
 
 @dataclass
-class FeaturesConfig:
+class FeaturesConfig(RunContext):
     """Surface features S = {V, F} per video: vertices from the point cloud, per-frame backbone features."""
 
     data: str = "data/synth"
@@ -167,12 +190,6 @@ class FeaturesConfig:
     """A video whose cleaning leaves fewer points is skipped, with the reason in the manifest."""
     clean_frames: int = 30
     """Frames used for cleaning (evenly chosen)."""
-    workers: int = 2
-    """Ray tasks in flight (0: in this process)."""
-    device: str = "auto"
-    """cpu, cuda, or auto (cuda when available; Ray tasks then ask for GPU fractions)."""
-    endpoint_url: str | None = None
-    """S3 endpoint for S3-compatible stores."""
 
 
 @dataclass
@@ -202,7 +219,7 @@ class SearchConfig:
 
 
 @dataclass
-class AlignConfig:
+class AlignConfig(RunContext):
     """Align all videos of a category into one reference frame (pairwise alignments, then reduction)."""
 
     data: str = "data/synth"
@@ -239,17 +256,13 @@ class AlignConfig:
     """Refine all rotations jointly by robust rotation synchronisation."""
     chunk: int = 0
     """Pairs per Ray task (0: 512 on GPUs; on CPUs at most 16, balanced over the workers)."""
-    workers: int = 2
-    """Ray tasks in flight (0: in this process)."""
-    device: str = "auto"
-    """cpu, cuda, or auto."""
-    endpoint_url: str | None = None
-    """S3 endpoint for an s3:// feature store."""
 
 
 @dataclass
-class SweepConfig:
-    """Ray Tune sweep of the alignment weights alpha and tau, scored without labels."""
+class SweepConfig(RunContext):
+    """Ray Tune sweep of the alignment weights alpha and tau, scored without labels. ``device`` is where
+    a trial aligns (auto: the GPU the trial reserved, else the CPU); ``workers`` the Ray tasks of the
+    surface features computed on the way (trials themselves are placed by Tune, see cpus_per_trial)."""
 
     data: str = "data/synth"
     """Dataset root (CO3D v2 layout): a folder or an s3://bucket/prefix (read lazily, file by file)."""
@@ -273,20 +286,16 @@ class SweepConfig:
     """Coarse rotations per pair (the main job sets the alignment stage's value)."""
     vertices: int = SearchConfig.vertices
     """Vertices per video (the main job sets the alignment stage's value)."""
-    device: str = "auto"
-    """Where a trial aligns: auto (the GPU the trial reserved, else the CPU), cpu or cuda."""
     cpus_per_trial: float = 1.0
     """CPUs per trial."""
     gpus_per_trial: float = 0.0
     """GPU fraction per trial (e.g. 0.25 on GPU nodes)."""
     seed: int = 0
     """Seed of the video subset."""
-    endpoint_url: str | None = None
-    """S3 endpoint for an s3:// storage path."""
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(StoreContext):
     """Learn viewpoint-invariant surface features on a category template with Ray Train."""
 
     data: str = "data/shards"
@@ -346,7 +355,8 @@ class TrainConfig:
     prefetch: int = 2
     """Batches the device feed prepares ahead of the training step (in a thread)."""
     num_workers: int = 0
-    """Ray Train workers (0: auto — one per GPU the cluster has when training on GPUs, 2 on CPUs)."""
+    """Ray Train workers, the data-parallel training processes (0: auto — one per GPU the cluster has when
+    training on GPUs, 2 on CPUs). Not the run context's ``workers`` (Ray tasks of the per-item stages)."""
     use_gpu: str = "auto"
     """auto (GPUs when the cluster has them), yes, no."""
     cpus_per_worker: float = 1.0
@@ -370,8 +380,6 @@ class TrainConfig:
     """A vertex counts as matched when its best pixel lies within this many pixels of the truth."""
     seed: int = 0
     """Seed of the split, the initialisation and the evaluation."""
-    endpoint_url: str | None = None
-    """S3 endpoint for s3:// stores."""
 
 
 @dataclass
@@ -432,7 +440,7 @@ class WildConfig:
 
 
 @dataclass
-class EstimateConfig:
+class EstimateConfig(StoreContext):
     """``catpose estimate``: the 3D pose of the object in each image, with a picture of it."""
 
     checkpoint: str = "runs/train/train-car"
@@ -450,13 +458,11 @@ class EstimateConfig:
     frame: Path | None = None
     """JSON with a 3x3 "rotation" from the template frame to a canonical frame (written by `catpose
     evaluate`), for azimuth/elevation/in-plane angles."""
-    endpoint_url: str | None = None
-    """S3 endpoint for s3:// runs."""
     pose: PoseConfig = field(default_factory=PoseConfig)
 
 
 @dataclass
-class PoseEvalConfig:
+class PoseEvalConfig(StoreContext):
     """``catpose evaluate``: pose accuracy of a training run on an annotated image set."""
 
     checkpoint: str = "runs/train/train-car"
@@ -484,8 +490,6 @@ class PoseEvalConfig:
     """Folder for evaluation.json/.md, the error histogram, per-object results and overlays."""
     overlays: int = 12
     """Overlay pictures written (first objects)."""
-    endpoint_url: str | None = None
-    """S3 endpoint for s3:// runs and data."""
     pose: PoseConfig = field(default_factory=PoseConfig)
 
 

@@ -44,6 +44,7 @@ from catpose.config import (
     FeaturesConfig,
     IngestConfig,
     PoseConfig,
+    RunContext,
     ShardConfig,
     SweepConfig,
     SynthConfig,
@@ -57,25 +58,15 @@ from catpose.storage import Store, is_s3
 
 
 @dataclass
-class RunContext:
-    """What every stage of a run shares: its store, the S3 endpoint, the Ray fan-out and the device.
-    The stages inherit these; a stage section's own ``out`` (e.g. ``shard.out``) only moves that stage's
-    outputs elsewhere."""
+class PipelineConfig(RunContext):
+    """The whole pipeline, one config. Values come from the defaults, then --config YAML, then flags.
+    Its top-level ``out`` (the store) and the inherited run context (``endpoint_url``, ``workers``,
+    ``device``: :class:`catpose.config.RunContext`) hold for every stage; a stage section's own ``out``
+    (e.g. ``shard.out``) only moves that stage's outputs elsewhere."""
 
     out: str = "runs/demo"
     """The run's store: a folder or s3://bucket/prefix. Data, shards, features, alignments, training runs,
     pose results, manifests, config.yaml, report.md and plots/ all go here."""
-    endpoint_url: str | None = None
-    """S3 endpoint of S3-compatible stores (MinIO, moto); default: $CATPOSE_S3_ENDPOINT, $AWS_ENDPOINT_URL, AWS."""
-    workers: int = 2
-    """Ray tasks in flight for per-item work (0: everything in this process)."""
-    device: str = "auto"
-    """cpu, cuda, or auto (cuda when the cluster has GPUs) for features and alignment."""
-
-
-@dataclass
-class PipelineConfig(RunContext):
-    """The whole pipeline, one config. Values come from the defaults, then --config YAML, then flags."""
 
     data: str | None = None
     """An existing CO3D-layout dataset root (folder or s3:// prefix, read lazily); default: generate the
@@ -111,7 +102,8 @@ class PipelineConfig(RunContext):
     """Pose estimation settings of the pose stage (with the retrieval prior of the run's training views)."""
 
 
-CONTEXT_FIELDS = ("workers", "endpoint_url", "device")  # set on every stage's section from the run context
+# set on every stage's section from the run context (where the section inherits the field)
+CONTEXT_FIELDS = tuple(f.name for f in dataclasses.fields(RunContext))
 # how, not what: changing them never reruns a stage (data, features, alignment and ground_truth are set by
 # the job from the input artifacts, which are hashed themselves)
 RUNTIME_FIELDS = {"workers", "endpoint_url", "data", "features", "alignment", "ground_truth", "config", "num_workers",
@@ -153,8 +145,8 @@ def check_config(cfg: PipelineConfig, source: str = "flags") -> None:
     # the run context is set once, at the top: a section's own copy would be silently overridden
     for sec in ("synth", "ingest", "shard", "features", "align", "sweep", "train"):
         obj, default = getattr(cfg, sec), getattr(PipelineConfig(), sec)
-        for k in ("workers", "endpoint_url"):
-            if hasattr(obj, k) and getattr(obj, k) != getattr(default, k):
+        for k in CONTEXT_FIELDS:
+            if k != "device" and hasattr(obj, k) and getattr(obj, k) != getattr(default, k):
                 raise ConfigError(source, f"set by the run context for every stage: write '{k}: "
                                   f"{getattr(obj, k)}' at the top level instead", field=f"{sec}.{k}")
     unknown = [c for c in cfg.train_categories if known is not None and c not in known]
@@ -330,15 +322,8 @@ def _ingest_run(ctx: Ctx) -> DataArtifact:
     from catpose.data.ingest import ingest  # pycolmap: only when raw frames are given
 
     cfg = ctx.cfg
-    if cfg.data is not None and not is_s3(cfg.data):
-        root, upload = Path(cfg.data), False
-    else:  # SfM writes local files: into scratch, then into the store
-        root, upload = ctx.scratch / "ingest", True
-    m = ingest(dataclasses.replace(cfg.ingest, frames=cfg.raw_frames, out=root, workers=cfg.workers))
-    uri = str(root)
-    if upload:
-        uri = ctx.store.url("data") if cfg.data is None else cfg.data
-        Store(uri, cfg.endpoint_url).upload_dir(root, "")
+    uri = cfg.data if cfg.data is not None else ctx.store.url("data")  # SfM tasks upload into it themselves
+    m = ingest(ctx.section(cfg.ingest, frames=cfg.raw_frames, out=uri))
     return DataArtifact(uri, list_categories(uri, cfg.endpoint_url), False, {cfg.ingest.category: m.summary()})
 
 
@@ -551,11 +536,10 @@ def _tune_run(ctx: Ctx) -> TuneArtifact:
     for c in ctx.categories:
         # trials align exactly as the alignment stage will (only alpha and tau vary)
         out = ctx.store.sub("tune", c)
-        res = run_sweep(dataclasses.replace(cfg.sweep, data=ctx.data.uri, category=c, out=out.uri,
-                                            features=feats.uri, rotations=cfg.align.rotations,
-                                            vertices=cfg.align.vertices, device=cfg.align.device,
-                                            endpoint_url=cfg.endpoint_url), search=search_config(cfg.align),
-                        features=_features_cfg(ctx))
+        res = run_sweep(ctx.section(cfg.sweep, data=ctx.data.uri, category=c, out=out.uri, features=feats.uri,
+                                    rotations=cfg.align.rotations, vertices=cfg.align.vertices,
+                                    device=ctx.section(cfg.align).device),
+                        search=search_config(cfg.align), features=_features_cfg(ctx))
         art.best[c] = res["best"]
         top = res["rows"][0]
         art.rows.append({"category": c, **res["best"], "cycle_deg": top["cycle_deg"], "trials": len(res["rows"]),

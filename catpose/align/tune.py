@@ -99,8 +99,8 @@ def run_sweep(cfg: SweepConfig, search: SearchConfig | None = None, features: Fe
     local_out = Path(cfg.out) if not is_s3(cfg.out) else Path(tempfile.mkdtemp(prefix="catpose-tune-"))
     local_out.mkdir(parents=True, exist_ok=True)
     feat_store = cfg.features or store.url("features")
-    fcfg, _ = features_for_align(AlignConfig(data=cfg.data, category=cfg.category, workers=0,
-                                             endpoint_url=cfg.endpoint_url), features, feat_store)
+    fcfg, _ = features_for_align(AlignConfig(data=cfg.data, category=cfg.category, workers=cfg.workers,
+                                             device=cfg.device, endpoint_url=cfg.endpoint_url), features, feat_store)
     fman = run_features(fcfg, keep_existing=features is None)
     ok = fman[cfg.category].keys_with("ok")
     if len(ok) < 3:

@@ -34,13 +34,15 @@ from catpose.data.types import (
     MaskAnnotation,
     PointCloudAnnotation,
     SequenceAnnotation,
-    dump_annotations,
-    load_frame_annotations,
-    load_sequence_annotations,
+    jgz_bytes,
+    load_jgz,
+    parse_frame_annotation,
+    parse_sequence_annotation,
 )
 from catpose.errors import DataFormatError, MissingFileError, SfMError
 from catpose.manifest import Manifest
 from catpose.parallel import map_items
+from catpose.storage import Store, is_s3
 
 IMAGE_EXT = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 VIDEO_EXT = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v"}
@@ -320,34 +322,64 @@ def grabcut_mask(image: np.ndarray, camera: Camera, points: np.ndarray, plane: l
     return fg > 0
 
 
+def _remove_sequence(store: Store, rel: str) -> None:
+    """Removes a sequence's folder (a failed or redone SfM) from the store, if there."""
+    try:
+        store.fs.rm(store.path(rel), recursive=True)
+    except FileNotFoundError:
+        pass
+
+
 def _ingest_task(args: tuple[str, Path, IngestConfig]) -> dict:
+    """One sequence. A local ``cfg.out`` is written in place; for an ``s3://`` store SfM works in this
+    node's scratch folder and the finished sequence is uploaded (the task is handed the store's URI, never
+    a folder of the driver)."""
     name, src, cfg = args
-    return ingest_sequence(name, src, cfg)
+    if not is_s3(cfg.out):
+        return ingest_sequence(name, src, cfg)
+    scratch = Path(tempfile.mkdtemp(prefix="catpose-ingest-"))
+    try:
+        res = ingest_sequence(name, src, dataclasses.replace(cfg, out=str(scratch)))
+        store, rel = Store(cfg.out, cfg.endpoint_url), f"{cfg.category}/{name}"
+        _remove_sequence(store, rel)  # files of an earlier attempt (other frames may have registered)
+        store.upload_dir(scratch / rel, rel)
+        return res
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def ingest(cfg: IngestConfig) -> Manifest:
-    """Ingests every sequence under ``cfg.frames``; failures are recorded, the rest go on."""
-    root = Path(cfg.out)
-    cat_dir = root / cfg.category
-    cat_dir.mkdir(parents=True, exist_ok=True)
-    man = Manifest.load_or_new(cat_dir / "catpose_manifest_ingest.json", "ingest")
+    """Ingests every sequence under ``cfg.frames`` into the store ``cfg.out`` (a folder or ``s3://``);
+    failures are recorded, the rest go on. The annotation files and the manifest are rewritten in the
+    store after every finished sequence, so a rerun resumes with the sequences not yet done."""
+    store = Store(str(cfg.out), cfg.endpoint_url)
+    store.check()
+    cat = cfg.category
+    man = Manifest.load_or_new(f"{cat}/catpose_manifest_ingest.json", "ingest", store=store)
     seqs = find_sequences(Path(cfg.frames))
-    fa_path, sa_path = cat_dir / "frame_annotations.jgz", cat_dir / "sequence_annotations.jgz"
-    frames = [f for f in load_frame_annotations(fa_path)] if fa_path.is_file() else []
-    seq_anns = {s.sequence_name: s for s in load_sequence_annotations(sa_path)} if sa_path.is_file() else {}
+    fa_key, sa_key = f"{cat}/frame_annotations.jgz", f"{cat}/sequence_annotations.jgz"
+    frames, seq_anns = [], {}
+    if store.exists(fa_key) and store.exists(sa_key):
+        frames = [parse_frame_annotation(d, store.url(fa_key), i)
+                  for i, d in enumerate(load_jgz(store.url(fa_key), store.read_bytes(fa_key)))]
+        seq_anns = {s.sequence_name: s for s in (parse_sequence_annotation(d, store.url(sa_key), i) for i, d
+                                                 in enumerate(load_jgz(store.url(sa_key), store.read_bytes(sa_key))))}
     todo = [(n, p, cfg) for n, p in seqs.items() if man.status(n) != "ok" or n not in seq_anns]
     t0 = time.perf_counter()
     for (name, _, _), res, err, sec in map_items(_ingest_task, todo, workers=cfg.workers, desc="ingest (SfM)"):
         if err:  # a video whose cleaning leaves too little of the cloud is skipped with that reason
             man.record(name, "skipped" if err.startswith("CleaningError") else "failed", error=err, seconds=sec)
-            shutil.rmtree(cat_dir / name, ignore_errors=True)
+            if is_s3(cfg.out):
+                _remove_sequence(store, f"{cat}/{name}")
+            else:
+                shutil.rmtree(Path(cfg.out) / cat / name, ignore_errors=True)
             continue
         frames = [f for f in frames if f.sequence_name != name] + res["frames"]
         seq_anns[name] = res["sequence"]
         man.record(name, "ok", seconds=sec, registered=res["registered"], frames=res["total"],
                    cleaning=res["cleaning"], masks_made=res["masks_made"], sfm=res["sfm"])
-        dump_annotations(fa_path, frames)
-        dump_annotations(sa_path, list(seq_anns.values()))
+        store.write_bytes(fa_key, jgz_bytes(frames))
+        store.write_bytes(sa_key, jgz_bytes(list(seq_anns.values())))
     man.info["seconds"] = round(time.perf_counter() - t0, 2)
     man.save()
     return man

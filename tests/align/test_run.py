@@ -15,7 +15,7 @@ from catpose.data.synth.generate import generate
 @pytest.fixture(scope="module")
 def cars(tmp_path_factory):
     root = tmp_path_factory.mktemp("align_cars")
-    generate(SynthConfig(out=root, category=("car",), videos=6, frames=8, size=128, seed=11))
+    generate(SynthConfig(workers=0, out=root, category=("car",), videos=6, frames=8, size=128, seed=11))
     return root
 
 

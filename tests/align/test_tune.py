@@ -20,7 +20,7 @@ def test_triangle_cycle_error():
 
 def test_tiny_sweep(tmp_path, ray_local):
     data = tmp_path / "data"
-    generate(SynthConfig(out=data, category=("car",), videos=4, frames=6, size=96, seed=5))
+    generate(SynthConfig(workers=0, out=data, category=("car",), videos=4, frames=6, size=96, seed=5))
     cfg = SweepConfig(data=data, category="car", out=str(tmp_path / "tune"), alphas=(0.2, 1.0), taus=(0.1, 10.0),
                       videos=4, rotations=256)
     res = run_sweep(cfg)
@@ -46,7 +46,7 @@ def test_sweep_storage_on_s3(tmp_path, ray_local, s3_bucket):
 
     endpoint, bucket = s3_bucket
     data = tmp_path / "data"
-    generate(SynthConfig(out=data, category=("mug",), videos=3, frames=4, size=64, seed=2))
+    generate(SynthConfig(workers=0, out=data, category=("mug",), videos=3, frames=4, size=64, seed=2))
     uri = f"s3://{bucket}/tune"
     cfg = SweepConfig(data=data, category="mug", out=uri, features=str(tmp_path / "features"), alphas=(0.2,),
                       taus=(1.0,), videos=3, rotations=64, endpoint_url=endpoint)

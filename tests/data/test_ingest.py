@@ -60,7 +60,7 @@ def raw_videos(tmp_path_factory):
 def ingested(raw_videos, tmp_path_factory):
     raw, _ = raw_videos
     out = tmp_path_factory.mktemp("ingested")
-    man = ingest(IngestConfig(frames=raw, out=out, category="car", max_frames=24))
+    man = ingest(IngestConfig(frames=raw, out=str(out), category="car", max_frames=24, workers=0))
     return out, man
 
 

@@ -60,7 +60,7 @@ def test_instances_differ_but_keep_their_parts():
 
 
 def test_same_seed_same_bytes(tmp_path):
-    cfg = dict(category=("mug",), videos=1, frames=3, size=48)
+    cfg = dict(category=("mug",), videos=1, frames=3, size=48, workers=0)
     generate(SynthConfig(out=tmp_path / "a", seed=7, **cfg))
     generate(SynthConfig(out=tmp_path / "b", seed=7, **cfg))
     generate(SynthConfig(out=tmp_path / "c", seed=8, **cfg))
@@ -74,12 +74,12 @@ def test_same_seed_same_bytes(tmp_path):
 
 
 def test_resume_renders_only_missing_videos(tmp_path):
-    cfg = SynthConfig(out=tmp_path, category=("car",), videos=2, frames=2, size=32)
+    cfg = SynthConfig(out=tmp_path, category=("car",), videos=2, frames=2, size=32, workers=0)
     generate(cfg)
     kept = tmp_path / "car" / "car_0000" / "images" / "frame000001.jpg"
     mtime = kept.stat().st_mtime_ns
     (tmp_path / "car" / ".synth" / "car_0001.json").unlink()
-    man = generate(SynthConfig(out=tmp_path, category=("car",), videos=3, frames=2, size=32))["car"]
+    man = generate(SynthConfig(out=tmp_path, category=("car",), videos=3, frames=2, size=32, workers=0))["car"]
     assert man.summary() == {"ok": 3}
     assert kept.stat().st_mtime_ns == mtime
     assert len(Co3dCategory(tmp_path, "car")) == 3

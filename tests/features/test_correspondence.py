@@ -19,7 +19,7 @@ from catpose.features.surface import compute_surface_features
 @pytest.fixture(scope="module")
 def cars(tmp_path_factory):
     root = tmp_path_factory.mktemp("cars")
-    generate(SynthConfig(out=root, category=("car",), videos=4, frames=8, size=128, seed=3))
+    generate(SynthConfig(workers=0, out=root, category=("car",), videos=4, frames=8, size=128, seed=3))
     return root
 
 
