@@ -57,3 +57,31 @@ def test_stage_graph_summary_config_and_skips(tmp_path, synth_root, capsys):
 
     assert cli.main(["run", "--config", str(out / "config.yaml")]) == 0  # `catpose run` repeats it: all skipped
     assert capsys.readouterr().out.count("done before with the same settings and inputs (skipped)") == 4
+
+
+def test_tune_stage_with_the_store_on_s3(tmp_path, synth_root, s3_bucket, ray_local, monkeypatch):
+    """The α/τ sweep of the main job with the run's store on a (moto) S3 bucket: Tune's trials, the
+    chosen values, the plot and the report land in the bucket; a rerun skips the sweep."""
+    from catpose.config import ShardConfig, SweepConfig
+    from catpose.pipeline import PipelineConfig, run
+    from catpose.storage import Store
+
+    endpoint, bucket = s3_bucket
+    uri = f"s3://{bucket}/run"
+    monkeypatch.chdir(tmp_path)  # the driver's working directory: nothing may land here
+    cfg = PipelineConfig(out=uri, endpoint_url=endpoint, data=str(synth_root), workers=0, tune=True,
+                         train_categories=(), eval_pairs=0, shard=ShardConfig(out="", category=("car",)),
+                         features=FeaturesConfig(out="", category=("car",), vertices=200, frames=3),
+                         align=AlignConfig(rotations=128, vertices=150, partners=0),
+                         sweep=SweepConfig(alphas=(0.2,), taus=(0.1, 10.0), videos=3))
+    report = run(cfg)
+    (row,) = report["tune"]
+    assert row["category"] == "car" and row["trials"] == 2 and row["tau"] in (0.1, 10.0)
+    store = Store(uri, endpoint)
+    assert yaml.safe_load(store.read_bytes("tune/car/best_config.yaml"))["align"] == {"alpha": 0.2, "tau": row["tau"]}
+    assert len(store.glob("tune/car/sweep-car/*/result.json")) == 2  # Tune's trials live in the bucket
+    assert store.exists("plots/sweep_car.png") and "## α/τ sweep (chosen without labels)" in store.read_text("report.md")
+    assert report["align"][0]["videos"] == 3 and store.exists("align/car/alignment.parquet")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    again = run(cfg)
+    assert {"features", "tune", "align"} <= set(again["skipped"])
