@@ -640,9 +640,10 @@ def _train_run(ctx: Ctx) -> TrainArtifact:
                          "loss": [res["history"][0]["loss"], res["history"][-1]["loss"]] if res["history"] else [],
                          "evaluation": res.get("evaluation")})
         run_store = Store(res["run"], tcfg.endpoint_url)
+        art.rows[-1]["plots"] = []  # the report names only the plots the run made (no evaluation: no viewpoints)
         for f in ("training_curves.png", "viewpoint_accuracy.png"):
             if run_store.exists(f):
-                ctx.plot(f"{f[:-4]}_{c}.png", run_store.read_bytes(f))
+                art.rows[-1]["plots"].append(ctx.plot(f"{f[:-4]}_{c}.png", run_store.read_bytes(f)))
     return art
 
 
@@ -655,8 +656,9 @@ def _train_section(a: TrainArtifact) -> list[str]:
         lines += [f"`{r['run']}`: {r['epochs']} epochs{loss}.", ""]
         if r.get("evaluation"):
             lines += format_table(r["evaluation"], r["category"]).splitlines() + [""]
-        lines += [f"![training {r['category']}](plots/training_curves_{r['category']}.png)",
-                  f"![viewpoints {r['category']}](plots/viewpoint_accuracy_{r['category']}.png)", ""]
+        c = r["category"]
+        plots = r.get("plots", [f"plots/training_curves_{c}.png", f"plots/viewpoint_accuracy_{c}.png"])
+        lines += [f"![{'training' if 'training_curves' in p else 'viewpoints'} {c}]({p})" for p in plots] + [""]
     return lines
 
 

@@ -85,3 +85,17 @@ def test_tune_stage_with_the_store_on_s3(tmp_path, synth_root, s3_bucket, ray_lo
     assert sorted(p.name for p in tmp_path.iterdir()) == []
     again = run(cfg)
     assert {"features", "tune", "align"} <= set(again["skipped"])
+
+
+def test_train_section_names_only_the_plots_the_run_made():
+    """A run without evaluation makes no viewpoint plot: the report must not name one (every picture the
+    report names is in the store)."""
+    from catpose.pipeline import TrainArtifact, _train_section
+
+    row = {"category": "car", "run": "s3://b/run/train/train-car", "epochs": 1, "loss": [2.0, 1.5],
+           "evaluation": None, "plots": ["plots/training_curves_car.png"]}
+    text = "\n".join(_train_section(TrainArtifact({"car": row["run"]}, [row])))
+    assert "](plots/training_curves_car.png)" in text and "viewpoint" not in text
+    del row["plots"]  # an artifact recorded before the plots were: both, as then
+    text = "\n".join(_train_section(TrainArtifact({"car": row["run"]}, [row])))
+    assert "](plots/training_curves_car.png)" in text and "](plots/viewpoint_accuracy_car.png)" in text

@@ -83,3 +83,23 @@ def test_ingest_into_a_bucket_through_ray_tasks_and_resume(raw_frames, s3_bucket
     assert files() == before
     again = Manifest.load_or_new("car/catpose_manifest_ingest.json", "ingest", store=store)
     assert again.items["good"] == man.items["good"] and again.status("blank") == "failed"
+
+
+def test_main_job_ingest_stage_writes_into_the_run_store(raw_frames, s3_bucket, tmp_path):
+    """The main job's ingest stage (``--raw-frames``) hands the run context and the store's URI to ingest:
+    the sequences go straight into ``<out>/data`` in the bucket, with no local copy to upload."""
+    from catpose.config import IngestConfig
+    from catpose.pipeline import Ctx, PipelineConfig, _ingest_run
+    from catpose.storage import Store
+
+    raw, _ = raw_frames
+    endpoint, bucket = s3_bucket
+    uri = f"s3://{bucket}/run"
+    cfg = PipelineConfig(out=uri, endpoint_url=endpoint, workers=0, raw_frames=raw,
+                         ingest=IngestConfig(category="car", max_frames=20))
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    art = _ingest_run(Ctx(cfg, Store(uri, endpoint), scratch))
+    assert art.uri == f"{uri}/data" and art.categories == ["car"] and art.made["car"] == {"ok": 1, "failed": 1}
+    assert Store(art.uri, endpoint).exists("car/good/pointcloud.ply") and not any(scratch.iterdir())
+    assert len(Co3dCategory(art.uri, "car", endpoint)["good"].frames) >= 16
