@@ -12,8 +12,8 @@ from catpose.errors import ConfigError
 @dataclass
 class StoreContext:
     """The part of the run context every stage shares: how its store is reached. Every stage config that
-    reads or writes a store inherits it, so ``endpoint_url`` is declared here only (``--endpoint-url`` on every subcommand; in
-    the main job set once at the top of the config and handed to every stage)."""
+    reads or writes a store inherits it, so ``endpoint_url`` is declared here only (``--endpoint-url`` on
+    every such subcommand; in the main job set once at the top of the config and handed to every stage)."""
 
     endpoint_url: str | None = None
     """S3 endpoint of s3:// stores and data (MinIO, moto, ...); default: $CATPOSE_S3_ENDPOINT, then

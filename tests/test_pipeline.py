@@ -80,7 +80,8 @@ def test_tune_stage_with_the_store_on_s3(tmp_path, synth_root, s3_bucket, ray_lo
     store = Store(uri, endpoint)
     assert yaml.safe_load(store.read_bytes("tune/car/best_config.yaml"))["align"] == {"alpha": 0.2, "tau": row["tau"]}
     assert len(store.glob("tune/car/sweep-car/*/result.json")) == 2  # Tune's trials live in the bucket
-    assert store.exists("plots/sweep_car.png") and "## α/τ sweep (chosen without labels)" in store.read_text("report.md")
+    assert store.exists("plots/sweep_car.png")
+    assert "## α/τ sweep (chosen without labels)" in store.read_text("report.md")
     assert report["align"][0]["videos"] == 3 and store.exists("align/car/alignment.parquet")
     assert sorted(p.name for p in tmp_path.iterdir()) == []
     again = run(cfg)
