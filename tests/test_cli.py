@@ -46,7 +46,7 @@ def markdown_row(text: str, column: str, key: str) -> dict[str, str]:
 def test_synth_info_shard_commands(tmp_path):
     data = tmp_path / "data"
     r = run(CATPOSE + ["synth", "--category", "mug", "--videos", "2", "--frames", "3", "--size", "48",
-                       "--out", str(data)])
+                       "--workers", "0", "--out", str(data)])  # rendered in this process (Ray: test_synth.py)
     assert r.returncode == 0, r.stderr
     assert "mug: {'ok': 2}" in r.stdout and (data / "catpose_gt.json").is_file()
     r = run(CATPOSE + ["info", "--data", str(data), "--check-files"])
