@@ -359,6 +359,10 @@ class TrainConfig:
     """Worker-group restarts (from the latest checkpoint) before the run fails."""
     keep_checkpoints: int = 2
     """Checkpoints kept in storage."""
+    checkpoint_every_s: float = 20.0
+    """Seconds of training between checkpoints (and TensorBoard uploads); the last epoch always writes one
+    (0: every epoch). Short epochs on a GPU would otherwise spend most of their time checkpointing; a
+    restart repeats at most this much work."""
     wait_for_resources: float = 60.0
     """Seconds to wait for the cluster to offer the workers' CPUs and GPUs (an autoscaling cluster adds
     nodes meanwhile) before the run stops with a clear error instead of waiting silently."""
@@ -406,7 +410,8 @@ class PoseConfig:
     """Device of the encoder (cpu, cuda)."""
     batch: int = 16
     """Images estimated together (``catpose estimate`` over many files, ``catpose evaluate``): one encoder
-    pass, and all their hypotheses scored and refined as one tensor."""
+    pass, and all their hypotheses scored and refined as one tensor; 0: one image at a time, the reference
+    path)."""
 
 
 @dataclass
