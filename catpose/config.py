@@ -74,6 +74,11 @@ class IngestConfig:
     """Longest image side for SfM (larger frames are downscaled)."""
     matcher: str = "exhaustive"
     """Feature matching: exhaustive (all pairs, best for short videos) or sequential."""
+    sift_peak_threshold: float = 0.002
+    """SIFT's contrast threshold (COLMAP's default 0.0067 finds few features on weakly textured objects:
+    on 256-px synthetic mugs 3-7x fewer object points at about the same time)."""
+    sift_max_features: int = 8192
+    """Most SIFT features per frame."""
     min_registered: float = 0.5
     """A sequence whose SfM registers fewer than this fraction of its frames counts as failed."""
     sfm_retry: float = 0.8
@@ -97,6 +102,17 @@ class IngestConfig:
     """Points whose 8th neighbour is farther than this × the median such distance go (0: keep)."""
     clean_min_points: int = 20
     """A sequence whose cleaning leaves fewer points is skipped, with the reason in the manifest."""
+    hull_voxels: int = 112
+    """When every frame has a mask (given or GrabCut's): the cloud written is the object's visual hull,
+    carved from the masks in a cube of this many voxels per side (0: the cleaned sparse SfM cloud)."""
+    hull_vote: float = 0.95
+    """A voxel is object when inside the mask in at least this share of the frames whose image it is in."""
+    hull_view_share: float = 0.5
+    """... and inside the image of at least this share of the frames."""
+    hull_half_size: float = 0.75
+    """Half the carved cube's side, as a multiple of the width the cameras frame at the object."""
+    hull_refine_masks: bool = True
+    """GrabCut the frames without a given mask again, seeded by the carved hull, and carve again."""
     workers: int = 0
     """Ray tasks in flight (0: in this process)."""
 

@@ -72,11 +72,19 @@ def prepare(cfg: TrainConfig) -> dict:
 
     transforms, reference = read_alignment(cfg.alignment, cfg.endpoint_url)
     feat_store = cfg.features or join_uri(cfg.alignment, "features")
-    vertices = {n: load_surface_features(feat_store, cfg.category, n, cfg.endpoint_url).vertices for n in transforms}
+    vertices, framed = {}, {}
+    for n in transforms:
+        sf = load_surface_features(feat_store, cfg.category, n, cfg.endpoint_url)
+        vertices[n] = sf.vertices
+        framed[n] = sf.meta.get("view_size")  # how large a thing the video's cameras frame (its world units)
     train, held = split_videos(list(transforms), cfg.holdout, cfg.seed)
     if not train:
         raise ValueError(f"category '{cfg.category}': no training videos in {cfg.alignment}")
-    template = build_template([transforms[n].apply(vertices[n]).astype(np.float32) for n in train], cfg.vertices)
+    # the size check of the template against the instances: the framed sizes in the reference frame
+    # (alignment scale x view size) when every training video has one; else the clouds' own diameters
+    sizes = [float(transforms[n].scale) * float(framed[n]) for n in train if framed[n] is not None]
+    template = build_template([transforms[n].apply(vertices[n]).astype(np.float32) for n in train], cfg.vertices,
+                              instance_sizes=sizes if len(sizes) == len(train) else None)
     held_tf = transforms
     if cfg.ground_truth is not None:
         held_tf = ground_truth_to_reference(cfg.ground_truth, cfg.category, reference, cfg.endpoint_url)
