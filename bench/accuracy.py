@@ -12,7 +12,8 @@ The machine needs catpose's dependencies, kornia included (the held-out evaluati
 colorsift baseline). Not yet run to the end on a GPU: the one H200 attempt (100 epochs of the car,
 about 900 crops/s at batch 16) stopped at the held-out evaluation for want of kornia there.
 
-    python bench/accuracy.py --inputs DIR [--categories car,mug] [--epochs 60] [--model small] [--out F.json]
+    python bench/accuracy.py --inputs DIR [--categories car,mug] [--epochs 300] [--model small] [--out F.json]
+                               [--pose-device cuda] [--pose-batch 32] [--keep-runs DIR]
 """
 
 from __future__ import annotations
@@ -59,12 +60,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--inputs", type=Path, required=True)
     ap.add_argument("--categories", default="car,mug")
-    ap.add_argument("--epochs", type=int, default=60)
+    ap.add_argument("--epochs", type=int, default=300)
     ap.add_argument("--model", default="small")
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--out", default="bench/results/accuracy-gpu.json")
     ap.add_argument("--check-feed", action="store_true", help="compare the device feed with the CPU reference first")
+    ap.add_argument("--pose-device", default=None, help="device of pose estimation (default: cuda when present)")
+    ap.add_argument("--pose-batch", type=int, default=32, help="images estimated together; the one-image path "
+                    "(batch 0) is scored on the same images too")
+    ap.add_argument("--keep-runs", type=Path, default=None, help="copy the trained runs here")
     a = ap.parse_args()
     gpu = torch.cuda.is_available()
     res = {"device": torch.cuda.get_device_name() if gpu else f"{platform.machine()} CPU", "epochs": a.epochs,
@@ -88,18 +93,31 @@ def main() -> None:
             tr = run_train(cfg)
             train_s = time.perf_counter() - t0
             hist = tr["history"]
-            pe = evaluate_pose(PoseEvalConfig(checkpoint=tr["run"], dataset="synth-wild", root=a.inputs / "wild" / cat,
-                                              category=cat, out=Path(tmp) / "pose" / cat, overlays=0))
+            pdev = a.pose_device or ("cuda" if gpu else "cpu")
+            pe, single = (evaluate_pose(PoseEvalConfig(checkpoint=tr["run"], dataset="synth-wild",
+                                                       root=a.inputs / "wild" / cat, category=cat,
+                                                       out=Path(tmp) / f"pose{b}" / cat, overlays=0, baseline=b > 0,
+                                                       pose=PoseConfig(device=pdev, batch=b)))
+                          for b in (a.pose_batch, 0))
+            if a.keep_runs:
+                import shutil
+
+                shutil.copytree(tr["run"], a.keep_runs / Path(tr["run"]).name, dirs_exist_ok=True)
             row = {"train_videos": tr["train_videos"], "held_out_videos": tr["held_out"],
                    "crops_per_epoch": hist[-1]["images"], "train_seconds": round(train_s, 1),
                    "fit_seconds": tr["fit_seconds"], "final_loss": round(hist[-1]["loss"], 4),
                    "crops_per_s_after_first_epoch": round(float(np.mean([h["images_per_s"] for h in hist[1:]] or [0])), 1),
                    "first_epoch_crops_per_s": round(hist[0]["images_per_s"], 1),
+                   "epoch_compute_s_median": round(float(np.median([h["seconds"] for h in hist[1:]] or [0])), 3),
+                   "epoch_wall_s_median": round(float(np.median([h.get("wall_s", 0) for h in hist[1:]] or [0])), 3),
                    "held_out_matching": {k: {kk: vv for kk, vv in v.items() if kk in ("accuracy", "accuracy_composited",
                                                                                      "median_px")}
                                          for k, v in tr.get("evaluation", {}).get("methods", {}).items()},
                    "pose": {"objects": pe["objects"], "scored": pe["scored"], "failed": pe["failed"],
-                            "methods": pe["methods"], "seconds_per_image": pe["seconds_per_image"]}}
+                            "methods": pe["methods"], "seconds_per_image": pe["seconds_per_image"],
+                            "device": pdev, "batch": a.pose_batch,
+                            "one_image_path": {"methods": single["methods"],
+                                               "seconds_per_image": single["seconds_per_image"]}}}
             res["categories"][cat] = row
             print(cat, json.dumps(row), flush=True)
             out = Path(a.out)  # after every category, so that a cut-off run keeps what it measured

@@ -101,6 +101,11 @@ class IngestConfig(TaskContext):
     """Longest image side for SfM (larger frames are downscaled)."""
     matcher: str = "exhaustive"
     """Feature matching: exhaustive (all pairs, best for short videos) or sequential."""
+    sift_peak_threshold: float = 0.002
+    """SIFT's contrast threshold (COLMAP's default 0.0067 finds few features on weakly textured objects:
+    on 256-px synthetic mugs 3-7x fewer object points at about the same time)."""
+    sift_max_features: int = 8192
+    """Most SIFT features per frame."""
     min_registered: float = 0.5
     """A sequence whose SfM registers fewer than this fraction of its frames counts as failed."""
     sfm_retry: float = 0.8
@@ -124,6 +129,17 @@ class IngestConfig(TaskContext):
     """Points whose 8th neighbour is farther than this × the median such distance go (0: keep)."""
     clean_min_points: int = 20
     """A sequence whose cleaning leaves fewer points is skipped, with the reason in the manifest."""
+    hull_voxels: int = 112
+    """When every frame has a mask (given or GrabCut's): the cloud written is the object's visual hull,
+    carved from the masks in a cube of this many voxels per side (0: the cleaned sparse SfM cloud)."""
+    hull_vote: float = 0.95
+    """A voxel is object when inside the mask in at least this share of the frames whose image it is in."""
+    hull_view_share: float = 0.5
+    """... and inside the image of at least this share of the frames."""
+    hull_half_size: float = 0.75
+    """Half the carved cube's side, as a multiple of the width the cameras frame at the object."""
+    hull_refine_masks: bool = True
+    """GrabCut the frames without a given mask again, seeded by the carved hull, and carve again."""
 
 
 @dataclass
@@ -369,6 +385,10 @@ class TrainConfig(StoreContext):
     """Worker-group restarts (from the latest checkpoint) before the run fails."""
     keep_checkpoints: int = 2
     """Checkpoints kept in storage."""
+    checkpoint_every_s: float = 20.0
+    """Seconds of training between checkpoints (and TensorBoard uploads); the last epoch always writes one
+    (0: every epoch). Short epochs on a GPU would otherwise spend most of their time checkpointing; a
+    restart repeats at most this much work."""
     wait_for_resources: float = 60.0
     """Seconds to wait for the cluster to offer the workers' CPUs and GPUs (an autoscaling cluster adds
     nodes meanwhile) before the run stops with a clear error instead of waiting silently."""
@@ -410,11 +430,15 @@ class PoseConfig:
     translation: str = "box"
     """Refinement of the translation: free (image position and depth are refined with the rotation) or box
     (the translation always puts the template's projected box on the object box)."""
+    score: str = "cosine"
+    """Render-and-compare score of a vertex at its projection: cosine (the similarity s_j) or probability
+    (p_j, s_j against all vertices and background prototypes at the training temperature)."""
     device: str = "cpu"
     """Device of the encoder (cpu, cuda)."""
     batch: int = 16
     """Images estimated together (``catpose estimate`` over many files, ``catpose evaluate``): one encoder
-    pass, and all their hypotheses scored and refined as one tensor."""
+    pass, and all their hypotheses scored and refined as one tensor; 0: one image at a time, the reference
+    path)."""
 
 
 @dataclass

@@ -86,7 +86,9 @@ def init_ray(num_cpus: int | None = None, address: str | None = None) -> None:
     if address:
         ray.init(address=address, ignore_reinit_error=True, log_to_driver=True, **kw)
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, ignore_reinit_error=True,
+        # address "local": a new Ray of its own even when a `ray start` cluster runs on this machine (Ray
+        # would otherwise join that one and refuse these settings)
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, ignore_reinit_error=True,
                  object_store_memory=256 * 1024**2, log_to_driver=True, **kw)
 
 

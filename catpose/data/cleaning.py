@@ -219,7 +219,9 @@ def fit_support_plane(points: np.ndarray, up: np.ndarray, band: float, max_angle
     dd = -float(nn @ mu)
     sd = points @ nn + dd
     inl = np.abs(sd) < band
-    rest = sd[~inl]
+    # the points clear of the plane (3 bands: SfM's noise on a wide floor, far from the cameras, spreads
+    # its points over more than one band) must lie above it
+    rest = sd[np.abs(sd) >= 3 * band]
     if inl.mean() < min_share or len(rest) == 0 or (rest > 0).mean() < above_share:
         return None
     return nn, dd

@@ -130,6 +130,13 @@ def attach_views(est: PoseEstimator, run: str, endpoint_url: str | None = None, 
 
 
 # ------------------------------------------------------------------------------ the evaluation
+def _estimate_one(est: PoseEstimator, image: np.ndarray, s: PoseSample, mask) -> PoseEstimate | CatposeError:
+    try:
+        return est.estimate(image, s.bbox, mask, s.focal_px, s.principal_px, source=s.image)
+    except CatposeError as e:
+        return e
+
+
 def evaluate_pose(cfg: PoseEvalConfig, progress: bool = True) -> dict:
     t_start = time.perf_counter()
     model, tpl = load_trained(cfg.checkpoint, cfg.endpoint_url, cfg.pose.device)
@@ -174,7 +181,7 @@ def evaluate_pose(cfg: PoseEvalConfig, progress: bool = True) -> dict:
     from tqdm import tqdm
 
     bar = tqdm(total=len(samples), desc=f"pose {cfg.category}", disable=not progress)
-    batch = max(1, cfg.pose.batch)
+    batch = max(1, cfg.pose.batch)  # 0: one image at a time through PoseEstimator.estimate
     for start in range(0, len(samples), batch):  # cfg.pose.batch images estimated together
         chunk = range(start, min(start + batch, len(samples)))
         recs, loaded = {}, []
@@ -190,9 +197,12 @@ def evaluate_pose(cfg: PoseEvalConfig, progress: bool = True) -> dict:
         if loaded:
             got = [samples[i] for i, _, _ in loaded]
             t0 = time.perf_counter()
-            poses = est.estimate_batch([img for _, img, _ in loaded], [s.bbox for s in got], [m for _, _, m in loaded],
-                                       [s.focal_px for s in got], [s.principal_px for s in got],
-                                       sources=[s.image for s in got])
+            if cfg.pose.batch > 0:
+                poses = est.estimate_batch([img for _, img, _ in loaded], [s.bbox for s in got],
+                                           [m for _, _, m in loaded], [s.focal_px for s in got],
+                                           [s.principal_px for s in got], sources=[s.image for s in got])
+            else:  # the one-image path, the reference the batched one is checked against
+                poses = [_estimate_one(est, img, s, m) for (_, img, m), s in zip(loaded, got)]
             seconds = round((time.perf_counter() - t0) / len(loaded), 3)  # the batch's time, shared out
             ok = []
             for (i, img, _), p in zip(loaded, poses):

@@ -113,3 +113,16 @@ def test_view_size_is_about_the_object(realistic_root):
         for seq, pts, lab, _ in _videos(realistic_root, cat):
             ratio = view_size([f.camera for f in seq.frames]) / np.linalg.norm(np.ptp(pts[lab], 0))
             assert 0.6 < ratio < 1.2, (seq.name, ratio)
+
+
+def test_support_plane_of_a_noisy_sfm_floor():
+    # an SfM floor: its points scatter over more than one band about the plane (far from the cameras,
+    # depth is noisy), a small object stands on it; the plane is found, and tilted floors are not taken
+    rng = np.random.default_rng(7)
+    band = 0.01
+    floor = np.c_[rng.uniform(-1, 1, (900, 2)), rng.normal(0, 1.2 * band, 900)]
+    obj = np.c_[rng.uniform(-0.05, 0.05, (100, 2)), rng.uniform(0.02, 0.1, 100)]
+    res = fit_support_plane(np.concatenate([floor, obj]), np.array([0.0, 0.0, 1.0]), band)
+    assert res is not None
+    n, d = res
+    assert n[2] > np.cos(np.deg2rad(2)) and abs(d) < band

@@ -38,6 +38,8 @@ def test_raw_frames_get_masks_and_an_object_cloud(ingested_raw):
     assert item["masks_made"] == item["registered"]
     clean = item["cleaning"]
     assert clean["mode"] == "geometry" and "plane" in clean and clean["removed_share"] > 0.2
+    # the cloud written is the visual hull carved from the masks: dense where SfM left a few dozen points
+    assert item["dense"]["cloud"] == "visual hull" and item["dense"]["points"] > 10 * item["dense"]["sfm_object_points"]
     seq = Co3dCategory(out, "car")[truth.name]
     by_name = {f.image_path.name: f for f in truth.frames}
     cloud = seq.load_point_cloud().points

@@ -139,3 +139,60 @@ def test_dinov2_position_embeddings_follow_the_published_rule(registers, offset,
     if offset:
         by_size = published_pos_embed(model.pos_embed, 32, 32, 0.0, False)
         assert (model._pos_embed(32, 32) - by_size).abs().max() > 1e-3
+
+
+def published_patch_tokens(state: dict, images: torch.Tensor, heads: int, offset: float, antialias: bool) -> torch.Tensor:
+    """The published DINOv2 forward pass (facebookresearch/dinov2's ``forward_features``:
+    ``x_norm_patchtokens``), written out functionally from its description over a checkpoint's tensors,
+    in float64: stride-14 patch embedding; the class token, plus position embeddings resampled by
+    :func:`published_pos_embed`; register tokens after the class token; pre-norm blocks
+    ``x + γ₁·Attn(LN(x))``, ``x + γ₂·MLP(LN(x))`` (LayerNorm eps 1e-6, softmax(q kᵀ/√d) v, exact GELU);
+    the final LayerNorm; the tokens after the class and register tokens. [B, 3, H, W] normalised
+    images (H, W multiples of 14) → [B, h·w, C]."""
+    S = {k: v.double() for k, v in state.items()}
+    x = images.double()
+    B = x.shape[0]
+    h, w = x.shape[2] // 14, x.shape[3] // 14
+    t = torch.nn.functional.conv2d(x, S["patch_embed.proj.weight"], S["patch_embed.proj.bias"], stride=14)
+    t = t.flatten(2).transpose(1, 2)
+    t = torch.cat([S["cls_token"].expand(B, -1, -1), t], 1) + published_pos_embed(S["pos_embed"], h, w, offset, antialias)
+    R = S["register_tokens"].shape[1] if "register_tokens" in S else 0
+    if R:
+        t = torch.cat([t[:, :1], S["register_tokens"].expand(B, -1, -1), t[:, 1:]], 1)
+    C = t.shape[-1]
+    ln = lambda z, p: torch.nn.functional.layer_norm(z, (C,), S[p + ".weight"], S[p + ".bias"], 1e-6)
+    lin = lambda z, p: z @ S[p + ".weight"].T + S[p + ".bias"]
+    depth = 1 + max(int(k.split(".")[1]) for k in S if k.startswith("blocks."))
+    for i in range(depth):
+        p = f"blocks.{i}"
+        q, k, v = lin(ln(t, p + ".norm1"), p + ".attn.qkv").reshape(B, -1, 3, heads, C // heads).permute(2, 0, 3, 1, 4)
+        a = torch.softmax(q @ k.transpose(-1, -2) / (C // heads) ** 0.5, -1) @ v
+        t = t + S[p + ".ls1.gamma"] * lin(a.transpose(1, 2).reshape(B, -1, C), p + ".attn.proj")
+        m = lin(torch.nn.functional.gelu(lin(ln(t, p + ".norm2"), p + ".mlp.fc1")), p + ".mlp.fc2")
+        t = t + S[p + ".ls2.gamma"] * m
+    return ln(t, "norm")[:, 1 + R:]
+
+
+@pytest.mark.parametrize("registers, offset, antialias", [(0, 0.1, False), (4, 0.0, True)])
+def test_dinov2_patch_tokens_match_the_published_forward_pass(registers, offset, antialias):
+    # random weights in the official checkpoint's names; frames of a size that is no multiple of 14
+    # (catpose resizes them to input_size first, the published model takes the resized frames); input
+    # sizes below, at (518: the trained 37 x 37 grid, no resampling) and above the trained one
+    torch.manual_seed(2)
+    model = DinoV2("dinov2_vits14", spec=ViTSpec(64, 2, 1), num_register_tokens=registers).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.2)
+    frames = torch.rand(2, 3, 83, 61)
+    for size in (56, 210, 448, 518, 560):
+        model.input_size = size
+        with torch.no_grad():
+            ours = model(frames)  # [B, C, h, w]
+        x = torch.nn.functional.interpolate(frames, size=(size, size), mode="bilinear", align_corners=False,
+                                            antialias=True)
+        x = (x - model.mean) / model.std
+        ref = published_patch_tokens(model.state_dict(), x, heads=1, offset=offset, antialias=antialias)
+        assert ours.shape == (2, 64, size // 14, size // 14)
+        torch.testing.assert_close(ours.flatten(2).transpose(1, 2).double(), ref, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="multiple of 14"):
+        DinoV2("dinov2_vits14", input_size=500, spec=ViTSpec(64, 2, 1))

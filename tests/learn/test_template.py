@@ -117,3 +117,35 @@ def test_template_of_clouds_that_all_hold_the_ground_warns_given_the_framed_size
     assert "size_warning" not in tpl.meta  # the clouds alone cannot tell
     with pytest.warns(UserWarning, match="typical instance"):
         build_template(clouds, n_vertices=200, instance_sizes=[2.4] * 5)
+
+
+def test_training_checks_the_template_against_the_framed_instance_size(tmp_path):
+    # every video's vertices still hold the ground (a wide disc): the clouds alone cannot tell, the
+    # size each video's cameras frame (features meta "view_size", in its own units) can, once prepare
+    # scales it into the reference frame
+    from catpose.align.table import write_alignment
+    from catpose.config import TrainConfig
+    from catpose.features.runner import feature_key
+    from catpose.features.surface import SurfaceFeatures
+    from catpose.learn.train import prepare
+    from catpose.storage import Store
+
+    rng = np.random.default_rng(5)
+    dims = np.array([2.0, 1.0, 0.6])
+    store, transforms = Store(str(tmp_path / "features")), {}
+    for i in range(5):
+        disc = np.c_[rng.uniform(-3, 3, (1500, 2)), np.zeros(1500)]
+        X = np.concatenate([_box_surface(rng, 1500, dims) + [0, 0, 0.3], disc])
+        T = Similarity(Rotation.random(random_state=i).as_matrix(), rng.normal(size=3), float(rng.uniform(0.5, 2)))
+        V = (((X - T.t) @ T.R) / T.scale).astype(np.float32)  # the video's own frame
+        name = f"car_{i:04d}"
+        transforms[name] = T
+        sf = SurfaceFeatures(name, V, np.zeros((1, len(V), 4), np.float16), np.ones((1, len(V)), bool),
+                             np.zeros(1, np.int64), meta={"view_size": 2.4 / T.scale})
+        store.write_bytes(feature_key("car", name), sf.to_bytes())
+    (tmp_path / "align").mkdir()
+    write_alignment(tmp_path / "align" / "alignment.parquet", transforms, "car_0000")
+    with pytest.warns(UserWarning, match="typical instance"):
+        out = prepare(TrainConfig(alignment=tmp_path / "align", features=str(tmp_path / "features"), category="car",
+                                  vertices=200, holdout=0.2))
+    assert out["template"].meta["instance_diameter"] == pytest.approx(2.4)

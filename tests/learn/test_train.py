@@ -37,7 +37,7 @@ def test_train_two_workers_survives_a_killed_worker(synth_root, tmp_path, ray_lo
     # every epoch streams Ray Data (no frame cache): cached epochs of this tiny set take milliseconds and
     # would end the run before the kill lands, leaving nothing to restart
     cfg = training_config(synth_root, tmp_path, shards, feats, out=str(tmp_path / "runs"), epochs=8, max_failures=2,
-                          frame_cache_mb=0)
+                          frame_cache_mb=0, checkpoint_every_s=0)
     state: dict = {}
     killer = threading.Thread(target=_kill_a_worker_after_a_checkpoint, args=(tmp_path / "runs" / "train-car", state))
     killer.start()

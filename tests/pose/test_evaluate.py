@@ -41,6 +41,18 @@ def test_evaluate_scores_the_wild_set_against_ground_truth_and_the_baseline(run_
     assert "| catpose (features + render-and-compare) |" in (out / "evaluation.md").read_text()
     assert (run_dir / "retrieval_views.pt").is_file()  # cached for `catpose estimate`
 
+    # the one-image path (--pose.batch 0), the reference of the batched one, scores the same objects
+    one_out = tmp_path / "eval_one"
+    assert main(["evaluate", "--checkpoint", str(run_dir), "--dataset", "synth-wild", "--root", str(wild),
+                 "--category", "car", "--out", str(one_out), "--pose.grid", "512", "--pose.refine-steps", "5",
+                 "--pose.batch", "0", "--overlays", "0", "--no-baseline"]) == 0
+    one = json.loads((one_out / "evaluation.json").read_text())
+    one_lines = [json.loads(ln) for ln in (one_out / "results.jsonl").read_text().splitlines()]
+    assert one["scored"] == res["scored"] and one["failed"] == 1
+    assert [r["name"] for r in one_lines if "failed" in r] == [r["name"] for r in bad]
+    assert one["methods"]["catpose (features + render-and-compare)"] == pose_metrics(
+        [np.nan if r.get("error_deg") is None else r["error_deg"] for r in one_lines])
+
     # without ground truth for the template frame (as for PASCAL3D+): fitted on a calibration share
     fit_out = tmp_path / "eval_fit"
     assert main(["evaluate", "--checkpoint", str(run_dir), "--dataset", "synth-wild", "--root", str(wild),
