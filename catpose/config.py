@@ -430,9 +430,6 @@ class PoseConfig:
     translation: str = "box"
     """Refinement of the translation: free (image position and depth are refined with the rotation) or box
     (the translation always puts the template's projected box on the object box)."""
-    score: str = "cosine"
-    """Render-and-compare score of a vertex at its projection: cosine (the similarity s_j) or probability
-    (p_j, s_j against all vertices and background prototypes at the training temperature)."""
     device: str = "cpu"
     """Device of the encoder (cpu, cuda)."""
     batch: int = 16

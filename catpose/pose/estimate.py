@@ -104,15 +104,6 @@ def similarity_maps(fmap: torch.Tensor, theta: torch.Tensor, beta: torch.Tensor 
     return sim, bg
 
 
-def vertex_probabilities(sim: torch.Tensor, bg: torch.Tensor, temperature: float) -> torch.Tensor:
-    """p_j = exp(s_j / T) / (Σ_k exp(s_k / T) + Σ_m exp(b_m / T)) at every pixel: the probability the
-    training loss gives vertex j against all N vertices and the M background prototypes, at its
-    temperature T. sim [..., N, S, S], bg [..., M, S, S] → [..., N, S, S]. Scoring with p_j instead of
-    s_j rewards a vertex only where it beats the others (the score ``PoseConfig.score=probability``)."""
-    N = sim.shape[-3]
-    return torch.softmax(torch.cat([sim, bg], dim=-3) / temperature, dim=-3)[..., :N, :, :]
-
-
 def sample_similarity(sim: torch.Tensor, uv: torch.Tensor, crop_size: int) -> torch.Tensor:
     """s_j at the projections uv [B, N, 2] (crop pixels), bilinear: [B, N] (0 outside the crop)."""
     g = (uv / crop_size * 2 - 1).permute(1, 0, 2)[:, :, None, :]  # [N, B, 1, 2]
@@ -441,11 +432,6 @@ class PoseEstimator:
         self.views: tuple[torch.Tensor, torch.Tensor] | None = None
         self.run_config = None  # the training run's TrainConfig, when built from a run
 
-    @property
-    def temperature(self) -> float:
-        """T of the run's contrastive loss (0.07, TrainConfig's default, when not built from a run)."""
-        return float(getattr(self.run_config, "temperature", 0.07))
-
     def set_views(self, descriptors: torch.Tensor, rotations) -> None:
         """Training views for the retrieval prior: pooled descriptors [V, d] and their template-frame
         camera rotations [V, 3, 3]; each grid rotation keeps the views within ``prior_radius`` of it."""
@@ -508,8 +494,6 @@ class PoseEstimator:
         fmap = self.features(crops)
         sim, bg = similarity_maps(fmap, self.theta, self.beta, self.cfg.sim_size)
         objectness = float((sim.amax(0) > bg.amax(0)).float().mean())
-        if self.cfg.score == "probability":
-            sim = vertex_probabilities(sim, bg, self.temperature)
         # without a box or mask the features decide whether there is an object; a given box is trusted
         if self.beta is not None and bbox is None and mask is None and objectness < self.cfg.min_object:
             raise NoObjectError(source, f"no object found: {objectness:.1%} of the crop looks like the category "
@@ -572,8 +556,6 @@ class PoseEstimator:
         fmap = self.features(crops)
         sims, bg = similarity_maps_batch(fmap, self.theta, self.beta, self.cfg.sim_size)
         objectness = (sims.amax(1) > bg.amax(1)).float().mean((1, 2)).tolist()
-        if self.cfg.score == "probability":
-            sims = vertex_probabilities(sims, bg, self.temperature)
         go = []
         for j, i in enumerate(keep):
             # without a box or mask the features decide whether there is an object; a given box is trusted
