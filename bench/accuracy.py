@@ -9,8 +9,8 @@ Inputs (``--inputs``, prepared on another machine so that the GPU machine needs 
 ``wild/<category>/`` (catpose synth-wild).
 
 The machine needs catpose's dependencies, kornia included (the held-out evaluation scores the
-colorsift baseline). Not yet run to the end on a GPU: the one H200 attempt (100 epochs of the car,
-about 900 crops/s at batch 16) stopped at the held-out evaluation for want of kornia there.
+colorsift baseline). Pose is scored twice on the same images: batched (``--pose-batch``) and one image
+at a time (the reference path); ``--keep-runs`` copies the trained runs out for later evaluation.
 
     python bench/accuracy.py --inputs DIR [--categories car,mug] [--epochs 300] [--model small] [--out F.json]
                                [--pose-device cuda] [--pose-batch 32] [--keep-runs DIR]
