@@ -88,8 +88,9 @@ class SynthConfig(TaskContext):
 class IngestConfig(TaskContext):
     """Raw frames or videos to CO3D-layout sequences by Structure-from-Motion (pycolmap)."""
 
-    frames: Path = Path("raw")
-    """Folder with one sub-folder of frames (or one video file) per sequence."""
+    frames: str = "raw"
+    """Folder or s3://bucket/prefix with one sub-folder of frames (optionally with masks/) or one video
+    file per sequence; on S3 each task copies its own sequence to its node's scratch."""
     out: str = "data/ingested"
     """Dataset root to write: a folder or s3://bucket/prefix (each SfM task works in its node's scratch and
     uploads its finished sequence)."""

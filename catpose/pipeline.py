@@ -71,8 +71,8 @@ class PipelineConfig(RunContext):
     data: str | None = None
     """An existing CO3D-layout dataset root (folder or s3:// prefix, read lazily); default: generate the
     synthetic categories into the store."""
-    raw_frames: Path | None = None
-    """A folder of raw frames/videos per sequence to run SfM on first (``catpose ingest``)."""
+    raw_frames: str | None = None
+    """A folder or s3:// prefix of raw frames/videos per sequence to run SfM on first (``catpose ingest``)."""
     config: Path | None = None
     """YAML file with any of these fields (nested sections: synth, ingest, shard, ...)."""
     synth: SynthConfig = field(default_factory=lambda: SynthConfig(category=("car", "mug"), videos=30))

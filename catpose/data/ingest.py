@@ -51,17 +51,53 @@ IMAGE_EXT = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 VIDEO_EXT = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v"}
 
 
-def find_sequences(frames_root: Path) -> dict[str, Path]:
-    """Sequence name → folder of frames or video file."""
-    if not frames_root.is_dir():
-        raise MissingFileError(str(frames_root), "frames folder")
+def find_sequences(frames_root: str | Path, endpoint_url: str | None = None) -> dict[str, str]:
+    """Sequence name → its folder of frames or its video file, as a path or, under an ``s3://`` root,
+    a URI (listed here; each ingest task downloads its own sequence)."""
+    if is_s3(frames_root):
+        store = Store(str(frames_root), endpoint_url)
+        if not store.is_dir():
+            raise MissingFileError(store.uri, "frames prefix")
+        out = {}
+        for key in store.glob("*"):
+            name = key.rsplit("/", 1)[-1]
+            if Path(name).suffix.lower() in VIDEO_EXT:
+                out[Path(name).stem] = store.url(key)
+            elif store.is_dir(key) and any(Path(k).suffix.lower() in IMAGE_EXT for k in store.glob(f"{key}/*")):
+                out[name] = store.url(key)
+        return dict(sorted(out.items()))
+    root = Path(frames_root)
+    if not root.is_dir():
+        raise MissingFileError(str(root), "frames folder")
     out = {}
-    for p in sorted(frames_root.iterdir()):
+    for p in sorted(root.iterdir()):
         if p.is_dir() and any(q.suffix.lower() in IMAGE_EXT for q in p.iterdir()):
-            out[p.name] = p
+            out[p.name] = str(p)
         elif p.is_file() and p.suffix.lower() in VIDEO_EXT:
-            out[p.stem] = p
+            out[p.stem] = str(p)
     return out
+
+
+def fetch_source(src: str, endpoint_url: str | None, scratch: Path) -> Path:
+    """The sequence ``src`` (an ``s3://`` folder of frames, with its ``masks/``, or a video file) copied
+    into the local folder ``scratch``: what SfM reads. A local ``src`` is returned as it is."""
+    if not is_s3(src):
+        return Path(src)
+    parent, name = src.rstrip("/").rsplit("/", 1)
+    up = Store(parent, endpoint_url)
+    local = scratch / name
+    if Path(name).suffix.lower() in VIDEO_EXT:
+        local.parent.mkdir(parents=True, exist_ok=True)
+        local.write_bytes(up.read_bytes(name))
+        return local
+    keys = [k for k in up.glob(f"{name}/**") if not up.is_dir(k)]
+    for k, data in up.cat_many(keys).items():
+        if isinstance(data, Exception):
+            raise MissingFileError(up.url(k), f"frame of sequence {name} ({data})")
+        dest = scratch / k
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(data)
+    return local
 
 
 def read_video_frames(path: Path, max_frames: int) -> list[np.ndarray]:
@@ -369,19 +405,20 @@ def _remove_sequence(store: Store, rel: str) -> None:
         pass
 
 
-def _ingest_task(args: tuple[str, Path, IngestConfig]) -> dict:
-    """One sequence. A local ``cfg.out`` is written in place; for an ``s3://`` store SfM works in this
-    node's scratch folder and the finished sequence is uploaded (the task is handed the store's URI, never
-    a folder of the driver)."""
+def _ingest_task(args: tuple[str, str, IngestConfig]) -> dict:
+    """One sequence. Frames under an ``s3://`` root are first copied to this node's scratch folder. A
+    local ``cfg.out`` is written in place; for an ``s3://`` store SfM works in the scratch folder and the
+    finished sequence is uploaded (the task is handed URIs, never a folder of the driver)."""
     name, src, cfg = args
-    if not is_s3(cfg.out):
-        return ingest_sequence(name, src, cfg)
     scratch = Path(tempfile.mkdtemp(prefix="catpose-ingest-"))
     try:
-        res = ingest_sequence(name, src, dataclasses.replace(cfg, out=str(scratch)))
+        src = fetch_source(str(src), cfg.endpoint_url, scratch / "frames")  # frames on S3: this node's copy
+        if not is_s3(cfg.out):
+            return ingest_sequence(name, src, cfg)
+        res = ingest_sequence(name, src, dataclasses.replace(cfg, out=str(scratch / "out")))
         store, rel = Store(cfg.out, cfg.endpoint_url), f"{cfg.category}/{name}"
         _remove_sequence(store, rel)  # files of an earlier attempt (other frames may have registered)
-        store.upload_dir(scratch / rel, rel)
+        store.upload_dir(scratch / "out" / rel, rel)
         return res
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -395,7 +432,7 @@ def ingest(cfg: IngestConfig) -> Manifest:
     store.check()
     cat = cfg.category
     man = Manifest.load_or_new(f"{cat}/catpose_manifest_ingest.json", "ingest", store=store)
-    seqs = find_sequences(Path(cfg.frames))
+    seqs = find_sequences(cfg.frames, cfg.endpoint_url)
     fa_key, sa_key = f"{cat}/frame_annotations.jgz", f"{cat}/sequence_annotations.jgz"
     frames, seq_anns = [], {}
     if store.exists(fa_key) and store.exists(sa_key):

@@ -87,7 +87,8 @@ def test_ingest_into_a_bucket_through_ray_tasks_and_resume(raw_frames, s3_bucket
 
 def test_main_job_ingest_stage_writes_into_the_run_store(raw_frames, s3_bucket, tmp_path):
     """The main job's ingest stage (``--raw-frames``) hands the run context and the store's URI to ingest:
-    the sequences go straight into ``<out>/data`` in the bucket, with no local copy to upload."""
+    the raw frames (and their masks) are read from the bucket by each task, and the sequences go straight
+    into ``<out>/data`` in the bucket, with no local copy to upload."""
     from catpose.config import IngestConfig
     from catpose.pipeline import Ctx, PipelineConfig, _ingest_run
     from catpose.storage import Store
@@ -95,7 +96,8 @@ def test_main_job_ingest_stage_writes_into_the_run_store(raw_frames, s3_bucket, 
     raw, _ = raw_frames
     endpoint, bucket = s3_bucket
     uri = f"s3://{bucket}/run"
-    cfg = PipelineConfig(out=uri, endpoint_url=endpoint, workers=0, raw_frames=raw,
+    Store(f"s3://{bucket}/raw", endpoint).upload_dir(raw, "")
+    cfg = PipelineConfig(out=uri, endpoint_url=endpoint, workers=0, raw_frames=f"s3://{bucket}/raw",
                          ingest=IngestConfig(category="car", max_frames=20))
     scratch = tmp_path / "scratch"
     scratch.mkdir()
@@ -103,3 +105,7 @@ def test_main_job_ingest_stage_writes_into_the_run_store(raw_frames, s3_bucket, 
     assert art.uri == f"{uri}/data" and art.categories == ["car"] and art.made["car"] == {"ok": 1, "failed": 1}
     assert Store(art.uri, endpoint).exists("car/good/pointcloud.ply") and not any(scratch.iterdir())
     assert len(Co3dCategory(art.uri, "car", endpoint)["good"].frames) >= 16
+    from catpose.manifest import Manifest
+
+    man = Manifest.load_or_new("car/catpose_manifest_ingest.json", "ingest", store=Store(art.uri, endpoint))
+    assert man.items["good"]["masks_made"] == 0  # the given masks came from the bucket with the frames
