@@ -26,11 +26,21 @@ from catpose.config import AlignConfig, FeaturesConfig, SynthConfig
 pytestmark = pytest.mark.slow
 
 
-def _tiny(out: str, endpoint: str, workers: int, videos: int = 4, chunk: int = 1):
+def _tiny(out: str, endpoint: str, workers: int, videos: int = 4, chunk: int = 1, train: bool = False):
+    """The tiny pipeline; with ``train`` also a tiny Ray Train run (one worker, one epoch of 32 px crops on
+    a template of at most 100 vertices) and the pose stage on 4 in-the-wild images, only to show that they
+    run on the cluster with its store on S3 (their accuracy is tested elsewhere)."""
+    from catpose.config import PoseConfig, TrainConfig
     from catpose.pipeline import PipelineConfig
 
+    extra = {}
+    if train:
+        extra = dict(train_categories=("car",), pose_images=4,
+                     train=TrainConfig(data="", out="", epochs=1, size=32, vertices=100, batch_size=4, width=8,
+                                       num_workers=1, cpus_per_worker=0.5, evaluate=False, augment=False),
+                     pose=PoseConfig(grid=256, top_k=1, refine_steps=3, sim_size=32, prior_weight=0.0))
     return PipelineConfig(
-        out=out, endpoint_url=endpoint, workers=workers, train_categories=(), eval_pairs=2,
+        out=out, endpoint_url=endpoint, workers=workers, **({"train_categories": ()} | extra), eval_pairs=2,
         synth=SynthConfig(category=("car",), videos=videos, frames=6, size=64),
         features=FeaturesConfig(out="", category=(), frames=3, vertices=200),
         align=AlignConfig(rotations=256, vertices=150, coarse_vertices=64, prefilter_vertices=32, partners=0, chunk=chunk))
@@ -67,7 +77,7 @@ def test_three_node_cluster_with_lost_nodes_and_resume(s3_bucket, tmp_path, monk
     from catpose.pipeline import run
 
     endpoint, bucket = s3_bucket
-    scratch = {k: tmp_path / f"scratch-{k}" for k in ("w1", "w2", "w3")}
+    scratch = {k: tmp_path / f"scratch-{k}" for k in ("w1", "w2", "w3", "w4")}
     for d in scratch.values():
         d.mkdir()
     cwd = tmp_path / "driver"
@@ -79,7 +89,7 @@ def test_three_node_cluster_with_lost_nodes_and_resume(s3_bucket, tmp_path, monk
     nodes = {k: cluster.add_node(num_cpus=1, env_vars={"TMPDIR": str(scratch[k])}) for k in ("w1", "w2")}
     try:
         ray.init(address=cluster.address, log_to_driver=False)
-        cfg = _tiny(f"s3://{bucket}/run", endpoint, workers=2)
+        cfg = _tiny(f"s3://{bucket}/run", endpoint, workers=2, train=True)
         result: dict = {}
 
         def job():
@@ -99,6 +109,7 @@ def test_three_node_cluster_with_lost_nodes_and_resume(s3_bucket, tmp_path, monk
         done_chunks = _wait_for(lambda: {k: v for k, v in _objects(endpoint, bucket, "run/align/car/pairs/").items()
                                          if k.endswith(".json")}, 900, "finished alignment chunk", th)
         cluster.remove_node(nodes.pop("w1"))
+        nodes["w4"] = cluster.add_node(num_cpus=1, env_vars={"TMPDIR": str(scratch["w4"])})  # as an autoscaler would
         th.join(900)
         assert not th.is_alive(), "the job did not finish"
         assert "error" not in result, repr(result.get("error"))
@@ -117,8 +128,14 @@ def test_three_node_cluster_with_lost_nodes_and_resume(s3_bucket, tmp_path, monk
         assert named and all(f"run/{k}" in after for k in named), named - {k[4:] for k in after}
         for key in ("config.yaml", "pipeline_manifest.json", "data/catpose_gt.json", "data/car/frame_annotations.jgz",
                     "shards/_catpose_shards.json", "features/car/_manifest.json", "align/car/alignment.parquet",
-                    "align/car/pairs.parquet", "stages/align.json"):
+                    "align/car/pairs.parquet", "stages/align.json", "train/train-car/model.pt",
+                    "train/train-car/template.npz", "stages/train.json", "stages/pose.json",
+                    "plots/pose_errors_car.png"):
             assert f"run/{key}" in after, key
+        # the Ray Train run (its workers on the worker nodes) and the pose stage ran on the store
+        (trow,) = report["train"]
+        assert trow["run"] == f"s3://{bucket}/run/train/train-car" and trow["epochs"] == 1
+        assert [k for k in after if k.startswith("run/pose/car/")] and report["pose"][0]["category"] == "car"
         assert f"s3://{bucket}/run/data" in text
         # nothing but logs under the driver's working directory
         left = [p for p in cwd.rglob("*") if p.is_file() and p.suffix != ".log"]
@@ -133,7 +150,7 @@ def test_three_node_cluster_with_lost_nodes_and_resume(s3_bucket, tmp_path, monk
         t0 = time.perf_counter()
         again = run(cfg)
         took = time.perf_counter() - t0
-        assert again["skipped"] == ["synth", "validate", "shard", "features", "align"], again["skipped"]
+        assert again["skipped"] == ["synth", "validate", "shard", "features", "align", "train", "pose"], again["skipped"]
         assert took < 30, f"resume took {took:.0f} s"
         assert _objects(endpoint, bucket, "run/align/") == {k: v for k, v in after.items() if k.startswith("run/align/")}
         assert not [p for p in fresh.rglob("*") if p.is_file() and p.suffix != ".log"]
