@@ -132,7 +132,7 @@ def main() -> None:
                 for fr in seq.frames:  # images only: no masks, no cameras, no cloud
                     shutil.copy(fr.image_path, raw / seq.name / fr.image_path.name)
         ing = work / "ingest"
-        icfg = IngestConfig(frames=raw, out=ing, category=cat, max_frames=args.frames, workers=args.workers)
+        icfg = IngestConfig(frames=str(raw), out=str(ing), category=cat, max_frames=args.frames, workers=args.workers)
         for k, v in args.ingest:
             cur = getattr(icfg, k)
             icfg = dataclasses.replace(icfg, **{k: type(cur)(v) if cur is not None else v})

@@ -1,29 +1,12 @@
 """Raw frames and videos through real pycolmap SfM into the CO3D layout."""
 
-import shutil
-
 import numpy as np
 import pytest
-from PIL import Image
 
-from catpose.config import IngestConfig, SynthConfig
+from catpose.config import IngestConfig
 from catpose.data.co3d import Co3dCategory
 from catpose.data.ingest import ingest
-from catpose.data.synth.generate import generate
-
-
-def rotation_angle_deg(R):
-    return np.degrees(np.arccos(np.clip((np.trace(R) - 1) / 2, -1, 1)))
-
-
-def relative_rotation_errors(gt_cams, est_cams):
-    errs = []
-    for i in range(len(gt_cams)):
-        for j in range(i + 1, len(gt_cams)):
-            rg = gt_cams[j].R.T @ gt_cams[i].R
-            re = est_cams[j].R.T @ est_cams[i].R
-            errs.append(rotation_angle_deg(rg.T @ re))
-    return np.array(errs)
+from tests.raw_frames import raw_sequences, relative_rotation_errors
 
 
 @pytest.fixture(scope="module")
@@ -31,17 +14,7 @@ def raw_videos(tmp_path_factory):
     """A textured synthetic car video (frames + masks), the same as an mp4, and a blank one."""
     import av
 
-    tmp = tmp_path_factory.mktemp("ingest")
-    generate(SynthConfig(out=tmp / "synth", category=("car",), videos=1, frames=24, size=256, depth=False))
-    seq = next(iter(Co3dCategory(tmp / "synth", "car")))
-    raw = tmp / "raw"
-    (raw / "good" / "masks").mkdir(parents=True)
-    for fr in seq.frames:
-        shutil.copy(fr.image_path, raw / "good" / fr.image_path.name)
-        shutil.copy(fr.mask_path, raw / "good" / "masks" / fr.mask_path.name)
-    (raw / "blank").mkdir()
-    for k in range(6):
-        Image.new("RGB", (256, 256), (120, 120, 120)).save(raw / "blank" / f"f{k:03d}.jpg")
+    raw, seq = raw_sequences(tmp_path_factory.mktemp("ingest"), frames=24, size=256, blank_frames=6)
     with av.open(str(raw / "clip.mp4"), "w") as out:
         stream = out.add_stream("mpeg4", rate=5)
         stream.width = stream.height = 256
@@ -60,7 +33,7 @@ def raw_videos(tmp_path_factory):
 def ingested(raw_videos, tmp_path_factory):
     raw, _ = raw_videos
     out = tmp_path_factory.mktemp("ingested")
-    man = ingest(IngestConfig(frames=raw, out=str(out), category="car", max_frames=24, workers=0))
+    man = ingest(IngestConfig(frames=str(raw), out=str(out), category="car", max_frames=24, workers=0))
     return out, man
 
 

@@ -23,7 +23,7 @@ def ingested_raw(tmp_path_factory):
     raw.mkdir(parents=True)
     for fr in truth.frames:  # images only: no masks
         shutil.copy(fr.image_path, raw / fr.image_path.name)
-    man = ingest(IngestConfig(frames=tmp / "raw", out=tmp / "out", category="car", max_frames=20))
+    man = ingest(IngestConfig(frames=str(tmp / "raw"), out=str(tmp / "out"), category="car", max_frames=20, workers=0))
     return tmp / "out", man, truth
 
 

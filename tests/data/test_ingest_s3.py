@@ -2,42 +2,16 @@
 (num_cpus=2), each working in its own scratch folder and uploading its finished sequence; the annotations
 and the manifest live in the bucket, so a rerun resumes from there."""
 
-import shutil
-
-import numpy as np
 import pytest
 
-from catpose.config import SynthConfig
 from catpose.data.co3d import Co3dCategory
-from catpose.data.synth.generate import generate
-
-
-def _rotation_errors_deg(gt, est) -> np.ndarray:
-    """Errors of all relative rotations between frame pairs (SfM's frame is arbitrary)."""
-    errs = []
-    for i in range(len(gt)):
-        for j in range(i + 1, len(gt)):
-            d = (gt[j].R.T @ gt[i].R).T @ (est[j].R.T @ est[i].R)
-            errs.append(np.degrees(np.arccos(np.clip((np.trace(d) - 1) / 2, -1, 1))))
-    return np.array(errs)
+from tests.raw_frames import raw_sequences, relative_rotation_errors
 
 
 @pytest.fixture(scope="module")
 def raw_frames(tmp_path_factory):
     """One textured synthetic car orbit (frames + masks) and one blank sequence SfM cannot register."""
-    from PIL import Image
-
-    tmp = tmp_path_factory.mktemp("ingest_s3")
-    generate(SynthConfig(workers=0, out=tmp / "synth", category=("car",), videos=1, frames=20, size=160, depth=False))
-    truth = next(iter(Co3dCategory(tmp / "synth", "car")))
-    raw = tmp / "raw"
-    (raw / "good" / "masks").mkdir(parents=True)
-    for fr in truth.frames:
-        shutil.copy(fr.image_path, raw / "good" / fr.image_path.name)
-        shutil.copy(fr.mask_path, raw / "good" / "masks" / fr.mask_path.name)
-    (raw / "blank").mkdir()
-    for k in range(4):
-        Image.new("RGB", (160, 160), (120, 120, 120)).save(raw / "blank" / f"f{k:03d}.jpg")
+    raw, truth = raw_sequences(tmp_path_factory.mktemp("ingest_s3"), frames=20, size=160, blank_frames=4)
     return raw, truth
 
 
@@ -67,7 +41,7 @@ def test_ingest_into_a_bucket_through_ray_tasks_and_resume(raw_frames, s3_bucket
     assert seq.frames[0].load_image().shape == (160, 160, 3) and seq.frames[0].load_mask().shape == (160, 160)
     assert len(seq.load_point_cloud()) > 50
     by_name = {f.image_path.name: f.camera for f in truth.frames}
-    errs = _rotation_errors_deg([by_name[f.image_path.rsplit("/", 1)[-1] if isinstance(f.image_path, str)
+    errs = relative_rotation_errors([by_name[f.image_path.rsplit("/", 1)[-1] if isinstance(f.image_path, str)
                                          else f.image_path.name] for f in seq.frames],
                                 [f.camera for f in seq.frames])
     assert errs.max() < 2.0, errs.max()
