@@ -46,7 +46,7 @@ def ray_local():
     """Real Ray, local, capped for the 2-core CI machine."""
     import ray
 
-    ray.init(num_cpus=2, object_store_memory=200 * 1024**2, include_dashboard=False,
+    ray.init(address="local", num_cpus=2, object_store_memory=200 * 1024**2, include_dashboard=False,
              ignore_reinit_error=True, log_to_driver=False)
     yield ray
     ray.shutdown()

@@ -23,8 +23,13 @@ def _kill_a_worker_after_a_checkpoint(run_dir: Path, done: dict, timeout: float 
     t0 = time.time()
     while time.time() - t0 < timeout and not done.get("stop"):
         if len(list(run_dir.glob("checkpoint_*"))) >= 2 and (run_dir / "checkpoint_manager_snapshot.json").is_file():
-            for p in psutil.process_iter(["cmdline"]):
-                if "RayTrainWorker" in " ".join(p.info["cmdline"] or []):
+            # only this test's Ray (started by this process): another Ray's training on the machine is not ours
+            for p in psutil.Process().children(recursive=True):
+                try:
+                    cmd = " ".join(p.cmdline())
+                except psutil.Error:
+                    continue
+                if "RayTrainWorker" in cmd:
                     p.kill()
                     done["killed"] = p.pid
                     return
