@@ -238,11 +238,18 @@ class Store:
         n = len(self.root) + 1
         return {str(k)[n:] if str(k).startswith(self.root) else str(k): v for k, v in got.items()}
 
-    def remove(self, rel: str) -> None:
+    def remove(self, rel: str, recursive: bool = False) -> None:
+        """Removes ``rel`` (with ``recursive``, a folder and everything under it), if there."""
         try:
-            self.fs.rm(self.path(rel))
+            self.fs.rm(self.path(rel), recursive=recursive)
         except FileNotFoundError:
             pass
+
+    def files(self, prefix: str) -> list[str]:
+        """Every file under ``prefix`` (one listing request on S3), as keys relative to the root."""
+        found = self._wrap("listing", self.fs.find, self.path(prefix), key=prefix)
+        n = len(self.root) + 1
+        return sorted(str(f)[n:] for f in found)
 
     def glob(self, pattern: str) -> list[str]:
         """Paths (relative to the root) matching ``pattern``."""

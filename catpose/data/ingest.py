@@ -59,12 +59,12 @@ def find_sequences(frames_root: str | Path, endpoint_url: str | None = None) -> 
         if not store.is_dir():
             raise MissingFileError(store.uri, "frames prefix")
         out = {}
-        for key in store.glob("*"):
-            name = key.rsplit("/", 1)[-1]
-            if Path(name).suffix.lower() in VIDEO_EXT:
-                out[Path(name).stem] = store.url(key)
-            elif store.is_dir(key) and any(Path(k).suffix.lower() in IMAGE_EXT for k in store.glob(f"{key}/*")):
-                out[name] = store.url(key)
+        for key in store.files(""):  # one listing: <sequence>.<video> or <sequence>/<frame>.<image>
+            parts = key.split("/")
+            if len(parts) == 1 and Path(key).suffix.lower() in VIDEO_EXT:
+                out[Path(key).stem] = store.url(key)
+            elif len(parts) == 2 and Path(parts[1]).suffix.lower() in IMAGE_EXT:
+                out[parts[0]] = store.url(parts[0])
         return dict(sorted(out.items()))
     root = Path(frames_root)
     if not root.is_dir():
@@ -90,8 +90,7 @@ def fetch_source(src: str, endpoint_url: str | None, scratch: Path) -> Path:
         local.parent.mkdir(parents=True, exist_ok=True)
         local.write_bytes(up.read_bytes(name))
         return local
-    keys = [k for k in up.glob(f"{name}/**") if not up.is_dir(k)]
-    for k, data in up.cat_many(keys).items():
+    for k, data in up.cat_many(up.files(name)).items():
         if isinstance(data, Exception):
             raise MissingFileError(up.url(k), f"frame of sequence {name} ({data})")
         dest = scratch / k
@@ -397,14 +396,6 @@ def grabcut_mask(image: np.ndarray, camera: Camera, points: np.ndarray, plane: l
     return fg > 0
 
 
-def _remove_sequence(store: Store, rel: str) -> None:
-    """Removes a sequence's folder (a failed or redone SfM) from the store, if there."""
-    try:
-        store.fs.rm(store.path(rel), recursive=True)
-    except FileNotFoundError:
-        pass
-
-
 def _ingest_task(args: tuple[str, str, IngestConfig]) -> dict:
     """One sequence. Frames under an ``s3://`` root are first copied to this node's scratch folder. A
     local ``cfg.out`` is written in place; for an ``s3://`` store SfM works in the scratch folder and the
@@ -417,7 +408,7 @@ def _ingest_task(args: tuple[str, str, IngestConfig]) -> dict:
             return ingest_sequence(name, src, cfg)
         res = ingest_sequence(name, src, dataclasses.replace(cfg, out=str(scratch / "out")))
         store, rel = Store(cfg.out, cfg.endpoint_url), f"{cfg.category}/{name}"
-        _remove_sequence(store, rel)  # files of an earlier attempt (other frames may have registered)
+        store.remove(rel, recursive=True)  # files of an earlier attempt (other frames may have registered)
         store.upload_dir(scratch / "out" / rel, rel)
         return res
     finally:
@@ -445,10 +436,7 @@ def ingest(cfg: IngestConfig) -> Manifest:
     for (name, _, _), res, err, sec in map_items(_ingest_task, todo, workers=cfg.workers, desc="ingest (SfM)"):
         if err:  # a video whose cleaning leaves too little of the cloud is skipped with that reason
             man.record(name, "skipped" if err.startswith("CleaningError") else "failed", error=err, seconds=sec)
-            if is_s3(cfg.out):
-                _remove_sequence(store, f"{cat}/{name}")
-            else:
-                shutil.rmtree(Path(cfg.out) / cat / name, ignore_errors=True)
+            store.remove(f"{cat}/{name}", recursive=True)
             continue
         frames = [f for f in frames if f.sequence_name != name] + res["frames"]
         seq_anns[name] = res["sequence"]
