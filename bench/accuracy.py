@@ -12,7 +12,7 @@ The machine needs catpose's dependencies, kornia included (the held-out evaluati
 colorsift baseline). Pose is scored twice on the same images: batched (``--pose-batch``) and one image
 at a time (the reference path); ``--keep-runs`` copies the trained runs out for later evaluation.
 
-    python bench/accuracy.py --inputs DIR [--categories car,mug] [--epochs 300] [--model small] [--out F.json]
+    python bench/accuracy.py --inputs DIR [--categories car,mug] [--epochs 150] [--model small] [--seed 0] [--out F.json]
                                [--pose-device cuda] [--pose-batch 32] [--keep-runs DIR]
 """
 
@@ -60,10 +60,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--inputs", type=Path, required=True)
     ap.add_argument("--categories", default="car,mug")
-    ap.add_argument("--epochs", type=int, default=300)
+    ap.add_argument("--epochs", type=int, default=150)
     ap.add_argument("--model", default="small")
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--seed", type=int, default=0, help="seed of the training run: its train/held-out split, initialisation and evaluation")
     ap.add_argument("--out", default="bench/results/accuracy-gpu.json")
     ap.add_argument("--check-feed", action="store_true", help="compare the device feed with the CPU reference first")
     ap.add_argument("--pose-device", default=None, help="device of pose estimation (default: cuda when present)")
@@ -73,7 +74,7 @@ def main() -> None:
     a = ap.parse_args()
     gpu = torch.cuda.is_available()
     res = {"device": torch.cuda.get_device_name() if gpu else f"{platform.machine()} CPU", "epochs": a.epochs,
-           "model": a.model, "crop_px": a.size, "batch": a.batch, "pose_config": PoseConfig().__dict__,
+           "model": a.model, "crop_px": a.size, "batch": a.batch, "seed": a.seed, "pose_config": PoseConfig().__dict__,
            "categories": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for cat in a.categories.split(","):
@@ -81,7 +82,7 @@ def main() -> None:
                               features=str(a.inputs / "features"), category=cat, ground_truth=str(a.inputs / "gt"),
                               out=str(Path(tmp) / "runs"), epochs=a.epochs, model=a.model, size=a.size,
                               batch_size=a.batch, keep_checkpoints=1, num_workers=1 if not gpu else 0,
-                              cpus_per_worker=1.0)
+                              cpus_per_worker=1.0, seed=a.seed)
             if a.check_feed:
                 from catpose.learn.train import prepare
 
