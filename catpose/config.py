@@ -367,6 +367,10 @@ class TrainConfig(StoreContext):
     """Share of the videos held out from training for the evaluation."""
     augment: bool = True
     """Backgrounds, occluders, crop/scale jitter and colour jitter in the data pipeline."""
+    mask_fill: bool = True
+    """Fill the holes and eroded borders of object masks from each video's own vertices before training
+    (:func:`catpose.learn.frames.refine_masks`; never removes mask pixels). Imperfect segmentation masks
+    otherwise teach object pixels to look like background."""
     frame_cache_mb: float = 2048
     """Decoded frames and their targets each worker keeps on its device (0: decode every epoch)."""
     prefetch: int = 2

@@ -35,7 +35,7 @@ from catpose.data.co3d import decode_image
 from catpose.data.shards import row_camera
 from catpose.errors import DataFormatError
 from catpose.geometry import mask_boxes, object_crops
-from catpose.learn.frames import AugmentConfig, colour_jitter, frame_targets, random_backgrounds
+from catpose.learn.frames import AugmentConfig, colour_jitter, frame_targets, random_backgrounds, refine_masks
 
 
 def _nvjpeg_available(device: torch.device) -> bool:
@@ -144,16 +144,17 @@ class DeviceFeed:
     ``videos``: the :class:`~catpose.learn.data.VideoTargets` of the training videos (rows of other
     videos are skipped); ``augment`` None: centred crops, no augmentation (evaluation, tests).
     ``cache_mb``: decoded frames and their targets kept per worker (0: decode every time).
-    ``__call__`` returns ``image`` float [B, 3, S, S] in [0, 1], ``uv`` [B, N, 2], ``vis`` [B, N] bool,
+    ``mask_fill``: mask holes and eroded borders are filled from the video's vertices first
+    (:func:`~catpose.learn.frames.refine_masks`). ``__call__`` returns ``image`` float [B, 3, S, S] in [0, 1], ``uv`` [B, N, 2], ``vis`` [B, N] bool,
     ``fg`` float [B, S, S], ``key`` (sequence, frame) per crop; ``stats`` counts decoded, cached and
     dropped frames.
     """
 
     def __init__(self, videos: dict, size: int = 128, augment: AugmentConfig | None = None,
                  device: str | torch.device = "cpu", seed: int = 0, cache_mb: float = 2048, tol: float = 0.05,
-                 backgrounds: int = 0, nvjpeg: bool | None = None):
+                 backgrounds: int = 0, nvjpeg: bool | None = None, mask_fill: bool = True):
         self.device = torch.device(device)
-        self.size, self.augment, self.tol = size, augment, tol
+        self.size, self.augment, self.tol, self.mask_fill = size, augment, tol, mask_fill
         t = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float32, device=self.device)  # noqa: E731
         self.videos = {n: (t(v.points), torch.as_tensor(np.asarray(v.valid), device=self.device), t(v.dense))
                        for n, v in videos.items()}
@@ -240,13 +241,16 @@ class DeviceFeed:
             pts, valid, dense = self.videos[name]
             cams = [c for _, _, c in items]
             msk = torch.stack([d[1] for _, d, _ in items]).float() / 255
-            uv, vis = frame_targets(pts, valid, dense, t([c.R for c in cams]), t([c.T for c in cams]),
-                                    t([c.focal_px for c in cams]), t([c.principal_point_px for c in cams]), hw, msk,
-                                    tol=self.tol)
+            R, T, f, pp = (t([c.R for c in cams]), t([c.T for c in cams]), t([c.focal_px for c in cams]),
+                           t([c.principal_point_px for c in cams]))
+            if self.mask_fill:
+                msk = refine_masks(msk, dense, R, T, f, pp)
+            uv, vis = frame_targets(pts, valid, dense, R, T, f, pp, hw, msk, tol=self.tol)
             boxes = mask_boxes(msk, uv, fallback_valid=vis)
             self.stats["decoded"] += len(items)
+            m8 = (msk * 255).round().to(torch.uint8)
             for k, (key, d, _) in enumerate(items):
-                frames[key] = _Frame(d[0], d[1], uv[k], vis[k], boxes[k])
+                frames[key] = _Frame(d[0], m8[k], uv[k], vis[k], boxes[k])
         return frames
 
     # ---------------------------------------------------------------- batches

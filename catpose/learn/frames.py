@@ -59,6 +59,52 @@ def frame_targets(points: torch.Tensor, valid: torch.Tensor, dense: torch.Tensor
     return uv, vis & valid[None]
 
 
+def _dilate(x: torch.Tensor, r: int) -> torch.Tensor:
+    """Binary dilation of float masks [K, H, W] by a (2r+1)² square."""
+    return F.max_pool2d(x[:, None], 2 * r + 1, stride=1, padding=r)[:, 0] if r > 0 else x
+
+
+def _erode(x: torch.Tensor, r: int) -> torch.Tensor:
+    """Binary erosion by a (2r+1)² square; the image border does not erode (an object may touch it)."""
+    return -F.max_pool2d(-x[:, None], 2 * r + 1, stride=1, padding=r)[:, 0] if r > 0 else x
+
+
+def refine_masks(masks: torch.Tensor, dense: torch.Tensor, R: torch.Tensor, T: torch.Tensor,
+                 focal_px: torch.Tensor, pp_px: torch.Tensor, min_iou: float = 0.5) -> torch.Tensor:
+    """Object masks with their holes and eroded borders filled from the video's own (cleaned) geometry.
+
+    Segmentation masks of real captures have holes and eroded borders; training on them teaches object
+    pixels to look like background (the background loss samples outside the mask) and pastes new
+    backgrounds into the object. The silhouette of the video's vertices ``dense`` [M, 3] in each frame —
+    its points splatted and closed (dilated, then eroded, by about half their spacing), less one pixel —
+    is object wherever it lies. The geometry only adds to a mask, never removes from it: a cleaned cloud
+    misses parts of the object (the bottom of the wheels goes with the ground plane, a partial orbit sees
+    only part of it), and cutting masks to it taught those parts to be background (the realistic car lost
+    7 points of in-the-wild Acc@π/6). Where the filled mask differs strongly from the given one (IoU below
+    ``min_iou``: a bad camera, a cloud that misses the object) the mask is kept as given, and so is a
+    frame without a mask (all ones).
+
+    masks [K, H, W] in [0, 1]; cameras R [K, 3, 3], T [K, 3], focal_px, pp_px [K, 2]. Returns [K, H, W].
+    """
+    K, H, W = masks.shape
+    if len(dense) == 0:
+        return masks
+    duv, dz = project(dense, R, T, focal_px, pp_px)
+    span = (duv.amax(1) - duv.amin(1)).clamp(min=1).prod(-1).mean().item()
+    spacing = (span / max(len(dense) / 4, 1)) ** 0.5  # as in frame_targets: M/4 vertices on the visible side
+    r = math.ceil(spacing / 2) + 1
+    u, v = duv[..., 0].floor().long(), duv[..., 1].floor().long()
+    ok = (dz > 0) & (u >= 0) & (u < W) & (v >= 0) & (v < H)
+    splat = torch.zeros(K, H * W, dtype=masks.dtype, device=masks.device)
+    splat.scatter_(1, (v * W + u).clamp(0, H * W - 1), ok.to(masks.dtype))
+    inner = _erode(_erode(_dilate(splat.view(K, H, W), r), r), 1)
+    refined = torch.maximum(masks, inner)
+    a, b = refined > 0.5, masks > 0.5
+    iou = (a & b).flatten(1).sum(1) / (a | b).flatten(1).sum(1).clamp(min=1)
+    use = (iou >= min_iou) & (~b).flatten(1).any(1)
+    return torch.where(use[:, None, None], refined, masks)
+
+
 def random_backgrounds(n: int, size: int, generator: torch.Generator) -> torch.Tensor:
     """Procedural backgrounds [n, 3, size, size] in [0, 1]: smooth colour fields at random scales plus
     random rectangles (clutter)."""

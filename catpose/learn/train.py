@@ -157,7 +157,8 @@ def train_loop_per_worker(config: dict) -> None:
     shard = ray.train.get_dataset_shard("train")
     # decoding, targets, crops and augmentation on this worker's device, a batch or two ahead of the step
     feed = DeviceFeed(config["videos"], cfg.size, AugmentConfig() if cfg.augment else None, device,
-                      seed=cfg.seed * 1009 + rank * 7919 + start, cache_mb=cfg.frame_cache_mb)
+                      seed=cfg.seed * 1009 + rank * 7919 + start, cache_mb=cfg.frame_cache_mb,
+                      mask_fill=cfg.mask_fill)
     seen = None  # crops of this worker's last Ray Data epoch
     last_ckpt = t_end = time.perf_counter()
     for epoch in range(start, cfg.epochs):
