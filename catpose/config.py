@@ -326,7 +326,8 @@ class TrainConfig(StoreContext):
     out: str = "runs/train"
     """Run storage (a folder or s3://bucket/prefix): checkpoints, TensorBoard events, model, evaluation."""
     name: str = ""
-    """Run name under OUT (default: train-CATEGORY). The same name resumes from its latest checkpoint."""
+    """Run name under OUT (default: train-CATEGORY). The same name resumes from its latest checkpoint (when
+    the stored run learned from the same settings and inputs; else an error names what changed)."""
     ground_truth: str | None = None
     """Dataset root (folder or s3://) with catpose_gt.json (synthetic data): held-out targets and viewpoints
     from the truth."""

@@ -634,7 +634,7 @@ def _train_run(ctx: Ctx) -> TrainArtifact:
         tcfg = ctx.section(cfg.train, data=ctx.arts["shard"].uri, alignment=ctx.arts["align"].tables[c],
                            features=ctx.arts["features"].uri, category=c, out=train_out,
                            ground_truth=ctx.data.uri if ctx.data.ground_truth else None)
-        res = run_train(tcfg)
+        res = run_train(tcfg, replace_changed=True)
         art.runs[c] = res["run"]
         art.rows.append({"category": c, "run": res["run"], "epochs": res["epochs"],
                          "loss": [res["history"][0]["loss"], res["history"][-1]["loss"]] if res["history"] else [],

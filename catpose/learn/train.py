@@ -32,7 +32,7 @@ from catpose.align.table import read_alignment
 from catpose.config import TrainConfig
 from catpose.data.groundtruth import load_ground_truth
 from catpose.devices import resolve_device
-from catpose.errors import CatposeError
+from catpose.errors import CatposeError, ConfigError
 from catpose.features.runner import load_surface_features
 from catpose.geometry import Similarity
 from catpose.learn.data import VideoTargets, training_dataset
@@ -65,6 +65,45 @@ def split_videos(names: list[str], holdout: float, seed: int) -> tuple[list[str]
     order = np.random.default_rng(seed).permutation(len(names))
     held = sorted(names[i] for i in order[:n_out])
     return [n for n in names if n not in held], held
+
+
+# settings that say how a run is carried out, not what it learns: a run resumes across changes of these
+OPERATIONAL = frozenset({"endpoint_url", "out", "name", "epochs", "num_workers", "use_gpu", "cpus_per_worker",
+                         "gpus_per_worker", "amp", "max_failures", "keep_checkpoints", "checkpoint_every_s",
+                         "wait_for_resources", "frame_cache_mb", "prefetch", "evaluate", "eval_frames",
+                         "eval_threshold"})
+
+
+def run_fingerprint(cfg: TrainConfig) -> dict:
+    """What a run learns from: its settings (less :data:`OPERATIONAL`) and a digest of its inputs' files
+    (the alignment table, the shard and feature manifests). A stored run whose fingerprint differs is
+    not resumed or kept (see :func:`run_train`)."""
+    import hashlib
+
+    settings = {k: v for k, v in _jsonable(cfg).items() if k not in OPERATIONAL}
+    digest = hashlib.sha256()
+    table = cfg.alignment if str(cfg.alignment).endswith(".parquet") else join_uri(cfg.alignment, "alignment.parquet")
+    for uri in (table, join_uri(cfg.data, "_catpose_shards.json"),
+                join_uri(cfg.features or join_uri(cfg.alignment, "features"), cfg.category, "_manifest.json")):
+        parent, leaf = uri.rstrip("/").rsplit("/", 1)
+        st = Store(parent, cfg.endpoint_url)
+        digest.update(leaf.encode() + (st.read_bytes(leaf) if st.exists(leaf) else b"(missing)"))
+    return {"settings": settings, "inputs": digest.hexdigest()}
+
+
+def stored_fingerprint_change(store: Store, name: str, fingerprint: dict) -> list[str] | None:
+    """None when ``NAME`` holds no run, else what differs between its stored fingerprint and
+    ``fingerprint`` ([] when nothing does)."""
+    if not store.exists(f"{name}/split.json"):
+        return None if not store.exists(f"{name}/model.pt") else ["the run predates fingerprints"]
+    old = store.read_json(f"{name}/split.json").get("fingerprint")
+    if old is None:
+        return ["the run predates fingerprints"]
+    changed = [f"{k}: {old['settings'].get(k)!r} -> {v!r}" for k, v in fingerprint["settings"].items()
+               if old["settings"].get(k) != v]
+    if old.get("inputs") != fingerprint["inputs"]:
+        changed.append("its inputs (alignment, shards or features) changed")
+    return changed
 
 
 def prepare(cfg: TrainConfig) -> dict:
@@ -330,20 +369,34 @@ def make_trainer(cfg: TrainConfig, dataset, vertices: np.ndarray, name: str, use
     )
 
 
-def run_train(cfg: TrainConfig) -> dict:
-    """Fits (or resumes) the run ``OUT/NAME`` and writes the model, curves and evaluation."""
+def run_train(cfg: TrainConfig, replace_changed: bool = False) -> dict:
+    """Fits (or resumes) the run ``OUT/NAME`` and writes the model, curves and evaluation.
+
+    A stored run of the same name is resumed (or kept, when finished) only if it learned from the same
+    settings and inputs (:func:`run_fingerprint`). Otherwise it is a :class:`~catpose.errors.ConfigError`
+    naming what changed, or, with ``replace_changed`` (the main job, which reruns this stage because its
+    inputs or settings changed), the old run is removed and a new one starts."""
 
     init_ray()
     name = run_name(cfg)
     store = Store(cfg.out, cfg.endpoint_url)
     store.check()
+    fingerprint = run_fingerprint(cfg)
+    changed = stored_fingerprint_change(store, name, fingerprint)
+    if changed:
+        if not replace_changed:
+            raise ConfigError(store.url(name), "a run of this name learned from other settings or inputs ("
+                              + "; ".join(changed) + "); give a new --name or remove the old run")
+        print(f"train {cfg.category}: {store.url(name)} learned from other settings or inputs ("
+              + "; ".join(changed) + "); starting it anew", flush=True)
+        store.remove(name, recursive=True)
     done = finished_run(cfg, store, name)
     if done is not None:
         print(f"train {cfg.category}: {store.url(name)} finished its {done['epochs']} epochs before; kept", flush=True)
         return done
     prep = prepare(cfg)
     tpl: Template = prep["template"]
-    write_split(store, name, cfg, prep)
+    write_split(store, name, cfg, prep, fingerprint)
     use_gpu = _use_gpu(cfg)
     workers = placement(cfg, use_gpu)
     ds = training_dataset(cfg.data, cfg.category, prep["train_targets"], cfg.endpoint_url)
@@ -374,12 +427,13 @@ def run_train(cfg: TrainConfig) -> dict:
     return out
 
 
-def write_split(store: Store, name: str, cfg: TrainConfig, prep: dict) -> None:
+def write_split(store: Store, name: str, cfg: TrainConfig, prep: dict, fingerprint: dict | None = None) -> None:
     """``NAME/template.npz`` (before training) and ``NAME/split.json``: the training and held-out videos,
-    the reference video and the run's settings (the pose evaluation reads them)."""
+    the reference video, the run's settings (the pose evaluation reads them) and its fingerprint."""
     store.write_bytes(f"{name}/template.npz", prep["template"].to_bytes())
     store.write_json(f"{name}/split.json", {"train": prep["train"], "held_out": prep["held_out"],
-                                            "reference": prep["reference"], "config": _jsonable(cfg)})
+                                            "reference": prep["reference"], "config": _jsonable(cfg),
+                                            "fingerprint": fingerprint or run_fingerprint(cfg)})
 
 
 def save_trained(store: Store, name: str, cfg: TrainConfig, model: ContrastiveModel, tpl: Template, epochs: int) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from catpose.errors import ConfigError
 from catpose.learn.train import load_trained, run_train
 from tests.training_inputs import training_config, training_inputs
 
@@ -95,3 +96,13 @@ def test_train_on_s3_storage_and_resume(synth_root, tmp_path, ray_local, s3_buck
     # the same run with more epochs continues from the checkpoint in the bucket
     res2 = run_train(dataclasses.replace(cfg, epochs=2))
     assert [e["epoch"] for e in res2["history"]] == [0, 1] and res2["history"][1]["started_at_epoch"] == 1
+    # a setting that changes what the run learns: not resumed and not kept, but named (or, for the main
+    # job, which reruns the stage because something changed, started anew)
+    changed = dataclasses.replace(cfg, epochs=2, mask_fill=False)
+    with pytest.raises(ConfigError, match=r"mask_fill: True -> False") as e:
+        run_train(changed)
+    assert f"s3://{bucket}/runs/train-car" in str(e.value)
+    res3 = run_train(changed, replace_changed=True)
+    assert [h["started_at_epoch"] for h in res3["history"]] == [0, 0]
+    split = json.loads(fs.cat(f"{bucket}/runs/train-car/split.json"))
+    assert split["fingerprint"]["settings"]["mask_fill"] is False and split["config"]["mask_fill"] is False
