@@ -368,6 +368,10 @@ class TrainConfig(StoreContext):
     """Share of the videos held out from training for the evaluation."""
     augment: bool = True
     """Backgrounds, occluders, crop/scale jitter and colour jitter in the data pipeline."""
+    skip_ambiguous: bool = True
+    """Leave out of training the videos whose aligned rotation no majority of their pairwise alignments
+    agrees with (``catpose align`` records the counts): one video turned by 180° teaches the template
+    wrong correspondences for all its frames."""
     mask_fill: bool = True
     """Fill the holes and eroded borders of object masks from each video's own vertices before training
     (:func:`catpose.learn.frames.refine_masks`; never removes mask pixels). Imperfect segmentation masks

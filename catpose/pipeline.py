@@ -570,7 +570,8 @@ def _align_run(ctx: Ctx) -> AlignArtifact:
         res = run_align(acfg, features=fcfg)  # never recomputes features with other settings than the run's
         art.tables[c] = out.uri
         row = {"category": c, "videos": res["videos"], "pairs": res["pairs"], "reference": res["reference"],
-               "failed_chunks": len(res["failed_chunks"]), "failed_pairs": len(res["failed_pairs"])}
+               "failed_chunks": len(res["failed_chunks"]), "failed_pairs": len(res["failed_pairs"]),
+               "ambiguous": res.get("ambiguous", [])}
         if ctx.data.ground_truth:
             for key, fname in (("sync", "alignment.parquet"), ("paths", "alignment_paths.parquet")):
                 r = evaluate_alignment(out.url(fname), ctx.data.uri, c, endpoint_url=cfg.endpoint_url,
@@ -598,12 +599,19 @@ def _align_rows(a: AlignArtifact) -> list[str]:
 
 
 def _align_section(a: AlignArtifact) -> list[str]:
-    return ["## Alignment into one reference frame per category", "", *ALIGN_HEADER, *_align_rows(a), ""] + [
+    return ["## Alignment into one reference frame per category", "", *ALIGN_HEADER, *_align_rows(a),
+            *_align_ambiguous(a), ""] + [
         f"![aligned {r['category']}](plots/aligned_clouds_{r['category']}.png)" for r in a.rows]
 
 
+def _align_ambiguous(a: AlignArtifact) -> list[str]:
+    parts = [f"{r['category']}: {', '.join(r['ambiguous'])}" for r in a.rows if r.get("ambiguous")]
+    return ["", f"No majority of pairs agrees with the rotation of {'; '.join(parts)} (training leaves them out)."] \
+        if parts else []
+
+
 def _align_table(a: AlignArtifact) -> list[str]:
-    return [*ALIGN_HEADER, *_align_rows(a),
+    return [*ALIGN_HEADER, *_align_rows(a), *_align_ambiguous(a),
             "Reading: Acc@π/6 is the share of videos whose rotation into the common frame is within 30° of the "
             "truth; good: close to 100 %, with synchronisation at least as good as without it."]
 

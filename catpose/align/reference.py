@@ -196,6 +196,25 @@ def synchronise_rotations(edges: list[Edge], init: dict[str, np.ndarray], ref: s
     return {k: R[i] for i, k in enumerate(keys)}
 
 
+def edge_support(edges: list[Edge], transforms: dict[str, Alignment],
+                 agree_deg: float = 15.0) -> dict[str, tuple[int, int]]:
+    """(agreeing, all) pairwise alignments per video: edge (a, b) agrees when ``R_a`` and ``R_b·R_ab``
+    are within ``agree_deg`` of each other (``transforms``: the videos' rotations into the reference)."""
+    es = [e for e in edges if e.a in transforms and e.b in transforms]
+    out = {k: [0, 0] for k in transforms}
+    if not es:
+        return {k: (0, 0) for k in out}
+    Ra = np.stack([transforms[e.a].R for e in es])
+    RbRab = np.stack([transforms[e.b].R @ e.T.R for e in es])
+    cos = (np.einsum("nij,nij->n", Ra, RbRab) - 1) / 2  # cos of the angle between them
+    ok = cos >= np.cos(np.deg2rad(agree_deg))
+    for e, g in zip(es, ok):
+        for v in (e.a, e.b):
+            out[v][0] += int(g)
+            out[v][1] += 1
+    return {k: (a, n) for k, (a, n) in out.items()}
+
+
 def reduce_to_reference(edges: list[Edge], centroids: dict[str, np.ndarray], sync: bool = True,
                         ref: str | None = None) -> tuple[str, dict[str, Alignment], dict[str, Alignment]]:
     """(reference, synchronised transforms, path-only transforms) of every connected video."""

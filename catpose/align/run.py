@@ -32,9 +32,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from catpose.align.batched import align_pairs, upload_video, video_arrays
-from catpose.align.reference import Edge, pair_graph, reduce_to_reference
+from catpose.align.reference import Edge, edge_support, pair_graph, reduce_to_reference
 from catpose.align.search import SearchConfig, align_pair
-from catpose.align.table import SCHEMA, Alignment
+from catpose.align.table import SCHEMA, Alignment, alignment_rows, no_majority
 from catpose.config import AlignConfig, FeaturesConfig
 from catpose.devices import resolve_device
 from catpose.errors import AlignmentError, ConfigError
@@ -206,12 +206,11 @@ def _parquet_bytes(rows: list[dict], schema=None) -> bytes:
     return buf.getvalue()
 
 
-def alignment_bytes(transforms: dict[str, Alignment], ref: str) -> bytes:
-    """The bytes of an ``alignment.parquet`` (see :mod:`catpose.align.table`)."""
-    rows = [{"sequence_name": k, "rotation": T.R.ravel().tolist(), "translation": np.asarray(T.t).tolist(),
-             "scale": float(T.scale), "cost": float(getattr(T, "cost", 0.0)), "is_reference": k == ref}
-            for k, T in sorted(transforms.items())]
-    return _parquet_bytes(rows, SCHEMA)
+def alignment_bytes(transforms: dict[str, Alignment], ref: str, edges: list[Edge] | None = None) -> bytes:
+    """The bytes of an ``alignment.parquet`` (see :mod:`catpose.align.table`), with each video's
+    agreeing pairs among ``edges``."""
+    support = edge_support(edges, transforms) if edges else None
+    return _parquet_bytes(alignment_rows(transforms, ref, support), SCHEMA)
 
 
 def _chunk_problem(store: Store, key: str, pairs: list[tuple[str, str]], raw: bytes | None = None) -> str | None:
@@ -348,8 +347,12 @@ def run_align(cfg: AlignConfig, progress: bool = True, features: FeaturesConfig 
     centroids = {n: np.asarray(summaries[n]["centroid"], np.float64) for n in names}
     ref, synced, paths = reduce_to_reference(edges, centroids, sync=cfg.sync)
     clock.lap("reduce")
-    out.write_bytes("alignment.parquet", alignment_bytes(synced, ref))
-    out.write_bytes("alignment_paths.parquet", alignment_bytes(paths, ref))
+    out.write_bytes("alignment.parquet", alignment_bytes(synced, ref, edges))
+    ambiguous = sorted(k for k, (g, n) in edge_support(edges, synced).items() if k != ref and no_majority(g, n))
+    if ambiguous:
+        print(f"align {cfg.category}: no majority of pairs agrees with the rotation of {', '.join(ambiguous)} "
+              "(training leaves them out)", flush=True)
+    out.write_bytes("alignment_paths.parquet", alignment_bytes(paths, ref, edges))
     out.write_bytes("aligned_clouds.png", plot_aligned_clouds(synced, feat_store, cfg.category, cfg.endpoint_url))
     clock.lap("outputs")
     out.write_json("timings.json", {"stages_s": clock.laps, "videos": len(names), "pairs": len(rows),
@@ -357,7 +360,7 @@ def run_align(cfg: AlignConfig, progress: bool = True, features: FeaturesConfig 
     print(f"align {cfg.category}: " + ", ".join(f"{k} {v:.1f} s" for k, v in clock.laps.items()), flush=True)
     return {"uri": out.uri, "features_signature": feat_sig or signature(fcfg), "timings": clock.laps, "reference": ref, "videos": len(synced), "pairs": len(rows), "failed_chunks": failed,
             "failed_pairs": failed_pairs, "unreadable": unreadable,
-            "unaligned": sorted(set(names) - set(synced))}
+            "unaligned": sorted(set(names) - set(synced)), "ambiguous": ambiguous}
 
 
 def plot_aligned_clouds(transforms: dict[str, Alignment], store: str, category: str,

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from catpose.align.table import read_alignment
+from catpose.align.table import ambiguous_videos, read_alignment
 from catpose.config import TrainConfig
 from catpose.data.groundtruth import load_ground_truth
 from catpose.devices import resolve_device
@@ -117,6 +117,13 @@ def prepare(cfg: TrainConfig) -> dict:
         vertices[n] = sf.vertices
         framed[n] = sf.meta.get("view_size")  # how large a thing the video's cameras frame (its world units)
     train, held = split_videos(list(transforms), cfg.holdout, cfg.seed)
+    left_out = {}
+    if cfg.skip_ambiguous:
+        left_out = {n: s for n, s in ambiguous_videos(cfg.alignment, cfg.endpoint_url).items() if n in train}
+        for n, (agree, edges) in left_out.items():
+            print(f"train {cfg.category}: {n} left out of training: only {agree} of its {edges} pairwise alignments "
+                  "agree with its rotation (often a near-symmetric object seen from one side)", flush=True)
+        train = [n for n in train if n not in left_out]
     if not train:
         raise ValueError(f"category '{cfg.category}': no training videos in {cfg.alignment}")
     # the size check of the template against the instances: the framed sizes in the reference frame
@@ -133,6 +140,7 @@ def prepare(cfg: TrainConfig) -> dict:
         return VideoTargets(pts, valid, vertices[name])
 
     return {"template": template, "reference": reference, "train": train, "held_out": held,
+            "left_out": {n: f"ambiguous alignment: {a} of {e} pairs agree" for n, (a, e) in left_out.items()},
             "train_targets": {n: targets(n, transforms[n]) for n in train},
             "held_targets": {n: targets(n, held_tf[n]) for n in held if n in held_tf},
             "held_transforms": {n: held_tf[n] for n in held if n in held_tf}}
@@ -401,6 +409,7 @@ def run_train(cfg: TrainConfig, replace_changed: bool = False) -> dict:
     workers = placement(cfg, use_gpu)
     ds = training_dataset(cfg.data, cfg.category, prep["train_targets"], cfg.endpoint_url)
     print(f"train {cfg.category}: {len(prep['train'])} training videos, {len(prep['held_out'])} held out, "
+          + (f"{len(prep['left_out'])} left out, " if prep["left_out"] else "") +
           f"template of {len(tpl.vertices)} vertices, {workers} worker(s) on {'GPU' if use_gpu else 'CPU'}, "
           f"run {store.url(name)}", flush=True)
     trainer = make_trainer(cfg, ds, tpl.vertices, name, use_gpu, workers, prep["train_targets"])
@@ -420,7 +429,8 @@ def run_train(cfg: TrainConfig, replace_changed: bool = False) -> dict:
     store.write_bytes(f"{name}/training_curves.png", plot_history(history, cfg.category))
     out = {"run": store.url(name), "epochs": state["epoch"] + 1, "history": history,
            "parameters": count_parameters(model), "fit_seconds": round(time.perf_counter() - t0, 1),
-           "use_gpu": use_gpu, "train_videos": len(prep["train"]), "held_out": len(prep["held_out"])}
+           "use_gpu": use_gpu, "train_videos": len(prep["train"]), "held_out": len(prep["held_out"]),
+           "left_out": prep["left_out"]}
     if cfg.evaluate and prep["held_targets"]:
         device = resolve_device("auto") if use_gpu else "cpu"
         out["evaluation"] = evaluate_run(cfg, prep, model, store, name, device)
@@ -432,6 +442,7 @@ def write_split(store: Store, name: str, cfg: TrainConfig, prep: dict, fingerpri
     the reference video, the run's settings (the pose evaluation reads them) and its fingerprint."""
     store.write_bytes(f"{name}/template.npz", prep["template"].to_bytes())
     store.write_json(f"{name}/split.json", {"train": prep["train"], "held_out": prep["held_out"],
+                                            "left_out": prep.get("left_out", {}),
                                             "reference": prep["reference"], "config": _jsonable(cfg),
                                             "fingerprint": fingerprint or run_fingerprint(cfg)})
 

@@ -93,3 +93,36 @@ def test_synchronisation_of_a_large_noisy_graph():
     e, e_path = errors_deg(synced, gt, ref), errors_deg(paths, gt, ref)
     assert len(e) == 2000 and np.median(e) < 1.0 and e.max() < 3.0
     assert np.mean(e_path < 30) < 0.95  # the paths alone go through wrong edges; synchronisation repairs them
+
+
+def test_a_video_half_of_whose_pairs_see_it_flipped_is_named_ambiguous(tmp_path):
+    """Video v05 has 4 pairs: two right, two that turned it by 180° (a symmetric object seen from one
+    side). The table records each video's agreeing pairs; only v05 has no majority."""
+    from catpose.align.reference import edge_support
+    from catpose.align.table import ambiguous_videos, read_alignment, write_alignment
+
+    rng = np.random.default_rng(1)
+    truth = {f"v{i:02d}": Rotation.random(random_state=10 + i).as_matrix() for i in range(10)}
+    others = [k for k in sorted(truth) if k != "v05"]
+    pairs = [(a, b) for a, b in pair_graph(others, partners=0)] + [("v05", o) for o in others[:4]]
+    flip = Rotation.from_rotvec([0, 0, np.pi]).as_matrix()
+    edges = []
+    for a, b in pairs:
+        R_ab = truth[b].T @ truth[a]
+        if a == "v05" and b in others[2:4]:
+            R_ab = R_ab @ flip
+        noise = Rotation.from_rotvec(rng.normal(size=3) * np.deg2rad(1.0)).as_matrix()
+        edges.append(Edge(a, b, Alignment(noise @ R_ab, np.zeros(3), 1.0, 0.01)))
+    ref, synced, _ = reduce_to_reference(edges, {k: np.zeros(3) for k in truth})
+    support = edge_support(edges, synced)
+    assert support["v05"] == (2, 4)
+    assert all(support[k] == (8, 8) for k in others[4:])
+    # v05's rotation follows one half of its pairs (a tie): two of its partners disagree with it
+    assert sorted(support[k] for k in others[:4]) == [(8, 9), (8, 9), (9, 9), (9, 9)]
+    path = tmp_path / "alignment.parquet"
+    write_alignment(path, synced, ref, support)
+    assert ambiguous_videos(path) == {"v05": (2, 4)}
+    assert set(read_alignment(path)[0]) == set(truth)
+    # a table written without the counts (as before they existed) names none
+    write_alignment(path, synced, ref)
+    assert ambiguous_videos(path) == {}

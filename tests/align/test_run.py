@@ -25,7 +25,10 @@ def test_align_outputs_accuracy_and_resume(cars, tmp_path, ray_local):
     res = run_align(cfg, progress=False)
     assert res["videos"] == 6 and res["pairs"] == 15 and not res["failed_chunks"]
     t = pq.read_table(out / "alignment.parquet")
-    assert t.column_names == ["sequence_name", "rotation", "translation", "scale", "cost", "is_reference"]
+    assert t.column_names == ["sequence_name", "rotation", "translation", "scale", "cost", "is_reference", "edges",
+                              "edges_agreeing"]
+    assert t.column("edges").to_pylist() == [5] * 6  # all pairs of 6 videos
+    assert all(0 <= g <= 5 for g in t.column("edges_agreeing").to_pylist())
     rows = t.to_pylist()
     assert sum(r["is_reference"] for r in rows) == 1 and all(len(r["rotation"]) == 9 for r in rows)
     p = pq.read_table(out / "pairs.parquet")

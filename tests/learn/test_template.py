@@ -1,5 +1,7 @@
 """The category template: mean shape of aligned clouds, instance correspondents, file round trip."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 from scipy.spatial import cKDTree
@@ -149,3 +151,32 @@ def test_training_checks_the_template_against_the_framed_instance_size(tmp_path)
         out = prepare(TrainConfig(alignment=tmp_path / "align", features=str(tmp_path / "features"), category="car",
                                   vertices=200, holdout=0.2))
     assert out["template"].meta["instance_diameter"] == pytest.approx(2.4)
+
+
+def test_training_leaves_out_videos_whose_alignment_no_majority_agrees_with(tmp_path, capsys):
+    from catpose.align.table import write_alignment
+    from catpose.config import TrainConfig
+    from catpose.features.runner import feature_key
+    from catpose.features.surface import SurfaceFeatures
+    from catpose.learn.train import prepare
+    from catpose.storage import Store
+
+    rng = np.random.default_rng(6)
+    store, transforms = Store(str(tmp_path / "features")), {}
+    for i in range(6):
+        name = f"car_{i:04d}"
+        V = _box_surface(rng, 800, np.array([2.0, 1.0, 0.6])).astype(np.float32)
+        transforms[name] = Similarity(np.eye(3), np.zeros(3), 1.0)
+        sf = SurfaceFeatures(name, V, np.zeros((1, len(V), 4), np.float16), np.ones((1, len(V)), bool),
+                             np.zeros(1, np.int64))
+        store.write_bytes(feature_key("car", name), sf.to_bytes())
+    (tmp_path / "align").mkdir()
+    support = {n: (5, 5) for n in transforms} | {"car_0003": (2, 5)}
+    write_alignment(tmp_path / "align" / "alignment.parquet", transforms, "car_0000", support)
+    cfg = TrainConfig(alignment=tmp_path / "align", features=str(tmp_path / "features"), category="car",
+                      vertices=100, holdout=0.0)
+    out = prepare(cfg)
+    assert "car_0003" not in out["train"] and len(out["train"]) == 5
+    assert out["left_out"] == {"car_0003": "ambiguous alignment: 2 of 5 pairs agree"}
+    assert "car_0003 left out of training: only 2 of its 5 pairwise alignments agree" in capsys.readouterr().out
+    assert "car_0003" in prepare(dataclasses.replace(cfg, skip_ambiguous=False))["train"]
