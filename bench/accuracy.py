@@ -71,6 +71,7 @@ def main() -> None:
     ap.add_argument("--pose-batch", type=int, default=32, help="images estimated together; the one-image path "
                     "(batch 0) is scored on the same images too")
     ap.add_argument("--keep-runs", type=Path, default=None, help="copy the trained runs here")
+    ap.add_argument("--skip-single", action="store_true", help="score the batched path only")
     a = ap.parse_args()
     gpu = torch.cuda.is_available()
     res = {"device": torch.cuda.get_device_name() if gpu else f"{platform.machine()} CPU", "epochs": a.epochs,
@@ -95,16 +96,17 @@ def main() -> None:
             train_s = time.perf_counter() - t0
             hist = tr["history"]
             pdev = a.pose_device or ("cuda" if gpu else "cpu")
-            pe, single = (evaluate_pose(PoseEvalConfig(checkpoint=tr["run"], dataset="synth-wild",
+            pe, *single = (evaluate_pose(PoseEvalConfig(checkpoint=tr["run"], dataset="synth-wild",
                                                        root=a.inputs / "wild" / cat, category=cat,
                                                        out=Path(tmp) / f"pose{b}" / cat, overlays=0, baseline=b > 0,
                                                        pose=PoseConfig(device=pdev, batch=b)))
-                          for b in (a.pose_batch, 0))
+                          for b in ((a.pose_batch,) if a.skip_single else (a.pose_batch, 0)))
+            single = single[0] if single else None
             if a.keep_runs:
                 import shutil
 
                 shutil.copytree(tr["run"], a.keep_runs / Path(tr["run"]).name, dirs_exist_ok=True)
-            row = {"train_videos": tr["train_videos"], "held_out_videos": tr["held_out"],
+            row = {"train_videos": tr["train_videos"], "held_out_videos": tr["held_out"], "left_out": tr.get("left_out"),
                    "crops_per_epoch": hist[-1]["images"], "train_seconds": round(train_s, 1),
                    "fit_seconds": tr["fit_seconds"], "final_loss": round(hist[-1]["loss"], 4),
                    "crops_per_s_after_first_epoch": round(float(np.mean([h["images_per_s"] for h in hist[1:]] or [0])), 1),
@@ -117,8 +119,8 @@ def main() -> None:
                    "pose": {"objects": pe["objects"], "scored": pe["scored"], "failed": pe["failed"],
                             "methods": pe["methods"], "seconds_per_image": pe["seconds_per_image"],
                             "device": pdev, "batch": a.pose_batch,
-                            "one_image_path": {"methods": single["methods"],
-                                               "seconds_per_image": single["seconds_per_image"]}}}
+                            "one_image_path": single and {"methods": single["methods"],
+                                                          "seconds_per_image": single["seconds_per_image"]}}}
             res["categories"][cat] = row
             print(cat, json.dumps(row), flush=True)
             out = Path(a.out)  # after every category, so that a cut-off run keeps what it measured
