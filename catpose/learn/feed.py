@@ -145,9 +145,9 @@ class DeviceFeed:
     videos are skipped); ``augment`` None: centred crops, no augmentation (evaluation, tests).
     ``cache_mb``: decoded frames and their targets kept per worker (0: decode every time).
     ``mask_fill``: mask holes and eroded borders are filled from the video's vertices first
-    (:func:`~catpose.learn.frames.refine_masks`). ``__call__`` returns ``image`` float [B, 3, S, S] in [0, 1], ``uv`` [B, N, 2], ``vis`` [B, N] bool,
-    ``fg`` float [B, S, S], ``key`` (sequence, frame) per crop; ``stats`` counts decoded, cached and
-    dropped frames.
+    (:func:`~catpose.learn.frames.refine_masks`). ``__call__`` returns ``image`` float [B, 3, S, S] in
+    [0, 1], ``uv`` [B, N, 2], ``vis`` [B, N] bool, ``fg`` float [B, S, S], ``key`` (sequence, frame) per
+    crop; ``stats`` counts decoded, cached and dropped frames.
     """
 
     def __init__(self, videos: dict, size: int = 128, augment: AugmentConfig | None = None,
