@@ -206,10 +206,10 @@ def _parquet_bytes(rows: list[dict], schema=None) -> bytes:
     return buf.getvalue()
 
 
-def alignment_bytes(transforms: dict[str, Alignment], ref: str, edges: list[Edge] | None = None) -> bytes:
+def alignment_bytes(transforms: dict[str, Alignment], ref: str,
+                    support: dict[str, tuple[int, int]] | None = None) -> bytes:
     """The bytes of an ``alignment.parquet`` (see :mod:`catpose.align.table`), with each video's
-    agreeing pairs among ``edges``."""
-    support = edge_support(edges, transforms) if edges else None
+    (agreeing, all) pairs when ``support`` is given (:func:`catpose.align.reference.edge_support`)."""
     return _parquet_bytes(alignment_rows(transforms, ref, support), SCHEMA)
 
 
@@ -347,12 +347,13 @@ def run_align(cfg: AlignConfig, progress: bool = True, features: FeaturesConfig 
     centroids = {n: np.asarray(summaries[n]["centroid"], np.float64) for n in names}
     ref, synced, paths = reduce_to_reference(edges, centroids, sync=cfg.sync)
     clock.lap("reduce")
-    out.write_bytes("alignment.parquet", alignment_bytes(synced, ref, edges))
-    ambiguous = sorted(k for k, (g, n) in edge_support(edges, synced).items() if k != ref and no_majority(g, n))
+    support = edge_support(edges, synced)
+    out.write_bytes("alignment.parquet", alignment_bytes(synced, ref, support))
+    ambiguous = sorted(k for k, (g, n) in support.items() if k != ref and no_majority(g, n))
     if ambiguous:
         print(f"align {cfg.category}: no majority of pairs agrees with the rotation of {', '.join(ambiguous)} "
               "(training leaves them out)", flush=True)
-    out.write_bytes("alignment_paths.parquet", alignment_bytes(paths, ref, edges))
+    out.write_bytes("alignment_paths.parquet", alignment_bytes(paths, ref, edge_support(edges, paths)))
     out.write_bytes("aligned_clouds.png", plot_aligned_clouds(synced, feat_store, cfg.category, cfg.endpoint_url))
     clock.lap("outputs")
     out.write_json("timings.json", {"stages_s": clock.laps, "videos": len(names), "pairs": len(rows),
