@@ -385,8 +385,10 @@ class TrainConfig(StoreContext):
     training on GPUs, 2 on CPUs). Not the run context's ``workers`` (Ray tasks of the per-item stages)."""
     use_gpu: str = "auto"
     """auto (GPUs when the cluster has them), yes, no."""
-    cpus_per_worker: float = 1.0
-    """CPUs reserved per worker (leave some to Ray Data's decoding tasks)."""
+    cpus_per_worker: float = 0.5
+    """CPUs reserved per worker; the run also needs one CPU for Ray Data's reading of the shards (so that the
+    default 2 CPU workers fit a 2-core machine). A reservation, not a limit: each worker's torch uses
+    max(1, round(cpus_per_worker)) threads."""
     gpus_per_worker: float = 1.0
     """GPUs per worker; below 1, workers share a GPU and talk through gloo instead of NCCL."""
     amp: bool = True

@@ -311,11 +311,17 @@ def _use_gpu(cfg: TrainConfig) -> bool:
     return ray.cluster_resources().get("GPU", 0) > 0
 
 
+DATA_CPUS = 1.0
+"""CPUs a Ray Data read task of the training dataset reserves (Ray Data's default)."""
+
+
 def placement(cfg: TrainConfig, use_gpu: bool, poll_s: float = 5.0) -> int:
     """The number of Ray Train workers, once the cluster can place them all.
 
-    ``num_workers`` 0 means one per GPU of the cluster (GPU training) or 2 (CPU training). When the
-    cluster lacks the CPUs or GPUs that the workers reserve together, this prints a "waiting for" line
+    ``num_workers`` 0 means one per GPU of the cluster (GPU training) or 2 (CPU training). Besides the
+    workers' CPUs, Ray Data's reading of the shards needs one CPU of its own (``DATA_CPUS``): workers that
+    reserve every CPU of the cluster leave the first epoch's reads waiting forever (Ray Data only warns that
+    "the job may hang"). When the cluster lacks the CPUs or GPUs that the run needs, this prints a "waiting for" line
     every ``poll_s`` seconds — an autoscaling cluster adds nodes meanwhile — and raises
     :class:`~catpose.errors.CatposeError` after ``wait_for_resources`` seconds, instead of letting Ray Train
     wait silently for resources that never come.
@@ -329,7 +335,7 @@ def placement(cfg: TrainConfig, use_gpu: bool, poll_s: float = 5.0) -> int:
         workers = cfg.num_workers
         if workers <= 0:
             workers = max(1, int(have.get("GPU", 0) // max(gpus_each, 1e-9))) if use_gpu else 2
-        need = {"CPU": workers * cfg.cpus_per_worker, **({"GPU": workers * gpus_each} if gpus_each else {})}
+        need = {"CPU": workers * cfg.cpus_per_worker + DATA_CPUS, **({"GPU": workers * gpus_each} if gpus_each else {})}
         short = {k: (v, have.get(k, 0.0)) for k, v in need.items() if have.get(k, 0.0) + 1e-9 < v}
         if not short:
             return workers
@@ -338,7 +344,8 @@ def placement(cfg: TrainConfig, use_gpu: bool, poll_s: float = 5.0) -> int:
         if waited >= cfg.wait_for_resources:
             raise CatposeError(
                 f"train {cfg.category}: {workers} worker(s) × {cfg.cpus_per_worker:g} CPU"
-                + (f" + {gpus_each:g} GPU" if gpus_each else "") + f" need {what}; waited {waited:.0f} s. "
+                + (f" + {gpus_each:g} GPU" if gpus_each else "") + f", and {DATA_CPUS:g} CPU for reading the shards, "
+                f"need {what}; waited {waited:.0f} s. "
                 "Lower --num-workers (0: one per GPU), --cpus-per-worker or --gpus-per-worker, or add nodes.")
         print(f"train {cfg.category}: waiting for {what} — an autoscaling cluster adds nodes; otherwise lower "
               f"--num-workers (gives up in {cfg.wait_for_resources - waited:.0f} s)", flush=True)
