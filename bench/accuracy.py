@@ -6,14 +6,16 @@ Inputs (``--inputs``, prepared on another machine so that the GPU machine needs 
 ``shards/`` (catpose shard), ``align/<category>/alignment.parquet`` (catpose align),
 ``features/`` (the videos' surface vertices; the feature arrays are not read by training),
 ``gt/catpose_gt.json`` (the synthetic ground truth, for the held-out scores and the pose frame) and
-``wild/<category>/`` (catpose synth-wild).
+``wild/<category>/`` (catpose synth-wild), or ``--wild-images N`` to render that set here (seed 1000, as
+``catpose synth-wild``; torch only). Each image's errors go to the JSON (``errors_deg``, in the order of the
+set), so that runs scored on the same set can be compared image by image.
 
 The machine needs catpose's dependencies, kornia included (the held-out evaluation scores the
 colorsift baseline). Pose is scored twice on the same images: batched (``--pose-batch``) and one image
 at a time (the reference path); ``--keep-runs`` copies the trained runs out for later evaluation.
 
     python bench/accuracy.py --inputs DIR [--categories car,mug] [--epochs 150] [--model small] [--seed 0] [--out F.json]
-                               [--pose-device cuda] [--pose-batch 32] [--keep-runs DIR]
+                               [--pose-device cuda] [--pose-batch 32] [--keep-runs DIR] [--wild-images 300]
 """
 
 from __future__ import annotations
@@ -72,6 +74,8 @@ def main() -> None:
                     "(batch 0) is scored on the same images too")
     ap.add_argument("--keep-runs", type=Path, default=None, help="copy the trained runs here")
     ap.add_argument("--skip-single", action="store_true", help="score the batched path only")
+    ap.add_argument("--wild-images", type=int, default=0, help="render an in-the-wild set of this many images "
+                    "per category here instead of reading INPUTS/wild")
     a = ap.parse_args()
     gpu = torch.cuda.is_available()
     res = {"device": torch.cuda.get_device_name() if gpu else f"{platform.machine()} CPU", "epochs": a.epochs,
@@ -79,6 +83,13 @@ def main() -> None:
            "categories": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for cat in a.categories.split(","):
+            wild = a.inputs / "wild" / cat
+            if a.wild_images:
+                from catpose.config import WildConfig
+                from catpose.pose.wild import generate_wild
+
+                wild = Path(tmp) / "wild" / cat
+                generate_wild(WildConfig(out=str(wild), category=cat, images=a.wild_images), progress=False)
             cfg = TrainConfig(data=str(a.inputs / "shards"), alignment=str(a.inputs / "align" / cat),
                               features=str(a.inputs / "features"), category=cat, ground_truth=str(a.inputs / "gt"),
                               out=str(Path(tmp) / "runs"), epochs=a.epochs, model=a.model, size=a.size,
@@ -97,11 +108,13 @@ def main() -> None:
             hist = tr["history"]
             pdev = a.pose_device or ("cuda" if gpu else "cpu")
             pe, *single = (evaluate_pose(PoseEvalConfig(checkpoint=tr["run"], dataset="synth-wild",
-                                                       root=a.inputs / "wild" / cat, category=cat,
+                                                       root=wild, category=cat,
                                                        out=Path(tmp) / f"pose{b}" / cat, overlays=0, baseline=b > 0,
                                                        pose=PoseConfig(device=pdev, batch=b)))
                           for b in ((a.pose_batch,) if a.skip_single else (a.pose_batch, 0)))
             single = single[0] if single else None
+            per_image = [json.loads(line) for line in (Path(tmp) / f"pose{a.pose_batch}" / cat / "results.jsonl").open()]
+            per_image = [r for r in per_image if not r.get("calibration")]
             if a.keep_runs:
                 import shutil
 
@@ -118,7 +131,9 @@ def main() -> None:
                                          for k, v in tr.get("evaluation", {}).get("methods", {}).items()},
                    "pose": {"objects": pe["objects"], "scored": pe["scored"], "failed": pe["failed"],
                             "methods": pe["methods"], "seconds_per_image": pe["seconds_per_image"],
-                            "device": pdev, "batch": a.pose_batch,
+                            "device": pdev, "batch": a.pose_batch, "wild_images": a.wild_images or "INPUTS/wild",
+                            "errors_deg": {k: [None if r.get(k) is None else round(r[k], 2) for r in per_image]
+                                           for k in ("error_deg", "baseline_error_deg")},
                             "one_image_path": single and {"methods": single["methods"],
                                                           "seconds_per_image": single["seconds_per_image"]}}}
             res["categories"][cat] = row
