@@ -80,6 +80,7 @@ def main() -> None:
     gpu = torch.cuda.is_available()
     res = {"device": torch.cuda.get_device_name() if gpu else f"{platform.machine()} CPU", "epochs": a.epochs,
            "model": a.model, "crop_px": a.size, "batch": a.batch, "seed": a.seed, "pose_config": PoseConfig().__dict__,
+           "masks": {"mask_fill": TrainConfig.mask_fill, "mask_snap": TrainConfig.mask_snap},
            "categories": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for cat in a.categories.split(","):

@@ -30,6 +30,7 @@ from catpose.config import IngestConfig
 from catpose.data.camera import Camera
 from catpose.data.cleaning import clean_object_points, focus_point, settings_from, view_size
 from catpose.data.co3d import decode_image
+from catpose.data.masks import grabcut
 from catpose.data.pointcloud import PointCloud, write_ply
 from catpose.data.types import (
     FrameAnnotation,
@@ -386,9 +387,7 @@ def grabcut_mask(image: np.ndarray, camera: Camera, points: np.ndarray, plane: l
     gc[core > 0] = cv2.GC_FGD
     if not (gc == cv2.GC_BGD).any() or not ((gc == cv2.GC_FGD) | (gc == cv2.GC_PR_FGD)).any():
         return silhouette > 0  # nothing to learn a background from: the projected silhouette
-    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
-    cv2.grabCut(np.ascontiguousarray(image[..., ::-1]), gc, None, bgd, fgd, iters, cv2.GC_INIT_WITH_MASK)
-    fg = ((gc == cv2.GC_FGD) | (gc == cv2.GC_PR_FGD)).astype(np.uint8)
+    fg = grabcut(image, gc, iters).astype(np.uint8)
     # the object is one piece: keep the largest connected component
     n, lab, stats, _ = cv2.connectedComponentsWithStats(fg, connectivity=8)
     if n > 2:

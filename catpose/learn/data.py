@@ -25,6 +25,7 @@ from catpose.learn.frames import (
     composite,
     frame_targets,
     refine_masks,
+    snap_masks,
 )
 
 COLUMNS = ["sequence_name", "frame_number", "image", "mask", "height", "width", "R", "T", "focal_length",
@@ -47,14 +48,15 @@ def _camera(batch: dict, i: int):
 
 def prepare_batch(batch: dict, videos: dict[str, VideoTargets], size: int = 128,
                   augment: AugmentConfig | None = None, seed: int | None = None, tol: float = 0.05,
-                  mask_fill: bool = True) -> dict:
+                  mask_fill: bool = True, mask_snap: float = 0.0) -> dict:
     """Shard rows (numpy columns, see ``COLUMNS``) → model inputs.
 
     Rows of sequences not in ``videos`` and frames that do not decode are dropped. Returns numpy
     columns: ``image`` uint8 [B, 3, S, S], ``uv`` float32 [B, N, 2] (pixels of the crop), ``vis`` bool
     [B, N], ``fg`` uint8 [B, S, S] (visible object pixels, 0/255), ``sequence_name``, ``frame_number``.
     With ``mask_fill``, mask holes and eroded borders are first filled from the video's vertices
-    (:func:`~catpose.learn.frames.refine_masks`).
+    (:func:`~catpose.learn.frames.refine_masks`), and with ``mask_snap`` their boundaries moved to the
+    image's edges (:func:`~catpose.learn.frames.snap_masks`).
     """
     gen = torch.Generator().manual_seed(int.from_bytes(os.urandom(8), "little") >> 1 if seed is None else seed)
     # decode, then compute the targets of each video's frames in one batched call
@@ -88,6 +90,8 @@ def prepare_batch(batch: dict, videos: dict[str, VideoTargets], size: int = 128,
                            t([c.principal_point_px for c in cams]))
             if mask_fill:
                 msk = refine_masks(msk, t(v.dense), R, T, f, pp)
+            if mask_snap > 0:
+                msk = snap_masks((img * 255).round().to(torch.uint8), msk, mask_snap)
             uv, vis = frame_targets(t(v.points), torch.as_tensor(v.valid), t(v.dense), R, T, f, pp, hw, msk, tol=tol)
             boxes = torch.cat([mask_boxes(msk[k:k + 1], uv[k][vis[k]][None]) for k in range(len(group))])
             ci, cm, cuv, cvis = object_crops(img, msk, uv, vis, size, boxes, gen, jit.scale_jitter, jit.shift_jitter)

@@ -92,7 +92,7 @@ def load_frames(cfg: TrainConfig, rows: list[dict], targets: dict, augment: Augm
     for s in range(0, len(rows), batch):
         chunk = rows[s:s + batch]
         b = prepare_batch({c: [r[c] for r in chunk] for c in COLUMNS}, targets, cfg.size, augment, seed=seed + s,
-                          mask_fill=cfg.mask_fill)
+                          mask_fill=cfg.mask_fill, mask_snap=cfg.mask_snap)
         by_key = {(r["sequence_name"], r["frame_number"]): r for r in chunk}
         metas += [by_key[(n, f)] for n, f in zip(b["sequence_name"], b["frame_number"])]
         out.append(b)

@@ -35,7 +35,14 @@ from catpose.data.co3d import decode_image
 from catpose.data.shards import row_camera
 from catpose.errors import DataFormatError
 from catpose.geometry import mask_boxes, object_crops
-from catpose.learn.frames import AugmentConfig, colour_jitter, frame_targets, random_backgrounds, refine_masks
+from catpose.learn.frames import (
+    AugmentConfig,
+    colour_jitter,
+    frame_targets,
+    random_backgrounds,
+    refine_masks,
+    snap_masks,
+)
 
 
 def _nvjpeg_available(device: torch.device) -> bool:
@@ -145,16 +152,17 @@ class DeviceFeed:
     videos are skipped); ``augment`` None: centred crops, no augmentation (evaluation, tests).
     ``cache_mb``: decoded frames and their targets kept per worker (0: decode every time).
     ``mask_fill``: mask holes and eroded borders are filled from the video's vertices first
-    (:func:`~catpose.learn.frames.refine_masks`). ``__call__`` returns ``image`` float [B, 3, S, S] in
+    (:func:`~catpose.learn.frames.refine_masks`); ``mask_snap``: then the boundaries are moved to the
+    image's edges (:func:`~catpose.learn.frames.snap_masks`, band share; 0: off). ``__call__`` returns ``image`` float [B, 3, S, S] in
     [0, 1], ``uv`` [B, N, 2], ``vis`` [B, N] bool, ``fg`` float [B, S, S], ``key`` (sequence, frame) per
     crop; ``stats`` counts decoded, cached and dropped frames.
     """
 
     def __init__(self, videos: dict, size: int = 128, augment: AugmentConfig | None = None,
                  device: str | torch.device = "cpu", seed: int = 0, cache_mb: float = 2048, tol: float = 0.05,
-                 backgrounds: int = 0, nvjpeg: bool | None = None, mask_fill: bool = True):
+                 backgrounds: int = 0, nvjpeg: bool | None = None, mask_fill: bool = True, mask_snap: float = 0.0):
         self.device = torch.device(device)
-        self.size, self.augment, self.tol, self.mask_fill = size, augment, tol, mask_fill
+        self.size, self.augment, self.tol, self.mask_fill, self.mask_snap = size, augment, tol, mask_fill, mask_snap
         t = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float32, device=self.device)  # noqa: E731
         self.videos = {n: (t(v.points), torch.as_tensor(np.asarray(v.valid), device=self.device), t(v.dense))
                        for n, v in videos.items()}
@@ -245,6 +253,8 @@ class DeviceFeed:
                            t([c.principal_point_px for c in cams]))
             if self.mask_fill:
                 msk = refine_masks(msk, dense, R, T, f, pp)
+            if self.mask_snap > 0:
+                msk = snap_masks(torch.stack([d[0] for _, d, _ in items]), msk, self.mask_snap)
             uv, vis = frame_targets(pts, valid, dense, R, T, f, pp, hw, msk, tol=self.tol)
             boxes = mask_boxes(msk, uv, fallback_valid=vis)
             self.stats["decoded"] += len(items)

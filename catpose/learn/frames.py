@@ -105,6 +105,31 @@ def refine_masks(masks: torch.Tensor, dense: torch.Tensor, R: torch.Tensor, T: t
     return torch.where(use[:, None, None], refined, masks)
 
 
+def snap_masks(images: torch.Tensor, masks: torch.Tensor, share: float) -> torch.Tensor:
+    """Mask boundaries moved to the object's edges in the images (:func:`catpose.data.masks.snap_mask_edges`,
+    GrabCut on the CPU), within a band of ``share`` of each frame's shorter side (at least 1 px). Frames
+    without a mask (all object) or without object pixels are returned as they are; pixels the snapping
+    leaves alone keep their soft value.
+
+    images [K, 3, H, W] uint8, masks [K, H, W] in [0, 1] (any device) → [K, H, W] on the masks' device."""
+    from catpose.data.masks import snap_mask_edges
+
+    if share <= 0:
+        return masks
+    K, H, W = masks.shape
+    band = max(1, round(share * min(H, W)))
+    hard = (masks > 0.5).cpu().numpy()
+    imgs = images.permute(0, 2, 3, 1).cpu().numpy()
+    out = masks.clone()
+    for k in range(K):
+        if hard[k].all() or not hard[k].any():
+            continue
+        snapped = torch.from_numpy(snap_mask_edges(imgs[k], hard[k], band)).to(masks.device)
+        changed = snapped != torch.from_numpy(hard[k]).to(masks.device)
+        out[k] = torch.where(changed, snapped.to(masks.dtype), masks[k])
+    return out
+
+
 def random_backgrounds(n: int, size: int, generator: torch.Generator) -> torch.Tensor:
     """Procedural backgrounds [n, 3, size, size] in [0, 1]: smooth colour fields at random scales plus
     random rectangles (clutter)."""

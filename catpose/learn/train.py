@@ -205,7 +205,7 @@ def train_loop_per_worker(config: dict) -> None:
     # decoding, targets, crops and augmentation on this worker's device, a batch or two ahead of the step
     feed = DeviceFeed(config["videos"], cfg.size, AugmentConfig() if cfg.augment else None, device,
                       seed=cfg.seed * 1009 + rank * 7919 + start, cache_mb=cfg.frame_cache_mb,
-                      mask_fill=cfg.mask_fill)
+                      mask_fill=cfg.mask_fill, mask_snap=cfg.mask_snap)
     seen = None  # crops of this worker's last Ray Data epoch
     last_ckpt = t_end = time.perf_counter()
     for epoch in range(start, cfg.epochs):
