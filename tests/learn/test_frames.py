@@ -79,40 +79,56 @@ def test_targets_agree_with_rendered_depth(synth_root):
     assert np.mean(agree) > 0.85
 
 
+def _t(a):
+    return torch.as_tensor(np.asarray(a), dtype=torch.float32)
+
+
+def _iou(a, b):
+    return float((a & b).sum() / max((a | b).sum(), 1))
+
+
+def _imperfect_frames(root, cat, seed):
+    """Every frame of the category's videos with its true mask and an imperfect one (as the realistic
+    synthesis makes them): (vertices [1000, 3], frame, truth, noisy, camera args [R, T, focal, pp], each
+    repeated for 3 masks)."""
+    from catpose.data.co3d import Co3dCategory
+    from catpose.data.synth.generate import imperfect_mask
+    from catpose.features.surface import sequence_vertices
+
+    rng = np.random.default_rng(seed)
+    for seq in Co3dCategory(root, cat):
+        V = _t(sequence_vertices(seq.load_point_cloud(), 1000)[0])
+        for fr in seq.frames:
+            c = fr.camera
+            truth = fr.load_mask() > 0.5
+            noisy = imperfect_mask(truth.astype(np.float32), rng)
+            args = [a.expand(3, *a.shape[1:]) for a in (_t(c.R)[None], _t(c.T)[None], _t(c.focal_px)[None],
+                                                        _t(c.principal_point_px)[None])]
+            yield V, fr, truth, noisy, args
+
+
 def test_refine_masks_fills_imperfect_masks_from_the_video_geometry(synth_root):
     """Eroded, dilated and holed masks (as the realistic synthesis makes them) come out closer to the
     true mask after filling from the video's vertices, and never lose a pixel; true masks stay as they
     are; a cloud missing the object's bottom (cleaned away with the ground) costs the mask nothing there;
     a cloud that disagrees with the mask, and a frame without a mask, keep what they were given."""
-    from catpose.data.co3d import Co3dCategory
-    from catpose.data.synth.generate import imperfect_mask
-    from catpose.features.surface import sequence_vertices
     from catpose.learn.frames import refine_masks
 
-    t = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float32)  # noqa: E731
-    iou = lambda a, b: float((a & b).sum() / max((a | b).sum(), 1))  # noqa: E731
-    rng = np.random.default_rng(0)
+    t, iou = _t, _iou
     for cat in ("car", "mug"):
         before, after, kept = [], [], []
-        for seq in Co3dCategory(synth_root, cat):
-            V = t(sequence_vertices(seq.load_point_cloud(), 1000)[0])
-            for fr in seq.frames:
-                c = fr.camera
-                truth = fr.load_mask() > 0.5
-                noisy = imperfect_mask(truth.astype(np.float32), rng)
-                args = [a.expand(3, *a.shape[1:]) for a in (t(c.R)[None], t(c.T)[None], t(c.focal_px)[None],
-                                                            t(c.principal_point_px)[None])]
-                out = refine_masks(t(np.stack([noisy, truth, np.ones_like(truth)])), V, *args)
-                assert bool((out[0] >= t(noisy)).all())  # only adds
-                before.append(iou(noisy, truth))
-                after.append(iou(out[0].numpy() > 0.5, truth))
-                kept.append(iou(out[1].numpy() > 0.5, truth))
-                assert bool((out[2] == 1).all())  # no mask given: nothing to refine
+        for V, fr, truth, noisy, args in _imperfect_frames(synth_root, cat, 0):
+            out = refine_masks(t(np.stack([noisy, truth, np.ones_like(truth)])), V, *args)
+            assert bool((out[0] >= t(noisy)).all())  # only adds
+            before.append(iou(noisy, truth))
+            after.append(iou(out[0].numpy() > 0.5, truth))
+            kept.append(iou(out[1].numpy() > 0.5, truth))
+            assert bool((out[2] == 1).all())  # no mask given: nothing to refine
         print(f"\n{cat}: mask IoU {np.mean(before):.3f} -> {np.mean(after):.3f} (true masks {np.mean(kept):.3f})")
         assert np.mean(after) > np.mean(before) + 0.03 and min(after) > min(before)
         assert np.mean(kept) > 0.98
     # the last mug: its cloud without the lowest quarter along the camera's up axis keeps the true mask
-    up = -t(c.R)[:, 1]  # world direction of the image's up (CO3D: camera y points down)
+    up = -t(fr.camera.R)[:, 1]  # world direction of the image's up (CO3D: camera y points down)
     h = V @ up
     top = V[h > torch.quantile(h, 0.25)]
     out = refine_masks(t(truth)[None], top, *(a[:1] for a in args))[0] > 0.5
@@ -128,37 +144,25 @@ def test_snap_masks_moves_boundaries_to_the_object_edges(synth_root):
     close to true; pixels outside the band never change, and frames without a mask are left alone."""
     import cv2
 
-    from catpose.data.co3d import Co3dCategory
-    from catpose.data.synth.generate import imperfect_mask
-    from catpose.features.surface import sequence_vertices
     from catpose.learn.frames import refine_masks, snap_masks
 
-    t = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float32)  # noqa: E731
-    iou = lambda a, b: float((a & b).sum() / max((a | b).sum(), 1))  # noqa: E731
-    rng = np.random.default_rng(1)
+    t, iou = _t, _iou
     share = 0.025
     for cat in ("car", "mug"):
         filled, snapped, kept = [], [], []
-        for seq in Co3dCategory(synth_root, cat):
-            V = t(sequence_vertices(seq.load_point_cloud(), 1000)[0])
-            for fr in seq.frames:
-                c = fr.camera
-                truth = fr.load_mask() > 0.5
-                image = torch.from_numpy(fr.load_image().copy()).permute(2, 0, 1)
-                noisy = imperfect_mask(truth.astype(np.float32), rng)
-                args = [a.expand(3, *a.shape[1:]) for a in (t(c.R)[None], t(c.T)[None], t(c.focal_px)[None],
-                                                            t(c.principal_point_px)[None])]
-                fill = refine_masks(t(np.stack([noisy, truth, np.ones_like(truth)])), V, *args)
-                out = snap_masks(image[None].expand(3, -1, -1, -1), fill, share)
-                assert bool((out[2] == 1).all())  # no mask given: nothing to snap
-                band = max(1, round(share * min(truth.shape)))
-                disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * band + 1, 2 * band + 1))
-                h = (fill[0].numpy() > 0.5).astype(np.uint8)
-                outside = (cv2.dilate(h, disk) == 0) | (cv2.erode(h, disk, borderType=cv2.BORDER_REPLICATE) > 0)
-                assert torch.equal(out[0][torch.from_numpy(outside)], fill[0][torch.from_numpy(outside)])
-                filled.append(iou(fill[0].numpy() > 0.5, truth))
-                snapped.append(iou(out[0].numpy() > 0.5, truth))
-                kept.append(iou(out[1].numpy() > 0.5, truth))
+        for V, fr, truth, noisy, args in _imperfect_frames(synth_root, cat, 1):
+            image = torch.from_numpy(fr.load_image().copy()).permute(2, 0, 1)
+            fill = refine_masks(t(np.stack([noisy, truth, np.ones_like(truth)])), V, *args)
+            out = snap_masks(image[None].expand(3, -1, -1, -1), fill, share)
+            assert bool((out[2] == 1).all())  # no mask given: nothing to snap
+            band = max(1, round(share * min(truth.shape)))
+            disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * band + 1, 2 * band + 1))
+            h = (fill[0].numpy() > 0.5).astype(np.uint8)
+            outside = (cv2.dilate(h, disk) == 0) | (cv2.erode(h, disk, borderType=cv2.BORDER_REPLICATE) > 0)
+            assert torch.equal(out[0][torch.from_numpy(outside)], fill[0][torch.from_numpy(outside)])
+            filled.append(iou(fill[0].numpy() > 0.5, truth))
+            snapped.append(iou(out[0].numpy() > 0.5, truth))
+            kept.append(iou(out[1].numpy() > 0.5, truth))
         print(f"\n{cat}: mask IoU filled {np.mean(filled):.3f} -> snapped {np.mean(snapped):.3f} "
               f"(true masks {np.mean(kept):.3f})")
         assert np.mean(snapped) > np.mean(filled) + 0.02
