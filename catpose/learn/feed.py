@@ -153,9 +153,9 @@ class DeviceFeed:
     ``cache_mb``: decoded frames and their targets kept per worker (0: decode every time).
     ``mask_fill``: mask holes and eroded borders are filled from the video's vertices first
     (:func:`~catpose.learn.frames.refine_masks`); ``mask_snap``: then the boundaries are moved to the
-    image's edges (:func:`~catpose.learn.frames.snap_masks`, band share; 0: off). ``__call__`` returns ``image`` float [B, 3, S, S] in
-    [0, 1], ``uv`` [B, N, 2], ``vis`` [B, N] bool, ``fg`` float [B, S, S], ``key`` (sequence, frame) per
-    crop; ``stats`` counts decoded, cached and dropped frames.
+    image's edges (:func:`~catpose.learn.frames.snap_masks`, band share; 0: off). ``__call__`` returns
+    ``image`` float [B, 3, S, S] in [0, 1], ``uv`` [B, N, 2], ``vis`` [B, N] bool, ``fg`` float [B, S, S],
+    ``key`` (sequence, frame) per crop; ``stats`` counts decoded, cached and dropped frames.
     """
 
     def __init__(self, videos: dict, size: int = 128, augment: AugmentConfig | None = None,

@@ -320,9 +320,9 @@ def placement(cfg: TrainConfig, use_gpu: bool, poll_s: float = 5.0) -> int:
 
     ``num_workers`` 0 means one per GPU of the cluster (GPU training) or 2 (CPU training). Besides the
     workers' CPUs, Ray Data's reading of the shards needs one CPU of its own (``DATA_CPUS``): workers that
-    reserve every CPU of the cluster leave the first epoch's reads waiting forever (Ray Data only warns that
-    "the job may hang"). When the cluster lacks the CPUs or GPUs that the run needs, this prints a "waiting for" line
-    every ``poll_s`` seconds — an autoscaling cluster adds nodes meanwhile — and raises
+    reserve every CPU of the cluster leave the first epoch's reads waiting forever (Ray Data only warns
+    that "the job may hang"). When the cluster lacks the CPUs or GPUs that the run needs, this prints a
+    "waiting for" line every ``poll_s`` seconds — an autoscaling cluster adds nodes meanwhile — and raises
     :class:`~catpose.errors.CatposeError` after ``wait_for_resources`` seconds, instead of letting Ray Train
     wait silently for resources that never come.
     """
