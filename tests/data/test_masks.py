@@ -31,6 +31,15 @@ def test_too_wide_and_too_narrow_masks_snap_to_the_object():
         assert _iou(out, truth) > 0.97
 
 
+def test_a_mask_on_the_edges_is_left_as_given():
+    """GrabCut's own jitter on an exact mask (a fraction of a pixel) is not a reason to move it."""
+    img, truth = _scene(120, 160, seed=2)
+    assert np.array_equal(snap_mask_edges(img, truth, band=3), truth)
+    # the same mask one pixel too wide is moved
+    wide = cv2.dilate(truth.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+    assert _iou(snap_mask_edges(img, wide, band=3), truth) > _iou(wide, truth)
+
+
 def test_large_frames_are_snapped_on_a_scaled_crop():
     """A 1200 × 1600 frame, 20 px too wide: GrabCut runs on the object's box scaled to 256 px, the band with it."""
     img, truth = _scene(1200, 1600, seed=1)

@@ -141,7 +141,7 @@ def test_refine_masks_fills_imperfect_masks_from_the_video_geometry(synth_root):
 def test_snap_masks_moves_boundaries_to_the_object_edges(synth_root):
     """Masks 1-3 px too wide or too narrow (and holed, as the realistic synthesis makes them), filled from
     the geometry and then snapped, come out closer to the true masks than filled alone; true masks stay
-    close to true; pixels outside the band never change, and frames without a mask are left alone."""
+    (nearly all) as they are; pixels outside the band never change, and frames without a mask are left alone."""
     import cv2
 
     from catpose.learn.frames import refine_masks, snap_masks
@@ -166,4 +166,4 @@ def test_snap_masks_moves_boundaries_to_the_object_edges(synth_root):
         print(f"\n{cat}: mask IoU filled {np.mean(filled):.3f} -> snapped {np.mean(snapped):.3f} "
               f"(true masks {np.mean(kept):.3f})")
         assert np.mean(snapped) > np.mean(filled) + 0.02
-        assert np.mean(kept) > 0.95
+        assert np.mean(kept) > 0.98  # exact masks are left alone unless GrabCut moves them by much
