@@ -380,7 +380,7 @@ class TrainConfig(StoreContext):
     """Move each mask's boundary to the object's edge in its frame before training, within a band of this
     share of the frame's shorter side (:func:`catpose.learn.frames.snap_masks`, GrabCut; 0: off). Masks a few
     pixels too wide carry a fringe of floor into every augmented composite. Runs once per frame and
-    worker (when its frame cache holds the frames), about 25 ms a 128-px frame on one CPU core."""
+    worker (when its frame cache holds the frames), about 15 ms a 128-px frame on one CPU core."""
     frame_cache_mb: float = 2048
     """Decoded frames and their targets each worker keeps on its device (0: decode every epoch)."""
     prefetch: int = 2
