@@ -27,6 +27,7 @@ import numpy as np
 from catpose.config import IngestConfig
 from catpose.data.co3d import Co3dCategory
 from catpose.data.ingest import ingest
+from catpose.geometry import geodesic_deg
 
 
 def reference_rotations(transforms: Path) -> dict[str, np.ndarray]:
@@ -42,12 +43,9 @@ def reference_rotations(transforms: Path) -> dict[str, np.ndarray]:
 
 def relative_errors(ref: list[np.ndarray], est: list[np.ndarray]) -> np.ndarray:
     """Degrees between the reference and the estimated relative rotation of every pair of frames."""
-    errs = []
-    for i in range(len(ref)):
-        for j in range(i + 1, len(ref)):
-            d = (ref[j].T @ ref[i]).T @ (est[j].T @ est[i])
-            errs.append(np.degrees(np.arccos(np.clip((np.trace(d) - 1) / 2, -1, 1))))
-    return np.array(errs)
+    pairs = [(i, j) for i in range(len(ref)) for j in range(i + 1, len(ref))]
+    return geodesic_deg(np.stack([ref[j].T @ ref[i] for i, j in pairs]),
+                        np.stack([est[j].T @ est[i] for i, j in pairs]))
 
 
 def main() -> None:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from catpose.align.table import Alignment
-from catpose.geometry import project_so3
+from catpose.geometry import geodesic_deg, project_so3
 
 
 @dataclass
@@ -206,8 +206,7 @@ def edge_support(edges: list[Edge], transforms: dict[str, Alignment],
         return {k: (0, 0) for k in out}
     Ra = np.stack([transforms[e.a].R for e in es])
     RbRab = np.stack([transforms[e.b].R @ e.T.R for e in es])
-    cos = (np.einsum("nij,nij->n", Ra, RbRab) - 1) / 2  # cos of the angle between them
-    ok = cos >= np.cos(np.deg2rad(agree_deg))
+    ok = geodesic_deg(Ra, RbRab) <= agree_deg
     for e, g in zip(es, ok):
         for v in (e.a, e.b):
             out[v][0] += int(g)

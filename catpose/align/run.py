@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 from catpose.align.batched import align_pairs, upload_video, video_arrays
 from catpose.align.reference import Edge, edge_support, pair_graph, reduce_to_reference
 from catpose.align.search import SearchConfig, align_pair
-from catpose.align.table import SCHEMA, Alignment, alignment_rows, no_majority
+from catpose.align.table import SCHEMA, Alignment, alignment_rows, ambiguous
 from catpose.config import AlignConfig, FeaturesConfig
 from catpose.devices import resolve_device
 from catpose.errors import AlignmentError, ConfigError
@@ -349,9 +349,9 @@ def run_align(cfg: AlignConfig, progress: bool = True, features: FeaturesConfig 
     clock.lap("reduce")
     support = edge_support(edges, synced)
     out.write_bytes("alignment.parquet", alignment_bytes(synced, ref, support))
-    ambiguous = sorted(k for k, (g, n) in support.items() if k != ref and no_majority(g, n))
-    if ambiguous:
-        print(f"align {cfg.category}: no majority of pairs agrees with the rotation of {', '.join(ambiguous)} "
+    unsure = sorted(ambiguous(support, ref))
+    if unsure:
+        print(f"align {cfg.category}: no majority of pairs agrees with the rotation of {', '.join(unsure)} "
               "(training leaves them out)", flush=True)
     out.write_bytes("alignment_paths.parquet", alignment_bytes(paths, ref, edge_support(edges, paths)))
     out.write_bytes("aligned_clouds.png", plot_aligned_clouds(synced, feat_store, cfg.category, cfg.endpoint_url))
@@ -361,7 +361,7 @@ def run_align(cfg: AlignConfig, progress: bool = True, features: FeaturesConfig 
     print(f"align {cfg.category}: " + ", ".join(f"{k} {v:.1f} s" for k, v in clock.laps.items()), flush=True)
     return {"uri": out.uri, "features_signature": feat_sig or signature(fcfg), "timings": clock.laps, "reference": ref, "videos": len(synced), "pairs": len(rows), "failed_chunks": failed,
             "failed_pairs": failed_pairs, "unreadable": unreadable,
-            "unaligned": sorted(set(names) - set(synced)), "ambiguous": ambiguous}
+            "unaligned": sorted(set(names) - set(synced)), "ambiguous": unsure}
 
 
 def plot_aligned_clouds(transforms: dict[str, Alignment], store: str, category: str,

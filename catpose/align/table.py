@@ -72,13 +72,15 @@ def ambiguous_videos(path: str | Path, endpoint_url: str | None = None) -> dict[
     ((agreeing, all) pairs; at least two pairs, the reference never): typically a near-symmetric object
     seen from one side, half of whose pairs found it turned by 180°. Empty for tables from before the
     ``edges`` columns."""
-    return {r["sequence_name"]: (r["edges_agreeing"], r["edges"]) for r in _read_rows(path, endpoint_url)
-            if not r["is_reference"] and r.get("edges") is not None and no_majority(r["edges_agreeing"], r["edges"])}
+    rows = _read_rows(path, endpoint_url)
+    support = {r["sequence_name"]: (r["edges_agreeing"], r["edges"]) for r in rows if r.get("edges") is not None}
+    return ambiguous(support, next((r["sequence_name"] for r in rows if r["is_reference"]), None))
 
 
-def no_majority(agreeing: int, edges: int) -> bool:
-    """At least two pairwise alignments, and no more than half of them agree."""
-    return edges >= 2 and 2 * agreeing <= edges
+def ambiguous(support: dict[str, tuple[int, int]], ref: str | None) -> dict[str, tuple[int, int]]:
+    """The videos of ``support`` ((agreeing, all) pairs, :func:`catpose.align.reference.edge_support`)
+    with at least two pairwise alignments, no more than half of which agree; the reference never."""
+    return {k: (g, n) for k, (g, n) in support.items() if k != ref and n >= 2 and 2 * g <= n}
 
 
 def _read_rows(path: str | Path, endpoint_url: str | None = None) -> list[dict]:
