@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.catpose-installed
 
-.PHONY: demo test install bench lint clean
+.PHONY: demo test install bench lint clean docs
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -38,8 +38,12 @@ bench: $(STAMP)
 	$(PY) bench/train.py
 	$(PY) bench/pose.py
 
+# the documentation site into site/ (MkDocs + Material; pages generated from the configs and bench/results)
+docs: $(STAMP)
+	$(VENV)/bin/mkdocs build --strict
+
 lint: $(STAMP)
 	$(PY) -m pip install -q ruff && $(VENV)/bin/ruff check catpose tests jobs bench
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache site
