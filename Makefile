@@ -1,6 +1,7 @@
 # Everything installs into one virtual environment at .venv in the repository root.
 #   make demo  - runs the main job (jobs/full_pipeline.py) on the embedded synthetic data, offline
 #   make test  - runs the test suite
+#   make test-fast - the tests not marked slow (-m "not slow"), for the edit-test loop
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -9,7 +10,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.catpose-installed
 
-.PHONY: demo test install bench lint clean docs
+.PHONY: demo test test-fast install bench lint clean docs
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +29,11 @@ demo: $(STAMP)
 # pytest exits 5 when a selection (PYTEST_ARGS="-m ...") collects no test: said, and not a failure.
 test: $(STAMP)
 	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest: no tests collected for PYTEST_ARGS='$(PYTEST_ARGS)'"; rc=0; fi; exit $$rc
+
+# the unmarked tests only: a few minutes, for the edit-test loop (CI runs `make test`, the whole suite)
+test-fast: $(STAMP)
+	@$(PY) -m pytest -m "not slow" $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest: no tests collected for PYTEST_ARGS='$(PYTEST_ARGS)'"; rc=0; fi; exit $$rc
 
 bench: $(STAMP)

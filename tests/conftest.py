@@ -102,3 +102,12 @@ def realistic_root(tmp_path_factory):
                                      realistic=True, partial_share=0.5))
     assert all(m.summary() == {"ok": 3} for m in manifests.values())
     return root
+
+
+@pytest.fixture(scope="session")
+def trained_car(tmp_path_factory, ray_local):
+    """A car trained at the demo's settings on 12 videos for 40 epochs and scored on 60 synthetic in-the-wild
+    images (:func:`tests.trained_run.trained_car`; about 2.5 minutes on 2 cores), once per session."""
+    from tests.trained_run import trained_car
+
+    return trained_car(tmp_path_factory.mktemp("trained_car"), seed=0)

@@ -1,0 +1,48 @@
+"""The pose accuracy of a trained model, on the CPU: a car trained at the demo's settings (Ray Train, 2 workers,
+64-px crops, a 300-vertex template; 12 videos and 40 epochs instead of the demo's 30 and 50, to fit a test
+session) and scored on 60 synthetic in-the-wild images of unseen cars (clutter, occluders, other lights and
+lenses) against their ground truth, with the nearest-training-view baseline of the same run
+(``tests/trained_run.py``; the run is the session fixture ``trained_car``).
+
+Measured (``python -m tests.trained_run --seed S``, 2-core machine shared with other jobs, about 130 s a run):
+
+| seed | held-out matching: trained / untrained | catpose Acc@π/6 / Acc@π/18 / median | nearest view Acc@π/6 / π/18 / median |
+|---|---|---|---|
+| 0 | 49.3 % / 5.1 % | 76.7 % / 35.0 % / 16.1° | 68.3 % / 21.7 % / 17.8° |
+
+Chance for Acc@π/6 (a uniformly random rotation within 30° of the truth) is (π/6 − sin π/6)/π = 0.75 %.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from catpose.geometry import pose_metrics
+
+pytestmark = pytest.mark.slow
+
+METHOD = "catpose (features + render-and-compare)"
+BASELINE = "nearest training view (same features)"
+CHANCE_PI_6 = (np.pi / 6 - np.sin(np.pi / 6)) / np.pi
+
+
+def test_trained_car_pose_beats_chance_and_the_nearest_view(trained_car):
+    pose = trained_car["pose"]
+    assert pose["frame"] == "gt" and pose["scored"] == 60 and pose["failed"] == 0
+    # the table is what each image's error against its annotation says
+    lines = [json.loads(ln) for ln in (Path(trained_car["base"]) / "pose" / "results.jsonl").open()]
+    assert len(lines) == 60
+    for key, label in (("error_deg", METHOD), ("baseline_error_deg", BASELINE)):
+        assert pose["methods"][label] == pose_metrics([np.nan if r.get(key) is None else r[key] for r in lines])
+    m, b = pose["methods"][METHOD], pose["methods"][BASELINE]
+    print(f"\ncatpose {m}\nnearest view {b}")
+    # measured 76.7 % (seed 0): the threshold leaves 16.7 points (10 of 60 images) of run-to-run margin,
+    # and is 80x chance
+    assert m["acc_pi_6"] >= 0.60 > 80 * CHANCE_PI_6
+    # measured 8.4 points above the baseline (5 images): at least level with it, and more precise: the
+    # render-and-compare refinement is what the template adds (Acc@π/18 measured 35.0 % against 21.7 %)
+    assert m["acc_pi_6"] >= b["acc_pi_6"]
+    assert m["acc_pi_18"] > b["acc_pi_18"]
+
