@@ -56,8 +56,18 @@ def test_geodesic_and_projection_onto_so3():
     np.testing.assert_allclose(np.linalg.det(P), 1.0, atol=1e-12)
     assert geodesic_deg(P, A).max() < 10
     np.testing.assert_allclose(project_so3(noisy[0]), P[0], atol=1e-12)  # one matrix or a stack
-    np.testing.assert_allclose(project_so3(-A[:3]), project_so3(-A[:3]) @ np.eye(3))  # det −1 input → a rotation
-    assert np.all(np.linalg.det(project_so3(-A[:3])) > 0)
+    # a det −1 input (a reflection) goes to a rotation, the nearest one in Frobenius norm: no rotation among
+    # 2000 random ones nor among small turns of the projection lies closer
+    M = -A[:3]
+    Pm = project_so3(M)
+    np.testing.assert_allclose(np.linalg.det(Pm), 1.0, atol=1e-12)
+    np.testing.assert_allclose(Pm @ np.swapaxes(Pm, 1, 2), np.broadcast_to(np.eye(3), Pm.shape), atol=1e-12)
+    best = np.linalg.norm(Pm - M, axis=(1, 2))
+    others = Rotation.random(2000, random_state=7).as_matrix()
+    assert np.all(np.linalg.norm(others[None] - M[:, None], axis=(2, 3)).min(1) >= best - 1e-9)
+    turns = Rotation.from_rotvec(np.random.default_rng(8).normal(0, 0.05, (200, 3))).as_matrix()
+    near = np.einsum("tij,mjk->mtik", turns, Pm)
+    assert np.all(np.linalg.norm(near - M[:, None], axis=(2, 3)).min(1) >= best - 1e-9)
 
 
 def test_fit_frame_recovers_the_rotation_despite_outliers():
