@@ -228,7 +228,7 @@ def bench_model(a, m, dev, gpu, B, tpl, targets, held, rows, shards, workers, wo
     size = a.size if m == "small" else a.size_large
     cfg = TrainConfig(model=m, size=size, batch_size=B, epochs=a.epochs, gpus_per_worker=a.gpus_per_worker,
                       cpus_per_worker=a.cpus_per_worker or (2.0 if gpu else 0.5),
-                      use_gpu="yes" if gpu else "no", **MODEL_SHAPES[m])
+                      device="cuda" if gpu else "cpu", **MODEL_SHAPES[m])
     weights = True
     try:
         model = build_model(cfg, torch.as_tensor(tpl.vertices))

@@ -118,14 +118,23 @@ def run_features(cfg: FeaturesConfig) -> int:
 
 @dataclass
 class EvalAlignConfig:
-    """Score an alignment against ground truth (synthetic data): Acc@pi/6, Acc@pi/18, median error."""
+    """Score an alignment against ground truth (synthetic data): Acc@pi/6, Acc@pi/18, median error; with
+    ``--labels co3d-paper``, real CO3D videos against the paper's labels by the paper's protocol."""
 
     data: Path = Path("data/synth")
     """Dataset root with catpose_gt.json."""
     category: str = "car"
     """Category."""
     alignment: Path = Path("runs/align/alignment.parquet")
-    """alignment.parquet written by catpose align."""
+    """alignment.parquet written by catpose align (with --labels also a folder of <category>/alignment.parquet)."""
+    labels: str = ""
+    """Score real CO3D videos against shipped labels instead of synthetic ground truth: co3d-paper (the paper's
+    162 labelled CO3D v2 sequences) or co3dv1-paper; prints the paper's published numbers alongside."""
+    od3d_aligned: Path | None = None
+    """With --labels: score an od3d alignment folder (e.g. data/co3d/aligned_N_alpha500_dinov2s/r0) instead of
+    --alignment."""
+    json_out: Path | None = None
+    """With --labels: also write the scores (per category, per pair) to this JSON file."""
 
 
 def run_align(cfg: AlignConfig) -> int:
@@ -150,6 +159,8 @@ def run_align(cfg: AlignConfig) -> int:
 
 
 def run_eval_align(cfg: EvalAlignConfig) -> int:
+    if cfg.labels:
+        return _eval_align_labels(cfg)
     from catpose.align.evaluate import evaluate_alignment
 
     plot = Path(cfg.alignment).with_name("alignment_errors.png")
@@ -157,6 +168,32 @@ def run_eval_align(cfg: EvalAlignConfig) -> int:
     print("| category | videos | Acc@pi/6 | Acc@pi/18 | median error (deg) |\n|---|---|---|---|---|")
     print(f"| {cfg.category} | {r['videos']} | {r['acc_pi_6']:.1%} | {r['acc_pi_18']:.1%} | {r['median_deg']:.1f} |")
     print(f"histogram: {plot}")
+    return 0
+
+
+def _eval_align_labels(cfg: EvalAlignConfig) -> int:
+    from catpose.align import evaluate_labels as ev
+    from catpose.storage import write_uri
+
+    if cfg.od3d_aligned is not None:
+        est, name = ev.read_od3d_alignment(cfg.od3d_aligned), f"od3d {Path(cfg.od3d_aligned).name}"
+    else:
+        a = Path(cfg.alignment)
+        by_category = a.is_dir() and not (a / "alignment.parquet").exists()  # a folder of <category>/alignment.parquet
+        est, name = ev.read_catpose_alignments(a, None if by_category else cfg.category), "catpose"
+    res = ev.score_alignments(est, cfg.labels)
+    if not any(r["pairs"] for r in res["categories"].values()):
+        raise ConfigError(str(cfg.od3d_aligned or cfg.alignment), f"no category has two videos labelled in "
+                          f"'{cfg.labels}' (categories: {', '.join(sorted(est)) or 'none'})", field="--labels")
+    print(ev.format_table(res, name))
+    for c, r in res["categories"].items():
+        if r["missing"]:
+            print(f"  {c}: {len(r['missing'])} labelled videos not in the alignment ({', '.join(r['missing'])})")
+    if res["unlabelled_categories"]:
+        print(f"  no labels for: {', '.join(res['unlabelled_categories'])}")
+    if cfg.json_out is not None:
+        write_uri(str(cfg.json_out), json.dumps(res, indent=1).encode())
+        print(f"scores: {cfg.json_out}")
     return 0
 
 

@@ -68,7 +68,7 @@ def split_videos(names: list[str], holdout: float, seed: int) -> tuple[list[str]
 
 
 # settings that say how a run is carried out, not what it learns: a run resumes across changes of these
-OPERATIONAL = frozenset({"endpoint_url", "out", "name", "epochs", "num_workers", "use_gpu", "cpus_per_worker",
+OPERATIONAL = frozenset({"endpoint_url", "out", "name", "epochs", "num_workers", "device", "cpus_per_worker",
                          "gpus_per_worker", "amp", "max_failures", "keep_checkpoints", "checkpoint_every_s",
                          "wait_for_resources", "frame_cache_mb", "prefetch", "evaluate", "eval_frames",
                          "eval_threshold"})
@@ -301,9 +301,11 @@ def train_loop_per_worker(config: dict) -> None:
 
 
 def _use_gpu(cfg: TrainConfig) -> bool:
-    if cfg.use_gpu in ("yes", "true", "1"):
+    """Whether the Ray Train workers ask for GPUs: ``cuda``/``cuda:N`` yes, ``cpu`` no, ``auto`` when the
+    cluster has GPUs (the run context's device, :class:`catpose.config.DeviceContext`)."""
+    if cfg.device.startswith("cuda"):
         return True
-    if cfg.use_gpu in ("no", "false", "0"):
+    if cfg.device == "cpu":
         return False
     import ray
 
@@ -439,7 +441,7 @@ def run_train(cfg: TrainConfig, replace_changed: bool = False) -> dict:
            "use_gpu": use_gpu, "train_videos": len(prep["train"]), "held_out": len(prep["held_out"]),
            "left_out": prep["left_out"]}
     if cfg.evaluate and prep["held_targets"]:
-        device = resolve_device("auto") if use_gpu else "cpu"
+        device = resolve_device(cfg.device) if use_gpu else "cpu"
         out["evaluation"] = evaluate_run(cfg, prep, model, store, name, device)
     return out
 
