@@ -892,7 +892,7 @@ def assemble_report(cfg: PipelineConfig, ctx: Ctx, graph: list[Stage], times: di
         if s.name in arts and (t := s.table(arts[s.name])):
             print("\n" + "\n".join(t))
     print("\n" + "\n".join(summary[2:]))
-    print(f"\nreport: {store.url('report.md')}  plots: {store.url('plots')}")
+    print(f"\nreport: {store.url('report.md')}  plots: {store.url('plots')}{html_note}")
     report: dict = {"stages": times, "skipped": skipped, "summary": summary}
     if val:
         report.update(validate=val.rows, **({"unusable": val.unusable} if val.unusable else {}),
@@ -928,3 +928,10 @@ def main(argv: list[str] | None = None) -> int:
         return report_error(e, "full_pipeline")
     print(f"done in {time.perf_counter() - t0:.0f} s")
     return 0
+    html_note = ""
+    try:  # the interactive page of the same run, from its stored outputs (said, never silent, when it fails)
+        from catpose.report.html import write_report_html
+
+        html_note = f"  html: {write_report_html(store, summary, data=dataclasses.asdict(data))}"
+    except Exception as e:  # noqa: BLE001 - report.md is written; the page's failure is printed, not hidden
+        html_note = f"  (report.html not written: {type(e).__name__}: {e})"

@@ -1,0 +1,1 @@
+"""Run reports beyond report.md: report.html (catpose.report.html)."""
