@@ -4,7 +4,15 @@ from __future__ import annotations
 
 
 class CatposeError(Exception):
-    """Base class of catpose's own errors."""
+    """Base class of catpose's own errors.
+
+    They survive pickling (a Ray task's or Ray Train worker's error reaches the driver as itself): the
+    subclasses' constructors take other arguments than the finished message, which the default
+    ``BaseException`` pickling would pass back to them, so :meth:`__reduce__` rebuilds an error from its
+    message and attributes instead."""
+
+    def __reduce__(self):
+        return _rebuild, (type(self), str(self), dict(self.__dict__))
 
 
 class DataFormatError(CatposeError, ValueError):
@@ -69,6 +77,14 @@ class NoObjectError(CatposeError, ValueError):
 class CleaningError(DataFormatError):
     """Cleaning a video's point cloud (ground, background, outliers removed) left too little of it:
     the video is skipped, with this reason in its manifest entry."""
+
+
+def _rebuild(cls: type, message: str, state: dict) -> CatposeError:
+    """The error of class ``cls`` with ``message`` and attributes ``state`` (see :meth:`CatposeError.__reduce__`)."""
+    e = cls.__new__(cls)
+    Exception.__init__(e, message)
+    e.__dict__.update(state)
+    return e
 
 
 def report_error(e: BaseException, prog: str = "catpose") -> int:
