@@ -51,7 +51,7 @@ from catpose.learn.feed import DeviceFeed, crops_per_s
 from catpose.learn.frames import AugmentConfig
 from catpose.learn.model import build_model, count_parameters
 from catpose.learn.template import build_template, instance_correspondents
-from catpose.learn.train import ground_truth_to_reference, make_trainer
+from catpose.learn.train import ground_truth_to_reference, make_trainer, read_state
 
 MODEL_SHAPES = {"small": {"dim": 64, "width": 16}, "base": {"dim": 128, "width": 64},
                 "resnet": {"dim": 128, "width": 64}}
@@ -204,7 +204,7 @@ def bench_ray(cfg: TrainConfig, shards: str, tpl, targets: dict, workers: list[i
                            random_backbone=not weights).fit()
         if res.error:
             raise RuntimeError(res.error)
-        state = torch.load(Path(res.checkpoint.path) / "state.pt", weights_only=False, map_location="cpu")
+        state = read_state(Path(res.checkpoint.path) / "state.pt")
         hist = state["history"]
         steady = [h["images_per_s"] for h in hist[1:]] or [hist[-1]["images_per_s"]]
         rows.append({"workers": n, "crops_per_epoch": hist[-1]["images"], "epochs": len(hist),

@@ -16,7 +16,6 @@ evaluation (:mod:`catpose.learn.evaluate`) under ``OUT/NAME/``.
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import math
 import os
@@ -43,7 +42,8 @@ from catpose.learn.model import ContrastiveModel, build_model, count_parameters
 from catpose.learn.template import Template, build_template, instance_correspondents
 from catpose.parallel import init_ray, verbose
 from catpose.plotting import png_bytes
-from catpose.storage import Store, join_uri
+from catpose.storage import Store, atomic_write_bytes, join_uri
+from catpose.tensorfile import pack, require, unpack
 
 
 def run_name(cfg: TrainConfig) -> str:
@@ -146,10 +146,21 @@ def prepare(cfg: TrainConfig) -> dict:
             "held_transforms": {n: held_tf[n] for n in held if n in held_tf}}
 
 
-def _state_bytes(obj) -> bytes:
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    return buf.getvalue()
+STATE_KEYS = ("model", "optimizer", "epoch", "history")
+
+
+def read_state(path: str | os.PathLike) -> dict:
+    """A checkpoint's ``state.pt`` (model and optimizer states, last epoch, history): a safetensors
+    tensorfile (:mod:`catpose.tensorfile`), never unpickled; anything else is a DataFormatError naming it."""
+    with open(path, "rb") as fh:
+        data = fh.read()
+    return require(unpack(data, str(path), kind="state"), STATE_KEYS, str(path))
+
+
+def write_state(path: str | os.PathLike, state: dict) -> None:
+    """Writes ``state.pt`` atomically (temporary file + rename): a failed write (a full disk) leaves
+    whatever was there before, never a truncated file."""
+    atomic_write_bytes(path, pack(state, kind="state"))
 
 
 def _upload_dir(store: Store, local: str, rel: str) -> None:
@@ -184,7 +195,7 @@ def train_loop_per_worker(config: dict) -> None:
     ckpt = ray.train.get_checkpoint()
     if ckpt is not None:
         with ckpt.as_directory() as d:
-            state = torch.load(os.path.join(d, "state.pt"), map_location="cpu", weights_only=False)
+            state = read_state(os.path.join(d, "state.pt"))
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         start, history = state["epoch"] + 1, state["history"]
@@ -281,8 +292,8 @@ def train_loop_per_worker(config: dict) -> None:
             tb.flush()
             _upload_dir(store, tb_dir, f"{name}/tensorboard")
             ckpt_dir = tempfile.mkdtemp(prefix="catpose-ckpt-")
-            torch.save({"model": core.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
-                        "history": history}, os.path.join(ckpt_dir, "state.pt"))
+            write_state(os.path.join(ckpt_dir, "state.pt"), {"model": core.state_dict(), "optimizer": opt.state_dict(),
+                                                             "epoch": epoch, "history": history})
             checkpoint = ray.train.Checkpoint.from_directory(ckpt_dir)
         if rank == 0:  # one line per epoch
             print(f"train {cfg.category}: epoch {epoch + 1}/{cfg.epochs}  loss {metrics['loss']:.3f}  "
@@ -429,7 +440,7 @@ def run_train(cfg: TrainConfig, replace_changed: bool = False) -> dict:
     if result.checkpoint is None:
         raise RuntimeError(f"training run {store.url(name)} produced no checkpoint")
     with result.checkpoint.as_directory() as d:
-        state = torch.load(os.path.join(d, "state.pt"), map_location="cpu", weights_only=False)
+        state = read_state(os.path.join(d, "state.pt"))
     model = build_model(cfg, torch.as_tensor(tpl.vertices))
     model.load_state_dict(state["model"])
     save_trained(store, name, cfg, model, tpl, state["epoch"] + 1)
@@ -457,13 +468,13 @@ def write_split(store: Store, name: str, cfg: TrainConfig, prep: dict, fingerpri
 
 
 def save_trained(store: Store, name: str, cfg: TrainConfig, model: ContrastiveModel, tpl: Template, epochs: int) -> None:
-    """``NAME/model.pt`` (Φ, Θ, vertices, settings) and ``NAME/template.npz`` with the learned θ_j:
-    what :func:`load_trained` reads."""
+    """``NAME/model.pt`` (Φ, Θ, vertices, settings, as a safetensors tensorfile: no pickle) and
+    ``NAME/template.npz`` with the learned θ_j: what :func:`load_trained` reads."""
     tpl = dataclasses.replace(tpl, features=model.template.vertex_features().detach().cpu().numpy())
     store.write_bytes(f"{name}/template.npz", tpl.to_bytes())
-    store.write_bytes(f"{name}/model.pt", _state_bytes({
+    store.write_bytes(f"{name}/model.pt", pack({
         "encoder": model.encoder.state_dict(), "template": model.template.state_dict(),
-        "vertices": tpl.vertices, "config": _jsonable(cfg), "epochs": epochs}))
+        "vertices": np.asarray(tpl.vertices), "config": _jsonable(cfg), "epochs": epochs}, kind="model"))
 
 
 def finished_run(cfg: TrainConfig, store: Store, name: str) -> dict | None:
@@ -511,7 +522,9 @@ def load_trained(run: str, endpoint_url: str | None = None, device: str = "cpu")
     store = Store(run, endpoint_url)
     if not store.exists("model.pt"):
         raise FileNotFoundError(f"{store.url('model.pt')}: no trained model (has `catpose train` finished?)")
-    state = torch.load(io.BytesIO(store.read_bytes("model.pt")), map_location="cpu", weights_only=False)
+    where = store.url("model.pt")
+    state = require(unpack(store.read_bytes("model.pt"), where, kind="model"),
+                    ("encoder", "template", "vertices", "config"), where)
     c = state["config"]
     cfg = TrainConfig(**{k: v for k, v in c.items() if k in {f.name for f in dataclasses.fields(TrainConfig)}})
     cfg = dataclasses.replace(cfg, weights=Path(cfg.weights) if cfg.weights else None,

@@ -39,6 +39,7 @@ from catpose.plotting import png_bytes
 from catpose.pose.datasets import PoseSample, load_co3d, load_objectnet3d, load_pascal3d
 from catpose.pose.estimate import PoseEstimate, PoseEstimator, descriptor, load_image, load_mask, overlay
 from catpose.storage import Store
+from catpose.tensorfile import pack, require, unpack
 
 DATASETS = ("synth-wild", "pascal3d", "objectnet3d", "co3d")
 
@@ -104,12 +105,11 @@ def attach_views(est: PoseEstimator, run: str, endpoint_url: str | None = None, 
     """Gives ``est`` the run's training views for the retrieval prior (and the baseline): read from
     ``RUN/retrieval_views.pt``, else computed from the run's training frames (its shards and alignment)
     and cached there. Returns False, with a message, where neither is possible."""
-    import io
-
-
     store = Store(run, endpoint_url)
     if store.exists("retrieval_views.pt"):
-        v = torch.load(io.BytesIO(store.read_bytes("retrieval_views.pt")), map_location="cpu", weights_only=False)
+        where = store.url("retrieval_views.pt")  # a tensorfile: never unpickled
+        v = require(unpack(store.read_bytes("retrieval_views.pt"), where, kind="retrieval_views"),
+                    ("descriptors", "rotations"), where)
         est.set_views(v["descriptors"], v["rotations"])
         return True
     try:
@@ -119,10 +119,9 @@ def attach_views(est: PoseEstimator, run: str, endpoint_url: str | None = None, 
     except (CatposeError, OSError, KeyError, ValueError) as e:
         print(f"retrieval prior off: the run's training frames are not readable here ({e})", flush=True)
         return False
-    buf = io.BytesIO()
-    torch.save({"descriptors": desc, "rotations": rots}, buf)
     try:
-        store.write_bytes("retrieval_views.pt", buf.getvalue())
+        store.write_bytes("retrieval_views.pt", pack({"descriptors": desc, "rotations": np.asarray(rots)},
+                                                     kind="retrieval_views"))
     except OSError as e:
         print(f"(could not cache the training views in {store.url('retrieval_views.pt')}: {e})", flush=True)
     est.set_views(desc, rots)
