@@ -29,7 +29,8 @@ pytestmark = pytest.mark.slow
 def _tiny(out: str, endpoint: str, workers: int, videos: int = 4, chunk: int = 1, train: bool = False):
     """The tiny pipeline; with ``train`` also a tiny Ray Train run (one worker, one epoch of 32 px crops on
     a template of at most 100 vertices) and the pose stage on 4 in-the-wild images, only to show that they
-    run on the cluster with its store on S3 (their accuracy is tested elsewhere)."""
+    run on the cluster with its store on S3 (their accuracy: tests/pose/test_trained_accuracy.py and
+    tests/learn/test_train.py, on the session's trained car)."""
     from catpose.config import PoseConfig, TrainConfig
     from catpose.pipeline import PipelineConfig
 

@@ -87,7 +87,24 @@ def test_resume_renders_only_missing_videos(tmp_path):
     assert sorted(gt["categories"]["car"]["sequences"]) == ["car_0000", "car_0001", "car_0002"]
 
 
+def _ray_tasks(ray) -> dict[str, str]:
+    """Task id → the Ray worker that ran it, of every catpose per-item task (``catpose.parallel._call``)
+    this Ray has run (its own task events, ``ray.timeline``)."""
+    return {e["args"]["task_id"]: e["tid"] for e in ray.timeline()
+            if e.get("name") == "catpose.parallel._call" and e.get("ph") == "X"}
+
+
 def test_generation_through_ray_tasks(tmp_path, ray_local):
+    import time
+
+    before = _ray_tasks(ray_local)
     man = generate(SynthConfig(out=tmp_path, category=("car",), videos=2, frames=2, size=32, workers=2))["car"]
     assert man.summary() == {"ok": 2}
     assert len(Co3dCategory(tmp_path, "car")) == 2
+    # one Ray task per video ran, in Ray's worker processes (task events reach the GCS within a second)
+    for _ in range(50):
+        new = {k: w for k, w in _ray_tasks(ray_local).items() if k not in before}
+        if len(new) >= 2:
+            break
+        time.sleep(0.2)
+    assert len(new) == 2 and all(w.startswith("worker:") for w in new.values()), new
