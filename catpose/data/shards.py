@@ -21,7 +21,7 @@ from catpose.config import ShardConfig
 from catpose.data.camera import Camera
 from catpose.data.co3d import Co3dCategory, Co3dFrame, decode_image, list_categories
 from catpose.errors import CatposeError, DataFormatError, StorageError
-from catpose.storage import Store, is_s3, temp_name
+from catpose.storage import Store, is_s3, key, temp_name
 
 MANIFEST = "_catpose_shards.json"
 
@@ -120,7 +120,7 @@ def _write_table(store: Store, rel: str, table: pa.Table) -> None:
 
 
 def _category_record(category: str) -> str:
-    return f"_catpose_shards.items/{category}.json"
+    return key("_catpose_shards.items", f"{category}.json")
 
 
 def load_manifest(store: Store) -> dict:
@@ -185,7 +185,7 @@ def write_shards(cfg: ShardConfig, progress: bool = True) -> dict:
 
         def flush() -> None:
             nonlocal shard_idx, rows
-            rel = f"category={category}/part-{shard_idx:05d}.parquet"
+            rel = key(f"category={category}", f"part-{shard_idx:05d}.parquet")
             keys = [f"{r['sequence_name']}/{r['frame_number']}" for r in rows]
             done = manifest["shards"].get(rel)
             same = bool(done and done.get("first") == keys[0] and done.get("rows") == len(rows))

@@ -24,7 +24,7 @@ from catpose.features.backbones import build_backbone
 from catpose.features.surface import SurfaceFeatures, compute_surface_features
 from catpose.manifest import Manifest
 from catpose.parallel import map_items, ray_has_gpus
-from catpose.storage import Store
+from catpose.storage import Store, key
 
 _BACKBONES: dict = {}
 
@@ -50,7 +50,7 @@ def get_backbone(cfg: FeaturesConfig, device: str):
 
 
 def feature_key(category: str, sequence: str) -> str:
-    return f"{category}/{sequence}.npz"
+    return key(category, f"{sequence}.npz")
 
 
 def _task(args: tuple[FeaturesConfig, str, str]) -> dict:
@@ -102,7 +102,7 @@ def run_features(cfg: FeaturesConfig, progress: bool = True, keep_existing: bool
     out = {}
     for category in cfg.category:
         cat = Co3dCategory(cfg.data, category, cfg.endpoint_url)
-        man = Manifest.load_or_new(f"{category}/_manifest.json", "features", store=store)
+        man = Manifest.load_or_new(key(category, "_manifest.json"), "features", store=store)
         if not keep_existing:
             man.info.update({"signature": sig})
         # a bad annotation record costs its video (or frame) only: named in the manifest, not computed
@@ -159,7 +159,7 @@ def store_settings(cfg: FeaturesConfig, category: str) -> tuple[FeaturesConfig, 
     """
 
     store = Store(cfg.out, cfg.endpoint_url)
-    man = Manifest.load_or_new(f"{category}/_manifest.json", "features", store=store)
+    man = Manifest.load_or_new(key(category, "_manifest.json"), "features", store=store)
     sigs: dict[str, tuple[str, dict]] = {}
     for name, item in sorted(man.items.items()):
         if item.get("status") == "ok" and isinstance(item.get("signature"), dict):

@@ -113,10 +113,10 @@ def test_training_at_the_demo_settings_learns_features_that_match_held_out_video
     held-out matching, against the same network untrained and the alignment's colorsift features."""
     ev = trained_car["train"]["evaluation"]
     acc = {k: v["accuracy"] for k, v in ev["methods"].items()}
-    # measured 49.3 % against 5.1 % (untrained) and 15.3 % (colorsift): thresholds at half the trained score's
-    # lead, i.e. 4x the untrained network and 2x colorsift
+    # measured (seeds 0, 1; tests/pose/test_trained_accuracy.py) 49.3 % / 47.1 % against 5.1 % / 5.7 %
+    # (untrained) and 15.3 % / 9.9 % (colorsift), i.e. 8.3x and 3.2x at the least: thresholds 4x and 2x
     assert acc["trained"] > 4 * acc["untrained network"]
     assert acc["trained"] > 2 * acc["colorsift (alignment features)"]
-    assert acc["trained"] >= 0.30  # measured 49.3 %: 19 points of margin
+    assert acc["trained"] >= 0.30  # measured 47.1 % at the least: 17 points of margin
     loss = [h["loss"] for h in trained_car["train"]["history"]]
-    assert np.mean(loss[-5:]) < 0.7 * loss[0]  # measured 6.87 -> 3.78
+    assert np.mean(loss[-5:]) < 0.7 * loss[0]  # measured 6.87 -> 3.78 and 6.83 -> 3.40 (ratio 0.55 at most)

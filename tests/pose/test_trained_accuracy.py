@@ -4,11 +4,13 @@ session) and scored on 60 synthetic in-the-wild images of unseen cars (clutter, 
 lenses) against their ground truth, with the nearest-training-view baseline of the same run
 (``tests/trained_run.py``; the run is the session fixture ``trained_car``).
 
-Measured (``python -m tests.trained_run --seed S``, 2-core machine shared with other jobs, about 130 s a run):
+Measured (``python -m tests.trained_run --seed S``, the training seed; 2 cores: 131 s a run on an idle machine,
+748 s while six other jobs shared it):
 
 | seed | held-out matching: trained / untrained | catpose Acc@π/6 / Acc@π/18 / median | nearest view Acc@π/6 / π/18 / median |
 |---|---|---|---|
 | 0 | 49.3 % / 5.1 % | 76.7 % / 35.0 % / 16.1° | 68.3 % / 21.7 % / 17.8° |
+| 1 | 47.1 % / 5.7 % | 85.0 % / 43.3 % / 12.8° | 65.0 % / 23.3 % / 16.4° |
 
 Chance for Acc@π/6 (a uniformly random rotation within 30° of the truth) is (π/6 − sin π/6)/π = 0.75 %.
 """
@@ -38,11 +40,12 @@ def test_trained_car_pose_beats_chance_and_the_nearest_view(trained_car):
         assert pose["methods"][label] == pose_metrics([np.nan if r.get(key) is None else r[key] for r in lines])
     m, b = pose["methods"][METHOD], pose["methods"][BASELINE]
     print(f"\ncatpose {m}\nnearest view {b}")
-    # measured 76.7 % (seed 0): the threshold leaves 16.7 points (10 of 60 images) of run-to-run margin,
-    # and is 80x chance
+    # measured 76.7 % and 85.0 % (seeds 0, 1; the fixture trains seed 0, but Ray Train's data order varies):
+    # the threshold leaves 16.7 points (10 of 60 images) under the lowest, and is 80x chance
     assert m["acc_pi_6"] >= 0.60 > 80 * CHANCE_PI_6
-    # measured 8.4 points above the baseline (5 images): at least level with it, and more precise: the
-    # render-and-compare refinement is what the template adds (Acc@π/18 measured 35.0 % against 21.7 %)
+    # measured 8.4 and 20.0 points above the baseline (5 and 12 images): at least level with it, and more
+    # precise: the render-and-compare refinement is what the template adds (Acc@π/18 measured 35.0 % against
+    # 21.7 % and 43.3 % against 23.3 %: 13.3 points of margin at the least)
     assert m["acc_pi_6"] >= b["acc_pi_6"]
     assert m["acc_pi_18"] > b["acc_pi_18"]
 

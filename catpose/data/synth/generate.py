@@ -51,7 +51,7 @@ from catpose.data.types import (
 from catpose.geometry import Similarity
 from catpose.manifest import Manifest
 from catpose.parallel import map_items
-from catpose.storage import Store
+from catpose.storage import Store, key, safe_name
 
 FILE_INDEX_STRIDE = 3  # image file numbers differ from frame_number, as in CO3D
 
@@ -242,7 +242,7 @@ def generate_sequence(cfg: SynthConfig, category: str, index: int) -> dict:
         out = renderer.render(cam_c, supersample=cfg.supersample)
         cam_w = camera_in_world(cam_c, gt)
         fid = 1 + FILE_INDEX_STRIDE * k
-        rel = f"{category}/{seq}"
+        rel = key(category, seq)
         img_rel = f"{rel}/images/frame{fid:06d}.jpg"
         mask_rel = f"{rel}/masks/frame{fid:06d}.png"
         root.write_bytes(img_rel, _png(Image.fromarray(out.image), format="JPEG", quality=95))
@@ -331,6 +331,7 @@ def generate(cfg: SynthConfig) -> dict[str, Manifest]:
     gt_all["convention"] = ("x_canonical = scale * R @ x_world + translation; rotation row-major 3x3; "
                             "canonical frame: x front, y left, z up, object on z = 0")
     for category in cfg.category:
+        safe_name(category, "category", "--category", "category")  # it becomes every key below
         man = Manifest.load_or_new(f"{category}/catpose_manifest_synth.json", "synth", store=root)
         man.info.update({"videos": cfg.videos, "frames": cfg.frames, "size": cfg.size, "seed": cfg.seed,
                          "realism": to_jsonable(realism(cfg))})
