@@ -18,6 +18,78 @@ from typing import Any
 from catpose.errors import DataFormatError, StorageError
 
 
+NAME_MAX_BYTES = 200
+"""The longest name (UTF-8 bytes) a category or sequence may have: a key's component with a suffix
+(``<sequence>.npz``, a manifest record) stays under the 255 bytes of a file name."""
+
+_GLOB_CHARS = set("*?[]")
+
+
+def name_problem(name: object) -> str | None:
+    """Why ``name`` is not a plain path component (None when it is one).
+
+    A plain name is a non-empty string of at most :data:`NAME_MAX_BYTES` UTF-8 bytes with no path
+    separator (``/``, ``\\``), no control character, no glob character (``* ? [ ]``: stores list keys
+    by pattern, and a category ``*`` would match, and remove, the others' shards), that is neither
+    ``.`` nor ``..`` and does not start with a dot (hidden and temporary files start with one)."""
+    if not isinstance(name, str):
+        return f"not a string ({type(name).__name__})"
+    if not name or not name.strip():
+        return "empty"
+    if name in (".", ".."):
+        return "a relative folder"
+    if name.startswith("."):
+        return "starts with a dot"
+    if "/" in name or "\\" in name:
+        return "contains a path separator"
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        return "contains a control character"
+    if _GLOB_CHARS & set(name):
+        return "contains a glob character (* ? [ ])"
+    if len(name.encode("utf8", "surrogatepass")) > NAME_MAX_BYTES:
+        return f"longer than {NAME_MAX_BYTES} bytes"
+    return None
+
+
+def shown_name(name: object) -> str:
+    """``name`` as it can be printed and used as a manifest entry: itself when plain, else a short
+    ASCII rendering (control characters escaped, long names cut)."""
+    if isinstance(name, str) and name_problem(name) is None:
+        return name
+    text = ascii(name)
+    return text if len(text) <= 60 else f"{text[:40]}...({len(str(name))} chars)"
+
+
+def safe_name(name: object, what: str = "name", source: str | None = None, field: str | None = None) -> str:
+    """``name`` when it is a plain path component (:func:`name_problem`), else a
+    :class:`DataFormatError` naming ``source`` (the file or flag it came from) and ``field``. Every
+    category or sequence name passes here before it becomes part of a key or path."""
+    why = name_problem(name)
+    if why is not None:
+        raise DataFormatError(source or "<input>", f"{what} {shown_name(name)} is not a plain name ({why})",
+                              field=field)
+    return name  # type: ignore[return-value]
+
+
+def key(*names: str, source: str | None = None) -> str:
+    """The store key ``a/b/c`` from components that are each a plain name (raises
+    :class:`DataFormatError` otherwise): a name read from data can never climb out of the store."""
+    return "/".join(safe_name(n, "key component", source) for n in names)
+
+
+def safe_rel(path: object, what: str = "path", source: str | None = None, field: str | None = None) -> str:
+    """A relative path read from data (``car/seq/images/frame01.jpg``) when each of its components is a
+    plain name, else a :class:`DataFormatError` naming ``source`` and ``field``."""
+    if not isinstance(path, str) or not path:
+        raise DataFormatError(source or "<input>", f"{what} {shown_name(path)} is not a relative path", field=field)
+    for part in path.split("/"):
+        why = name_problem(part)
+        if why is not None:
+            raise DataFormatError(source or "<input>", f"{what} {shown_name(path)} is not a plain relative path "
+                                  f"(component {shown_name(part)}: {why})", field=field)
+    return path
+
+
 def temp_name(path: str | Path) -> Path:
     """A unique temporary name next to ``path`` (hidden, ``.tmp``): concurrent writers never collide."""
     path = Path(path)

@@ -34,7 +34,7 @@ from catpose.data.types import (
     read_sequence_annotations,
 )
 from catpose.errors import DataFormatError, MissingFileError
-from catpose.storage import Store, is_s3
+from catpose.storage import Store, is_s3, name_problem, safe_name, shown_name
 
 
 def read_file_bytes(path: Path, what: str) -> bytes:
@@ -213,6 +213,7 @@ class Co3dCategory:
     def __post_init__(self) -> None:
         self.store = data_store(self.root, self.endpoint_url)
         self.root = _root_of(self.root)
+        safe_name(self.category, "category", str(self.root), "category")  # it becomes keys in every store
         if self.store is None:
             d = self.root / self.category
             if not d.is_dir():
@@ -249,12 +250,19 @@ class Co3dCategory:
                                            data=self._annotation_bytes("frame_annotations.jgz"))
         by_seq: dict[str, list[tuple[int, FrameAnnotation]]] = {}
         for i, fa in good:
+            why = name_problem(fa.sequence_name)
+            if why is not None:  # a name that is no plain path component never becomes a key: video excluded
+                excluded.setdefault(shown_name(fa.sequence_name), str(DataFormatError(
+                    fpath, f"{shown_name(fa.sequence_name)} is not a plain name ({why}); video excluded",
+                    field=f"frame_annotations[{i}].sequence_name")))
+                continue
             by_seq.setdefault(fa.sequence_name, []).append((i, fa))
         bad_by_seq: dict[str, list[str]] = {}
         for b in bad:
             if b.sequence_name is None:
                 skipped[f"frame_annotations[{b.index}]"] = b.error
                 continue
+            b.sequence_name = shown_name(b.sequence_name)
             where = f"{b.sequence_name}/{b.frame_number}" if b.frame_number is not None else \
                 f"{b.sequence_name}/frame_annotations[{b.index}]"
             skipped[where] = b.error
@@ -288,6 +296,10 @@ class Co3dCategory:
             first: dict[str, int] = {}
             for i, sa in sgood:
                 name = sa.sequence_name
+                if name_problem(name) is not None:  # never matches a usable video; named, not used
+                    warnings.append(str(DataFormatError(str(spath), f"{shown_name(name)} is not a plain name "
+                                    f"({name_problem(name)}); record ignored", field=f"sequence_annotations[{i}].sequence_name")))
+                    continue
                 if name in first:
                     excluded[name] = str(DataFormatError(
                         str(spath), f"records [{first[name]}] and [{i}] both name sequence '{name}'; video excluded "
@@ -296,7 +308,7 @@ class Co3dCategory:
                 first[name] = i
                 seq_anns[name] = sa
             for b in sbad:
-                if b.sequence_name is None:
+                if b.sequence_name is None or name_problem(b.sequence_name) is not None:
                     warnings.append(f"{b.error}; record ignored")
                 else:
                     excluded[b.sequence_name] = f"{b.error}; video excluded"

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from catpose.errors import DataFormatError
 from catpose.geometry import Similarity
+from catpose.storage import key as store_key
 
 GT_FILE = "catpose_gt.json"
 
@@ -53,5 +54,5 @@ def load_point_labels(root, category: str, sequence: str, endpoint_url: str | No
     from catpose.storage import Store
 
     st = Store(root, endpoint_url)
-    key = f"{GT_POINTS_DIR}/{category}/{sequence}.npy"
+    key = f"{GT_POINTS_DIR}/{store_key(category, sequence + '.npy')}"
     return np.load(io.BytesIO(st.read_bytes(key))) if st.exists(key) else None

@@ -46,7 +46,7 @@ from catpose.data.types import (
 from catpose.errors import DataFormatError, MissingFileError, SfMError
 from catpose.manifest import Manifest
 from catpose.parallel import map_items
-from catpose.storage import Store, is_s3
+from catpose.storage import Store, is_s3, key, name_problem, safe_name, shown_name
 
 IMAGE_EXT = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 VIDEO_EXT = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v"}
@@ -242,7 +242,7 @@ def sfm_with_retry(name: str, image_dir: Path, n_frames: int, cfg: IngestConfig)
 def ingest_sequence(name: str, src: Path, cfg: IngestConfig) -> dict:
     """Runs one sequence end to end; returns its annotations as dataclasses (or raises)."""
     root = Path(cfg.out)
-    seq_dir = root / cfg.category / name
+    seq_dir = root / key(cfg.category, name)
     if seq_dir.exists():
         shutil.rmtree(seq_dir)
     names, mask_names = prepare_frames(name, src, cfg, seq_dir)
@@ -256,7 +256,7 @@ def ingest_sequence(name: str, src: Path, cfg: IngestConfig) -> dict:
     frames: list[FrameAnnotation] = []
     cams: list[Camera] = []
     masks: list[np.ndarray | None] = []
-    rel = f"{cfg.category}/{name}"
+    rel = key(cfg.category, name)
     k = 0
     for fn, mn in zip(names, mask_names):
         if fn not in by_name:
@@ -420,9 +420,14 @@ def ingest(cfg: IngestConfig) -> Manifest:
     store after every finished sequence, so a rerun resumes with the sequences not yet done."""
     store = Store(str(cfg.out), cfg.endpoint_url)
     store.check()
-    cat = cfg.category
+    cat = safe_name(cfg.category, "category", "--category", "category")
     man = Manifest.load_or_new(f"{cat}/catpose_manifest_ingest.json", "ingest", store=store)
     seqs = find_sequences(cfg.frames, cfg.endpoint_url)
+    for name in [n for n in seqs if name_problem(n) is not None]:  # a folder or video name that is no
+        src = seqs.pop(name)  # plain name never becomes a path in the store: that sequence fails, named
+        err = DataFormatError(src, f"sequence name {shown_name(name)} is not a plain name ({name_problem(name)})")
+        print(f"ingest: {err}; sequence skipped", flush=True)
+        man.record(shown_name(name), "failed", error=f"DataFormatError: {err}", save=False)
     fa_key, sa_key = f"{cat}/frame_annotations.jgz", f"{cat}/sequence_annotations.jgz"
     frames, seq_anns = [], {}
     if store.exists(fa_key) and store.exists(sa_key):

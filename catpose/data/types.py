@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from catpose.errors import DataFormatError, MissingFileError
-from catpose.storage import atomic_write_bytes
+from catpose.storage import atomic_write_bytes, safe_rel
 
 INTRINSICS_FORMATS = ("ndc_norm_image_bounds", "ndc_isotropic")
 
@@ -119,6 +119,14 @@ class _Fields:
             raise self.fail(name, f"expected a non-empty string, got {v!r}")
         return v
 
+    def rel_path(self, d: Any, name: str, required: bool = True) -> str | None:
+        """A relative path inside the dataset, each component a plain name: a record can never point a
+        reader outside the dataset root (``../../etc/passwd``, ``/abs``)."""
+        v = self.string(d, name, required)
+        if v is None:
+            return None
+        return safe_rel(v, "path", self.path, f"{self.prefix}.{name}")
+
     def number(self, d: Any, name: str, required: bool = True, integer: bool = False) -> float | None:
         v = self.get(d, name, required)
         if v is None:
@@ -197,19 +205,19 @@ def parse_frame_annotation(d: Any, path: str, index: int, warnings: list[str] | 
     size = f.vector(img, "image.size", 2)
     if size[0] <= 0 or size[1] <= 0 or int(size[0]) != size[0] or int(size[1]) != size[1]:
         raise f.fail("image.size", f"expected positive integer (H, W), got {list(size)}")
-    image = ImageAnnotation(path=f.string(img, "image.path"), size=(int(size[0]), int(size[1])))
+    image = ImageAnnotation(path=f.rel_path(img, "image.path"), size=(int(size[0]), int(size[1])))
     depth = None
     if d.get("depth") is not None:
         dd = d["depth"]
         depth = DepthAnnotation(
-            path=f.string(dd, "depth.path"),
+            path=f.rel_path(dd, "depth.path"),
             scale_adjustment=f.number(dd, "depth.scale_adjustment"),
-            mask_path=f.string(dd, "depth.mask_path", required=False),
+            mask_path=f.rel_path(dd, "depth.mask_path", required=False),
         )
     mask = None
     if d.get("mask") is not None:
         md = d["mask"]
-        mask = MaskAnnotation(path=f.string(md, "mask.path"),
+        mask = MaskAnnotation(path=f.rel_path(md, "mask.path"),
                               mass=_optional(warnings, f.number, md, "mask.mass", required=False))
     viewpoint = None
     if d.get("viewpoint") is not None:
@@ -263,7 +271,7 @@ def parse_sequence_annotation(d: Any, path: str, index: int,
         pd_ = d["point_cloud"]
         n = optional(f.number, pd_, "point_cloud.n_points", required=False, integer=True)
         pc = PointCloudAnnotation(
-            path=f.string(pd_, "point_cloud.path"),
+            path=f.rel_path(pd_, "point_cloud.path"),
             quality_score=optional(f.number, pd_, "point_cloud.quality_score", required=False),
             n_points=None if n is None else int(n),
         )
