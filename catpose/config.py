@@ -30,13 +30,21 @@ class TaskContext(StoreContext):
 
 
 @dataclass
-class RunContext(TaskContext):
-    """The whole run context (store, Ray fan-out, device) of the stages that compute on a device
-    (features, alignment, the α/τ sweep) and of the main job, whose top-level fields it is."""
+class DeviceContext:
+    """The part of the run context that says where tensors are computed. One vocabulary for every stage
+    that computes on a device (features, alignment, the α/τ sweep, training, pose estimation):
+    ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (:mod:`catpose.devices`)."""
 
     device: str = "auto"
-    """cpu, cuda, or auto (cuda when available or the cluster has GPUs; Ray tasks then ask for GPU
-    fractions)."""
+    """auto, cpu, cuda or cuda:N. auto: the GPU the Ray task or worker was given, else this process's GPU
+    when it has one, else the CPU; on a cluster with GPUs the stage's Ray tasks and workers then ask for
+    GPUs."""
+
+
+@dataclass
+class RunContext(TaskContext, DeviceContext):
+    """The whole run context (store, Ray fan-out, device) of the stages that fan work out on a device
+    (features, alignment, the α/τ sweep) and of the main job, whose top-level fields it is."""
 
 
 @dataclass
@@ -312,7 +320,7 @@ class SweepConfig(RunContext):
 
 
 @dataclass
-class TrainConfig(StoreContext):
+class TrainConfig(StoreContext, DeviceContext):
     """Learn viewpoint-invariant surface features on a category template with Ray Train."""
 
     data: str = "data/shards"
@@ -388,8 +396,6 @@ class TrainConfig(StoreContext):
     num_workers: int = 0
     """Ray Train workers, the data-parallel training processes (0: auto — one per GPU the cluster has when
     training on GPUs, 2 on CPUs). Not the run context's ``workers`` (Ray tasks of the per-item stages)."""
-    use_gpu: str = "auto"
-    """auto (GPUs when the cluster has them), yes, no."""
     cpus_per_worker: float = 0.5
     """CPUs reserved per worker; the run also needs one CPU for Ray Data's reading of the shards (so that the
     default 2 CPU workers fit a 2-core machine). A reservation, not a limit: each worker's torch uses
@@ -420,7 +426,7 @@ class TrainConfig(StoreContext):
 
 
 @dataclass
-class PoseConfig:
+class PoseConfig(DeviceContext):
     """Pose estimation: coarse search and render-and-compare refinement (:mod:`catpose.pose.estimate`)."""
 
     grid: int = 4096
@@ -447,8 +453,6 @@ class PoseConfig:
     translation: str = "box"
     """Refinement of the translation: free (image position and depth are refined with the rotation) or box
     (the translation always puts the template's projected box on the object box)."""
-    device: str = "cpu"
-    """Device of the encoder (cpu, cuda)."""
     batch: int = 16
     """Images estimated together (``catpose estimate`` over many files, ``catpose evaluate``): one encoder
     pass, and all their hypotheses scored and refined as one tensor; 0: one image at a time, the reference

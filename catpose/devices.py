@@ -1,26 +1,46 @@
-"""Which torch device a stage runs on: one rule for every stage."""
+"""Which torch device a stage runs on: one rule and one vocabulary for every stage.
+
+A device is ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (:class:`catpose.config.DeviceContext`). ``auto``
+means the GPU this process was given: inside a Ray task, trial or Ray Train worker, the GPU Ray assigned
+to it (a task without one must not take a GPU that another task reserved); in the driver or a plain
+process, its GPU when it has one; otherwise the CPU.
+"""
 
 from __future__ import annotations
+
+import sys
 
 import torch
 
 
+def in_ray_worker() -> bool:
+    """Whether this process is a Ray worker (a task, actor, trial or Ray Train worker), not a driver."""
+    if "ray" not in sys.modules:  # nothing imported Ray: certainly not one of its workers
+        return False
+    try:
+        import ray
+
+        if not ray.is_initialized():
+            return False
+        from ray._private.worker import WORKER_MODE, global_worker
+
+        return global_worker.mode == WORKER_MODE
+    except Exception:  # noqa: BLE001 — another Ray layout: treat as a plain process
+        return False
+
+
 def resolve_device(device: str = "auto") -> str:
-    """``auto`` → ``cuda`` when this process sees a GPU, else ``cpu``; any other value as given."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
-def task_device(device: str = "auto") -> str:
-    """Inside a Ray task or trial: ``auto`` → ``cuda`` only when Ray gave this task a GPU (a task
-    without one must not take a GPU that another task reserved); any other value as given."""
+    """The torch device for ``device``: ``auto`` → the GPU Ray gave this worker (inside Ray), this
+    process's GPU (outside Ray), else ``cpu``; any other value as given."""
     if device != "auto":
         return device
-    try:
-        import ray  # only inside Ray processes; the rest of this module needs no Ray
+    if in_ray_worker():
+        import ray
 
-        gpus = ray.get_gpu_ids() if ray.is_initialized() else []
-    except Exception:  # noqa: BLE001 — outside Ray or before it is up: no GPU was given
-        gpus = []
-    return "cuda" if gpus and torch.cuda.is_available() else "cpu"
+        return "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def wants_gpu(device: str) -> bool:
+    """Whether ``device`` lets a stage ask the cluster for GPUs (``auto``, ``cuda``, ``cuda:N``)."""
+    return device == "auto" or device.startswith("cuda")

@@ -95,7 +95,9 @@ def init_ray(num_cpus: int | None = None, address: str | None = None) -> None:
 def ray_has_gpus(workers: int, device: str) -> bool:
     """Whether per-item Ray tasks should ask for GPU fractions: tasks requested (``workers > 0``),
     the device allows a GPU (``auto``/``cuda``), and the cluster (started here if needed) has GPUs."""
-    if workers <= 0 or device not in ("auto", "cuda"):
+    from catpose.devices import wants_gpu
+
+    if workers <= 0 or not wants_gpu(device):
         return False
     import ray
 
@@ -112,11 +114,12 @@ def map_items(
     num_gpus: float = 0,
     progress: bool = True,
 ) -> Iterator[tuple[Any, Any, str | None, float]]:
-    """Yields ``(item, result, error, seconds)`` for each item, as they complete."""
+    """Yields ``(item, result, error, seconds)`` for each item, as they complete. One item runs in this
+    process, unless it asks for a GPU (``num_gpus``): that is only had from Ray, on a node that has one."""
     items = list(items)
     bar = tqdm(total=len(items), desc=desc, disable=not progress or not items, dynamic_ncols=True)
     try:
-        if workers <= 0 or len(items) <= 1:
+        if workers <= 0 or (len(items) <= 1 and num_gpus == 0):
             for it in items:
                 res, err, sec = _call(fn, it)
                 bar.update(1)

@@ -695,17 +695,29 @@ def _train_headline(a: TrainArtifact) -> str | None:
 
 
 def _pose_run(ctx: Ctx) -> PoseArtifact:
-    from catpose.pose.evaluate import pose_stage
+    """Each trained category's pose stage, with the run context's device: on a cluster with GPUs (and
+    ``device`` auto or cuda) as a Ray task holding one GPU, else in this process. Either way the wild images
+    and the evaluation are made on that node's scratch and go to the store."""
+    import functools
+
+    from catpose.parallel import map_items, ray_has_gpus
+    from catpose.pose.evaluate import pose_stage_into_store
 
     cfg = ctx.cfg
+    pose = ctx.section(cfg.pose)
+    gpu = ray_has_gpus(cfg.workers, pose.device)
+    fn = functools.partial(pose_stage_into_store, store=ctx.store, images=cfg.pose_images, pose=pose,
+                           endpoint_url=cfg.endpoint_url)
     art = PoseArtifact({}, [])
-    for c, run in ctx.arts["train"].runs.items():
-        # the wild images and the evaluation's files are made on this node's scratch, then go to the store
-        res = pose_stage(run, c, ctx.scratch, cfg.pose_images, cfg.pose, cfg.endpoint_url)
-        ctx.store.upload_dir(ctx.scratch / "pose" / c, f"pose/{c}")
+    done = {}
+    for (c, _), res, err, _sec in map_items(fn, list(ctx.arts["train"].runs.items()), workers=cfg.workers if gpu else 0,
+                                            desc="pose", num_gpus=1 if gpu else 0, progress=gpu):
+        if err is not None:
+            raise CatposeError(f"pose stage of category '{c}' failed: {err}")
+        done[c] = res
+    for c in ctx.arts["train"].runs:  # in the order of the training runs, whatever order the tasks ended in
         art.results[c] = ctx.store.url("pose", c)
-        ctx.plot(f"pose_errors_{c}.png", (ctx.scratch / "plots" / f"pose_errors_{c}.png").read_bytes())
-        art.rows.append(res)
+        art.rows.append(done[c])
     return art
 
 

@@ -12,10 +12,10 @@ import yaml
 
 from catpose import config
 from catpose.cli import COMMANDS
-from catpose.config import IngestConfig, RunContext, StoreContext, TaskContext
+from catpose.config import DeviceContext, IngestConfig, PoseConfig, StoreContext, TaskContext, TrainConfig
 from catpose.errors import ConfigError
 
-CONTEXT = {"endpoint_url": StoreContext, "workers": TaskContext, "device": RunContext}
+CONTEXT = {"endpoint_url": StoreContext, "workers": TaskContext, "device": DeviceContext}
 
 
 def _config_classes():
@@ -28,9 +28,6 @@ def _config_classes():
 def test_each_context_field_is_declared_in_one_place():
     owners = {name: [c.__name__ for c in _config_classes() if name in c.__dict__.get("__annotations__", {})]
               for name in CONTEXT}
-    # PoseConfig is no stage but the pose estimator's settings (a section of estimate/evaluate/the main
-    # job): its ``device`` is where the encoder runs (default cpu), not the run's device
-    owners["device"].remove("PoseConfig")
     assert owners == {name: [cls.__name__] for name, cls in CONTEXT.items()}
     # the stages inherit it
     for cls, _ in COMMANDS.values():
@@ -41,6 +38,10 @@ def test_each_context_field_is_declared_in_one_place():
         assert issubclass(COMMANDS[name][0], TaskContext)
     for name in ("shard", "train", "estimate", "evaluate"):
         assert issubclass(COMMANDS[name][0], StoreContext)
+    # one device vocabulary: training and the pose estimator (a section of estimate/evaluate/the main job)
+    # take the run context's device, auto by default
+    assert issubclass(TrainConfig, DeviceContext) and issubclass(PoseConfig, DeviceContext)
+    assert TrainConfig().device == PoseConfig().device == "auto"
     # Ray Train's training processes are another field, documented as such
     assert "num_workers" in COMMANDS["train"][0].__dict__["__annotations__"]
 
@@ -52,7 +53,7 @@ def test_every_stage_takes_the_shared_flags(stage):
     args = ["--endpoint-url", "http://127.0.0.1:9"]
     if issubclass(cls, TaskContext):
         args += ["--workers", "5"]
-    if issubclass(cls, RunContext):
+    if issubclass(cls, DeviceContext):
         args += ["--device", "cpu"]
     cfg = tyro.cli(cls, args=args)
     assert cfg.endpoint_url == "http://127.0.0.1:9"

@@ -29,7 +29,7 @@ from catpose.align.evaluate import rotation_errors, summarise
 from catpose.align.reference import Edge, reduce_to_reference
 from catpose.config import FeaturesConfig, SearchConfig, SweepConfig
 from catpose.data.groundtruth import has_ground_truth, load_ground_truth
-from catpose.devices import task_device
+from catpose.devices import resolve_device
 from catpose.features.runner import load_surface_features, run_features
 from catpose.geometry import geodesic_deg
 from catpose.parallel import init_ray
@@ -54,7 +54,7 @@ def trial_metrics(config: dict, data: str, category: str, store: str, names: lis
     feats = {n: load_surface_features(store, category, n, endpoint_url) for n in names}
     scfg = SearchConfig(**{**search, "alpha": float(config["alpha"]), "tau": float(config["tau"])})
     pairs = list(itertools.combinations(names, 2))
-    results = align_pairs([feats[n] for n in names], pairs, scfg, task_device(device))
+    results = align_pairs([feats[n] for n in names], pairs, scfg, resolve_device(device))
     edges, rel = [], {}
     for (a, b), T in zip(pairs, results):
         edges.append(Edge(a, b, T))

@@ -39,6 +39,7 @@ elevation and in-plane angle in that frame.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,6 +49,7 @@ import torch.nn.functional as F
 
 from catpose.config import PoseConfig
 from catpose.data.co3d import decode_image, read_file_bytes
+from catpose.devices import resolve_device
 from catpose.errors import CatposeError, DataFormatError, NoObjectError
 from catpose.geometry import crop_image, object_box, object_crops, project, so3_grid, visibility, zbuffer
 from catpose.learn.train import load_trained
@@ -464,7 +466,8 @@ class PoseEstimator:
 
     def __init__(self, encoder, theta, vertices, beta=None, size: int = 128, cfg: PoseConfig | None = None,
                  frame: np.ndarray | None = None):
-        self.cfg = cfg or PoseConfig()
+        cfg = cfg or PoseConfig()
+        self.cfg = dataclasses.replace(cfg, device=resolve_device(cfg.device))  # auto → the GPU this process has
         self.encoder = encoder
         self.theta = F.normalize(torch.as_tensor(theta).float(), dim=1).to(self.cfg.device)
         self.beta = None if beta is None else F.normalize(torch.as_tensor(beta).float(), dim=1).to(self.cfg.device)
@@ -512,7 +515,7 @@ class PoseEstimator:
     def from_run(cls, run: str, endpoint_url: str | None = None, cfg: PoseConfig | None = None,
                  frame: np.ndarray | None = None) -> PoseEstimator:
         cfg = cfg or PoseConfig()
-        model, tpl = load_trained(run, endpoint_url, cfg.device)
+        model, tpl = load_trained(run, endpoint_url, resolve_device(cfg.device))
         size = int(model.config.size)
         est = cls(model.encoder, model.template.vertex_features().detach(), tpl.vertices,
                   model.template.background_features().detach(), size, cfg, frame)

@@ -31,6 +31,7 @@ from catpose.config import PoseConfig, PoseEvalConfig, WildConfig
 from catpose.data.co3d import decode_image
 from catpose.data.groundtruth import has_ground_truth, load_ground_truth
 from catpose.data.shards import row_camera
+from catpose.devices import resolve_device
 from catpose.errors import CatposeError
 from catpose.geometry import crop_image, fit_frame, geodesic_deg, object_box, pose_metrics
 from catpose.learn.evaluate import category_rows
@@ -138,6 +139,7 @@ def _estimate_one(est: PoseEstimator, image: np.ndarray, s: PoseSample, mask) ->
 
 def evaluate_pose(cfg: PoseEvalConfig, progress: bool = True) -> dict:
     t_start = time.perf_counter()
+    cfg = dataclasses.replace(cfg, pose=dataclasses.replace(cfg.pose, device=resolve_device(cfg.pose.device)))
     model, tpl = load_trained(cfg.checkpoint, cfg.endpoint_url, cfg.pose.device)
     run_cfg = model.config
     store = Store(cfg.checkpoint, cfg.endpoint_url)
@@ -248,7 +250,8 @@ def evaluate_pose(cfg: PoseEvalConfig, progress: bool = True) -> dict:
                "frame": frame_how, "objects": len(samples), "scored": len(scored), "calibration": n_cal,
                "failed": sum("failed" in r for r in scored), "skipped_annotations": len(problems),
                "methods": {"catpose (features + render-and-compare)": pose_metrics(e_m)},
-               "seconds_per_image": float(np.mean([r["seconds"] for r in records if "seconds" in r] or [np.nan]))}
+               "seconds_per_image": float(np.mean([r["seconds"] for r in records if "seconds" in r] or [np.nan])),
+               "device": cfg.pose.device}
     hist = {"catpose (features + render-and-compare)": e_m}
     if views is not None:
         e_b, _, _ = errors("R_baseline_template")
@@ -291,6 +294,32 @@ def pose_stage(run: str, category: str, out: Path, images: int, pose: PoseConfig
                                        pose=pose or PoseConfig()), progress=progress)
     (out / "plots").mkdir(parents=True, exist_ok=True)
     (out / "plots" / f"pose_errors_{category}.png").write_bytes((out / "pose" / category / "errors.png").read_bytes())
+    return res
+
+
+def pose_stage_into_store(item: tuple[str, str], store, images: int, pose: PoseConfig | None = None,
+                          endpoint_url: str | None = None) -> dict:
+    """:func:`pose_stage` for ``item = (category, run)`` on this node's scratch, its outputs then written
+    to the run's ``store`` (``pose/<category>/``, ``plots/pose_errors_<category>.png``): the form the main
+    job runs, in its own process or as a Ray task on a GPU node (no path of the driver is used). The
+    result says where it ran (``placement``: Ray node and host, and the torch device)."""
+    import socket
+    import tempfile
+
+    from catpose.devices import in_ray_worker
+
+    category, run = item
+    with tempfile.TemporaryDirectory(prefix="catpose-pose-") as tmp:
+        res = pose_stage(run, category, Path(tmp), images, pose, endpoint_url, progress=not in_ray_worker())
+        store.upload_dir(Path(tmp) / "pose" / category, f"pose/{category}")
+        store.write_bytes(f"plots/pose_errors_{category}.png",
+                          (Path(tmp) / "plots" / f"pose_errors_{category}.png").read_bytes())
+    node = None
+    if in_ray_worker():
+        import ray
+
+        node = ray.get_runtime_context().get_node_id()
+    res["placement"] = {"ray_node": node, "host": socket.gethostname(), "device": res.get("device")}
     return res
 
 

@@ -46,3 +46,42 @@ def test_pose_stage_table_has_both_rows_computed_from_per_image_errors(run_dir, 
     assert (tmp_path / "plots" / "pose_errors_car.png").stat().st_size > 1000
     # the stage's evaluation on disk is the one it returned
     assert json.loads((tmp_path / "pose" / "car" / "evaluation.json").read_text())["methods"] == res["methods"]
+
+
+def test_main_job_pose_stage_is_placed_on_the_gpu_node(run_dir, tmp_path):
+    """``configs/cloud.yaml`` on a GPU cluster: the run context's device (auto) reaches the pose stage, which
+    then runs as a Ray task holding a GPU, on the node that has one, and writes its outputs to the store.
+    The GPU is a Ray resource of a ``Cluster`` node (this machine has no CUDA), so the task's torch device
+    is the CPU: ``auto`` means the GPU the task was given, and torch sees none."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from catpose.pipeline import Ctx, PoseArtifact, TrainArtifact, _pose_run
+    from catpose.storage import Store
+
+    if ray.is_initialized():  # another test's local Ray
+        ray.shutdown()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "num_gpus": 0, "include_dashboard": False})
+    gpu_node = cluster.add_node(num_cpus=1, num_gpus=1)
+    try:
+        ray.init(address=cluster.address, log_to_driver=False)
+        cfg = PipelineConfig(out=str(tmp_path / "store"), workers=1, pose_images=3)
+        assert cfg.device == "auto" and cfg.pose.device == "auto"
+        cfg.pose = dataclasses.replace(cfg.pose, grid=512, refine_steps=3)
+        store = Store(cfg.out)
+        ctx = Ctx(cfg, store, tmp_path / "scratch", arts={"train": TrainArtifact({"car": str(run_dir)}, [])})
+        art = _pose_run(ctx)
+        assert isinstance(art, PoseArtifact)
+        where = art.rows[0]["placement"]
+        assert where["ray_node"] == gpu_node.node_id  # not the head, which has no GPU
+        assert where["device"] == "cpu" == art.rows[0]["device"]
+        assert json.loads(store.read_text("pose/car/evaluation.json"))["methods"] == art.rows[0]["methods"]
+        assert store.exists("plots/pose_errors_car.png")
+
+        # a CPU-only run context keeps the stage in this process, whatever the cluster has
+        cfg.device = "cpu"
+        art = _pose_run(Ctx(cfg, store, tmp_path / "scratch", arts=ctx.arts))
+        assert art.rows[0]["placement"]["ray_node"] is None
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
