@@ -899,6 +899,13 @@ def assemble_report(cfg: PipelineConfig, ctx: Ctx, graph: list[Stage], times: di
     lines += ["", "## Stage times (s)", "", "| stage | seconds |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in times.items()]
     store.write_text("report.md", "\n".join(lines) + "\n")
+    html_note = ""
+    try:  # the interactive page of the same run, from its stored outputs (said, never silent, when it fails)
+        from catpose.report.html import write_report_html
+
+        html_note = f"  html: {write_report_html(store, summary, data=dataclasses.asdict(data))}"
+    except Exception as e:  # noqa: BLE001 - report.md is written; the page's failure is printed, not hidden
+        html_note = f"  (report.html not written: {type(e).__name__}: {e})"
     # the console: the stage tables, each with its reading
     for s in graph:
         if s.name in arts and (t := s.table(arts[s.name])):
@@ -940,10 +947,3 @@ def main(argv: list[str] | None = None) -> int:
         return report_error(e, "full_pipeline")
     print(f"done in {time.perf_counter() - t0:.0f} s")
     return 0
-    html_note = ""
-    try:  # the interactive page of the same run, from its stored outputs (said, never silent, when it fails)
-        from catpose.report.html import write_report_html
-
-        html_note = f"  html: {write_report_html(store, summary, data=dataclasses.asdict(data))}"
-    except Exception as e:  # noqa: BLE001 - report.md is written; the page's failure is printed, not hidden
-        html_note = f"  (report.html not written: {type(e).__name__}: {e})"
