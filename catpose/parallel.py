@@ -8,6 +8,7 @@ error string and never stops the others; Ray system failures (a lost worker) are
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import traceback
@@ -84,12 +85,84 @@ def init_ray(num_cpus: int | None = None, address: str | None = None) -> None:
         kw = {"logging_level": logging.ERROR, "logging_config": ray.LoggingConfig(log_level="ERROR")}
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, ignore_reinit_error=True, log_to_driver=True, **kw)
+        ray.init(address=address, ignore_reinit_error=True, log_to_driver=not quiet, **kw)
     else:
         # address "local": a new Ray of its own even when a `ray start` cluster runs on this machine (Ray
         # would otherwise join that one and refuse these settings)
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, ignore_reinit_error=True,
-                 object_store_memory=256 * 1024**2, log_to_driver=True, **kw)
+                 object_store_memory=256 * 1024**2, log_to_driver=not quiet, **kw)
+    if quiet:  # the workers' output (Ray Train, torch.distributed's c10d warnings, Ray's own errors) stays in files
+        print(f"Ray's worker and system output: {_ray_logs_dir()} (--verbose shows it here)", flush=True)
+
+
+def _ray_logs_dir() -> str:
+    """The log folder of this Ray session (``.../session_*/logs``), where the workers' output goes."""
+    try:
+        from ray._private.worker import _global_node
+
+        return _global_node.get_logs_dir_path()
+    except Exception:  # noqa: BLE001 - a Ray without that internal: its default place
+        return "/tmp/ray/session_latest/logs"
+
+
+def bar_interval() -> float:
+    """Seconds between a progress bar's redraws: fast on a terminal, every 10 s into a file or pipe (a
+    redraw there is a line of its own: a bar must not fill a log)."""
+    import sys
+
+    return 0.1 if sys.stderr.isatty() else 10.0
+
+
+class _Progress:
+    """A tiny Ray actor holding the latest progress a remote loop posted (``n`` done, a postfix)."""
+
+    def __init__(self) -> None:
+        self.state: dict = {}
+
+    def post(self, **state) -> None:
+        self.state = state
+
+    def get(self) -> dict:
+        return self.state
+
+
+@contextlib.contextmanager
+def remote_progress(total: int, desc: str, poll_s: float = 1.0):
+    """Yields a Ray actor handle that remote code (a Ray Train loop) posts ``n=..., postfix=...`` to; a
+    thread of this process shows it as one tqdm bar (the training bar: epochs, loss, crops/s)."""
+    import threading
+
+    import ray
+
+    init_ray()
+    actor = ray.remote(num_cpus=0)(_Progress).remote()
+    bar = tqdm(total=total, desc=desc, dynamic_ncols=True, mininterval=bar_interval())
+    stop = threading.Event()
+
+    def show() -> None:
+        try:
+            s = ray.get(actor.get.remote(), timeout=10)
+        except Exception:  # noqa: BLE001 - a missed poll only delays the bar
+            return
+        if s.get("n", 0) > bar.n:
+            bar.update(int(s["n"]) - bar.n)
+        if s.get("postfix"):
+            bar.set_postfix_str(s["postfix"], refresh=False)
+
+    def follow() -> None:
+        while not stop.wait(poll_s):
+            show()
+        show()
+
+    thread = threading.Thread(target=follow, daemon=True)
+    thread.start()
+    try:
+        yield actor
+    finally:
+        stop.set()
+        thread.join(timeout=15)
+        bar.close()
+        ray.kill(actor)
 
 
 def ray_has_gpus(workers: int, device: str) -> bool:
@@ -117,7 +190,10 @@ def map_items(
     """Yields ``(item, result, error, seconds)`` for each item, as they complete. One item runs in this
     process, unless it asks for a GPU (``num_gpus``): that is only had from Ray, on a node that has one."""
     items = list(items)
-    bar = tqdm(total=len(items), desc=desc, disable=not progress or not items, dynamic_ncols=True)
+    if workers > 0 and len(items) > 1:
+        init_ray()  # before the bar: Ray's one-line pointer to its logs goes above it, not into it
+    bar = tqdm(total=len(items), desc=desc, disable=not progress or not items, dynamic_ncols=True,
+               mininterval=bar_interval())
     try:
         if workers <= 0 or (len(items) <= 1 and num_gpus == 0):
             for it in items:

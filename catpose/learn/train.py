@@ -40,7 +40,7 @@ from catpose.learn.feed import DeviceFeed, prefetched
 from catpose.learn.frames import AugmentConfig
 from catpose.learn.model import ContrastiveModel, build_model, count_parameters
 from catpose.learn.template import Template, build_template, instance_correspondents
-from catpose.parallel import init_ray, verbose
+from catpose.parallel import init_ray, remote_progress, verbose
 from catpose.plotting import png_bytes
 from catpose.storage import Store, atomic_write_bytes, join_uri
 from catpose.tensorfile import pack, require, unpack
@@ -295,7 +295,11 @@ def train_loop_per_worker(config: dict) -> None:
             write_state(os.path.join(ckpt_dir, "state.pt"), {"model": core.state_dict(), "optimizer": opt.state_dict(),
                                                              "epoch": epoch, "history": history})
             checkpoint = ray.train.Checkpoint.from_directory(ckpt_dir)
-        if rank == 0:  # one line per epoch
+        if rank == 0 and config.get("progress") is not None:  # the driver's training bar
+            config["progress"].post.remote(n=epoch + 1, postfix=f"loss {metrics['loss']:.3f}, "
+                                           f"{metrics['images_per_s']:.0f} crops/s"
+                                           + (f", {metrics['dropped_frames']} frames dropped" if metrics["dropped_frames"] else ""))
+        if rank == 0 and config.get("verbose"):  # one line per epoch (--verbose)
             print(f"train {cfg.category}: epoch {epoch + 1}/{cfg.epochs}  loss {metrics['loss']:.3f}  "
                   f"vertex acc {metrics['train_vertex_acc']:.1%}  {metrics['images_per_s']:.0f} crops/s "
                   f"({world} worker{'s' if world > 1 else ''})"
@@ -366,7 +370,7 @@ def placement(cfg: TrainConfig, use_gpu: bool, poll_s: float = 5.0) -> int:
 
 
 def make_trainer(cfg: TrainConfig, dataset, vertices: np.ndarray, name: str, use_gpu: bool, workers: int = 0,
-                 videos: dict[str, VideoTargets] | None = None, random_backbone: bool = False):
+                 videos: dict[str, VideoTargets] | None = None, random_backbone: bool = False, progress=None):
     """The ``TorchTrainer`` of a run: ``dataset`` from :func:`catpose.learn.data.training_dataset`, ``videos``
     the training videos' targets (what each worker's :class:`~catpose.learn.feed.DeviceFeed` needs);
     ``random_backbone``: the base model's frozen ViT randomly initialised (speed benchmarks without weights);
@@ -381,7 +385,7 @@ def make_trainer(cfg: TrainConfig, dataset, vertices: np.ndarray, name: str, use
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"cfg": cfg, "vertices": vertices, "name": name, "videos": videos,
-                           "random_backbone": random_backbone, "verbose": verbose()},
+                           "random_backbone": random_backbone, "verbose": verbose(), "progress": progress},
         datasets={"train": dataset},
         torch_config=TorchConfig(backend="nccl" if gpus >= 1 else "gloo"),
         scaling_config=ray.train.ScalingConfig(num_workers=workers or cfg.num_workers or 2, use_gpu=use_gpu,
@@ -432,9 +436,10 @@ def run_train(cfg: TrainConfig, replace_changed: bool = False) -> dict:
           + (f"{len(prep['left_out'])} left out, " if prep["left_out"] else "") +
           f"template of {len(tpl.vertices)} vertices, {workers} worker(s) on {'GPU' if use_gpu else 'CPU'}, "
           f"run {store.url(name)}", flush=True)
-    trainer = make_trainer(cfg, ds, tpl.vertices, name, use_gpu, workers, prep["train_targets"])
     t0 = time.perf_counter()
-    result = trainer.fit()
+    with remote_progress(cfg.epochs, f"train {cfg.category} (epochs)") as board:  # loss and crops/s on the bar
+        trainer = make_trainer(cfg, ds, tpl.vertices, name, use_gpu, workers, prep["train_targets"], progress=board)
+        result = trainer.fit()
     if result.error:
         raise RuntimeError(f"training run {store.url(name)} failed: {result.error}")
     if result.checkpoint is None:

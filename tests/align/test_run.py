@@ -152,3 +152,29 @@ def test_missing_features_are_filled_in_with_the_store_settings(cars, tmp_path):
     with pytest.raises(DataFormatError, match="_manifest.json: field 'signature'.*random_cnn"):
         run_align(AlignConfig(data=cars, category="car", out=tmp_path / "b", features=str(feats), rotations=512,
                               workers=0), progress=False)
+
+
+def test_a_rerun_with_another_alpha_or_rotation_count_into_the_same_out_reuses_no_chunk(synth_root, tmp_path,
+                                                                                        capsys):
+    """Chunks of pairwise results made with other search settings are not results of this run: a rerun into
+    the same --out with another α, or another rotation count, recomputes every pair, and its table is the
+    one a fresh run with those settings writes."""
+
+    def align(out, **kw):
+        res = run_align(AlignConfig(data=synth_root, category="car", out=out, workers=0, **{"rotations": 256, **kw}),
+                        progress=False)
+        said = capsys.readouterr().out
+        costs = {(r["seq_i"], r["seq_j"]): r["cost"] for r in pq.read_table(out / "pairs.parquet").to_pylist()}
+        return res, said, costs
+
+    out = tmp_path / "align"
+    _, said, first = align(out)
+    assert "3 pairs in" in said and "(0 done before), alpha 0.2" in said
+    _, said, kept = align(out)  # the same settings: every chunk kept
+    assert "done before), alpha 0.2" in said and "(0 done before)" not in said and kept == first
+    _, said, changed = align(out, alpha=0.7)
+    assert "(0 done before), alpha 0.7" in said
+    _, _, fresh = align(tmp_path / "fresh", alpha=0.7, features=str(out / "features"))
+    assert changed == pytest.approx(fresh) and changed != pytest.approx(first)  # D = (1 - α) D_geo + α D_app
+    _, said, _ = align(out, alpha=0.7, rotations=128)
+    assert "(0 done before), alpha 0.7" in said
