@@ -17,15 +17,14 @@ is loaded, one object at a time, so Ray tasks open a category by its URI and rea
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from catpose.data.camera import Camera
+from catpose.data.images import decode_image  # noqa: F401 (the one decoder; imported from here by stages)
 from catpose.data.pointcloud import PointCloud, read_ply
 from catpose.data.types import (
     FrameAnnotation,
@@ -69,16 +68,6 @@ def _bytes(root, store: Store | None, rel: str, what: str) -> bytes:
         return store.read_bytes(rel)
     except FileNotFoundError as e:
         raise MissingFileError(store.url(rel), what) from e
-
-
-def decode_image(data: bytes, path: str, mode: str = "RGB") -> np.ndarray:
-    """Decodes image bytes fully (a truncated file fails here, not later); errors name ``path``."""
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            im.load()
-            return np.asarray(im.convert(mode) if mode else im)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise DataFormatError(path, f"cannot decode image ({e})") from e
 
 
 @dataclass

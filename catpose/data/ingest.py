@@ -29,7 +29,7 @@ from PIL import Image
 from catpose.config import IngestConfig
 from catpose.data.camera import Camera
 from catpose.data.cleaning import clean_object_points, focus_point, settings_from, view_size
-from catpose.data.co3d import decode_image
+from catpose.data.images import decode_image
 from catpose.data.masks import grabcut
 from catpose.data.pointcloud import PointCloud, write_ply
 from catpose.data.types import (
@@ -270,7 +270,8 @@ def ingest_sequence(name: str, src: Path, cfg: IngestConfig) -> dict:
         mask_ann = None
         m = None
         if mn is not None:
-            m = np.asarray(Image.open(seq_dir / "masks" / mn).convert("L"), dtype=np.float32) / 255
+            mp = seq_dir / "masks" / mn
+            m = decode_image(mp.read_bytes(), str(mp), mode="L").astype(np.float32) / 255
             mask_ann = MaskAnnotation(f"{rel}/masks/{mn}", float(m.sum()))
         masks.append(m)
         frames.append(FrameAnnotation(
@@ -289,7 +290,7 @@ def ingest_sequence(name: str, src: Path, cfg: IngestConfig) -> dict:
     keep = cleaning.keep
     cloud = PointCloud(pts[keep].astype(np.float32), cols[keep])
     write_ply(seq_dir / "pointcloud.ply", cloud)
-    images = [np.asarray(Image.open(root / fr.image.path).convert("RGB")) for fr in frames]
+    images = [decode_image((root / fr.image.path).read_bytes(), str(root / fr.image.path)) for fr in frames]
     if cfg.masks not in ("grabcut", "none"):
         raise ValueError(f"masks must be 'grabcut' or 'none', got {cfg.masks!r}")
     made = [i for i, m in enumerate(masks) if m is None] if cfg.masks == "grabcut" else []

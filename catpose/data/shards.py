@@ -55,8 +55,11 @@ def frame_row(frame: Co3dFrame, verify: bool = True) -> dict:
         arr = decode_image(img, str(frame.image_path))
         if arr.shape[:2] != tuple(frame.image_size):
             raise DataFormatError(str(frame.image_path), f"image is {arr.shape[:2]}, annotation says {frame.image_size}")
-        if mask is not None:
-            decode_image(mask, str(frame.mask_path), mode="L")
+        if mask is not None:  # checked against its frame as `catpose info` does: training needs both to agree
+            m = decode_image(mask, str(frame.mask_path), mode="L")
+            if m.shape != arr.shape[:2]:
+                raise DataFormatError(str(frame.mask_path), f"mask is {m.shape}, its frame {frame.image_path} is "
+                                      f"{arr.shape[:2]}")
     return {
         "sequence_name": frame.sequence_name,
         "frame_number": frame.frame_number,
