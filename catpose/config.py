@@ -532,6 +532,9 @@ class PoseEvalConfig(StoreContext):
     """Folder for evaluation.json/.md, the error histogram, per-object results and overlays."""
     overlays: int = 12
     """Overlay pictures written (first objects)."""
+    allow_other_category: bool = False
+    """Score a run on images of another category than the one it was trained on (its model.pt records
+    it); without this, that is an error."""
     pose: PoseConfig = field(default_factory=PoseConfig)
 
 
@@ -635,3 +638,78 @@ def apply_dict(obj, values: dict, source: str, prefix: str = ""):
         else:
             changes[k] = _check_value(v, hints[k], name, source)
     return dataclasses.replace(obj, **changes)
+
+
+# --------------------------------------------------------------------------------------------------
+# ranges of the settings: checked once, before any work, for flags (catpose.cli) and YAML files alike
+# (catpose.pipeline.check_config); the table says what each field allows, check_settings applies it
+
+
+def _each(test):
+    return lambda v: all(test(x) for x in v)
+
+
+SETTING_RANGES: dict[str, tuple] = {
+    # field name (in any config section): (test of the value, the allowed range in words)
+    "alpha": (lambda v: 0.0 <= v <= 1.0, "[0, 1]"),
+    "alphas": (_each(lambda v: 0.0 <= v <= 1.0), "values in [0, 1]"),
+    "tau": (lambda v: v > 0, "> 0"),
+    "taus": (_each(lambda v: v > 0), "values > 0"),
+    "vertices": (lambda v: v >= 1, ">= 1"),
+    "coarse_vertices": (lambda v: v >= 1, ">= 1"),
+    "epochs": (lambda v: v >= 1, ">= 1"),
+    "workers": (lambda v: v >= 0, ">= 0 (0: in this process)"),
+    "num_workers": (lambda v: v >= 0, ">= 0 (0: auto)"),
+}
+
+
+def check_device(value: str) -> None:
+    """Raises :class:`~catpose.errors.ConfigError` unless ``value`` names a device this process can use:
+    ``auto``, ``cpu``, ``cuda`` (a GPU is visible) or ``cuda:N`` (GPU N exists). ``auto`` always passes
+    (it falls back to the CPU). With a cluster named (``RAY_ADDRESS``) and no GPU here, ``cuda`` passes:
+    the GPUs may be on other nodes, where the stages' Ray tasks and workers ask for them."""
+    import os
+    import re
+
+    if value in ("auto", "cpu"):
+        return
+    m = re.fullmatch(r"cuda(?::(\d+))?", str(value))
+    if m is None:
+        raise ConfigError("flags", f"unknown device {value!r}; use auto, cpu, cuda or cuda:N", field="device")
+    import torch
+
+    n = torch.cuda.device_count()
+    if n == 0 and os.environ.get("RAY_ADDRESS"):
+        return
+    if n == 0:
+        raise ConfigError("flags", f"device {value!r} asked for, but this machine has no usable CUDA GPU "
+                                   "(torch sees none); use auto or cpu", field="device")
+    if m.group(1) is not None and int(m.group(1)) >= n:
+        raise ConfigError("flags", f"device {value!r}: this machine has {n} GPU(s), cuda:0 to cuda:{n - 1}",
+                          field="device")
+
+
+def check_settings(cfg, source: str = "flags", prefix: str = "") -> None:
+    """Checks every field of dataclass ``cfg`` (and of its nested sections) that :data:`SETTING_RANGES`
+    names, and its ``device``; the first one out of range is a :class:`~catpose.errors.ConfigError`
+    naming ``source``, the dotted field, the value and the allowed range."""
+    import dataclasses
+
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        name = f"{prefix}.{f.name}" if prefix else f.name
+        if dataclasses.is_dataclass(v):
+            check_settings(v, source, name)
+        elif f.name == "device" and isinstance(v, str):
+            try:
+                check_device(v)
+            except ConfigError as e:
+                raise ConfigError(source, str(e).split(": field 'device': ", 1)[-1], field=name) from None
+        elif f.name in SETTING_RANGES and v is not None:
+            test, allowed = SETTING_RANGES[f.name]
+            try:
+                ok = test(v)
+            except TypeError:
+                ok = False
+            if not ok:
+                raise ConfigError(source, f"{v!r} is out of range; allowed: {allowed}", field=name)

@@ -60,9 +60,12 @@ def test_every_stage_takes_the_shared_flags(stage):
     assert getattr(cfg, "workers", 5) == 5 and getattr(cfg, "device", "cpu") == "cpu"
 
 
-def test_the_main_job_hands_its_context_to_every_stage(tmp_path):
+def test_the_main_job_hands_its_context_to_every_stage(tmp_path, monkeypatch):
     from catpose.pipeline import Ctx, PipelineConfig, load_config
     from catpose.storage import Store
+
+    # a cluster is named (nothing connects to it here): `cuda` passes the device check on a GPU-less driver
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")
 
     cfg = load_config(["--out", str(tmp_path / "run"), "--workers", "3", "--endpoint-url", "http://127.0.0.1:9",
                        "--device", "cpu", "--align.device", "cuda"])

@@ -32,7 +32,7 @@ from catpose.data.co3d import decode_image
 from catpose.data.groundtruth import has_ground_truth, load_ground_truth
 from catpose.data.shards import row_camera
 from catpose.devices import resolve_device
-from catpose.errors import CatposeError
+from catpose.errors import CatposeError, ConfigError
 from catpose.geometry import crop_image, fit_frame, geodesic_deg, object_box, pose_metrics
 from catpose.learn.evaluate import category_rows
 from catpose.learn.train import load_trained
@@ -142,6 +142,11 @@ def evaluate_pose(cfg: PoseEvalConfig, progress: bool = True) -> dict:
     cfg = dataclasses.replace(cfg, pose=dataclasses.replace(cfg.pose, device=resolve_device(cfg.pose.device)))
     model, tpl = load_trained(cfg.checkpoint, cfg.endpoint_url, cfg.pose.device)
     run_cfg = model.config
+    if str(run_cfg.category).lower() != str(cfg.category).lower() and not cfg.allow_other_category:
+        raise ConfigError(Store(cfg.checkpoint, cfg.endpoint_url).url("model.pt"),
+                          f"the run was trained on category '{run_cfg.category}', not '{cfg.category}'; "
+                          "give --allow-other-category to score it on another category's images",
+                          field="config.category")
     store = Store(cfg.checkpoint, cfg.endpoint_url)
     split = store.read_json("split.json") if store.exists("split.json") else None
     est = PoseEstimator(model.encoder, model.template.vertex_features().detach(), tpl.vertices,
