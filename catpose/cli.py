@@ -219,6 +219,9 @@ def run_train(cfg: TrainConfig) -> int:
         from catpose.learn.evaluate import format_table
 
         print(format_table(res["evaluation"], cfg.category))
+        print("ground truth: " + (f"the synthetic truth of {cfg.ground_truth}" if cfg.ground_truth else
+                                  "none given (--ground-truth): held-out matching is scored against the alignment "
+                                  "(the held-out videos' cameras through their aligned frames), not true poses"))
     print(f"TensorBoard: tensorboard --logdir {res['run']}/tensorboard")
     return 0
 
@@ -283,6 +286,9 @@ def run_evaluate(cfg: PoseEvalConfig) -> int:
 
     res = evaluate_pose(cfg)
     print(format_table(res))
+    if "pseudo" in str(res.get("frame", "")):  # no ground truth: said next to the numbers
+        print("ground truth: none in this dataset: poses are scored against the alignment (pseudo ground truth), "
+              "which measures agreement with the training frames, not true accuracy")
     print(f"histogram: {Path(cfg.out) / 'errors.png'}; per object: {Path(cfg.out) / 'results.jsonl'}; "
           f"overlays: {Path(cfg.out) / 'overlays'}")
     return 0
