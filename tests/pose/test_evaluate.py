@@ -75,3 +75,25 @@ def test_evaluate_scores_the_wild_set_against_ground_truth_and_the_baseline(run_
     np.testing.assert_allclose(R @ R.T, np.eye(3), atol=1e-5)
     assert 0 <= poses[str(img)]["azimuth"] < 360 and "decode" in poses[str(broken)]["error"]
     assert (est_out / "00000_pose.png").is_file()
+
+
+def test_estimate_reads_an_s3_checkpoint_and_gives_the_local_runs_poses(run_dir, tmp_path, s3_bucket):
+    """``catpose estimate --checkpoint s3://...`` (a run in a moto bucket): the same poses as from the same
+    run on disk."""
+    import s3fs
+
+    endpoint, bucket = s3_bucket
+    s3fs.S3FileSystem(endpoint_url=endpoint).put(str(run_dir) + "/", f"{bucket}/runs/train-car/", recursive=True)
+    wild = tmp_path / "wild"
+    generate_wild(WildConfig(out=wild, images=2, width=96, height=80), progress=False)
+    imgs = [str(p) for p in sorted((wild / "Images" / "car_synth").glob("*.jpg"))]
+    poses = {}
+    for where, ckpt in (("local", str(run_dir)), ("s3", f"s3://{bucket}/runs/train-car")):
+        out = tmp_path / where
+        assert main(["estimate", "--checkpoint", ckpt, "--endpoint-url", endpoint, "--image", *imgs, "--out", str(out),
+                     "--pose.grid", "512", "--pose.refine-steps", "5"]) == 0
+        poses[where] = json.loads((out / "poses.json").read_text())
+    assert sorted(poses["s3"]) == sorted(imgs)
+    for img in imgs:
+        np.testing.assert_allclose(poses["s3"][img]["R"], poses["local"][img]["R"], atol=1e-5)
+        assert "error" not in poses["s3"][img]
