@@ -18,6 +18,8 @@ L = mean L_v + w_bg · mean L_bg (as in NeMo, with a learned template instead of
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -261,7 +263,8 @@ def build_encoder(cfg: TrainConfig, backbone_weights: bool = True) -> nn.Module:
     grid = max(1, cfg.size // 8)
     if cfg.model == "base":
         arch = cfg.backbone or "dinov2_vits14"
-        if backbone_weights:
+        # a named weights file also fixes the ViT's size (a trained model's state must fit into it)
+        if backbone_weights or (cfg.weights is not None and Path(cfg.weights).is_file()):
             vit = load_dinov2(arch, cfg.weights, input_size=14 * grid)
         else:
             from catpose.features.backbones import DinoV2
