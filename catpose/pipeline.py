@@ -130,8 +130,12 @@ def read_yaml_config(path: Path) -> dict:
 
 
 def check_config(cfg: PipelineConfig, source: str = "flags") -> None:
-    """Checks that need several fields (before any work): names of training categories."""
+    """Checks before any work: every setting's range and the device (:func:`catpose.config.check_settings`),
+    then what needs several fields: names of training categories."""
+    from catpose.config import check_settings
     from catpose.data.co3d import list_categories
+
+    check_settings(cfg, source)
 
     known: list[str] | None = None
     if cfg.shard.category:
@@ -429,7 +433,8 @@ def _validate_rows(a: ValidateArtifact) -> list[str]:
 def _validate_table(a: ValidateArtifact) -> list[str]:
     return ["| category | sequences | frames | mean points | cloud in masks | unusable |", "|---|---|---|---|---|---|",
             *_validate_rows(a), "Reading: 'cloud in masks' is the share of each video's point cloud that projects "
-            "inside its object masks (cameras, clouds and masks agree); good: above 95 %, and no unusable video."]
+            "inside its object masks (cameras, clouds and masks agree; ground truth: the data's own masks); good: above "
+            "95 %, and no unusable video."]
 
 
 def _shard_run(ctx: Ctx) -> ShardsArtifact:
@@ -613,7 +618,8 @@ def _align_ambiguous(a: AlignArtifact) -> list[str]:
 def _align_table(a: AlignArtifact) -> list[str]:
     return [*ALIGN_HEADER, *_align_rows(a), *_align_ambiguous(a),
             "Reading: Acc@π/6 is the share of videos whose rotation into the common frame is within 30° of the "
-            "truth; good: close to 100 %, with synchronisation at least as good as without it."]
+            "truth (ground truth: the generator's or the fitted cameras' frames, up to one global rotation; n/a "
+            "without it); good: close to 100 %, with synchronisation at least as good as without it."]
 
 
 def _align_headline(a: AlignArtifact) -> str | None:
@@ -683,7 +689,9 @@ def _train_table(a: TrainArtifact) -> list[str]:
             j = next((k for k, ln in enumerate(t) if ln.startswith("By camera azimuth")), len(t))
             lines += [ln for ln in t[:j] if ln]
     return lines + ["Reading: accuracy is the share of template vertices whose best-matching pixel in a held-out "
-                    "frame lies within the threshold of the truth; good: well above the untrained network and "
+                    "frame lies within the threshold of the truth (ground truth: the held-out videos' cameras, aligned "
+                    "by the synthetic truth when the data has it, else by the alignment); good: well above the "
+                    "untrained network and "
                     "colorsift rows (a GPU-trained car reaches about 44 %)."] if lines else []
 
 
@@ -737,7 +745,8 @@ def _pose_table(a: PoseArtifact) -> list[str]:
     from catpose.pose.evaluate import format_table
 
     lines = [ln for r in a.rows for ln in format_table(r).splitlines() if ln]
-    return lines + ["Reading: Acc@π/6 is the share of images whose estimated rotation is within 30° of the truth; "
+    return lines + ["Reading: Acc@π/6 is the share of images whose estimated rotation is within 30° of the truth "
+                    "(ground truth: the synthetic in-the-wild images' rendered viewpoints); "
                     "good: the catpose row above the nearest-training-view baseline."] if lines else []
 
 
@@ -902,6 +911,13 @@ def assemble_report(cfg: PipelineConfig, ctx: Ctx, graph: list[Stage], times: di
     lines += ["", "## Stage times (s)", "", "| stage | seconds |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in times.items()]
     store.write_text("report.md", "\n".join(lines) + "\n")
+    html_note = ""
+    try:  # the interactive page of the same run, from its stored outputs (said, never silent, when it fails)
+        from catpose.report.html import write_report_html
+
+        html_note = f"  html: {write_report_html(store, summary, data=dataclasses.asdict(data))}"
+    except Exception as e:  # noqa: BLE001 - report.md is written; the page's failure is printed, not hidden
+        html_note = f"  (report.html not written: {type(e).__name__}: {e})"
     # the console: the stage tables, each with its reading
     for s in graph:
         if s.name in arts and (t := s.table(arts[s.name])):
@@ -943,10 +959,3 @@ def main(argv: list[str] | None = None) -> int:
         return report_error(e, "full_pipeline")
     print(f"done in {time.perf_counter() - t0:.0f} s")
     return 0
-    html_note = ""
-    try:  # the interactive page of the same run, from its stored outputs (said, never silent, when it fails)
-        from catpose.report.html import write_report_html
-
-        html_note = f"  html: {write_report_html(store, summary, data=dataclasses.asdict(data))}"
-    except Exception as e:  # noqa: BLE001 - report.md is written; the page's failure is printed, not hidden
-        html_note = f"  (report.html not written: {type(e).__name__}: {e})"
