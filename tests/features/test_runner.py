@@ -43,3 +43,28 @@ def test_features_into_s3(synth_root, s3_bucket):
     name = Co3dCategory(synth_root, "mug").sequence_names[1]
     sf = load_surface_features(uri, "mug", name, endpoint)
     assert sf.sequence == name and sf.vertices.shape == (200, 3)
+
+
+def test_features_stage_with_a_dinov2_backbone_end_to_end(synth_root, tmp_path):
+    """The features stage with DINOv2 (random weights in the official checkpoint's format, a small ViT): every
+    video's surface features come from that backbone (its 128 channels, at the visible vertices only), the
+    store records it, and the alignment runs on them."""
+    from catpose.align.run import run_align
+    from catpose.config import AlignConfig
+    from tests.features.test_backbones import tiny_vit
+
+    _, weights = tiny_vit(tmp_path)
+    cfg = FeaturesConfig(data=synth_root, category=("car",), out=str(tmp_path / "features"), backbone="dinov2_vits14",
+                         weights=weights, input_size=56, vertices=150, frames=3, workers=0)
+    man = run_features(cfg, progress=False)["car"]
+    assert man.summary() == {"ok": 3}
+    assert "dinov2_vits14" in man.info["backbone"]
+    for name in man.keys_with("ok"):
+        sf = load_surface_features(cfg.out, "car", name)
+        assert sf.vertices.shape == (150, 3) and sf.features.shape == (3, 150, 128)
+        f = sf.features.astype(np.float32)
+        assert np.isfinite(f).all() and not f[~sf.visible].any() and (np.abs(f[sf.visible]).sum(-1) > 0).all()
+        assert sf.visible.mean() > 0.2
+    res = run_align(AlignConfig(data=synth_root, category="car", out=tmp_path / "align", features=cfg.out,
+                                rotations=128, workers=0), features=cfg, progress=False)
+    assert res["videos"] == 3 and res["pairs"] == 3 and not res["failed_chunks"]
