@@ -194,6 +194,7 @@ class DataArtifact:
     categories: list[str]
     ground_truth: bool
     made: dict = field(default_factory=dict)  # per category: the generator's or ingest's item summary
+    fingerprint: str = ""  # of the data's files (catpose.fingerprint): a change reruns every later stage
 
 
 @dataclass
@@ -318,7 +319,9 @@ def _synth_run(ctx: Ctx) -> DataArtifact:
 
     uri = ctx.store.url("data")
     ms = generate(ctx.section(ctx.cfg.synth, out=uri))
-    return DataArtifact(uri, list(ctx.cfg.synth.category), True, {c: m.summary() for c, m in ms.items()})
+    cats = list(ctx.cfg.synth.category)
+    return DataArtifact(uri, cats, True, {c: m.summary() for c, m in ms.items()},
+                        data_fingerprint(uri, cats, ctx.cfg.endpoint_url))
 
 
 def _ingest_run(ctx: Ctx) -> DataArtifact:
@@ -328,7 +331,9 @@ def _ingest_run(ctx: Ctx) -> DataArtifact:
     cfg = ctx.cfg
     uri = cfg.data if cfg.data is not None else ctx.store.url("data")  # SfM tasks upload into it themselves
     m = ingest(ctx.section(cfg.ingest, frames=cfg.raw_frames, out=uri))
-    return DataArtifact(uri, list_categories(uri, cfg.endpoint_url), False, {cfg.ingest.category: m.summary()})
+    cats = list_categories(uri, cfg.endpoint_url)
+    return DataArtifact(uri, cats, False, {cfg.ingest.category: m.summary()},
+                        data_fingerprint(uri, cats, cfg.endpoint_url))
 
 
 def _given_data(ctx: Ctx) -> DataArtifact:
@@ -337,7 +342,18 @@ def _given_data(ctx: Ctx) -> DataArtifact:
 
     uri = ctx.cfg.data
     cats = list(ctx.cfg.shard.category) or list_categories(uri, ctx.cfg.endpoint_url)
-    return DataArtifact(uri, cats, has_ground_truth(uri, ctx.cfg.endpoint_url))
+    return DataArtifact(uri, cats, has_ground_truth(uri, ctx.cfg.endpoint_url),
+                        fingerprint=data_fingerprint(uri, cats, ctx.cfg.endpoint_url))
+
+
+def data_fingerprint(uri: str, categories: list[str], endpoint_url: str | None = None) -> str:
+    """The digest of every file of the run's categories (and the ground truth), from one listing per
+    category: sizes and modification times, or S3 ETags (:func:`catpose.fingerprint.file_tokens`)."""
+    from catpose import fingerprint as fp
+    from catpose.data.groundtruth import GT_FILE
+
+    st = Store(str(uri), endpoint_url)
+    return fp.digest({c: fp.file_tokens(st, c) for c in categories} | {GT_FILE: fp.file_token(st, GT_FILE)})
 
 
 def _plot_frames(root: str, endpoint: str | None, category: str, n_seq: int = 4, n_frames: int = 6) -> bytes:
@@ -813,6 +829,26 @@ def _jsonable(obj):
     return json.loads(json.dumps(dataclasses.asdict(obj), default=str))
 
 
+def _why_again(item: dict | None, parts: dict) -> str:
+    """Why a stage runs (again): "" the first time, else what changed since it was recorded."""
+    from catpose import fingerprint as fp
+
+    if not item:
+        return ""
+    if item.get("status") != "ok":
+        return f" ({item.get('status')} before)"
+    old = item.get("fingerprint")
+    if not isinstance(old, dict):
+        return f" ({fp.NO_FINGERPRINT})"
+    why = []
+    if old.get("settings") != parts["settings"]:
+        why.append("settings changed")
+    changed = [n for n, v in parts["inputs"].items() if (old.get("inputs") or {}).get(n) != v]
+    if changed:
+        why.append("inputs changed: " + ", ".join(changed))
+    return f" ({'; '.join(why) or 'its recorded result is unreadable'})"
+
+
 def run(cfg: PipelineConfig) -> dict:
     """Runs the stage graph of ``cfg`` against its store; returns the report (a dict)."""
     from catpose.parallel import init_ray
@@ -854,17 +890,18 @@ def run(cfg: PipelineConfig) -> dict:
                     times[st.name] = man.items[st.name].get("seconds", 0.0)
                     skipped.append(st.name)
                     continue
-            print(f"== {st.name}", flush=True)
+            print(f"== {st.name}" + _why_again(man.items.get(st.name), parts), flush=True)
             t0 = time.perf_counter()
             try:
                 art = st.run(ctx)
             except Exception as e:
+            parts = {"settings": _hash(st.settings(cfg)), "inputs": {n: _hash(v) for n, v in inputs.items()}}
                 man.record(st.name, "failed", error=f"{type(e).__name__}: {e}", seconds=time.perf_counter() - t0)
                 raise
             sec = time.perf_counter() - t0
             store.write_json(f"stages/{st.name}.json", {"hash": h, "artifact": _jsonable(art)})
             extra = {"unusable": art.unusable} if st.name == "validate" and art.unusable else {}
-            man.record(st.name, "ok", seconds=sec, hash=h, **extra)
+            man.record(st.name, "ok", seconds=sec, hash=h, fingerprint=parts, **extra)
             ctx.arts["data" if st.name in ("synth", "ingest") else st.name] = art
             times[st.name] = round(sec, 1)
     finally:

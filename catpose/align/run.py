@@ -31,6 +31,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from catpose import fingerprint as fp
 from catpose.align.batched import align_pairs, upload_video, video_arrays
 from catpose.align.reference import Edge, edge_support, pair_graph, reduce_to_reference
 from catpose.align.search import SearchConfig, align_pair
@@ -311,15 +312,25 @@ def run_align(cfg: AlignConfig, progress: bool = True, features: FeaturesConfig 
     keys = [f"{chunk_dir}/chunk-{k:05d}.json" for k in range(len(chunks))]
     have = set(out.glob(f"{chunk_dir}/chunk-*.json"))
     raw = out.cat_many([k for k in keys if k in have])
+    # a finished chunk is kept only when its videos' feature files are those it was made from
+    tokens = fp.file_tokens(Store(feat_store, cfg.endpoint_url), cfg.category)
+    chunk_fps = [fp.make(dataclasses.asdict(scfg), {f"{cfg.category}/{n}.npz": tokens.get(f"{cfg.category}/{n}.npz", "")
+                                                    for n in sorted({v for p in ch for v in p})}) for ch in chunks]
+    log = fp.ResumeLog(f"align {cfg.category}", "chunks")
     for k, ch in enumerate(chunks):
         r = raw.get(keys[k])
         why = "missing" if r is None else _chunk_problem(out, keys[k], ch, r if not isinstance(r, Exception) else b"")
+        if why is None:
+            why = fp.change(json.loads(r).get("fingerprint"), chunk_fps[k])
+        elif why != "missing":  # never trusted: recomputed, and said so
+            print(f"align {cfg.category}: {why}; recomputing chunk {k}", flush=True)
+            why = "output invalid"
         if why is not None:
             todo.append((k, ch))
-            if why != "missing":  # never trusted: recomputed, and said so
-                print(f"align {cfg.category}: {why}; recomputing chunk {k}", flush=True)
+        log.keep() if why is None else log.redo(why)
     print(f"align {cfg.category}: {len(names)} videos, {len(pairs)} pairs in {len(chunks)} chunks "
           f"({len(chunks) - len(todo)} done before), alpha {cfg.alpha}, tau {cfg.tau}", flush=True)
+    log.say()
     device = "cuda" if use_gpu else cfg.device
     tasks = [(k, feat_store, cfg.category, ch, scfg, device, cfg.endpoint_url) for k, ch in todo]
     failed = {}
@@ -329,7 +340,7 @@ def run_align(cfg: AlignConfig, progress: bool = True, features: FeaturesConfig 
         if err:
             failed[f"chunk-{k:05d}"] = err
             continue
-        out.write_json(keys[k], {"pairs": chunks[k], **res})  # atomic (a rename, or one S3 put)
+        out.write_json(keys[k], {"pairs": chunks[k], **res, "fingerprint": chunk_fps[k]})  # atomic (a rename, or one S3 put)
     rows, failed_pairs = [], []
     finished = _read_chunks(out, keys, chunks)
     for k in keys:

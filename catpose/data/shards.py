@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
+from catpose import fingerprint as fp
 from catpose.config import ShardConfig
 from catpose.data.camera import Camera
 from catpose.data.co3d import Co3dCategory, Co3dFrame, decode_image, list_categories
@@ -185,21 +186,26 @@ def write_shards(cfg: ShardConfig, progress: bool = True) -> dict:
         t0 = time.perf_counter()
         n_frames = sum(len(v) for v in cat.frame_annotations.values())
         bar = tqdm(total=n_frames, desc=f"shard {category}", disable=not progress, dynamic_ncols=True)
+        log = fp.ResumeLog(f"shard {category}", "shards")
 
         def flush() -> None:
             nonlocal shard_idx, rows
             rel = key(f"category={category}", f"part-{shard_idx:05d}.parquet")
             keys = [f"{r['sequence_name']}/{r['frame_number']}" for r in rows]
             done = manifest["shards"].get(rel)
-            same = bool(done and done.get("first") == keys[0] and done.get("rows") == len(rows))
-            why = verify_shard(store, rel, len(rows)) if same else None
+            # kept only when it holds exactly these rows (every field, image and mask bytes included)
+            new_fp = fp.make({"schema": SCHEMA.names}, {f"frames {keys[0]}..{keys[-1]}": fp.digest_rows(rows)})
+            change = fp.change(done.get("fingerprint"), new_fp) if done else "missing"
+            why = verify_shard(store, rel, len(rows)) if change is None else None
             if why:
                 print(f"shard {category}: {why}; rewriting it", flush=True)
-            if not same or why:
+                change = "output invalid"
+            log.keep() if change is None else log.redo(change)
+            if change is not None:
                 table = pa.Table.from_pylist(rows, schema=SCHEMA)
                 store.makedirs(f"category={category}")
                 _write_table(store, rel, table)
-            shards[rel] = {"rows": len(rows), "first": keys[0], "last": keys[-1]}
+            shards[rel] = {"rows": len(rows), "first": keys[0], "last": keys[-1], "fingerprint": new_fp}
             shard_idx += 1
             rows = []
 
@@ -215,6 +221,7 @@ def write_shards(cfg: ShardConfig, progress: bool = True) -> dict:
         if rows:
             flush()
         bar.close()
+        log.say()
         # shards of an earlier, larger run of this category are no longer listed (nor read: they are removed)
         for rel in store.glob(f"category={category}/part-*.parquet"):
             if rel not in shards:

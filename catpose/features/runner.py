@@ -15,9 +15,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from catpose import fingerprint as fp
 from catpose.config import FeaturesConfig
 from catpose.data.cleaning import settings_from
 from catpose.data.co3d import Co3dCategory
+from catpose.data.types import to_jsonable
 from catpose.devices import resolve_device
 from catpose.errors import CatposeError, DataFormatError
 from catpose.features.backbones import build_backbone
@@ -74,6 +76,25 @@ def _task(args: tuple[FeaturesConfig, str, str]) -> dict:
     return res
 
 
+def sequence_fingerprints(cfg: FeaturesConfig, cat: Co3dCategory, category: str, sig: dict) -> dict[str, dict]:
+    """Each video's fingerprint (:mod:`catpose.fingerprint`): the settings ``sig`` and its inputs — its
+    records in frame_annotations.jgz and sequence_annotations.jgz and its files (one listing of the
+    category's folder or prefix: sizes and times, or ETags)."""
+    tokens = fp.file_tokens(Store(str(cfg.data), cfg.endpoint_url), category)
+    per_seq: dict[str, dict] = {}
+    for rel, tok in tokens.items():
+        parts = rel.split("/")
+        if len(parts) > 2:
+            per_seq.setdefault(parts[1], {})[rel] = tok
+    out = {}
+    for n in cat.sequence_names:
+        seq = cat[n]
+        out[n] = fp.make(sig, {"frame_annotations.jgz": to_jsonable([f.annotation for f in seq.frames]),
+                               "sequence_annotations.jgz": to_jsonable(seq.annotation),
+                               f"files under {category}/{n}": per_seq.get(n, {})})
+    return out
+
+
 def verify_feature_file(store: Store, category: str, name: str, item: dict) -> str | None:
     """None when the finished file of ``name`` is readable with the expected arrays and shapes (the
     manifest's vertex and frame counts), else why not."""
@@ -108,8 +129,20 @@ def run_features(cfg: FeaturesConfig, progress: bool = True, keep_existing: bool
         # a bad annotation record costs its video (or frame) only: named in the manifest, not computed
         for name, reason in sorted(cat.excluded.items()):
             man.record(name, "skipped", error=reason, save=False)
-        done = [n for n in cat.sequence_names
-                if man.status(n) == "ok" and (keep_existing or man.items[n].get("signature") == sig)]
+        # a finished video is kept only when it was made from these inputs (its annotation records, its
+        # files) and settings (with keep_existing: any settings), and its file reads back
+        fps = sequence_fingerprints(cfg, cat, category, sig)
+        log = fp.ResumeLog(f"features {category}", "videos")
+        why_redo: dict[str, str | None] = {}
+        for n in cat.sequence_names:
+            if man.status(n) != "ok":
+                why_redo[n] = "missing" if man.status(n) is None else f"{man.status(n)} before"
+                continue
+            old = man.items[n].get("fingerprint")
+            if keep_existing and isinstance(old, dict):
+                old = {**old, "settings": fps[n]["settings"]}
+            why_redo[n] = fp.change(old, fps[n])
+        done = [n for n, why in why_redo.items() if why is None]
         # resume trusts a finished file only after reading it back
         with ThreadPoolExecutor(8) as pool:
             invalid = {n: why for n, why in zip(done, pool.map(
@@ -117,10 +150,13 @@ def run_features(cfg: FeaturesConfig, progress: bool = True, keep_existing: bool
         for n, why in invalid.items():
             print(f"features {category}: '{n}' was done but its output is invalid ({why}); recomputing", flush=True)
             man.record(n, "invalid", error=why, save=False)
+            why_redo[n] = "output invalid"
         done = [n for n in done if n not in invalid]
+        for n, why in why_redo.items():
+            log.keep() if why is None else log.redo(why)
         todo = [(cfg, category, n) for n in cat.sequence_names if n not in done]
-        print(f"features {category}: backbone {cfg.backbone} on {device_note}; "
-              f"{len(done)} of {len(cat)} sequences already done", flush=True)
+        print(f"features {category}: backbone {cfg.backbone} on {device_note}", flush=True)
+        log.say()
         task_cfg = dataclasses.replace(cfg, device="cuda" if use_gpu else cfg.device)
         todo = [(task_cfg, c, n) for _, c, n in todo]
         for (_, _, name), res, err, sec in map_items(_task, todo, workers=cfg.workers, desc=f"features {category}",
@@ -130,7 +166,7 @@ def run_features(cfg: FeaturesConfig, progress: bool = True, keep_existing: bool
             elif err:
                 man.record(name, "failed", error=err, seconds=sec)
             else:
-                man.record(name, "ok", seconds=sec, signature=sig, **res)
+                man.record(name, "ok", seconds=sec, signature=sig, fingerprint=fps[name], **res)
         ok = [v for v in man.items.values() if v.get("status") == "ok" and "backbone" in v]
         if ok:
             man.info["backbone"] = ok[-1]["backbone"]

@@ -75,20 +75,27 @@ OPERATIONAL = frozenset({"endpoint_url", "out", "name", "epochs", "num_workers",
 
 
 def run_fingerprint(cfg: TrainConfig) -> dict:
-    """What a run learns from: its settings (less :data:`OPERATIONAL`) and a digest of its inputs' files
-    (the alignment table, the shard and feature manifests). A stored run whose fingerprint differs is
-    not resumed or kept (see :func:`run_train`)."""
-    import hashlib
+    """What a run learns from: its settings (less :data:`OPERATIONAL`) and a digest of its inputs' contents
+    (:mod:`catpose.fingerprint`): the alignment table's bytes, the fingerprints of the category's shards
+    (their rows, images included) and of its videos' features (their inputs and settings). Timings and other
+    bookkeeping in those manifests do not count. A stored run whose fingerprint differs is not resumed or
+    kept (see :func:`run_train`)."""
+    from catpose import fingerprint as fp
+    from catpose.data.shards import load_manifest
+    from catpose.manifest import Manifest
 
     settings = {k: v for k, v in _jsonable(cfg).items() if k not in OPERATIONAL}
-    digest = hashlib.sha256()
     table = cfg.alignment if str(cfg.alignment).endswith(".parquet") else join_uri(cfg.alignment, "alignment.parquet")
-    for uri in (table, join_uri(cfg.data, "_catpose_shards.json"),
-                join_uri(cfg.features or join_uri(cfg.alignment, "features"), cfg.category, "_manifest.json")):
-        parent, leaf = uri.rstrip("/").rsplit("/", 1)
-        st = Store(parent, cfg.endpoint_url)
-        digest.update(leaf.encode() + (st.read_bytes(leaf) if st.exists(leaf) else b"(missing)"))
-    return {"settings": settings, "inputs": digest.hexdigest()}
+    parent, leaf = table.rstrip("/").rsplit("/", 1)
+    st = Store(parent, cfg.endpoint_url)
+    shards = load_manifest(Store(cfg.data, cfg.endpoint_url))["shards"]
+    fman = Manifest.load_or_new(f"{cfg.category}/_manifest.json", "features",
+                                store=Store(cfg.features or join_uri(cfg.alignment, "features"), cfg.endpoint_url))
+    inputs = {"alignment": st.read_bytes(leaf) if st.exists(leaf) else b"(missing)",
+              "shards": {r: v.get("fingerprint", v) for r, v in shards.items() if r.startswith(f"category={cfg.category}/")},
+              "features": {n: [v.get("fingerprint"), v.get("signature")] for n, v in fman.items.items()
+                           if v.get("status") == "ok"}}
+    return {"settings": settings, "inputs": fp.digest({k: fp.digest(v) for k, v in inputs.items()})}
 
 
 def stored_fingerprint_change(store: Store, name: str, fingerprint: dict) -> list[str] | None:

@@ -102,12 +102,26 @@ def training_views(estimator: PoseEstimator, run_cfg, split: dict, max_frames: i
     return torch.cat(descs), np.stack(rots)
 
 
+def views_key(store: Store) -> dict:
+    """The key of a run's cached training views: digests of the ``model.pt`` and the ``split.json`` (its
+    training videos and the fingerprint of its shards and alignment) they are made from."""
+    from catpose import fingerprint as fp
+
+    return fp.make({"views": 1}, {f: store.read_bytes(f) if store.exists(f) else b"" for f in ("model.pt", "split.json")})
+
+
 def attach_views(est: PoseEstimator, run: str, endpoint_url: str | None = None, progress: bool = True) -> bool:
     """Gives ``est`` the run's training views for the retrieval prior (and the baseline): read from
     ``RUN/retrieval_views.pt``, else computed from the run's training frames (its shards and alignment)
     and cached there. Returns False, with a message, where neither is possible."""
     store = Store(run, endpoint_url)
-    if store.exists("retrieval_views.pt"):
+    key = views_key(store)
+    cached = store.exists("retrieval_views.pt")
+    if cached and store.read_json("retrieval_views.key.json", default=None) != key:
+        print(f"retrieval views: {store.url('retrieval_views.pt')} was made from another model.pt or training "
+              "split than the run's; recomputing it", flush=True)
+        cached = False
+    if cached:
         where = store.url("retrieval_views.pt")  # a tensorfile: never unpickled
         v = require(unpack(store.read_bytes("retrieval_views.pt"), where, kind="retrieval_views"),
                     ("descriptors", "rotations"), where)
@@ -121,8 +135,10 @@ def attach_views(est: PoseEstimator, run: str, endpoint_url: str | None = None, 
         print(f"retrieval prior off: the run's training frames are not readable here ({e})", flush=True)
         return False
     try:
+        store.remove("retrieval_views.key.json")  # the key goes last: a torn update is never trusted
         store.write_bytes("retrieval_views.pt", pack({"descriptors": desc, "rotations": np.asarray(rots)},
                                                      kind="retrieval_views"))
+        store.write_json("retrieval_views.key.json", key)
     except OSError as e:
         print(f"(could not cache the training views in {store.url('retrieval_views.pt')}: {e})", flush=True)
     est.set_views(desc, rots)

@@ -59,7 +59,8 @@ def test_a_truncated_features_manifest_is_named_and_its_records_still_count(data
     printed = capsys.readouterr().out
     assert f"manifest: {man_file}: not valid JSON" in printed
     assert f"{record}: unreadable record" in printed and "the item counts as not done" in printed
-    assert "2 of 3 sequences already done" in printed  # the truncated record's video is recomputed
+    # the truncated record's video is recomputed
+    assert "features car: 2 of 3 videos kept (inputs and settings unchanged), 1 new" in printed
     assert man.summary() == {"ok": 3}
 
 

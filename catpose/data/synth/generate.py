@@ -30,6 +30,7 @@ import numpy as np
 from PIL import Image
 from scipy.spatial.transform import Rotation
 
+from catpose import fingerprint as fp
 from catpose.config import SynthConfig
 from catpose.data.camera import Camera, look_at_rotation
 from catpose.data.groundtruth import GT_FILE, GT_POINTS_DIR, load_ground_truth  # noqa: F401 (part of this module's API)
@@ -218,6 +219,13 @@ def _depth_png(depth: np.ndarray) -> bytes:
     return _png(Image.fromarray(bits))
 
 
+def sequence_fingerprint(cfg: SynthConfig, category: str, index: int) -> dict:
+    """What a video is made from: the settings that change it (no inputs: it is generated)."""
+    return fp.make({"category": category, "index": index, "seed": cfg.seed, "frames": cfg.frames, "size": cfg.size,
+                    "depth": cfg.depth, "supersample": cfg.supersample, "max_points": cfg.max_points,
+                    "realism": to_jsonable(realism(cfg))})
+
+
 def synth_store(cfg: SynthConfig) -> Store:
     return Store(str(cfg.out), cfg.endpoint_url)
 
@@ -303,6 +311,7 @@ def generate_sequence(cfg: SynthConfig, category: str, index: int) -> dict:
     record = {
         "frames": to_jsonable(frames),
         "sequence": to_jsonable(seq_ann),
+        "fingerprint": sequence_fingerprint(cfg, category, index),
         "gt": {**gt.to_json(), "instance": {k: float(v) for k, v in inst.params.items()},
                "orbit_deg": round(float(sweep_deg), 1) if sweep_deg is not None else 360.0,
                "object_points": int(labels.sum()), "cloud_points": len(labels)},
@@ -335,11 +344,33 @@ def generate(cfg: SynthConfig) -> dict[str, Manifest]:
         man = Manifest.load_or_new(f"{category}/catpose_manifest_synth.json", "synth", store=root)
         man.info.update({"videos": cfg.videos, "frames": cfg.frames, "size": cfg.size, "seed": cfg.seed,
                          "realism": to_jsonable(realism(cfg))})
+        # a staged video is kept only when it was made with this run's settings (its recorded fingerprint)
         staged = set(root.glob(f"{category}/.synth/*.json"))
-        todo = [(cfg, category, i) for i in range(cfg.videos)
-                if _staged(category, sequence_name(category, i)) not in staged]
+        names = {i: sequence_name(category, i) for i in range(cfg.videos)}
+        old = root.cat_many(sorted(staged & {_staged(category, n) for n in names.values()}))
+        log = fp.ResumeLog(f"synth {category}", "videos")
+        todo = []
+        for i, name in names.items():
+            raw = old.get(_staged(category, name))
+            why = "missing"
+            if raw is not None and not isinstance(raw, Exception):
+                try:
+                    why = fp.change(json.loads(raw).get("fingerprint"), sequence_fingerprint(cfg, category, i))
+                except ValueError:
+                    why = "unreadable record"
+            if why is None:
+                log.keep()
+                continue
+            log.redo(why)
+            if why != "missing":  # its old files go first: a failed rerun must not leave the old video listed
+                root.remove(_staged(category, name))
+                root.remove(f"{category}/{name}", recursive=True)
+                man.items.pop(name, None)
+            todo.append((cfg, category, i))
+        log.say()
         for (_, _, i), _, err, sec in map_items(_generate_task, todo, workers=cfg.workers, desc=f"synth {category}"):
-            man.record(sequence_name(category, i), "failed" if err else "ok", error=err, seconds=sec, save=False)
+            man.record(sequence_name(category, i), "failed" if err else "ok", error=err, seconds=sec, save=False,
+                       **({} if err else {"fingerprint": sequence_fingerprint(cfg, category, i)}))
         man.save()
         # assemble the category's annotation files from the per-sequence records
         frames, seqs, gts = [], [], {}
@@ -355,7 +386,7 @@ def generate(cfg: SynthConfig) -> dict[str, Manifest]:
             seqs.append(parse_sequence_annotation(rec["sequence"], src, 0))
             gts[name] = rec["gt"]
             if man.status(name) is None:
-                man.record(name, "ok", save=False)
+                man.record(name, "ok", save=False, fingerprint=rec.get("fingerprint"))
         man.save()
         root.write_bytes(f"{category}/frame_annotations.jgz", jgz_bytes(frames))
         root.write_bytes(f"{category}/sequence_annotations.jgz", jgz_bytes(seqs))
