@@ -346,6 +346,10 @@ COMMANDS = {
 }
 
 
+# the commands that write a store (``--out``): each holds its lease while it runs
+WRITERS = (run_synth, run_ingest, run_shard, run_features, run_align, run_tune, run_train)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Runs one subcommand. Every error ends with exit code 2 and one line on stderr; ``--debug``
     (anywhere on the line) shows the traceback instead; ``--verbose`` Ray's own progress and log lines."""
@@ -367,6 +371,13 @@ def main(argv: list[str] | None = None) -> int:
     runner = next(run for cls, run in COMMANDS.values() if isinstance(cfg, cls))
     try:
         check_settings(cfg)  # ranges and the device, before any work
+        out = getattr(cfg, "out", None)
+        if runner in WRITERS and out:  # one writer per store: the second stops, naming the first
+            from catpose.lease import store_lease
+
+            with store_lease(str(out), getattr(cfg, "endpoint_url", None),
+                             "catpose " + next(k for k, (c, _) in COMMANDS.items() if isinstance(cfg, c))):
+                return runner(cfg)
         return runner(cfg)
     except Exception as e:
         if debug:

@@ -850,7 +850,20 @@ def _why_again(item: dict | None, parts: dict) -> str:
 
 
 def run(cfg: PipelineConfig) -> dict:
-    """Runs the stage graph of ``cfg`` against its store; returns the report (a dict)."""
+    """Runs the stage graph of ``cfg`` against its store; returns the report (a dict). The run holds the
+    store's lease (:mod:`catpose.lease`) throughout: a second run on the same store stops before any work,
+    naming this one."""
+    from catpose.lease import store_lease
+
+    check_config(cfg)
+    store = Store(str(cfg.out), cfg.endpoint_url)
+    store.check()
+    with store_lease(store.uri, cfg.endpoint_url, "catpose run"):
+        return _run(cfg)
+
+
+def _run(cfg: PipelineConfig) -> dict:
+    """:func:`run`, with the store's lease held."""
     from catpose.parallel import init_ray
 
     check_config(cfg)  # also when run() is called directly

@@ -184,10 +184,24 @@ def _stack_subset(states: list[VideoState], level: int, N: int) -> Subset:
     return Subset(idx, valid, valid.sum(1), near)
 
 
+def video_arrays_many(videos: list[SurfaceFeatures], cfg: SearchConfig, workers: int = 0) -> list[dict]:
+    """:func:`video_arrays` of many videos, in ``workers`` threads (default: this process's CPUs, at most
+    16; numpy's and fpsample's loops release the GIL), in order; a bad video raises as it would alone."""
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    workers = workers or min(16, len(os.sched_getaffinity(0)))
+    if workers <= 1 or len(videos) <= 1:
+        return [video_arrays(sf, cfg) for sf in videos]
+    with ThreadPoolExecutor(min(workers, len(videos))) as pool:
+        return list(pool.map(lambda sf: video_arrays(sf, cfg), videos))
+
+
 def prepare_videos(videos: list[SurfaceFeatures], cfg: SearchConfig, device: str | torch.device = "cpu",
-                   feature_dtype: torch.dtype | None = None) -> VideoBatch:
-    """The per-video state of a chunk's videos, computed once and padded to common sizes."""
-    return stack_videos([prepare_video(sf, cfg, device, feature_dtype) for sf in videos])
+                   feature_dtype: torch.dtype | None = None, workers: int = 0) -> VideoBatch:
+    """The per-video state of a chunk's videos, computed once (the CPU part in threads,
+    :func:`video_arrays_many`) and padded to common sizes."""
+    return stack_videos([upload_video(a, device, feature_dtype) for a in video_arrays_many(videos, cfg, workers)])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -529,7 +543,9 @@ def align_pairs(videos: list[SurfaceFeatures] | list[VideoState] | VideoBatch, p
         vb = videos
     else:
         videos = list(videos)
-        vb = stack_videos([v if isinstance(v, VideoState) else prepare_video(v, cfg, device) for v in videos])
+        raw = [v for v in videos if not isinstance(v, VideoState)]
+        arrs = iter(video_arrays_many(raw, cfg))  # the CPU part of the unprepared videos, in threads
+        vb = stack_videos([v if isinstance(v, VideoState) else upload_video(next(arrs), device) for v in videos])
     dev = vb.V.device
     pos = {n: i for i, n in enumerate(vb.names)}
     missing = sorted({n for p in pairs for n in p} - set(pos))
