@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from catpose.data.camera import Camera
-from catpose.data.images import decode_image  # noqa: F401 (the one decoder; imported from here by stages)
+from catpose.data.images import decode_image  # the one decoder (stages also import it from here)
 from catpose.data.pointcloud import PointCloud, read_ply
 from catpose.data.types import (
     FrameAnnotation,

@@ -100,19 +100,46 @@ def fetch_source(src: str, endpoint_url: str | None, scratch: Path) -> Path:
     return local
 
 
+def _video_frame_count(path: Path) -> int:
+    """Frames of the first video stream: the header's count, else its packets counted (no decoding)."""
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        if stream.frames:
+            return int(stream.frames)
+        return sum(1 for p in container.demux(stream) if p.size)
+
+
 def read_video_frames(path: Path, max_frames: int) -> list[np.ndarray]:
-    """Decodes a video (PyAV) and returns ``max_frames`` frames spread evenly over it."""
+    """``max_frames`` frames spread evenly over a video (PyAV), decoded streaming: the indices are
+    chosen from the stream's frame count first, frames are decoded one at a time and only the chosen
+    ones are kept, so memory holds ``max_frames`` frames whatever the video's length (a 2-minute 1080p
+    video held whole would need about 20 GB)."""
     import av
 
     try:
+        n = _video_frame_count(path)
+        if n <= 0:
+            raise DataFormatError(str(path), "video has no frames")
+        want = {int(i) for i in np.unique(np.linspace(0, n - 1, min(max_frames, n)).round().astype(int))}
+        kept, last = [], None
         with av.open(str(path)) as container:
-            frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+            for i, f in enumerate(container.decode(video=0)):
+                if i in want:
+                    kept.append(f.to_ndarray(format="rgb24"))
+                    if len(kept) == len(want):
+                        break
+                last = f
+        if len(kept) < len(want) and last is not None and len(kept) < max_frames:
+            kept.append(last.to_ndarray(format="rgb24"))  # a header that overstated the count: the last frame
+    except DataFormatError:
+        raise
     except Exception as e:  # av.error.* for unreadable files
         raise DataFormatError(str(path), f"cannot decode video ({type(e).__name__}: {e})") from e
-    if not frames:
+    if not kept:
         raise DataFormatError(str(path), "video has no frames")
-    idx = np.unique(np.linspace(0, len(frames) - 1, min(max_frames, len(frames))).round().astype(int))
-    return [frames[i] for i in idx]
+    return kept
 
 
 def _select(items: list, k: int) -> list[int]:

@@ -20,7 +20,24 @@ class PointCloud:
         return len(self.points)
 
 
-def read_ply(path: str | Path, require_points: bool = True, data: bytes | None = None) -> PointCloud:
+MAX_POINTS = 1_000_000
+"""The most points a cloud is read with: a larger one is subsampled while read (a seeded random subset,
+in file order), so a 10 M-point cloud costs what a 1 M one does. The features, cleaning and alignment
+sample a few thousand vertices from it: a million is plenty."""
+
+
+def _subset(n: int, cap: int | None, path: str) -> np.ndarray | None:
+    """Sorted indices of at most ``cap`` of ``n`` points (None: all), the same for the same file."""
+    if cap is None or cap <= 0 or n <= cap:
+        return None
+    import zlib
+
+    rng = np.random.default_rng([zlib.crc32(str(path).encode()), n])
+    return np.sort(rng.choice(n, cap, replace=False))
+
+
+def read_ply(path: str | Path, require_points: bool = True, data: bytes | None = None,
+             max_points: int | None = MAX_POINTS) -> PointCloud:
     """Reads the vertices of a PLY file (ascii or binary; or its bytes ``data``, fetched from a store,
     with ``path`` naming it); errors name the file.
 
@@ -36,13 +53,17 @@ def read_ply(path: str | Path, require_points: bool = True, data: bytes | None =
         if not path.is_file():
             raise MissingFileError(str(path), "point cloud")
     try:
-        ply = PlyData.read(io.BytesIO(data) if data is not None else str(path))
+        # a local binary file is memory-mapped: only the subset's rows are ever copied out of it
+        ply = PlyData.read(io.BytesIO(data) if data is not None else str(path), mmap="r")
     except Exception as e:  # plyfile raises several types for corrupt files
         raise DataFormatError(str(path), f"not a readable PLY file ({type(e).__name__}: {e})") from e
     if "vertex" not in ply:
         raise DataFormatError(str(path), "PLY file has no 'vertex' element", field="vertex")
     v = ply["vertex"].data
     names = v.dtype.names or ()
+    idx = _subset(len(v), max_points, str(path))
+    if idx is not None:
+        v = v[idx]  # a copy of the chosen rows only (a memmap stays on disk)
     for k in ("x", "y", "z"):
         if k not in names:
             raise DataFormatError(str(path), "missing vertex property", field=f"vertex.{k}")

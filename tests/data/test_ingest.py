@@ -75,3 +75,48 @@ def test_ingested_cloud_is_cropped_to_the_object(ingested):
         ok[ok] = m[v[ok], u[ok]] > 0.5
         inside.append(ok.mean())
     assert np.mean(inside) > 0.9
+
+
+def _write_video(path, n: int, size: int = 32) -> None:
+    """A real video of ``n`` frames (lossless FFV1): frame k has red k % 256 and green 100 (k // 256)."""
+    import av
+
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("ffv1", rate=30)
+        stream.width = stream.height = size
+        stream.pix_fmt = "bgr0"
+        for k in range(n):
+            img = np.zeros((size, size, 3), np.uint8)
+            img[..., 0], img[..., 1] = k % 256, 100 * (k // 256)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+
+
+def _peak_bytes(fn) -> int:
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        fn()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_videos_are_decoded_streaming_keeping_only_the_sampled_frames(tmp_path):
+    from catpose.data.ingest import read_video_frames
+
+    short, long = tmp_path / "short.mkv", tmp_path / "long.mkv"
+    _write_video(short, 60)
+    _write_video(long, 480)
+    frames = read_video_frames(long, 12)
+    got = [int(f[0, 0, 0]) + 256 * round(f[0, 0, 1] / 100) for f in frames]
+    assert got == [int(i) for i in np.linspace(0, 479, 12).round()]  # the evenly spread frames, in order
+    assert all(f.shape == (32, 32, 3) for f in frames)
+    # memory does not grow with the video's length: 8 × the frames, about the same peak
+    p_short, p_long = _peak_bytes(lambda: read_video_frames(short, 12)), _peak_bytes(lambda: read_video_frames(long, 12))
+    frame_bytes = 32 * 32 * 3
+    assert p_long < p_short + 20 * frame_bytes, (p_short, p_long)
+    assert p_long < 100 * frame_bytes  # holding all 480 frames would be 480 × frame_bytes
