@@ -91,6 +91,10 @@ def init_ray(num_cpus: int | None = None, address: str | None = None) -> None:
         # would otherwise join that one and refuse these settings)
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, ignore_reinit_error=True,
                  object_store_memory=256 * 1024**2, log_to_driver=not quiet, **kw)
+        # Ray's agents outlive a killed driver: a watchdog ends them (catpose.raywatch)
+        from catpose.raywatch import start as start_watchdog
+
+        start_watchdog()
     if quiet:  # the workers' output (Ray Train, torch.distributed's c10d warnings, Ray's own errors) stays in files
         print(f"Ray's worker and system output: {_ray_logs_dir()} (--verbose shows it here)", flush=True)
 

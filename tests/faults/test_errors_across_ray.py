@@ -96,3 +96,54 @@ except OSError as e:
     state = read_state(path)
     assert state["epoch"] == 3 and torch.equal(state["model"]["w"], good["model"]["w"])
     assert [p.name for p in tmp_path.iterdir()] == ["state.pt"]  # no temporary file left behind
+
+
+DRIVER = """
+import os, sys, time
+from catpose.parallel import init_ray
+init_ray(num_cpus=1)
+import ray
+print(ray.get(ray.remote(lambda: os.getpid()).remote()), flush=True)
+print("READY", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_killed_driver_leaves_no_ray_process_behind(tmp_path):
+    """SIGKILL of a driver that started its local Ray (catpose.parallel.init_ray): within 20 s none of
+    its Ray processes runs (before: Ray's DashboardAgent and RuntimeEnvAgent stayed, orphaned)."""
+    import os
+    import signal
+    import time
+
+    import psutil
+
+    p = subprocess.Popen([sys.executable, "-c", DRIVER], cwd=REPO, stdout=subprocess.PIPE, text=True,
+                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    ray_procs: list = []
+    try:
+        for line in p.stdout:
+            if "READY" in line:
+                break
+        ray_procs = [c for c in psutil.Process(p.pid).children(recursive=True)
+                     if "raywatch" not in " ".join(c.cmdline())]
+        names = {" ".join(c.cmdline()).split()[0].rsplit("/", 1)[-1] for c in ray_procs}
+        assert "raylet" in names and "ray::DashboardAgent" in names, names
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        t0 = time.time()
+        while time.time() - t0 < 20:
+            alive = [c for c in ray_procs if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+            if not alive:
+                break
+            time.sleep(0.5)
+        assert not alive, [" ".join(c.cmdline())[:80] for c in alive]
+        print(f"\n{len(ray_procs)} Ray processes gone {time.time() - t0:.1f} s after the driver's SIGKILL")
+    finally:  # only this test's own leftovers, by pid
+        if p.poll() is None:
+            p.kill()
+        for c in ray_procs:
+            try:
+                c.kill()
+            except psutil.Error:
+                pass
