@@ -59,7 +59,8 @@ def test_stage_graph_summary_config_and_skips(tmp_path, synth_root, capsys):
     assert capsys.readouterr().out.count("done before with the same settings and inputs (skipped)") == 4
 
 
-def test_tune_stage_with_the_store_on_s3(tmp_path, synth_root, s3_bucket, ray_local, monkeypatch):
+@pytest.mark.slow  # Ray Tune on S3 (out of make test-fast)
+def test_tune_stage_with_the_store_on_s3(tmp_path, synth_root, s3_bucket, ray_local, monkeypatch, capsys):
     """The α/τ sweep of the main job with the run's store on a (moto) S3 bucket: Tune's trials, the
     chosen values, the plot and the report land in the bucket; a rerun skips the sweep."""
     from catpose.config import ShardConfig, SweepConfig
@@ -73,16 +74,17 @@ def test_tune_stage_with_the_store_on_s3(tmp_path, synth_root, s3_bucket, ray_lo
                          train_categories=(), eval_pairs=0, shard=ShardConfig(out="", category=("car",)),
                          features=FeaturesConfig(out="", category=("car",), vertices=200, frames=3),
                          align=AlignConfig(rotations=128, vertices=150, partners=0),
-                         sweep=SweepConfig(alphas=(0.2,), taus=(0.1, 10.0), videos=3))
+                         sweep=SweepConfig(alphas=(0.7,), taus=(0.1, 10.0), videos=3))  # not the default 0.2
     report = run(cfg)
     (row,) = report["tune"]
     assert row["category"] == "car" and row["trials"] == 2 and row["tau"] in (0.1, 10.0)
     store = Store(uri, endpoint)
-    assert yaml.safe_load(store.read_bytes("tune/car/best_config.yaml"))["align"] == {"alpha": 0.2, "tau": row["tau"]}
+    assert yaml.safe_load(store.read_bytes("tune/car/best_config.yaml"))["align"] == {"alpha": 0.7, "tau": row["tau"]}
     assert len(store.glob("tune/car/sweep-car/*/result.json")) == 2  # Tune's trials live in the bucket
     assert store.exists("plots/sweep_car.png")
     assert "## α/τ sweep (chosen without labels)" in store.read_text("report.md")
     assert report["align"][0]["videos"] == 3 and store.exists("align/car/alignment.parquet")
+    assert f"alpha 0.7, tau {row['tau']}" in capsys.readouterr().out  # the alignment aligned with the chosen values
     assert sorted(p.name for p in tmp_path.iterdir()) == []
     again = run(cfg)
     assert {"features", "tune", "align"} <= set(again["skipped"])

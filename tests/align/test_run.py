@@ -154,6 +154,7 @@ def test_missing_features_are_filled_in_with_the_store_settings(cars, tmp_path):
                               workers=0), progress=False)
 
 
+@pytest.mark.slow  # five alignments (out of make test-fast)
 def test_a_rerun_with_another_alpha_or_rotation_count_into_the_same_out_reuses_no_chunk(synth_root, tmp_path,
                                                                                         capsys):
     """Chunks of pairwise results made with other search settings are not results of this run: a rerun into

@@ -5,12 +5,13 @@ lenses) against their ground truth, with the nearest-training-view baseline of t
 (``tests/trained_run.py``; the run is the session fixture ``trained_car``).
 
 Measured (``python -m tests.trained_run --seed S``, the training seed; 2 cores: 131 s a run on an idle machine,
-748 s while six other jobs shared it):
+748 and 1156 s while six other jobs shared it):
 
 | seed | held-out matching: trained / untrained | catpose Acc@π/6 / Acc@π/18 / median | nearest view Acc@π/6 / π/18 / median |
 |---|---|---|---|
 | 0 | 49.3 % / 5.1 % | 76.7 % / 35.0 % / 16.1° | 68.3 % / 21.7 % / 17.8° |
 | 1 | 47.1 % / 5.7 % | 85.0 % / 43.3 % / 12.8° | 65.0 % / 23.3 % / 16.4° |
+| 2 | 64.9 % / 3.7 % | 83.3 % / 45.0 % / 11.5° | 66.7 % / 20.0 % / 15.3° |
 
 Chance for Acc@π/6 (a uniformly random rotation within 30° of the truth) is (π/6 − sin π/6)/π = 0.75 %.
 """
