@@ -346,6 +346,12 @@ COMMANDS = {
 }
 
 
+@dataclass
+class RunCommand:
+    """The main job: every stage in order into one store, resumable (catpose run --help lists its flags;
+    --config FILE.yaml, then flags)."""
+
+
 # the commands that write a store (``--out``): each holds its lease while it runs
 WRITERS = (run_synth, run_ingest, run_shard, run_features, run_align, run_tune, run_train)
 
@@ -366,8 +372,8 @@ def main(argv: list[str] | None = None) -> int:
 
         set_verbose(True)
     argv = [a for a in argv if a not in ("--debug", "--verbose")]
-    cfg = tyro.extras.subcommand_cli_from_dict({k: v[0] for k, v in COMMANDS.items()}, args=argv,
-                                               prog="catpose")
+    cfg = tyro.extras.subcommand_cli_from_dict({"run": RunCommand, **{k: v[0] for k, v in COMMANDS.items()}},
+                                               args=argv, prog="catpose")
     runner = next(run for cls, run in COMMANDS.values() if isinstance(cfg, cls))
     try:
         check_settings(cfg)  # ranges and the device, before any work

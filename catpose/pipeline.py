@@ -895,6 +895,7 @@ def _run(cfg: PipelineConfig) -> dict:
                 continue
             inputs = {n: _jsonable(ctx.arts[n]) for n in st.needs if n in ctx.arts}
             h = _hash({"settings": st.settings(cfg), "inputs": inputs})
+            parts = {"settings": _hash(st.settings(cfg)), "inputs": {n: _hash(v) for n, v in inputs.items()}}
             if man.status(st.name) == "ok" and man.items[st.name].get("hash") == h:
                 art, stored_hash = _load_artifact(store, st)
                 if art is not None and stored_hash == h:
@@ -908,7 +909,6 @@ def _run(cfg: PipelineConfig) -> dict:
             try:
                 art = st.run(ctx)
             except Exception as e:
-            parts = {"settings": _hash(st.settings(cfg)), "inputs": {n: _hash(v) for n, v in inputs.items()}}
                 man.record(st.name, "failed", error=f"{type(e).__name__}: {e}", seconds=time.perf_counter() - t0)
                 raise
             sec = time.perf_counter() - t0
