@@ -109,12 +109,17 @@ def _ray_logs_dir() -> str:
         return "/tmp/ray/session_latest/logs"
 
 
-def bar_interval() -> float:
-    """Seconds between a progress bar's redraws: fast on a terminal, every 10 s into a file or pipe (a
-    redraw there is a line of its own: a bar must not fill a log)."""
+def progress_bar(total: int | None, desc: str, disable: bool = False, **kw) -> tqdm:
+    """The one progress bar of a stage. On a terminal it redraws as usual; into a file or a pipe (a log, CI,
+    ``ray job logs``) every redraw is a line of its own, so it draws only at each tenth of the total and at
+    the end (at most ~11 lines a bar), never on a timer."""
     import sys
 
-    return 0.1 if sys.stderr.isatty() else 10.0
+    if sys.stderr.isatty():
+        return tqdm(total=total, desc=desc, disable=disable, dynamic_ncols=True, mininterval=0.1, **kw)
+    step = max(1, (total or 0) // 10)
+    return tqdm(total=total, desc=desc, disable=disable, dynamic_ncols=True, mininterval=0, miniters=step, ascii=True,
+                maxinterval=float("inf"), **kw)
 
 
 class _Progress:
@@ -140,7 +145,7 @@ def remote_progress(total: int, desc: str, poll_s: float = 1.0):
 
     init_ray()
     actor = ray.remote(num_cpus=0)(_Progress).remote()
-    bar = tqdm(total=total, desc=desc, dynamic_ncols=True, mininterval=bar_interval())
+    bar = progress_bar(total, desc)
     stop = threading.Event()
 
     def show() -> None:
@@ -196,8 +201,7 @@ def map_items(
     items = list(items)
     if workers > 0 and len(items) > 1:
         init_ray()  # before the bar: Ray's one-line pointer to its logs goes above it, not into it
-    bar = tqdm(total=len(items), desc=desc, disable=not progress or not items, dynamic_ncols=True,
-               mininterval=bar_interval())
+    bar = progress_bar(len(items), desc, disable=not progress or not items)
     try:
         if workers <= 0 or (len(items) <= 1 and num_gpus == 0):
             for it in items:

@@ -15,13 +15,13 @@ from collections.abc import Iterator
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from tqdm.auto import tqdm
 
 from catpose import fingerprint as fp
 from catpose.config import ShardConfig
 from catpose.data.camera import Camera
 from catpose.data.co3d import Co3dCategory, Co3dFrame, decode_image, list_categories
 from catpose.errors import CatposeError, DataFormatError, StorageError
+from catpose.parallel import progress_bar
 from catpose.storage import Store, is_s3, key, temp_name
 
 MANIFEST = "_catpose_shards.json"
@@ -185,7 +185,7 @@ def write_shards(cfg: ShardConfig, progress: bool = True) -> dict:
         shard_idx = 0
         t0 = time.perf_counter()
         n_frames = sum(len(v) for v in cat.frame_annotations.values())
-        bar = tqdm(total=n_frames, desc=f"shard {category}", disable=not progress, dynamic_ncols=True)
+        bar = progress_bar(n_frames, f"shard {category}", disable=not progress)
         log = fp.ResumeLog(f"shard {category}", "shards")
 
         def flush() -> None:

@@ -109,7 +109,7 @@ def generate_wild(cfg: WildConfig, progress: bool = True) -> dict:
     """Writes ``cfg.images`` images (resuming: existing ones are kept); returns a summary."""
     import scipy.io
     from PIL import Image
-    from tqdm import tqdm
+    from catpose.parallel import progress_bar
 
     root = Path(cfg.out)
     sub = f"{cfg.category}_synth"
@@ -117,7 +117,8 @@ def generate_wild(cfg: WildConfig, progress: bool = True) -> dict:
         (root / d / sub).mkdir(parents=True, exist_ok=True)
     (root / "Image_sets").mkdir(exist_ok=True)
     names, skipped = [], []
-    for i in tqdm(range(cfg.images), desc=f"synth-wild {cfg.category}", disable=not progress):
+    for i in progress_bar(cfg.images, f"synth-wild {cfg.category}", disable=not progress,
+                          iterable=range(cfg.images)):
         name = f"{i:05d}"
         ann = root / "Annotations" / sub / f"{name}.mat"
         if ann.is_file() and (root / "Images" / sub / f"{name}.jpg").is_file():
