@@ -197,3 +197,59 @@ def test_synth_wild_command_writes_the_set_generate_wild_writes(tmp_path):
     for a, b in zip(samples, lib):
         np.testing.assert_allclose(a.R, b.R, atol=1e-12)
         np.testing.assert_allclose(a.bbox, b.bbox)
+
+
+@pytest.mark.slow  # Ray Tune in its own process
+def test_tune_command_sweeps_the_grid_and_writes_the_best_of_its_table(tmp_path, synth_root):
+    """``catpose tune`` as users run it: every (α, τ) of the grid becomes one trial row, and the best config
+    written is the row with the lowest label-free objective of that table."""
+    r = run(CATPOSE + ["tune", "--data", str(synth_root), "--category", "car", "--out", str(tmp_path / "tune"),
+                       "--alphas", "0.0", "0.7", "--taus", "0.3", "--videos", "3", "--rotations", "64",
+                       "--workers", "0"])
+    assert r.returncode == 0, r.stderr[-3000:]
+    best = yaml.safe_load((tmp_path / "tune" / "best_config.yaml").read_text())["align"]
+    rows = [line for line in (tmp_path / "tune" / "sweep_results.md").read_text().splitlines()
+            if line.startswith("|") and not set(line) <= set("|-: ")]
+    header, body = _cells(rows[0]), [_cells(x) for x in rows[1:]]
+    assert header[:3] == ["α", "τ", "cycle error (°)"] and len(body) == 2
+    assert {float(b[0]) for b in body} == {0.0, 0.7} and {float(b[1]) for b in body} == {0.3}
+    (chosen,) = [b for b in body if b[-1] == "← chosen"]
+    assert float(chosen[2]) == min(float(b[2]) for b in body)  # the lowest cycle error of the table
+    assert (best["alpha"], best["tau"]) == (float(chosen[0]), float(chosen[1]))
+    assert f"-> {tmp_path / 'tune' / 'best_config.yaml'}" in r.stdout
+
+
+@pytest.mark.slow  # Ray Train in its own process
+def test_train_command_trains_resumes_and_keeps_a_finished_run(tmp_path, synth_root):
+    """``catpose train`` as users run it on what ``catpose shard`` and the alignment write: the run has its
+    model, history and template; the same command again keeps the finished run instead of training."""
+    import math
+
+    from catpose.align.table import write_alignment
+    from catpose.config import FeaturesConfig, ShardConfig
+    from catpose.data.groundtruth import load_ground_truth
+    from catpose.data.shards import write_shards
+    from catpose.features.runner import run_features
+    from catpose.learn.train import ground_truth_to_reference
+
+    write_shards(ShardConfig(data=str(synth_root), out=str(tmp_path / "shards"), category=("car",)), progress=False)
+    align = tmp_path / "align"
+    run_features(FeaturesConfig(data=str(synth_root), out=str(align / "features"), category=("car",), frames=3,
+                                workers=0), progress=False)
+    ref = min(load_ground_truth(synth_root, "car"))
+    write_alignment(align / "alignment.parquet", ground_truth_to_reference(synth_root, "car", ref), ref)
+    args = CATPOSE + ["train", "--data", str(tmp_path / "shards"), "--alignment", str(align), "--category", "car",
+                      "--out", str(tmp_path / "runs"), "--epochs", "2", "--size", "48", "--vertices", "100",
+                      "--batch-size", "4", "--num-workers", "1", "--device", "cpu"]
+    r = run(args)
+    assert r.returncode == 0, r.stderr[-3000:]
+    line = next(x for x in r.stdout.splitlines() if x.startswith("car: 2 epochs, final loss"))
+    assert math.isfinite(float(line.split("final loss ")[1].split(",")[0]))
+    run_dir = tmp_path / "runs" / "train-car"
+    history = json.loads((run_dir / "history.json").read_text())
+    assert len(history) == 2 and all(math.isfinite(h["loss"]) for h in history)
+    assert (run_dir / "template.npz").is_file() and (run_dir / "model.pt").is_file()
+    mtime = (run_dir / "model.pt").stat().st_mtime_ns
+    r = run(args)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "finished its 2 epochs before; kept" in r.stdout and (run_dir / "model.pt").stat().st_mtime_ns == mtime
