@@ -13,7 +13,8 @@ template frame comes from the video's camera and its alignment — zero-shot vie
 done with DINO features, without the 3D template.
 
 Writes ``evaluation.json``, ``evaluation.md`` (table), ``errors.png`` (histogram), ``results.jsonl``
-(one line per object, failures with their error) and ``overlays/``.
+(one line per object: its errors, the estimated rotation ``R_template`` in the template's frame and the
+annotation's ``R_gt``; failures with their error) and ``overlays/``.
 """
 
 from __future__ import annotations
@@ -290,7 +291,7 @@ def evaluate_pose(cfg: PoseEvalConfig, progress: bool = True) -> dict:
     (out / "errors.png").write_bytes(plot_errors(hist, f"{cfg.category} on {cfg.dataset}"))
     with open(out / "results.jsonl", "w") as fh:
         for r in records:
-            fh.write(json.dumps({k: v for k, v in r.items() if not k.startswith("R_")}) + "\n")
+            fh.write(json.dumps(r) + "\n")  # with its rotations: R_template (estimate), R_gt (annotation)
     with open(out / "problems.jsonl", "w") as fh:
         for p in problems:
             fh.write(json.dumps(p) + "\n")
