@@ -110,12 +110,24 @@ def test_a_legacy_pickle_model_is_refused_with_what_to_do(trained, tmp_path):
 
 
 def test_a_payload_in_the_retrieval_views_cache_does_not_run(trained, tmp_path):
+    """The cache is keyed by what it was made from (retrieval_views.key.json): a planted file without the
+    run's key is recomputed, never read; one planted next to the run's own key is read as a tensorfile and
+    refused as a pickle. The payload runs in neither case."""
     run = copy_run(trained, tmp_path)
     marker = tmp_path / "ran"
-    (run / "retrieval_views.pt").write_bytes(torch_payload(marker, descriptors=torch.zeros(2, 4)))
     image = next((trained[1].ground_truth / "car").glob("*/images/*.jpg"))
-    r = run_cli(["estimate", "--checkpoint", str(run), "--image", str(image), "--out", str(tmp_path / "est"),
-                 "--pose.prior-weight", "3", "--pose.grid", "256", "--pose.refine-steps", "0"])
+    args = ["estimate", "--checkpoint", str(run), "--image", str(image), "--out", str(tmp_path / "est"),
+            "--pose.prior-weight", "3", "--pose.grid", "256", "--pose.refine-steps", "0"]
+    (run / "retrieval_views.key.json").unlink(missing_ok=True)
+    (run / "retrieval_views.pt").write_bytes(torch_payload(marker, descriptors=torch.zeros(2, 4)))
+    r = run_cli(args)
+    # exit 1 is the one-epoch model finding no object in the image: the cache, not the pose, is tested here
+    assert r.returncode in (0, 1) and "Traceback" not in r.stderr, (r.stdout[-2000:], r.stderr[-2000:])
+    assert f"retrieval views: {run / 'retrieval_views.pt'} was made from another" in r.stdout
+    assert (run / "retrieval_views.key.json").is_file() and not marker.exists()
+    # the run's own key now stands next to it: a payload put there is read, as a tensorfile, and refused
+    (run / "retrieval_views.pt").write_bytes(torch_payload(marker, descriptors=torch.zeros(2, 4)))
+    r = run_cli(args)
     assert r.returncode == 2, (r.stdout[-2000:], r.stderr[-2000:])
     assert f"{run / 'retrieval_views.pt'}: " in r.stderr and "pickle" in r.stderr
     assert not marker.exists()
