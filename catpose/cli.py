@@ -59,7 +59,8 @@ class InfoConfig:
     category: tuple[str, ...] = ()
     """Categories (default: all)."""
     check_files: bool = False
-    """Also decode every image and mask and read every point cloud (slow on large data)."""
+    """Also decode every image and mask and read every point cloud (slow on large data): blank frames are
+    counted and named, and masks that disagree with the cloud's projection named."""
 
 
 def run_synth(cfg: SynthConfig) -> int:
@@ -303,14 +304,19 @@ def run_info(cfg: InfoConfig) -> int:
         cat = Co3dCategory(cfg.data, c)
         n_frames = sum(len(v) for v in cat.frame_annotations.values())
         print(f"{c}: {len(cat)} sequences, {n_frames} frames, set lists: {cat.set_list_names or 'none'}")
-        if cat.annotation_summary():
-            print(f"  {cat.annotation_summary()}")
+        if cat.annotation_summary() or cat.cloud_summary():
+            for line in (cat.annotation_summary(), cat.cloud_summary()):
+                if line:
+                    print(f"  {line}")
             for k, why in {**cat.excluded, **cat.skipped_frames}.items():
                 problems += 1
                 print(f"  {k}: {why}")
             for w in cat.annotation_warnings:
                 print(f"  warning: {w}")
         if cfg.check_files:
+            from catpose.data.quality import sequence_quality
+
+            blank, bad = {}, {}
             for seq in cat:
                 for fr in seq.frames:
                     try:
@@ -321,10 +327,17 @@ def run_info(cfg: InfoConfig) -> int:
                         problems += 1
                         print(f"  {e}")
                 try:
-                    seq.load_point_cloud()
+                    q = sequence_quality(seq)  # reads (or makes) the cloud; blank images, masks against it
+                    blank.update(q.blank_frames)
+                    bad.update(q.bad_masks)
                 except (CatposeError, OSError) as e:
                     problems += 1
                     print(f"  {e}")
+            print(f"  {c}: {len(blank)} blank frames (skipped by shard and features), {len(bad)} masks at odds "
+                  f"with the cloud's projection")
+            for k, why in sorted({**blank, **bad}.items()):
+                problems += 1
+                print(f"  {k}: {why}")
     if cfg.check_files or problems:
         print(json.dumps({"problems": problems}))
     return 1 if problems else 0
