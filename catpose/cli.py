@@ -284,7 +284,12 @@ def run_estimate(cfg: EstimateConfig) -> int:
 
 def run_evaluate(cfg: PoseEvalConfig) -> int:
     from catpose.pose.evaluate import evaluate_pose, format_table
+    from catpose.pose.protocol import categories, paper_split
 
+    levels = paper_split(cfg.split) if cfg.dataset == "pascal3d" else (["L0"] if cfg.split == "paper" else None)
+    cats = categories(cfg.category, cfg.dataset)
+    if levels is not None and (len(cats) > 1 or len(levels) > 1 or cfg.split == "paper"):
+        return run_evaluate_protocol(cfg, cats, levels)
     res = evaluate_pose(cfg)
     print(format_table(res))
     if "pseudo" in str(res.get("frame", "")):  # no ground truth: said next to the numbers
@@ -293,6 +298,45 @@ def run_evaluate(cfg: PoseEvalConfig) -> int:
     print(f"histogram: {Path(cfg.out) / 'errors.png'}; per object: {Path(cfg.out) / 'results.jsonl'}; "
           f"overlays: {Path(cfg.out) / 'overlays'}")
     return 0
+
+
+def run_evaluate_protocol(cfg: PoseEvalConfig, cats: list[str], levels: list[str]) -> int:
+    """The paper's protocol over categories and occlusion levels (catpose.pose.protocol): each scored as
+    ``catpose evaluate`` scores one, into ``<out>/<category>/<level>/``; then the summary table next to the
+    paper's numbers (``<out>/summary.md``, ``summary.json``). A category or level that fails is named in
+    its cell; the others go on."""
+    import dataclasses
+
+    from catpose.pose.evaluate import evaluate_pose
+    from catpose.pose.protocol import co3d_name, summary_table
+
+    if len(cats) > 1 and "{" not in cfg.checkpoint:
+        raise ConfigError("--checkpoint", f"{len(cats)} categories need one trained run each: give a path with "
+                          "{category} (the dataset's class name) or {co3d} (CO3D's), e.g. runs/train/train-{co3d}",
+                          field="checkpoint")
+    rows: dict[str, dict] = {}
+    for c in cats:
+        rows[c] = {}
+        for lv in levels:
+            sub = dataclasses.replace(
+                cfg, category=c, checkpoint=cfg.checkpoint.format(category=c, co3d=co3d_name(c)),
+                split=("paper" if lv == "L0" else f"paper-{lv}") if cfg.dataset == "pascal3d" else cfg.split,
+                out=Path(cfg.out) / c / lv)
+            try:
+                rows[c][lv] = evaluate_pose(sub)
+            except (CatposeError, OSError, ValueError) as e:
+                rows[c][lv] = {"error": f"{type(e).__name__}: {e}"}
+                print(f"evaluate {c} {lv}: FAILED: {e}", flush=True)
+    table = summary_table(rows, cfg.dataset)
+    print(table)
+    Path(cfg.out).mkdir(parents=True, exist_ok=True)
+    (Path(cfg.out) / "summary.md").write_text(table)
+    (Path(cfg.out) / "summary.json").write_text(json.dumps(
+        {c: {lv: ({"error": r["error"]} if "error" in r else {"methods": r["methods"], "scored": r["scored"],
+                                                               "failed": r["failed"], "frame": r["frame"]})
+                  for lv, r in v.items()} for c, v in rows.items()}, indent=1))
+    print(f"summary: {Path(cfg.out) / 'summary.md'}; per category and level: {cfg.out}/<category>/<level>/")
+    return 1 if all("error" in r for v in rows.values() for r in v.values()) else 0
 
 
 def run_info(cfg: InfoConfig) -> int:
