@@ -59,7 +59,8 @@ class InfoConfig:
     category: tuple[str, ...] = ()
     """Categories (default: all)."""
     check_files: bool = False
-    """Also decode every image and mask and read every point cloud (slow on large data)."""
+    """Also decode every image and mask and read every point cloud (slow on large data): blank frames are
+    counted and named, and masks that disagree with the cloud's projection named."""
 
 
 def run_synth(cfg: SynthConfig) -> int:
@@ -283,7 +284,12 @@ def run_estimate(cfg: EstimateConfig) -> int:
 
 def run_evaluate(cfg: PoseEvalConfig) -> int:
     from catpose.pose.evaluate import evaluate_pose, format_table
+    from catpose.pose.protocol import categories, paper_split
 
+    levels = paper_split(cfg.split) if cfg.dataset == "pascal3d" else (["L0"] if cfg.split == "paper" else None)
+    cats = categories(cfg.category, cfg.dataset)
+    if levels is not None and (len(cats) > 1 or len(levels) > 1 or cfg.split == "paper"):
+        return run_evaluate_protocol(cfg, cats, levels)
     res = evaluate_pose(cfg)
     print(format_table(res))
     if "pseudo" in str(res.get("frame", "")):  # no ground truth: said next to the numbers
@@ -292,6 +298,45 @@ def run_evaluate(cfg: PoseEvalConfig) -> int:
     print(f"histogram: {Path(cfg.out) / 'errors.png'}; per object: {Path(cfg.out) / 'results.jsonl'}; "
           f"overlays: {Path(cfg.out) / 'overlays'}")
     return 0
+
+
+def run_evaluate_protocol(cfg: PoseEvalConfig, cats: list[str], levels: list[str]) -> int:
+    """The paper's protocol over categories and occlusion levels (catpose.pose.protocol): each scored as
+    ``catpose evaluate`` scores one, into ``<out>/<category>/<level>/``; then the summary table next to the
+    paper's numbers (``<out>/summary.md``, ``summary.json``). A category or level that fails is named in
+    its cell; the others go on."""
+    import dataclasses
+
+    from catpose.pose.evaluate import evaluate_pose
+    from catpose.pose.protocol import co3d_name, summary_table
+
+    if len(cats) > 1 and "{" not in cfg.checkpoint:
+        raise ConfigError("--checkpoint", f"{len(cats)} categories need one trained run each: give a path with "
+                          "{category} (the dataset's class name) or {co3d} (CO3D's), e.g. runs/train/train-{co3d}",
+                          field="checkpoint")
+    rows: dict[str, dict] = {}
+    for c in cats:
+        rows[c] = {}
+        for lv in levels:
+            sub = dataclasses.replace(
+                cfg, category=c, checkpoint=cfg.checkpoint.format(category=c, co3d=co3d_name(c)),
+                split=("paper" if lv == "L0" else f"paper-{lv}") if cfg.dataset == "pascal3d" else cfg.split,
+                out=Path(cfg.out) / c / lv)
+            try:
+                rows[c][lv] = evaluate_pose(sub)
+            except (CatposeError, OSError, ValueError) as e:
+                rows[c][lv] = {"error": f"{type(e).__name__}: {e}"}
+                print(f"evaluate {c} {lv}: FAILED: {e}", flush=True)
+    table = summary_table(rows, cfg.dataset)
+    print(table)
+    Path(cfg.out).mkdir(parents=True, exist_ok=True)
+    (Path(cfg.out) / "summary.md").write_text(table)
+    (Path(cfg.out) / "summary.json").write_text(json.dumps(
+        {c: {lv: ({"error": r["error"]} if "error" in r else {"methods": r["methods"], "scored": r["scored"],
+                                                               "failed": r["failed"], "frame": r["frame"]})
+                  for lv, r in v.items()} for c, v in rows.items()}, indent=1))
+    print(f"summary: {Path(cfg.out) / 'summary.md'}; per category and level: {cfg.out}/<category>/<level>/")
+    return 1 if all("error" in r for v in rows.values() for r in v.values()) else 0
 
 
 def run_info(cfg: InfoConfig) -> int:
@@ -303,14 +348,19 @@ def run_info(cfg: InfoConfig) -> int:
         cat = Co3dCategory(cfg.data, c)
         n_frames = sum(len(v) for v in cat.frame_annotations.values())
         print(f"{c}: {len(cat)} sequences, {n_frames} frames, set lists: {cat.set_list_names or 'none'}")
-        if cat.annotation_summary():
-            print(f"  {cat.annotation_summary()}")
+        if cat.annotation_summary() or cat.cloud_summary():
+            for line in (cat.annotation_summary(), cat.cloud_summary()):
+                if line:
+                    print(f"  {line}")
             for k, why in {**cat.excluded, **cat.skipped_frames}.items():
                 problems += 1
                 print(f"  {k}: {why}")
             for w in cat.annotation_warnings:
                 print(f"  warning: {w}")
         if cfg.check_files:
+            from catpose.data.quality import sequence_quality
+
+            blank, bad = {}, {}
             for seq in cat:
                 for fr in seq.frames:
                     try:
@@ -321,10 +371,17 @@ def run_info(cfg: InfoConfig) -> int:
                         problems += 1
                         print(f"  {e}")
                 try:
-                    seq.load_point_cloud()
+                    q = sequence_quality(seq)  # reads (or makes) the cloud; blank images, masks against it
+                    blank.update(q.blank_frames)
+                    bad.update(q.bad_masks)
                 except (CatposeError, OSError) as e:
                     problems += 1
                     print(f"  {e}")
+            print(f"  {c}: {len(blank)} blank frames (skipped by shard and features), {len(bad)} masks at odds "
+                  f"with the cloud's projection")
+            for k, why in sorted({**blank, **bad}.items()):
+                problems += 1
+                print(f"  {k}: {why}")
     if cfg.check_files or problems:
         print(json.dumps({"problems": problems}))
     return 1 if problems else 0

@@ -152,6 +152,15 @@ class Co3dFrame:
         return d
 
 
+_DEPTH_CLOUDS: dict[tuple, PointCloud] = {}  # the last few clouds made from depth maps, in this process
+
+
+def _cloud_source(has_file: bool, frames) -> str | None:
+    if has_file:
+        return "file"
+    return "depth" if any(getattr(f, "annotation", f).depth is not None for f in frames) else None
+
+
 @dataclass
 class Co3dSequence:
     name: str
@@ -175,8 +184,30 @@ class Co3dSequence:
     def point_cloud_path(self) -> Path | str:
         return _file(self.root, self.store, self._cloud_rel)
 
+    @property
+    def has_cloud_file(self) -> bool:
+        return self.store.exists(self._cloud_rel) if self.store is not None else Path(self.point_cloud_path).is_file()
+
+    @property
+    def cloud_source(self) -> str | None:
+        """Where the cloud comes from: ``"file"`` (its ``pointcloud.ply``), ``"depth"`` (no file, made from
+        the depth maps and cameras: :func:`catpose.data.quality.cloud_from_depth`) or None (neither)."""
+        return _cloud_source(self.has_cloud_file, self.frames)
+
     def load_point_cloud(self) -> PointCloud:
-        """The sequence's point cloud in its world frame; an empty or missing cloud is an error."""
+        """The sequence's point cloud in its world frame; an empty cloud is an error, and so is a missing
+        one unless the frames have depth maps to make it from (CO3D has videos without ``pointcloud.ply``)."""
+        if not self.has_cloud_file:
+            if _cloud_source(False, self.frames) is None:
+                raise MissingFileError(str(self.point_cloud_path), "point cloud (and no depth maps to make one from)")
+            from catpose.data.quality import cloud_from_depth
+
+            k = (str(self.root), self.category, self.name, len(self.frames))
+            if k not in _DEPTH_CLOUDS:
+                while len(_DEPTH_CLOUDS) >= 4:
+                    _DEPTH_CLOUDS.pop(next(iter(_DEPTH_CLOUDS)))
+                _DEPTH_CLOUDS[k] = cloud_from_depth(self)
+            return _DEPTH_CLOUDS[k]
         if self.store is None:
             return read_ply(self.point_cloud_path)
         return read_ply(self.point_cloud_path, data=_bytes(self.root, self.store, self._cloud_rel, "point cloud"))
@@ -308,6 +339,47 @@ class Co3dCategory:
         return {"frames": frames, "sequences": seq_anns, "excluded": excluded, "skipped": skipped,
                 "warnings": warnings}
 
+    def _cloud_rel(self, name: str) -> str:
+        sa = self._index["sequences"].get(name)
+        if sa is not None and sa.point_cloud is not None:
+            return sa.point_cloud.path
+        return f"{self.category}/{name}/pointcloud.ply"
+
+    @cached_property
+    def _clouds(self) -> dict[str, str | None]:
+        """Each video's cloud source (see :attr:`Co3dSequence.cloud_source`): one existence check per
+        video (on S3 one listing of the category's ``*/pointcloud.ply``, then a check of other paths)."""
+        names = list(self._index["frames"])
+        if self.store is not None:
+            listed = set(self.store.glob(f"{self.category}/*/pointcloud.ply"))
+            has = {n: (self._cloud_rel(n) in listed) or (not self._cloud_rel(n).endswith(f"/{n}/pointcloud.ply")
+                                                          and self.store.exists(self._cloud_rel(n))) for n in names}
+        else:
+            has = {n: (Path(self.root) / self._cloud_rel(n)).is_file() for n in names}
+        return {n: _cloud_source(has[n], self._index["frames"][n]) for n in names}
+
+    @property
+    def clouds_from_depth(self) -> list[str]:
+        """Videos without ``pointcloud.ply`` whose cloud is made from their depth maps."""
+        return sorted(n for n, s in self._clouds.items() if s == "depth")
+
+    @property
+    def no_cloud(self) -> dict[str, str]:
+        """Videos excluded for having neither a point cloud nor depth maps: name -> reason."""
+        return {n: f"{_file(self.root, self.store, self._cloud_rel(n))}: no point cloud and no depth maps to make "
+                   "one from; video excluded" for n, s in self._clouds.items() if s is None}
+
+    def cloud_summary(self) -> str:
+        """One line: clouds made from depth maps and videos without any (empty when none)."""
+        parts = []
+        if self.clouds_from_depth:
+            parts.append(f"{len(self.clouds_from_depth)} videos without pointcloud.ply, their clouds made from depth "
+                         f"maps ({', '.join(self.clouds_from_depth)})")
+        if self.no_cloud:
+            parts.append(f"{len(self.no_cloud)} videos excluded: no point cloud nor depth maps "
+                         f"({', '.join(sorted(self.no_cloud))})")
+        return f"{self.category}: " + "; ".join(parts) if parts else ""
+
     @property
     def sequence_annotations(self) -> dict[str, SequenceAnnotation]:
         """Usable sequence records by name (absent file: empty)."""
@@ -315,13 +387,16 @@ class Co3dCategory:
 
     @property
     def frame_annotations(self) -> dict[str, list[FrameAnnotation]]:
-        """Usable frame records of the usable videos, by sequence, sorted by frame number."""
-        return self._index["frames"]
+        """Usable frame records of the usable videos, by sequence, sorted by frame number (a video with
+        neither a point cloud nor depth maps is not usable: :attr:`no_cloud`)."""
+        gone = self.no_cloud
+        return {n: v for n, v in self._index["frames"].items() if n not in gone} if gone else self._index["frames"]
 
     @property
     def excluded(self) -> dict[str, str]:
-        """Videos left out because of their annotation records: sequence name -> reason."""
-        return self._index["excluded"]
+        """Videos left out because of their annotation records, or for having no point cloud nor depth
+        maps: sequence name -> reason."""
+        return {**self._index["excluded"], **self.no_cloud}
 
     @property
     def skipped_frames(self) -> dict[str, str]:
@@ -336,8 +411,8 @@ class Co3dCategory:
     def annotation_summary(self) -> str:
         """One line: what the annotation records cost (empty when nothing)."""
         parts = []
-        if self.excluded:
-            parts.append(f"{len(self.excluded)} videos excluded ({', '.join(sorted(self.excluded))})")
+        if self._index["excluded"]:
+            parts.append(f"{len(self._index['excluded'])} videos excluded ({', '.join(sorted(self._index['excluded']))})")
         if self.skipped_frames:
             parts.append(f"{len(self.skipped_frames)} frame records skipped")
         if self.annotation_warnings:
@@ -356,12 +431,14 @@ class Co3dCategory:
             yield self[name]
 
     def __getitem__(self, name: str) -> Co3dSequence:
-        if name in self.excluded:
-            raise KeyError(f"sequence '{name}' is excluded: {self.excluded[name]}")
-        if name not in self.frame_annotations:
+        # the annotation index only: opening one video never checks every video's cloud (Ray tasks open
+        # their video by name); a video without cloud nor depth fails when its cloud is loaded, naming it
+        if name in self._index["excluded"]:
+            raise KeyError(f"sequence '{name}' is excluded: {self._index['excluded'][name]}")
+        if name not in self._index["frames"]:
             raise KeyError(f"sequence '{name}' is not in {self.frame_annotations_path}")
         src = str(self.frame_annotations_path)
-        frames = [Co3dFrame(fa, self.root, src, self.store) for fa in self.frame_annotations[name]]
+        frames = [Co3dFrame(fa, self.root, src, self.store) for fa in self._index["frames"][name]]
         ann = self.sequence_annotations.get(name)
         return Co3dSequence(name, self.category, ann, frames, self.root, src, self.store)
 

@@ -20,6 +20,7 @@ from catpose import fingerprint as fp
 from catpose.config import ShardConfig
 from catpose.data.camera import Camera
 from catpose.data.co3d import Co3dCategory, Co3dFrame, decode_image, list_categories
+from catpose.data.quality import BlankFrameError, check_blank
 from catpose.errors import CatposeError, DataFormatError, StorageError
 from catpose.parallel import progress_bar
 from catpose.storage import Store, is_s3, key, temp_name
@@ -56,6 +57,7 @@ def frame_row(frame: Co3dFrame, verify: bool = True) -> dict:
         arr = decode_image(img, str(frame.image_path))
         if arr.shape[:2] != tuple(frame.image_size):
             raise DataFormatError(str(frame.image_path), f"image is {arr.shape[:2]}, annotation says {frame.image_size}")
+        check_blank(arr, str(frame.image_path))  # an all-black or near-constant frame is skipped, counted
         if mask is not None:  # checked against its frame as `catpose info` does: training needs both to agree
             m = decode_image(mask, str(frame.mask_path), mode="L")
             if m.shape != arr.shape[:2]:
@@ -179,6 +181,7 @@ def write_shards(cfg: ShardConfig, progress: bool = True) -> dict:
             manifest["failed"][category] = f"{type(e).__name__}: {e}"
             continue
         rows: list[dict] = []
+        blank = 0
         skipped = {f"{category}/{k}": v for k, v in cat.skipped_frames.items()}
         skipped.update({f"{category}/{k}": v for k, v in cat.excluded.items()})
         shards: dict[str, dict] = {}
@@ -214,6 +217,7 @@ def write_shards(cfg: ShardConfig, progress: bool = True) -> dict:
                 try:
                     rows.append(frame_row(frame))
                 except (DataFormatError, FileNotFoundError, OSError) as e:
+                    blank += isinstance(e, BlankFrameError)
                     skipped[f"{category}/{frame.sequence_name}/{frame.frame_number}"] = f"{type(e).__name__}: {e}"
                 bar.update(1)
                 if len(rows) >= cfg.rows_per_shard:
@@ -226,15 +230,18 @@ def write_shards(cfg: ShardConfig, progress: bool = True) -> dict:
         for rel in store.glob(f"category={category}/part-*.parquet"):
             if rel not in shards:
                 store.remove(rel)
-        info = {"frames": sum(v["rows"] for v in shards.values()), "skipped": len(skipped), "shards": shard_idx, "seconds": round(time.perf_counter() - t0, 2)}
+        info = {"frames": sum(v["rows"] for v in shards.values()), "skipped": len(skipped), "shards": shard_idx, "seconds": round(time.perf_counter() - t0, 2),
+                "blank_frames": blank, "clouds_from_depth": cat.clouds_from_depth, "no_cloud": sorted(cat.no_cloud)}
         store.write_json(_category_record(category), {"category": category, "shards": shards, "skipped": skipped,
                                                       "info": info})
         merged = load_manifest(store)  # with the entries other runs wrote meanwhile
         merged["failed"] = manifest["failed"]
         manifest = merged
         store.write_json(MANIFEST, manifest)
-        if cat.annotation_summary():
-            print(f"shard {cat.annotation_summary()} (named in {store.url(MANIFEST)})", flush=True)
+        for line in (cat.annotation_summary(), cat.cloud_summary(),
+                     f"{category}: {blank} blank frames skipped" if blank else ""):
+            if line:
+                print(f"shard {line} (named in {store.url(MANIFEST)})", flush=True)
     if manifest["failed"]:
         store.write_json(MANIFEST, manifest)
     return manifest

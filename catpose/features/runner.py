@@ -70,6 +70,10 @@ def _task(args: tuple[FeaturesConfig, str, str]) -> dict:
            "visible": round(float(sf.visible.mean()), 4), "backbone": sf.meta["backbone"],
            "frames_per_s": round(len(sf.frame_numbers) / (time.perf_counter() - t0), 2),
            "cleaning": sf.meta.get("cleaning")}
+    res["cloud"] = sf.meta.get("cloud")  # "file" or "depth" (made from the depth maps: no pointcloud.ply)
+    for k in ("blank_frames", "bad_masks"):  # frames replaced for being blank; masks at odds with the cloud
+        if sf.meta.get(k):
+            res[k] = sf.meta[k]
     skipped = {k: v for k, v in cat.skipped_frames.items() if k.startswith(name + "/")}
     if skipped:  # frames of this video left out for their annotation records, named in its manifest entry
         res["skipped_frames"] = skipped
@@ -177,10 +181,21 @@ def run_features(cfg: FeaturesConfig, progress: bool = True, keep_existing: bool
                                                       "max": round(float(np.max(removed)), 4)}
         man.info["annotations"] = {"excluded": cat.excluded, "skipped_frames": cat.skipped_frames,
                                    "warnings": cat.annotation_warnings}
+        oks = [v for v in man.items.values() if v.get("status") == "ok"]
+        man.info["data_quality"] = {
+            "clouds_from_depth": sorted(n for n, v in man.items.items() if v.get("status") == "ok"
+                                        and v.get("cloud") == "depth"),
+            "no_cloud": sorted(cat.no_cloud),
+            "blank_frames": sum(len(v.get("blank_frames") or {}) for v in oks),
+            "bad_masks": {k: why for v in oks for k, why in (v.get("bad_masks") or {}).items()}}
         man.save()
-        if cat.annotation_summary():
-            print(f"features {cat.annotation_summary()} (named in {store.url(f'{category}/_manifest.json')})",
-                  flush=True)
+        dq = man.info["data_quality"]
+        for line in (cat.annotation_summary(), cat.cloud_summary(),
+                     f"{category}: {dq['blank_frames']} blank frames replaced" if dq["blank_frames"] else "",
+                     f"{category}: masks at odds with the cloud: {', '.join(sorted(dq['bad_masks']))}"
+                     if dq["bad_masks"] else ""):
+            if line:
+                print(f"features {line} (named in {store.url(f'{category}/_manifest.json')})", flush=True)
         out[category] = man
     return out
 

@@ -22,6 +22,7 @@ import torch
 from catpose.data.cleaning import CleanSettings, clean_object_points, view_size
 from catpose.data.co3d import Co3dSequence
 from catpose.data.pointcloud import PointCloud
+from catpose.data.quality import bad_masks, mask_agreement, pick_frames
 from catpose.errors import DataFormatError
 from catpose.features.backbones import sample_features
 from catpose.geometry import farthest_point_sample, project, remove_outliers, visibility, zbuffer
@@ -129,7 +130,7 @@ def compute_surface_features(seq: Co3dSequence, backbone, n_vertices: int = 1000
         dense = dense[np.random.default_rng(0).choice(len(dense), max_dense, replace=False)]
     dense = np.concatenate([dense, V])  # every vertex lies on the z-buffered surface itself
     diam = float(np.linalg.norm(dense.max(0) - dense.min(0)))
-    frames = seq.subsample(n_frames)
+    frames, images, blank = pick_frames(seq, n_frames)  # an all-black or near-constant frame is replaced
     cams = [f.camera for f in frames]
     sizes = {c.image_size for c in cams}
     if len(sizes) != 1:
@@ -142,7 +143,10 @@ def compute_surface_features(seq: Co3dSequence, backbone, n_vertices: int = 1000
     uv, z = project(Vt, R, T, fpx, ppx)
     duv, dz = project(torch.as_tensor(dense, device=device), R, T, fpx, ppx)
     zb = zbuffer(duv, dz, hw, margin=2 * vis_tol * diam)
-    masks = t([f.load_mask() for f in frames]) if all(f.mask_path is not None for f in frames) else None
+    mask_np = [f.load_mask() for f in frames] if all(f.mask_path is not None for f in frames) else None
+    masks = t(mask_np) if mask_np is not None else None
+    checked = dense[np.random.default_rng(1).choice(len(dense), min(len(dense), 3000), replace=False)]
+    bad = bad_masks([mask_agreement(checked, f, m) for f, m in zip(frames, mask_np)], seq.name) if mask_np else {}
     depths = None
     if any(f.depth_path is not None for f in frames):  # a frame without depth: no depth test there (0)
         depths = t([f.load_depth() if f.depth_path is not None else np.zeros(hw, np.float32) for f in frames])
@@ -152,7 +156,7 @@ def compute_surface_features(seq: Co3dSequence, backbone, n_vertices: int = 1000
                               f"its {len(frames)} frames (wrong cameras, masks or point cloud?)", field="viewpoint")
     feats = []
     for s in range(0, len(frames), batch):
-        imgs = torch.as_tensor(np.stack([f.load_image() for f in frames[s:s + batch]]), device=device)
+        imgs = torch.as_tensor(np.stack(images[s:s + batch]), device=device)
         imgs = imgs.permute(0, 3, 1, 2).float() / 255.0
         fmap = backbone(imgs)
         feats.append(sample_features(fmap.float(), uv[s:s + batch], hw))
@@ -161,6 +165,7 @@ def compute_surface_features(seq: Co3dSequence, backbone, n_vertices: int = 1000
         sequence=seq.name, vertices=V, features=Fk.half().cpu().numpy(), visible=vis.cpu().numpy(),
         frame_numbers=np.array([f.frame_number for f in frames]), normals=normals,
         meta={"backbone": getattr(backbone, "describe", lambda: str(backbone))(), "image_size": list(hw),
-              "diameter": diam, "cleaning": cleaning, "view_size": view_size([f.camera for f in seq.frames])},
+              "diameter": diam, "cleaning": cleaning, "view_size": view_size([f.camera for f in seq.frames]),
+              "cloud": seq.cloud_source, "blank_frames": blank, "bad_masks": bad},
     )
 

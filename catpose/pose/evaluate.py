@@ -39,6 +39,7 @@ from catpose.learn.evaluate import category_rows
 from catpose.learn.train import load_trained
 from catpose.plotting import png_bytes
 from catpose.pose.datasets import PoseSample, load_co3d, load_objectnet3d, load_pascal3d
+from catpose.pose.protocol import load_pascal3d_paper, paper_split, same_category
 from catpose.pose.estimate import PoseEstimate, PoseEstimator, descriptor, load_image, load_mask, overlay
 from catpose.storage import Store
 from catpose.tensorfile import pack, require, unpack
@@ -52,10 +53,16 @@ def load_samples(cfg: PoseEvalConfig, split: dict | None, to_reference=None) -> 
         s, p = load_pascal3d(cfg.root, cfg.category, ("synth",), cfg.split, real_camera=True)
         return s, p, "canonical"
     if cfg.dataset == "pascal3d":
-        s, p = load_pascal3d(cfg.root, cfg.category, None, cfg.split)
+        levels = paper_split(cfg.split)  # the paper's protocol (catpose.pose.protocol): one level at a time
+        if levels is not None:
+            if len(levels) != 1:
+                raise ValueError(f"--split {cfg.split}: one level at a time here (catpose evaluate scores each)")
+            s, p = load_pascal3d_paper(cfg.root, cfg.category, levels[0])
+        else:
+            s, p = load_pascal3d(cfg.root, cfg.category, None, cfg.split)
         return s, p, "canonical"
     if cfg.dataset == "objectnet3d":
-        s, p = load_objectnet3d(cfg.root, cfg.category, cfg.split or "val")
+        s, p = load_objectnet3d(cfg.root, cfg.category, "test" if cfg.split == "paper" else cfg.split or "val")
         return s, p, "canonical"
     if cfg.dataset == "co3d":
         seqs = list(cfg.sequences) or (split or {}).get("held_out", [])
@@ -159,7 +166,7 @@ def evaluate_pose(cfg: PoseEvalConfig, progress: bool = True) -> dict:
     cfg = dataclasses.replace(cfg, pose=dataclasses.replace(cfg.pose, device=resolve_device(cfg.pose.device)))
     model, tpl = load_trained(cfg.checkpoint, cfg.endpoint_url, cfg.pose.device)
     run_cfg = model.config
-    if str(run_cfg.category).lower() != str(cfg.category).lower() and not cfg.allow_other_category:
+    if not same_category(run_cfg.category, cfg.category) and not cfg.allow_other_category:
         raise ConfigError(Store(cfg.checkpoint, cfg.endpoint_url).url("model.pt"),
                           f"the run was trained on category '{run_cfg.category}', not '{cfg.category}'; "
                           "give --allow-other-category to score it on another category's images",

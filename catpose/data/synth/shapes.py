@@ -3,7 +3,7 @@ the category's semantic parts with a consistent appearance (wheels are dark, hea
 the front, the mug's handle on its side...), so features can match parts across instances.
 
 Canonical category frame (what the ground truth maps each video into):
-x = the object's front (car: bonnet; mug: handle side), y = left, z = up; the object stands on the
+x = the object's front (car: bonnet; mug: handle side; crate: its red and yellow quarters), y = left, z = up; the object stands on the
 plane z = 0 and its bounding box is centred on the z axis. Units are the object's own (a car is about
 4 long, a mug about 0.1): the pipeline must be scale-free.
 """
@@ -122,7 +122,23 @@ def make_mug(rng: np.random.Generator) -> ObjectInstance:
     return ObjectInstance("mug", parts, dict(radius=r, height=h))
 
 
-CATEGORIES: dict[str, Callable[[np.random.Generator], ObjectInstance]] = {"car": make_car, "mug": make_mug}
+def make_crate(rng: np.random.Generator) -> ObjectInstance:
+    """A crate-like object whose shape is ambiguous: a box on a square footprint (turned by 90°, 180° or
+    270° about z it has the same shape), told apart only by appearance — its four quarters have four
+    different colours (front-left red, front-right yellow, back-right green, back-left blue), each
+    quarter an exact quarter of the box, so the geometry is that of one plain box."""
+    w = rng.uniform(0.4, 0.6)
+    h = w * rng.uniform(0.6, 0.9)
+    hues = {(1, 1): 0.0, (1, -1): 0.15, (-1, -1): 0.33, (-1, 1): 0.62}  # (front +x / back, left +y / right)
+    parts = []
+    for (sx, sy), hue in hues.items():
+        col = _hsv(hue + rng.normal(0, 0.015), rng.uniform(0.7, 0.9), rng.uniform(0.7, 0.9))
+        parts.append(Part("quarter", _box([w / 2, w / 2, h], [sx * w / 4, sy * w / 4, h / 2]), col, 0.3))
+    return ObjectInstance("crate", parts, {"width": w, "height": h})
+
+
+CATEGORIES: dict[str, Callable[[np.random.Generator], ObjectInstance]] = {"car": make_car, "mug": make_mug,
+                                                                          "crate": make_crate}
 
 
 def make_instance(category: str, rng: np.random.Generator) -> ObjectInstance:
