@@ -151,6 +151,8 @@ def main():
            "pairs_per_s_batched": round(pps_b, 2), "pairs_per_s_per_pair": round(pps_p, 3),
            "speedup_batched_vs_per_pair": round(pps_b / pps_p, 1),
            "fused_kernels": fused.available(dev),
+           "kernel_configs": {k: str(getattr(getattr(fused, k, None), "best_config", None))
+                              for k in ("_coarse_kernel", "_nearest_kernel")} if fused.available(dev) else None,
            "pairs_per_s_batched_plain_torch": round(n_pairs / t_plain, 2) if t_plain else None,
            "phases_ms_per_pair": ph,
            "gflop_per_pair": round(flop_pair / 1e9, 3),

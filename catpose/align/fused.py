@@ -17,6 +17,7 @@ path writes to memory never exist:
 
 from __future__ import annotations
 
+import inspect
 import os
 
 import torch
@@ -76,8 +77,12 @@ if triton is not None:
         out = tl.sqrt(tl.maximum(m, 0.0))
         tl.store(OUT + p.to(tl.int64) * N_OUT * N_OUT + ii[:, None] * N_OUT + jj[None, :], out, mask=mask)
 
-    @triton.autotune(configs=[triton.Config({"BR": br}, num_warps=w) for br, w in ((16, 2), (16, 4), (16, 8), (64, 4))],
-                     key=["n", "m", "RC"])
+    # few configurations, so that a fresh worker process compiles little on its first chunk; the choice
+    # is kept on disk where this Triton can (cache_results)
+    _AT = {"cache_results": True} if "cache_results" in inspect.signature(triton.autotune).parameters else {}
+
+    @triton.autotune(configs=[triton.Config({"BR": br}, num_warps=w) for br, w in ((16, 2), (16, 4))],
+                     key=["n", "m", "RC"], **_AT)
     @triton.jit
     def _coarse_kernel(X, Y, YP, XPB, WG, WGB, WA, WAB, SCALE, ROT, CAND, D, n, m, RC, alpha,
                        HAS_CAND: tl.constexpr, BN: tl.constexpr, BM: tl.constexpr, BR: tl.constexpr):
@@ -144,9 +149,8 @@ if triton is not None:
             tot = tl.sum(wg * gf, axis=0) + tl.sum(wgb * gb, axis=0) + tl.sum(wa * af, axis=0) + tl.sum(wab * ab, axis=0)
             tl.store(D + p * RC + rc, tot * scale, mask=ok)
 
-    @triton.autotune(configs=[triton.Config({"BI": bi, "BJ": bj}, num_warps=w)
-                              for bi, bj, w in ((64, 32, 4), (32, 64, 4), (64, 64, 8), (128, 32, 8), (32, 32, 2))],
-                     key=["n", "m"])
+    @triton.autotune(configs=[triton.Config({"BI": bi, "BJ": bj}, num_warps=w) for bi, bj, w in ((64, 32, 4), (128, 32, 8))],
+                     key=["n", "m"], **_AT)
     @triton.jit
     def _nearest_kernel(X, Y, DIST, IDX, n, m, HX, HY, BI: tl.constexpr, BJ: tl.constexpr):
         ib = tl.program_id(0)
