@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 from align import fake_video, sync  # bench/align.py
 
 from catpose.align import batched as B

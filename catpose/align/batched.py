@@ -27,6 +27,12 @@ compare against), organised for throughput:
 
 Shapes: P pairs, H hypotheses (rotations), N source / M reference vertices (padded), Q visible feature
 rows per video, C channels. Plain torch: the same code runs on the CPU (demo, CI) and on CUDA.
+
+On CUDA (with Triton), the hot loops run as the fused kernels of :mod:`catpose.align.fused` instead —
+the appearance GEMM and minimum, the coarse cost, the refinement's nearest neighbours, FPS — and the
+per-video state of many videos is prepared together on the device (:func:`prepare_states`, features in
+a vertex-major layout); the weighted Procrustes fit is :func:`weighted_similarity`. The plain-torch
+functions stay the CPU path and the reference these are tested against (``tests/align/test_fused.py``).
 """
 
 from __future__ import annotations
@@ -327,7 +333,7 @@ def _prepare_block(videos, cfg, dev, errors) -> list[VideoState]:
     frames = max(len(sf.features) for sf in good)
     K = 1 << max(0, frames - 1).bit_length()
     C = good[0].features.shape[2]
-    c_np, d_np, diam_np = c.double().cpu().numpy(), d.double().cpu().numpy(), diam  # one synchronisation
+    c_np, d_np = c.double().cpu().numpy(), d.double().cpu().numpy()  # the one synchronisation
     states = []
     for v, sf in enumerate(good):
         if not np.isfinite(d_np[v]) or d_np[v] <= 0:
@@ -355,7 +361,7 @@ def _prepare_block(videos, cfg, dev, errors) -> list[VideoState]:
         for sub, near in zip(subs_idx, subs_near):
             s_n = min(n, sub.shape[1])
             subs.append((sub[v, :s_n], near[v, :n]))
-        states.append(VideoState(sf.sequence, Vn[v, :n], diam_np[v], c_np[v], float(d_np[v]), F, f2,
+        states.append(VideoState(sf.sequence, Vn[v, :n], diam[v], c_np[v], float(d_np[v]), F, f2,
                                  torch.empty(0, dtype=torch.long, device=dev), subs, K))
     return states
 
@@ -498,7 +504,7 @@ def coarse_terms(vb: VideoBatch, ia: torch.Tensor, ib: torch.Tensor, t: BatchTer
     near_a, near_b = S.near[ia], S.near[ib]
     psi = torch.gather(near_b, 1, torch.gather(t.psi, 1, sa))
     psi_bar = torch.gather(near_a, 1, torch.gather(t.psi_bar, 1, sb))
-    g = lambda w, s, m: torch.where(m, torch.gather(w, 1, s), torch.zeros_like(s, dtype=w.dtype))  # noqa: E731
+    g = lambda w, s, m: torch.where(m, torch.gather(w, 1, s), torch.zeros_like(s, dtype=w.dtype))
     return BatchTerms(_gather(t.V, sa), _gather(t.Vbar, sb), psi, psi_bar, g(t.w_geo, sa, va), g(t.w_geo_bar, sb, vbv),
                       g(t.w_app, sa, va), g(t.w_app_bar, sb, vbv), t.diam_bar, (2 * S.count[ia] + 2 * S.count[ib]).float())
 

@@ -218,11 +218,10 @@ def appearance_min(F: torch.Tensor, n2: torch.Tensor, ia: torch.Tensor, ib: torc
 
     F [nv, NP·K, C] fp16 (vertex-major rows, NP a multiple of 128 / K), n2 [nv, NP·K] float32 squared
     norms (+inf on invisible and padded rows), ia, ib [P] long → A [P, n_out, n_out] float32."""
-    nv, rows, C = F.shape
+    _, rows, C = F.shape
     BV = 128 // K
     NP = rows // K
     assert NP % BV == 0 and K * BV == 128, (NP, K)
-    NT = NP // BV
     NT_out = -(-n_out // BV)
     out = torch.empty((len(ia), n_out, n_out), device=F.device, dtype=torch.float32)
     if len(ia) == 0:
@@ -249,9 +248,9 @@ def coarse_cost(X, Y, YP, XPB, w_geo, w_geo_bar, w_app, w_app_bar, scale, rotati
     D = torch.empty((P, RC), device=X.device, dtype=torch.float32)
     if P == 0:
         return D
-    c = lambda x: x.float().contiguous()  # noqa: E731
+    c = lambda x: x.float().contiguous()
     cand = candidates.contiguous() if candidates is not None else rot  # unused pointer when None
-    grid = lambda meta: (triton.cdiv(RC, meta["BR"]), P)  # noqa: E731
+    grid = lambda meta: (triton.cdiv(RC, meta["BR"]), P)
     BN, BM = max(16, _pow2(n)), max(16, _pow2(m))
     _coarse_kernel[grid](c(X), c(Y), c(YP), c(XPB), c(w_geo), c(w_geo_bar), c(w_app), c(w_app_bar), c(scale), rot,
                          cand, D, n, m, RC, float(alpha), HAS_CAND=candidates is not None, BN=BN, BM=BM)
@@ -267,7 +266,7 @@ def nearest(X: torch.Tensor, Y: torch.Tensor, hx: int = 1, hy: int = 1) -> tuple
     idx = torch.empty((B, n), device=X.device, dtype=torch.long)
     if B == 0 or n == 0:
         return dist, idx
-    grid = lambda meta: (triton.cdiv(n, meta["BI"]), B)  # noqa: E731
+    grid = lambda meta: (triton.cdiv(n, meta["BI"]), B)
     _nearest_kernel[grid](X.float().contiguous(), Y.float().contiguous(), dist, idx, n, m, hx, hy)
     return dist, idx
 

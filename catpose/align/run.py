@@ -100,7 +100,7 @@ def _video_states(store: str, category: str, names: list[str], endpoint: str | N
         def read(n):
             try:
                 return n, load_surface_features(store, category, n, endpoint), None
-            except Exception as e:  # an unreadable file costs its own pairs
+            except Exception as e:  # noqa: BLE001 — an unreadable file costs its own pairs
                 return n, None, f"{type(e).__name__}: {e}"
 
         with ThreadPoolExecutor(8) as pool:
