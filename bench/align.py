@@ -9,6 +9,8 @@ numbers do not depend on data; features are precomputed (in memory), as the engi
 * ``pairs_per_s_batched``: ``align_pairs`` on ``--pairs`` pairs among ``--videos`` videos — per-video
   preparation (FPS, normalisation, upload), appearance distances, terms, coarse search, refinement;
 * ``pairs_per_s_per_pair``: ``align_pair`` called once per pair (the reference), on a sample of pairs;
+* ``pairs_per_s_batched_plain_torch``: on CUDA, ``align_pairs`` with the fused kernels off
+  (``catpose.align.fused``; the plain-torch path they are tested against);
 * ``phases_ms_per_pair``: where the batched time goes;
 * limits: the FLOPs the engine's phases must do (appearance GEMM, coarse GEMM, refinement distances)
   against a large matmul measured in the same run (``fraction_of_matmul_peak``).
@@ -27,6 +29,7 @@ import torch
 from results_io import write_result  # bench/results_io.py (the script's folder is on sys.path)
 
 from catpose.align import batched as B
+from catpose.align import fused
 from catpose.align.search import SearchConfig, align_pair
 from catpose.features.surface import SurfaceFeatures
 from catpose.geometry import so3_grid
@@ -112,6 +115,11 @@ def main():
 
     B.align_pairs(videos, pairs[: min(64, n_pairs)], cfg, dev, rotations=rot)  # warm-up (kernels, allocator)
     t_batched = timed(lambda: B.align_pairs(videos, pairs, cfg, dev, rotations=rot), dev, reps=2 if gpu else 1)
+    t_plain = None
+    if fused.available(dev):  # the same call on the plain-torch path (the kernels' reference), same run
+        fused.ENABLED = False
+        t_plain = timed(lambda: B.align_pairs(videos, pairs, cfg, dev, rotations=rot), dev, reps=1)
+        fused.ENABLED = True
     k = a.per_pair or (8 if gpu else 3)
     align_pair(by[pairs[0][0]], by[pairs[0][1]], cfg, dev, rotations=rot)
     sync(dev)
@@ -120,7 +128,10 @@ def main():
         align_pair(by[p[0]], by[p[1]], cfg, dev, rotations=rot)
     sync(dev)
     t_pair = (time.perf_counter() - t0) / k
-    ph, Q = phases(videos, pairs, cfg, dev)
+    ph, _ = phases(videos, pairs, cfg, dev)
+    # the appearance GEMM's work counts the visible (frame, vertex) rows only (the padded vertex-major
+    # rows the GPU kernel multiplies are not counted): Q = the largest number of a video's visible rows
+    Q = max(int(np.asarray(v.visible, dtype=bool).sum()) for v in videos)
 
     # the work the phases must do, per pair
     nc = cfg.coarse_vertices
@@ -139,6 +150,10 @@ def main():
            "videos": n_videos, "pairs": n_pairs, "visible_rows_per_video": Q,
            "pairs_per_s_batched": round(pps_b, 2), "pairs_per_s_per_pair": round(pps_p, 3),
            "speedup_batched_vs_per_pair": round(pps_b / pps_p, 1),
+           "fused_kernels": fused.available(dev),
+           "kernel_configs": {k: str(getattr(getattr(fused, k, None), "best_config", None))
+                              for k in ("_coarse_kernel", "_nearest_kernel")} if fused.available(dev) else None,
+           "pairs_per_s_batched_plain_torch": round(n_pairs / t_plain, 2) if t_plain else None,
            "phases_ms_per_pair": ph,
            "gflop_per_pair": round(flop_pair / 1e9, 3),
            "engine_gflop_per_s": round(flop_pair * pps_b / 1e9, 1),

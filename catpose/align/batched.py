@@ -27,6 +27,12 @@ compare against), organised for throughput:
 
 Shapes: P pairs, H hypotheses (rotations), N source / M reference vertices (padded), Q visible feature
 rows per video, C channels. Plain torch: the same code runs on the CPU (demo, CI) and on CUDA.
+
+On CUDA (with Triton), the hot loops run as the fused kernels of :mod:`catpose.align.fused` instead —
+the appearance GEMM and minimum, the coarse cost, the refinement's nearest neighbours, FPS — and the
+per-video state of many videos is prepared together on the device (:func:`prepare_states`, features in
+a vertex-major layout); the weighted Procrustes fit is :func:`weighted_similarity`. The plain-torch
+functions stay the CPU path and the reference these are tested against (``tests/align/test_fused.py``).
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ import numpy as np
 import roma
 import torch
 
+from catpose.align import fused
 from catpose.align.search import Alignment, subsample_vertices
 from catpose.config import SearchConfig
 from catpose.features.surface import SurfaceFeatures
@@ -71,6 +78,7 @@ class VideoBatch:
     f2: torch.Tensor  # [nv, Q] float32 squared feature norms, +inf on padding
     fv: torch.Tensor  # [nv, Q] long, the vertex of each feature row
     subs: list[Subset]  # the coarse search's vertex subsets: [coarse, prefilter]
+    k: int = 0  # 0: F holds the visible rows (fv their vertices); K > 0: vertex-major rows i·K + frame
 
     def index(self, name: str) -> int:
         return self.names.index(name)
@@ -90,6 +98,7 @@ class VideoState:
     fv: torch.Tensor  # [q] long, the vertex of each row
     subs: list[tuple[torch.Tensor, torch.Tensor]]  # (subset [s], each vertex's nearest kept vertex [n])
     # for the coarse search's subsets: coarse_vertices, then prefilter_vertices
+    k: int = 0  # 0: F holds the visible rows; K > 0: F [n·K, C] vertex-major (row i·K + frame, see prepare_states)
 
     def nbytes(self) -> int:
         return sum(x.numel() * x.element_size() for x in (self.V, self.F, self.f2, self.fv, *sum(self.subs, ())))
@@ -110,7 +119,7 @@ def video_arrays(sf: SurfaceFeatures, cfg: SearchConfig) -> dict:
     if not np.isfinite(d) or d <= 0:
         raise ValueError(f"video '{sf.sequence}': its vertices span no volume (size {d})")
     Vn = (V - c) / d
-    subs = [np.arange(len(Vn)) if n >= len(Vn) else farthest_point_sample(Vn, n).astype(np.int64)
+    subs = [np.arange(len(Vn)) if n >= len(Vn) else farthest_point_sample(Vn, n, exact=True).astype(np.int64)
             for n in (cfg.coarse_vertices, cfg.prefilter_vertices or cfg.coarse_vertices)]
     # only visible (frame, vertex) features take part in min_{k,l}: about half of K·N on object orbits
     kk, ii = np.nonzero(np.asarray(sf.visible[:, i], dtype=bool))
@@ -143,7 +152,9 @@ def prepare_video(sf: SurfaceFeatures, cfg: SearchConfig, device: str | torch.de
 
 def stack_videos(states: list[VideoState]) -> VideoBatch:
     """Pads a chunk's video states to common sizes: padded vertices copy vertex 0 (so no nearest
-    neighbour changes) and are marked invalid; padded feature rows have an infinite norm."""
+    neighbour changes) and are marked invalid; padded feature rows have an infinite norm. Vertex-major
+    states (``k > 0``, :func:`prepare_states`) are padded to a common frame count and to a vertex count
+    that the fused appearance kernel's tiles divide."""
     if not states:
         raise ValueError("stack_videos needs at least one video")
     C = states[0].F.shape[1]
@@ -154,7 +165,15 @@ def stack_videos(states: list[VideoState]) -> VideoBatch:
     dev = states[0].V.device
     nv = len(states)
     N = max(len(st.V) for st in states)
-    Q = max(1, max(len(st.F) for st in states))
+    ks = {st.k for st in states}
+    K = max(ks) if 0 not in ks else 0
+    if K and len(ks) > 1:  # a chunk mixing frame counts: pad every video to the largest
+        states = [_repad_frames(st, K) for st in states]
+    if K:
+        NP = -(-N // max(1, 128 // K)) * max(1, 128 // K)
+        Q = NP * K
+    else:
+        Q = max(1, max(len(st.F) for st in states))
     V = torch.empty((nv, N, 3), device=dev)
     valid = torch.zeros((nv, N), dtype=torch.bool, device=dev)
     F = torch.zeros((nv, Q, C), device=dev, dtype=states[0].F.dtype)
@@ -164,10 +183,23 @@ def stack_videos(states: list[VideoState]) -> VideoBatch:
         m, q = len(st.V), len(st.F)
         V[v, :m], V[v, m:] = st.V, st.V[0]
         valid[v, :m] = True
-        F[v, :q], f2[v, :q], fv[v, :q] = st.F, st.f2, st.fv
+        F[v, :q], f2[v, :q] = st.F, st.f2
+        if not K:
+            fv[v, :q] = st.fv
     return VideoBatch([st.name for st in states], V, valid, valid.sum(1), torch.stack([st.diam for st in states]),
                       np.stack([st.centre for st in states]), np.asarray([st.scale for st in states]), F, f2, fv,
-                      [_stack_subset(states, level, N) for level in range(len(states[0].subs))])
+                      [_stack_subset(states, level, N) for level in range(len(states[0].subs))], K)
+
+
+def _repad_frames(st: VideoState, K: int) -> VideoState:
+    if st.k == K:
+        return st
+    n, C = len(st.V), st.F.shape[1]
+    F = st.F.new_zeros((n, K, C))
+    F[:, :st.k] = st.F.view(n, st.k, C)
+    f2 = st.f2.new_full((n, K), float("inf"))
+    f2[:, :st.k] = st.f2.view(n, st.k)
+    return VideoState(st.name, st.V, st.diam, st.centre, st.scale, F.view(n * K, C), f2.view(n * K), st.fv, st.subs, K)
 
 
 def _stack_subset(states: list[VideoState], level: int, N: int) -> Subset:
@@ -201,7 +233,137 @@ def prepare_videos(videos: list[SurfaceFeatures], cfg: SearchConfig, device: str
                    feature_dtype: torch.dtype | None = None, workers: int = 0) -> VideoBatch:
     """The per-video state of a chunk's videos, computed once (the CPU part in threads,
     :func:`video_arrays_many`) and padded to common sizes."""
+    if fused.available(device) and feature_dtype is None:  # on the GPU, all at once (prepare_states)
+        return stack_videos(prepare_states(videos, cfg, device))
     return stack_videos([upload_video(a, device, feature_dtype) for a in video_arrays_many(videos, cfg, workers)])
+
+
+def farthest_points(X: torch.Tensor, count: torch.Tensor, n: int) -> torch.Tensor:
+    """Farthest point sampling of clouds X [B, N, 3] (the first count[b] points of each real), from
+    index 0 → [B, n] long indices in selection order (exact FPS: each step takes the point farthest
+    from those chosen, the lowest index on a tie). The fused kernel on CUDA, a torch loop elsewhere."""
+    if fused.available(X.device):
+        return fused.farthest_points(X, count, n)
+    B, N, _ = X.shape
+    real = torch.arange(N, device=X.device)[None] < count[:, None]
+    dist = torch.where(real, torch.full_like(X[..., 0], float("inf")), torch.full_like(X[..., 0], -1.0))
+    out = torch.zeros((B, n), dtype=torch.long, device=X.device)
+    for s in range(1, n):
+        c = torch.gather(X, 1, out[:, s - 1, None, None].expand(B, 1, 3))
+        dist = torch.where(real, torch.minimum(dist, (X - c).square().sum(-1)), dist)
+        out[:, s] = dist.argmax(1)
+    return out
+
+
+def _subset_indices(X: torch.Tensor, count: torch.Tensor, n: int, seq: torch.Tensor | None = None) -> torch.Tensor:
+    """The FPS subset of at most n points of each cloud, sorted (as ``farthest_point_sample``), padded
+    with its first index; all real points where count ≤ n → [B, min(n, N)] long."""
+    B, N, _ = X.shape
+    n = min(n, N)
+    ar = torch.arange(n, device=X.device)[None].expand(B, n)
+    small = torch.where(ar < count[:, None], ar, torch.zeros_like(ar))
+    if seq is None:
+        seq = farthest_points(X, count, n)
+    big = torch.sort(seq[:, :n], dim=1).values
+    return torch.where((count > n)[:, None], big, small)
+
+
+def prepare_states(videos: list[SurfaceFeatures], cfg: SearchConfig, device: str | torch.device = "cpu",
+                   errors: dict | None = None, block: int = 64) -> list[VideoState]:
+    """The per-video state of many videos computed together on ``device`` (the GPU path of
+    :func:`video_arrays` + :func:`upload_video`): FPS of ``cfg.vertices`` vertices, normalisation,
+    diam(V), the coarse and prefilter FPS subsets (the prefilter's is the first part of the coarse
+    sequence, as FPS is greedy) with each vertex's nearest kept vertex, and the features in the
+    vertex-major layout of the fused appearance kernel (``k`` = frames rounded up to a power of two;
+    row ``i·k + frame``, squared norm +inf where not visible), fp16 as stored.
+
+    A video that cannot be prepared raises, or with ``errors`` given is recorded there
+    (``{name: message}``) and left out. Videos are taken ``block`` at a time."""
+    dev = torch.device(device)
+    out: list[VideoState] = []
+    for b0 in range(0, len(videos), block):
+        out += _prepare_block(videos[b0:b0 + block], cfg, dev, errors)
+    return out
+
+
+def _prepare_block(videos, cfg, dev, errors) -> list[VideoState]:
+    good = []
+    for sf in videos:
+        if len(sf.vertices) == 0:
+            err = f"video '{sf.sequence}' has no vertices"
+            if errors is None:
+                raise ValueError(err)
+            errors[sf.sequence] = f"ValueError: {err}"
+        else:
+            good.append(sf)
+    if not good:
+        return []
+    nv = len(good)
+    counts = np.array([len(sf.vertices) for sf in good])
+    Nr = int(counts.max())
+    Vr = np.zeros((nv, Nr, 3), np.float32)
+    for v, sf in enumerate(good):
+        Vr[v, :counts[v]] = sf.vertices
+    Vr_t = torch.from_numpy(Vr).to(dev)
+    cnt_raw = torch.as_tensor(counts, device=dev)
+    n_sel = np.minimum(counts, cfg.vertices) if cfg.vertices > 0 else counts
+    N = int(n_sel.max())
+    idx = _subset_indices(Vr_t, cnt_raw, N) if cfg.vertices > 0 else \
+        torch.arange(N, device=dev)[None].expand(nv, N) * (torch.arange(N, device=dev)[None] < cnt_raw[:, None])
+    cnt = torch.as_tensor(n_sel, device=dev)
+    valid = torch.arange(N, device=dev)[None] < cnt[:, None]
+    V = torch.gather(Vr_t, 1, idx[..., None].expand(nv, N, 3))
+    c = (V * valid[..., None]).sum(1) / cnt[:, None]
+    d = torch.where(valid, (V - c[:, None]).norm(dim=-1), torch.zeros_like(V[..., 0])).amax(1) * 2
+    Vn = (V - c[:, None]) / d[:, None, None]
+    Vn = torch.where(valid[..., None], Vn, Vn[:, :1])  # padding copies vertex 0
+    diam = _sqdist(Vn, Vn).masked_fill_(~(valid[:, :, None] & valid[:, None]), 0).amax((1, 2)).clamp_min(0).sqrt()
+    levels = [cfg.coarse_vertices, cfg.prefilter_vertices or cfg.coarse_vertices]
+    seq = farthest_points(Vn, cnt, min(N, max(levels)))
+    subs_idx, subs_near = [], []
+    for n in levels:
+        sub = _subset_indices(Vn, cnt, n, seq)
+        Vs = torch.gather(Vn, 1, sub[..., None].expand(*sub.shape, 3))
+        if fused.available(dev):
+            near = fused.nearest(Vn, Vs)[1]
+        else:
+            near = _sqdist(Vn, Vs).argmin(-1)
+        subs_idx.append(sub)
+        subs_near.append(near)
+    frames = max(len(sf.features) for sf in good)
+    K = 1 << max(0, frames - 1).bit_length()
+    C = good[0].features.shape[2]
+    c_np, d_np = c.double().cpu().numpy(), d.double().cpu().numpy()  # the one synchronisation
+    states = []
+    for v, sf in enumerate(good):
+        if not np.isfinite(d_np[v]) or d_np[v] <= 0:
+            err = f"video '{sf.sequence}': its vertices span no volume (size {d_np[v]})"
+            if errors is None:
+                raise ValueError(err)
+            errors[sf.sequence] = f"ValueError: {err}"
+            continue
+        if sf.features.shape[2] != C:
+            raise ValueError(f"video '{sf.sequence}' has {sf.features.shape[2]} feature channels, "
+                             f"'{good[0].sequence}' has {C}: one chunk needs one backbone")
+        n = int(n_sel[v])
+        iv = idx[v, :n]
+        f = torch.from_numpy(np.ascontiguousarray(sf.features)).to(dev)[:, iv]  # [k, n, C]
+        vis = torch.from_numpy(np.asarray(sf.visible, dtype=bool)).to(dev)[:, iv]
+        F = f.new_zeros((n, K, C))
+        F[:, :len(f)] = f.transpose(0, 1)
+        seen = torch.zeros((n, K), dtype=torch.bool, device=dev)
+        seen[:, :len(f)] = vis.T
+        F = F.view(n * K, C)
+        if dev.type != "cuda":
+            F = F.float()
+        f2 = torch.where(seen.view(-1), F.float().square().sum(-1), torch.full((), float("inf"), device=dev))
+        subs = []
+        for sub, near in zip(subs_idx, subs_near):
+            s_n = min(n, sub.shape[1])
+            subs.append((sub[v, :s_n], near[v, :n]))
+        states.append(VideoState(sf.sequence, Vn[v, :n], diam[v], c_np[v], float(d_np[v]), F, f2,
+                                 torch.empty(0, dtype=torch.long, device=dev), subs, K))
+    return states
 
 
 # --------------------------------------------------------------------------------------------------
@@ -235,8 +397,10 @@ def batched_appearance_distance(vb: VideoBatch, ia: torch.Tensor, ib: torch.Tens
     of [p, Q, C] × [p, C, Q]); the minimum over frames is a scatter-min onto the vertices. Blocks of
     pairs keep the [p, Q, Q] product near ``budget`` elements (default: 2^28 on a GPU, 2^22 on a CPU).
     """
-    Q = vb.F.shape[1]
     N = vb.V.shape[1]
+    if vb.k:
+        return _appearance_vertex_major(vb, ia, ib, budget)
+    Q = vb.F.shape[1]
     if budget is None:
         budget = 2**28 if vb.F.device.type == "cuda" else 2**22
     step = max(1, budget // (Q * Q))
@@ -253,6 +417,29 @@ def batched_appearance_distance(vb: VideoBatch, ia: torch.Tensor, ib: torch.Tens
         cols = inf.expand(p, Q, N).contiguous().scatter_reduce_(2, vb.fv[b_i][:, None, :].expand(p, Q, Q), d2, "amin")
         out[s:s + p] = inf.expand(p, N, N).contiguous().scatter_reduce_(
             1, vb.fv[a_i][:, :, None].expand(p, Q, N), cols, "amin")
+    return out.clamp_min_(0).sqrt_()
+
+
+def _appearance_vertex_major(vb: VideoBatch, ia: torch.Tensor, ib: torch.Tensor, budget: int | None = None
+                             ) -> torch.Tensor:
+    """:func:`batched_appearance_distance` for vertex-major features (``vb.k`` frames per vertex, rows
+    i·k + frame): the fused kernel on CUDA (fp16 operands, fp32 accumulation), else a batched matmul and
+    a minimum over the frame axes (the reference of the kernel's tests) → [P, N, N] float32."""
+    N, K = vb.V.shape[1], vb.k
+    if fused.available(vb.F.device) and vb.F.dtype == torch.float16 and K <= 128:
+        return fused.appearance_min(vb.F, vb.f2, ia, ib, K, N)
+    if budget is None:
+        budget = 2**28 if vb.F.device.type == "cuda" else 2**22
+    rows = N * K
+    step = max(1, budget // (rows * rows))
+    out = torch.empty((len(ia), N, N), device=vb.F.device)
+    for s in range(0, len(ia), step):
+        a_i, b_i = ia[s:s + step], ib[s:s + step]
+        p = len(a_i)
+        fa, fb = vb.F[a_i, :rows].float(), vb.F[b_i, :rows].float()
+        d2 = torch.bmm(fa, fb.transpose(1, 2))
+        d2.mul_(-2.0).add_(vb.f2[b_i, None, :rows]).add_(vb.f2[a_i, :rows, None])
+        out[s:s + p] = d2.view(p, N, K, N, K).amin(dim=(2, 4))
     return out.clamp_min_(0).sqrt_()
 
 
@@ -317,7 +504,7 @@ def coarse_terms(vb: VideoBatch, ia: torch.Tensor, ib: torch.Tensor, t: BatchTer
     near_a, near_b = S.near[ia], S.near[ib]
     psi = torch.gather(near_b, 1, torch.gather(t.psi, 1, sa))
     psi_bar = torch.gather(near_a, 1, torch.gather(t.psi_bar, 1, sb))
-    g = lambda w, s, m: torch.where(m, torch.gather(w, 1, s), torch.zeros_like(s, dtype=w.dtype))  # noqa: E731
+    g = lambda w, s, m: torch.where(m, torch.gather(w, 1, s), torch.zeros_like(s, dtype=w.dtype))
     return BatchTerms(_gather(t.V, sa), _gather(t.Vbar, sb), psi, psi_bar, g(t.w_geo, sa, va), g(t.w_geo_bar, sb, vbv),
                       g(t.w_app, sa, va), g(t.w_app_bar, sb, vbv), t.diam_bar, (2 * S.count[ia] + 2 * S.count[ib]).float())
 
@@ -342,24 +529,32 @@ def batched_cost(TV: torch.Tensor, t: BatchTerms, alpha: float, nearest: bool = 
     chi = torch.empty((P, H, N), dtype=torch.long, device=TV.device)
     chi_bar = torch.empty((P, H, M), dtype=torch.long, device=TV.device)
     on_cpu = TV.device.type == "cpu"
-    for p0 in range(0, P, pb):
-        p1 = min(P, p0 + pb)
-        d2 = _sqdist(TV[p0:p1].reshape(p1 - p0, H * N, 3), t.Vbar[p0:p1]).view(p1 - p0, H, N, M)
-        if not nearest:
-            torch.amin(d2, dim=3, out=geo_f[p0:p1])
-            torch.amin(d2, dim=2, out=geo_b[p0:p1])
-        elif on_cpu:
-            # torch's CPU min-with-indices is ~7x slower than numpy's vectorised argmin over the last
-            # axis, so both directions are laid out with the reduced axis last
-            chi[p0:p1] = torch.from_numpy(np.argmin(d2.numpy(), axis=3))  # χ
-            geo_f[p0:p1] = torch.gather(d2, 3, chi[p0:p1, ..., None])[..., 0]
-            d2t = _sqdist(t.Vbar[p0:p1], TV[p0:p1].reshape(p1 - p0, H * N, 3)).view(p1 - p0, M, H, N)
-            cb = torch.from_numpy(np.argmin(d2t.numpy(), axis=3))  # [p, M, H]
-            chi_bar[p0:p1] = cb.transpose(1, 2)
-            geo_b[p0:p1] = torch.gather(d2t, 3, cb[..., None])[..., 0].transpose(1, 2)
-        else:
-            torch.min(d2, dim=3, out=(geo_f[p0:p1], chi[p0:p1]))  # χ
-            torch.min(d2, dim=2, out=(geo_b[p0:p1], chi_bar[p0:p1]))
+    if fused.available(TV.device):  # nearest neighbours both ways without the [P, H, N, M] distances
+        d, i = fused.nearest(TV.reshape(P * H, N, 3), t.Vbar, 1, H)
+        geo_f.copy_(d.view(P, H, N))
+        chi.copy_(i.view(P, H, N))
+        d, i = fused.nearest(t.Vbar, TV.reshape(P * H, N, 3), H, 1)
+        geo_b.copy_(d.view(P, H, M))
+        chi_bar.copy_(i.view(P, H, M))
+    else:
+        for p0 in range(0, P, pb):
+            p1 = min(P, p0 + pb)
+            d2 = _sqdist(TV[p0:p1].reshape(p1 - p0, H * N, 3), t.Vbar[p0:p1]).view(p1 - p0, H, N, M)
+            if not nearest:
+                torch.amin(d2, dim=3, out=geo_f[p0:p1])
+                torch.amin(d2, dim=2, out=geo_b[p0:p1])
+            elif on_cpu:
+                # torch's CPU min-with-indices is ~7x slower than numpy's vectorised argmin over the last
+                # axis, so both directions are laid out with the reduced axis last
+                chi[p0:p1] = torch.from_numpy(np.argmin(d2.numpy(), axis=3))  # χ
+                geo_f[p0:p1] = torch.gather(d2, 3, chi[p0:p1, ..., None])[..., 0]
+                d2t = _sqdist(t.Vbar[p0:p1], TV[p0:p1].reshape(p1 - p0, H * N, 3)).view(p1 - p0, M, H, N)
+                cb = torch.from_numpy(np.argmin(d2t.numpy(), axis=3))  # [p, M, H]
+                chi_bar[p0:p1] = cb.transpose(1, 2)
+                geo_b[p0:p1] = torch.gather(d2t, 3, cb[..., None])[..., 0].transpose(1, 2)
+            else:
+                torch.min(d2, dim=3, out=(geo_f[p0:p1], chi[p0:p1]))  # χ
+                torch.min(d2, dim=2, out=(geo_b[p0:p1], chi_bar[p0:p1]))
     app_f = (TV - _gather(t.Vbar, t.psi)[:, None]).norm(dim=-1)  # [P, H, N]
     TVb = torch.gather(TV, 2, t.psi_bar[:, None, :, None].expand(P, H, M, 3))
     app_b = (t.Vbar[:, None] - TVb).norm(dim=-1)  # [P, H, M]
@@ -389,6 +584,9 @@ def batched_coarse_cost(t: BatchTerms, rotations: torch.Tensor, alpha: float, ca
     P, N, _ = t.V.shape
     M = t.Vbar.shape[1]
     dev = t.V.device
+    if fused.available(dev) and max(N, M) <= 256:  # distances and their minima in registers
+        return fused.coarse_cost(t.V, t.Vbar, _gather(t.Vbar, t.psi), _gather(t.V, t.psi_bar), t.w_geo, t.w_geo_bar,
+                                 t.w_app, t.w_app_bar, 1.0 / (t.diam_bar * t.points), rotations, alpha, candidates)
     if budget is None:
         budget = 2**28 if dev.type == "cuda" else 2**19
     x = torch.cat([t.V[:, :, None].expand(P, N, M, 3).reshape(P, N * M, 3), t.V, _gather(t.V, t.psi_bar)], 1)
@@ -442,6 +640,33 @@ def _apply(V: torch.Tensor, s: torch.Tensor, R: torch.Tensor, tr: torch.Tensor) 
     return torch.matmul(V, R.transpose(-1, -2)).mul_(s[..., None, None]).add_(tr[:, :, None])
 
 
+def weighted_similarity(src: torch.Tensor, dst: torch.Tensor, w: torch.Tensor
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Weighted Umeyama fit with scale: (R [B, 3, 3], t [B, 3], s [B]) minimising
+    ``Σ w·‖s·R·src + t − dst‖²`` for src, dst [B, n, 3] and w [B, n] (any leading batch shape).
+
+    The weighted means and the 3×3 cross-covariance are float32 batched reductions (matmuls over the
+    points); the SVD and everything after it are float64. Same optimum as roma's Horn-quaternion
+    solution (``roma.rigid_points_registration(..., compute_scaling=True)``, the CPU path)."""
+    lead = src.shape[:-2]
+    x, y, w = src.reshape(-1, *src.shape[-2:]), dst.reshape(-1, *dst.shape[-2:]), w.reshape(-1, w.shape[-1])
+    wn = w / w.sum(-1, keepdim=True).clamp_min(1e-30)
+    mx = torch.bmm(wn[:, None], x)[:, 0]  # [B, 3]
+    my = torch.bmm(wn[:, None], y)[:, 0]
+    xc, yc = x - mx[:, None], y - my[:, None]
+    cov = torch.bmm((yc * wn[..., None]).transpose(1, 2), xc).double()  # Σ w (y − ȳ)(x − x̄)ᵀ  [B, 3, 3]
+    var = (wn * xc.square().sum(-1)).sum(-1).double()
+    U, S, Vh = torch.linalg.svd(cov)
+    sign = torch.sign(torch.linalg.det(U) * torch.linalg.det(Vh))
+    sign = torch.where(sign == 0, torch.ones_like(sign), sign)
+    E = torch.ones_like(S)
+    E[:, 2] = sign
+    R = (U * E[:, None]) @ Vh
+    s = (S * E).sum(-1) / var.clamp_min(1e-30)
+    t = my.double() - s[:, None] * (R @ mx.double()[..., None])[..., 0]
+    return R.reshape(*lead, 3, 3), t.reshape(*lead, 3), s.reshape(lead)
+
+
 def _irls_step(t: BatchTerms, s, R, tr, chi, chi_bar, alpha: float):
     """One IRLS Procrustes step for hypotheses (s [P, H], R, tr) with current nearest neighbours
     χ [P, H, N] and χ̄ [P, H, M]: the weighted Umeyama fit (float64) of the four terms'
@@ -458,7 +683,11 @@ def _irls_step(t: BatchTerms, s, R, tr, chi, chi_bar, alpha: float):
     resid = (_apply(src, s, R, tr) - dst).norm(dim=-1)
     w = w_base[:, None] / torch.maximum(resid, (1e-3 * t.diam_bar)[:, None, None])
     usable = w.sum(-1) > 0
-    R_n, t_n, s_n = roma.rigid_points_registration(src.double(), dst.double(), weights=w.double(), compute_scaling=True)
+    if src.device.type == "cuda":  # roma's einsums ran as thousands of GEMV kernels here (profiled)
+        R_n, t_n, s_n = weighted_similarity(src, dst, w)
+    else:
+        R_n, t_n, s_n = roma.rigid_points_registration(src.double(), dst.double(), weights=w.double(),
+                                                       compute_scaling=True)
     R_n, t_n, s_n = R_n.to(s.dtype), t_n.to(s.dtype), s_n.to(s.dtype)
     D_n, chi_n, chi_bar_n = batched_cost(_apply(t.V, s_n, R_n, t_n), t, alpha, nearest=True)
     return s_n, R_n, t_n, D_n, chi_n, chi_bar_n, usable
@@ -544,8 +773,11 @@ def align_pairs(videos: list[SurfaceFeatures] | list[VideoState] | VideoBatch, p
     else:
         videos = list(videos)
         raw = [v for v in videos if not isinstance(v, VideoState)]
-        arrs = iter(video_arrays_many(raw, cfg))  # the CPU part of the unprepared videos, in threads
-        vb = stack_videos([v if isinstance(v, VideoState) else upload_video(next(arrs), device) for v in videos])
+        if fused.available(device):  # FPS, normalisation and layout of all of them at once, on the GPU
+            prepared = iter(prepare_states(raw, cfg, device))
+        else:  # the CPU part of the unprepared videos, in threads
+            prepared = (upload_video(a, device) for a in video_arrays_many(raw, cfg))
+        vb = stack_videos([v if isinstance(v, VideoState) else next(prepared) for v in videos])
     dev = vb.V.device
     pos = {n: i for i, n in enumerate(vb.names)}
     missing = sorted({n for p in pairs for n in p} - set(pos))

@@ -32,7 +32,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from catpose import fingerprint as fp
-from catpose.align.batched import align_pairs, upload_video, video_arrays
+from catpose.align import fused
+from catpose.align.batched import align_pairs, prepare_states, upload_video, video_arrays
 from catpose.align.reference import Edge, edge_support, pair_graph, reduce_to_reference
 from catpose.align.search import SearchConfig, align_pair
 from catpose.align.table import SCHEMA, Alignment, alignment_rows, ambiguous
@@ -95,6 +96,21 @@ def _video_states(store: str, category: str, names: list[str], endpoint: str | N
             return n, None, f"{type(e).__name__}: {e}"
 
     budget = _state_budget(device)
+    if fused.available(device) and missing:  # read in threads, then prepared together on the GPU
+        def read(n):
+            try:
+                return n, load_surface_features(store, category, n, endpoint), None
+            except Exception as e:  # noqa: BLE001 — an unreadable file costs its own pairs
+                return n, None, f"{type(e).__name__}: {e}"
+
+        with ThreadPoolExecutor(8) as pool:
+            got = list(pool.map(read, missing))
+        bad.update({n: err for n, _, err in got if err is not None})
+        errors: dict = {}
+        for st in prepare_states([sf for _, sf, err in got if err is None], scfg, device, errors):
+            states[st.name] = _STATES[(tag, st.name)] = st
+        bad.update(errors)
+        missing = []
     with ThreadPoolExecutor(8) as pool:
         for n, arr, err in pool.map(load, missing):
             if err is None:

@@ -19,10 +19,17 @@ def remove_outliers(points: np.ndarray, k: int = 16, std_ratio: float = 2.0) -> 
     return md <= md.mean() + std_ratio * md.std()
 
 
-def farthest_point_sample(points: np.ndarray, n: int) -> np.ndarray:
-    """Indices of ``n`` farthest-point samples (deterministic start at index 0)."""
+def farthest_point_sample(points: np.ndarray, n: int, exact: bool = False) -> np.ndarray:
+    """Indices of ``n`` farthest-point samples (deterministic start at index 0), sorted.
+
+    ``exact=True``: the textbook greedy sequence (each step takes the point farthest from those
+    chosen; ``fpsample.fps_sampling``), which the alignment engine also computes on the GPU
+    (``catpose.align.batched.farthest_points``); otherwise pytorch3d's where installed, else fpsample's
+    faster bucket variant, whose picks can differ from the greedy ones."""
     if len(points) <= n:
         return np.arange(len(points))
+    if exact:
+        return np.sort(fpsample.fps_sampling(np.ascontiguousarray(points, dtype=np.float32), n, start_idx=0))
     try:  # pytorch3d is an optional, heavy extra: imported only here, where it is used when installed
         from pytorch3d.ops import sample_farthest_points
     except ImportError:

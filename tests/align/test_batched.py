@@ -82,7 +82,9 @@ def test_same_terms_and_coarse_candidates_as_the_reference(videos, device):
         A_ref = appearance_distance(t(src.features[:, i]), t(src.visible[:, i]), t(ref.features[:, j]),
                                     t(ref.visible[:, j]))
         n, m = A_ref.shape
-        np.testing.assert_allclose(A[p, :n, :m].cpu().numpy(), A_ref.cpu().numpy(), rtol=1e-3, atol=1e-3)
+        # the square root magnifies rounding near 0 (identical features: ‖a‖² + ‖b‖² − 2ab ≈ 2e-6 with the
+        # GPU kernel's summation order), hence atol 2e-3 on distances of order 0.1–1
+        np.testing.assert_allclose(A[p, :n, :m].cpu().numpy(), A_ref.cpu().numpy(), rtol=1e-3, atol=2e-3)
         assert torch.isinf(A[p, n:]).all() and torch.isinf(A[p, :, m:]).all()
         V, _, _ = _normalise(t(src.vertices[i]).float())
         Vbar, _, _ = _normalise(t(ref.vertices[j]).float())
