@@ -215,6 +215,9 @@ class FeaturesConfig(RunContext):
     """A video whose cleaning leaves fewer points is skipped, with the reason in the manifest."""
     clean_frames: int = 30
     """Frames used for cleaning (evenly chosen)."""
+    cloud_points: int = 1_000_000
+    """The most points a video's point cloud is read with: a larger cloud is subsampled while it is read
+    (a seeded subset, in file order), so memory and time stay those of this many points (0: no cap)."""
 
 
 @dataclass
@@ -660,6 +663,7 @@ SETTING_RANGES: dict[str, tuple] = {
     "epochs": (lambda v: v >= 1, ">= 1"),
     "workers": (lambda v: v >= 0, ">= 0 (0: in this process)"),
     "num_workers": (lambda v: v >= 0, ">= 0 (0: auto)"),
+    "cloud_points": (lambda v: v >= 0, ">= 0 (0: no cap)"),
 }
 
 
