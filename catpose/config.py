@@ -503,6 +503,12 @@ class EstimateConfig(StoreContext):
     frame: Path | None = None
     """JSON with a 3x3 "rotation" from the template frame to a canonical frame (written by `catpose
     evaluate`), for azimuth/elevation/in-plane angles."""
+    category: str = ""
+    """The category of the objects in the images, when known: checked against the run's (its model.pt
+    records it), another category being an error unless --allow-other-category. Default: not checked
+    (images given to estimate carry no category of their own)."""
+    allow_other_category: bool = False
+    """With --category: estimate with a run trained on another category than the images'."""
     pose: PoseConfig = field(default_factory=PoseConfig)
 
 
