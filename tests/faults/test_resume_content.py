@@ -45,7 +45,7 @@ def test_synth_rerun_with_other_settings_regenerates_the_videos(tmp_path, capsys
     line = _line(capsys.readouterr().out, "synth car:")
     assert line == "synth car: 0 of 2 videos kept (inputs and settings unchanged), 2 recomputed (settings changed)"
     frames = json.loads(Store(str(out)).read_bytes("car/.synth/car_0000.json"))["frames"]
-    assert len(frames) == 12 and frames[0]["image"]["size"] == [64, 64]
+    assert len(frames) == 6 and frames[0]["image"]["size"] == [64, 64]
     img = Image.open(out / frames[-1]["image"]["path"])
     assert img.size == (64, 64)
     man = json.loads((out / "car" / "catpose_manifest_synth.json").read_text())
