@@ -4,4 +4,5 @@ import sys
 
 from catpose.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # importing the module (tests/test_imports.py) runs nothing
+    sys.exit(main())
