@@ -4,5 +4,5 @@ import sys
 
 from catpose.cli import main
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # importing the module (tests/test_imports.py) runs nothing
     sys.exit(main())

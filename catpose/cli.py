@@ -240,7 +240,6 @@ def run_estimate(cfg: EstimateConfig) -> int:
     from catpose.pose.estimate import PoseEstimator, load_image, overlay
     from catpose.pose.evaluate import attach_views
 
-
     if not cfg.image:
         raise ConfigError("flags", "name at least one --image", field="image")
     if cfg.mask and len(cfg.mask) != len(cfg.image):
@@ -258,6 +257,11 @@ def run_estimate(cfg: EstimateConfig) -> int:
     if cfg.frame is not None:
         frame = np.asarray(json.loads(Path(cfg.frame).read_text())["rotation"], float)
     est = PoseEstimator.from_run(cfg.checkpoint, cfg.endpoint_url, cfg.pose, frame)
+    if cfg.category:  # the images' category, when given: the run's must match (before any image is read)
+        from catpose.pose.evaluate import check_category
+
+        check_category(est.run_config.category, cfg.category, cfg.allow_other_category, cfg.checkpoint,
+                       cfg.endpoint_url, "estimate on")
     if cfg.pose.prior_weight > 0:
         attach_views(est, cfg.checkpoint, cfg.endpoint_url)
     out = Path(cfg.out)

@@ -215,6 +215,9 @@ class FeaturesConfig(RunContext):
     """A video whose cleaning leaves fewer points is skipped, with the reason in the manifest."""
     clean_frames: int = 30
     """Frames used for cleaning (evenly chosen)."""
+    cloud_points: int = 1_000_000
+    """The most points a video's point cloud is read with: a larger cloud is subsampled while it is read
+    (a seeded subset, in file order), so memory and time stay those of this many points (0: no cap)."""
 
 
 @dataclass
@@ -500,6 +503,12 @@ class EstimateConfig(StoreContext):
     frame: Path | None = None
     """JSON with a 3x3 "rotation" from the template frame to a canonical frame (written by `catpose
     evaluate`), for azimuth/elevation/in-plane angles."""
+    category: str = ""
+    """The category of the objects in the images, when known: checked against the run's (its model.pt
+    records it), another category being an error unless --allow-other-category. Default: not checked
+    (images given to estimate carry no category of their own)."""
+    allow_other_category: bool = False
+    """With --category: estimate with a run trained on another category than the images'."""
     pose: PoseConfig = field(default_factory=PoseConfig)
 
 
@@ -660,6 +669,7 @@ SETTING_RANGES: dict[str, tuple] = {
     "epochs": (lambda v: v >= 1, ">= 1"),
     "workers": (lambda v: v >= 0, ">= 0 (0: in this process)"),
     "num_workers": (lambda v: v >= 0, ">= 0 (0: auto)"),
+    "cloud_points": (lambda v: v >= 0, ">= 0 (0: no cap)"),
 }
 
 

@@ -136,6 +136,7 @@ class Lease:
             return None
 
     def acquire(self) -> Lease:
+        self.store.check()  # a file in the way, no bucket, no write access: the store's own error, first
         deadline = time.time() + self.wait_s
         while True:
             held = self._try()

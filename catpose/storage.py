@@ -262,6 +262,14 @@ class Store:
             return
         self._wrap("writing", self.fs.pipe_file, p, data, key=rel)  # an S3 put is atomic
 
+    def open(self, rel: str, block_size: int = 8 << 20):
+        """``rel`` opened for reading as a seekable binary file (on S3, ranged reads of ``block_size``
+        bytes: what a reader that needs part of a large object takes; FileNotFoundError when absent)."""
+        if not is_s3(self.uri):
+            return open(self.path(rel), "rb")
+        return self._wrap("reading", lambda: self.fs.open(self.path(rel), "rb", block_size=block_size,
+                                                          cache_type="readahead"), key=rel)
+
     def read_bytes(self, rel: str) -> bytes:
         return self._wrap("reading", self.fs.cat_file, self.path(rel), key=rel)
 

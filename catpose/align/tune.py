@@ -28,7 +28,7 @@ from catpose.align.batched import align_pairs
 from catpose.align.evaluate import rotation_errors, summarise
 from catpose.align.reference import Edge, reduce_to_reference
 from catpose.config import FeaturesConfig, SearchConfig, SweepConfig
-from catpose.data.groundtruth import has_ground_truth, load_ground_truth
+from catpose.data.groundtruth import GT_FILE, has_ground_truth, load_ground_truth
 from catpose.devices import resolve_device
 from catpose.features.runner import load_surface_features, run_features
 from catpose.geometry import geodesic_deg
@@ -126,6 +126,9 @@ def run_sweep(cfg: SweepConfig, search: SearchConfig | None = None, features: Fe
     else:
         storage_path, fs = str(Path(cfg.out).absolute()), None
     run_dir = f"{storage_path}/{name}"
+    if not _sweep_unchanged(store, name, sweep_fingerprint(cfg, names, fixed["_search"], fman[cfg.category]),
+                            tune.Tuner.can_restore(run_dir, storage_filesystem=fs)):
+        store.remove(name, recursive=True)  # another sweep's trials: never restored into this one
     if tune.Tuner.can_restore(run_dir, storage_filesystem=fs):
         tuner = tune.Tuner.restore(run_dir, trainable=trainable, storage_filesystem=fs, resume_errored=True)
     else:
@@ -154,6 +157,33 @@ def run_sweep(cfg: SweepConfig, search: SearchConfig | None = None, features: Fe
             store.write_bytes(f, (local_out / f).read_bytes())
     return {"best": {"alpha": best["alpha"], "tau": best["tau"]}, "rows": rows, "videos": names,
             "results": str(local_out)}
+
+
+def sweep_fingerprint(cfg: SweepConfig, names: list[str], search: dict, fman) -> dict:
+    """What a sweep's trials are made from (:mod:`catpose.fingerprint`): the search space, the search
+    settings every trial uses, the videos drawn and their features' fingerprints."""
+    from catpose import fingerprint as fp
+
+    space = {"alphas": list(cfg.alphas), "taus": list(cfg.taus), "search": cfg.search,
+             "num_samples": cfg.num_samples, "seed": cfg.seed, "names": names, "align": search}
+    return fp.make(space, {"features": {n: [fman.items[n].get("fingerprint"), fman.items[n].get("signature")]
+                                        for n in names},
+                                      "ground truth": fp.file_token(Store(cfg.data, cfg.endpoint_url), GT_FILE) or ""})
+
+
+def _sweep_unchanged(store: Store, name: str, fingerprint: dict, restorable: bool) -> bool:
+    """Whether the stored sweep ``NAME`` was made from ``fingerprint`` (then Tune restores it); says so in
+    one line and records ``fingerprint`` (in ``NAME.fingerprint.json``, next to Tune's folder) otherwise."""
+    from catpose import fingerprint as fp
+
+    key = f"{name}.fingerprint.json"
+    why = fp.change(store.read_json(key, default=None), fingerprint) if restorable else "missing"
+    log = fp.ResumeLog(f"tune {name.removeprefix('sweep-')}", "sweeps")
+    log.keep() if why is None else log.redo(why)
+    log.say()
+    if why is not None:
+        store.write_json(key, fingerprint)
+    return why is None
 
 
 def write_results(out: Path, rows: list[dict], best: dict, names: list[str]) -> None:

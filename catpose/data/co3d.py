@@ -25,7 +25,7 @@ import numpy as np
 
 from catpose.data.camera import Camera
 from catpose.data.images import decode_image  # the one decoder (stages also import it from here)
-from catpose.data.pointcloud import PointCloud, read_ply
+from catpose.data.pointcloud import MAX_POINTS, PointCloud, read_ply, read_ply_stream
 from catpose.data.types import (
     FrameAnnotation,
     SequenceAnnotation,
@@ -170,6 +170,7 @@ class Co3dSequence:
     root: Path | str
     source: str = ""
     store: Store | None = None  # set for an s3:// root
+    max_points: int = MAX_POINTS  # the point cap (catpose.data.pointcloud.read_ply); 0: none
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -209,8 +210,12 @@ class Co3dSequence:
                 _DEPTH_CLOUDS[k] = cloud_from_depth(self)
             return _DEPTH_CLOUDS[k]
         if self.store is None:
-            return read_ply(self.point_cloud_path)
-        return read_ply(self.point_cloud_path, data=_bytes(self.root, self.store, self._cloud_rel, "point cloud"))
+            return read_ply(self.point_cloud_path, max_points=self.max_points)
+        try:  # streamed from the store: the header, then the vertex rows block by block (read_ply_stream)
+            with self.store.open(self._cloud_rel) as fh:
+                return read_ply_stream(fh, self.point_cloud_path, max_points=self.max_points)
+        except FileNotFoundError as e:
+            raise MissingFileError(str(self.point_cloud_path), "point cloud") from e
 
     def subsample(self, k: int) -> list[Co3dFrame]:
         """``k`` frames evenly spread over the video (all of them if it has fewer)."""
@@ -228,6 +233,8 @@ class Co3dCategory:
     category: str
     endpoint_url: str | None = None
     """S3 endpoint of an ``s3://`` root."""
+    max_points: int = MAX_POINTS
+    """The most points a sequence's point cloud is read with (larger ones subsampled while read; 0: all)."""
     _frames: dict[str, list[FrameAnnotation]] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -440,7 +447,7 @@ class Co3dCategory:
         src = str(self.frame_annotations_path)
         frames = [Co3dFrame(fa, self.root, src, self.store) for fa in self._index["frames"][name]]
         ann = self.sequence_annotations.get(name)
-        return Co3dSequence(name, self.category, ann, frames, self.root, src, self.store)
+        return Co3dSequence(name, self.category, ann, frames, self.root, src, self.store, self.max_points)
 
     @property
     def set_list_names(self) -> list[str]:

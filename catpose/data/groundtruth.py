@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from catpose.errors import DataFormatError
+from catpose.errors import DataFormatError, MissingFileError
 from catpose.geometry import Similarity
 from catpose.storage import key as store_key
 
@@ -23,21 +23,60 @@ def has_ground_truth(root, endpoint_url: str | None = None) -> bool:
 
 def load_ground_truth(root, category: str, endpoint_url: str | None = None) -> dict[str, Similarity]:
     """Ground-truth world→canonical similarities of a synthetic category (for evaluation only); ``root``
-    a local folder, an ``s3://`` URI or a :class:`~catpose.storage.Store`."""
+    a local folder, an ``s3://`` URI or a :class:`~catpose.storage.Store`. A missing file is a
+    :class:`MissingFileError`; a file that is no JSON, or a sequence whose record is no similarity (a 3×3
+    rotation, a translation of 3 and a positive scale, all finite), a :class:`DataFormatError` naming the
+    file and the record's field."""
     from catpose.storage import Store, is_s3
 
     if is_s3(str(root)) or isinstance(root, Store):
         st = Store(root, endpoint_url)
-        path, data = st.url(GT_FILE), json.loads(st.read_bytes(GT_FILE))
+        path = st.url(GT_FILE)
+        try:
+            raw = st.read_bytes(GT_FILE)
+        except FileNotFoundError as e:
+            raise MissingFileError(path, "ground truth") from e
     else:
         path = Path(root) / GT_FILE
-        data = json.loads(path.read_text())
+        if not path.is_file():
+            raise MissingFileError(str(path), "ground truth")
+        raw = path.read_bytes()
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise DataFormatError(str(path), f"not a readable JSON file ({type(e).__name__}: {e})") from e
     try:
         seqs = data["categories"][category]["sequences"]
-    except KeyError as e:
+    except (KeyError, TypeError) as e:
         raise DataFormatError(str(path), f"no ground truth for category '{category}'",
                               field=f"categories.{category}.sequences") from e
-    return {k: Similarity.from_json(v) for k, v in seqs.items()}
+    if not isinstance(seqs, dict):
+        raise DataFormatError(str(path), f"not a mapping of sequence names to similarities ({type(seqs).__name__})",
+                              field=f"categories.{category}.sequences")
+    return {k: _similarity(v, str(path), f"categories.{category}.sequences.{k}") for k, v in seqs.items()}
+
+
+def _similarity(d, path: str, where: str) -> Similarity:
+    """One record's similarity, checked: errors name the file and ``where`` (the record's field)."""
+    import numpy as np
+
+    if not isinstance(d, dict):
+        raise DataFormatError(path, f"a similarity record must be an object, got {type(d).__name__}", field=where)
+    for name, shape in (("rotation", (3, 3)), ("translation", (3,)), ("scale", ())):
+        try:
+            a = np.asarray(d[name], np.float64)
+        except KeyError:
+            raise DataFormatError(path, "missing", field=f"{where}.{name}") from None
+        except (TypeError, ValueError):
+            raise DataFormatError(path, "not numbers", field=f"{where}.{name}") from None
+        if a.size != int(np.prod(shape)) or (a.ndim and a.shape not in (shape, (a.size,))):
+            raise DataFormatError(path, f"shape {list(a.shape)}, expected {list(shape) or 'a number'}",
+                                  field=f"{where}.{name}")
+        if not np.isfinite(a).all():
+            raise DataFormatError(path, "not finite", field=f"{where}.{name}")
+    if not float(d["scale"]) > 0:
+        raise DataFormatError(path, f"scale {d['scale']} is not positive", field=f"{where}.scale")
+    return Similarity.from_json(d)
 
 
 GT_POINTS_DIR = "catpose_gt_points"
@@ -55,4 +94,14 @@ def load_point_labels(root, category: str, sequence: str, endpoint_url: str | No
 
     st = Store(root, endpoint_url)
     key = f"{GT_POINTS_DIR}/{store_key(category, sequence + '.npy')}"
-    return np.load(io.BytesIO(st.read_bytes(key))) if st.exists(key) else None
+    if not st.exists(key):
+        return None
+    try:  # allow_pickle=False: an object array (a pickle) is refused, never loaded
+        labels = np.load(io.BytesIO(st.read_bytes(key)), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise DataFormatError(st.url(key), f"not a readable .npy file of point labels ({type(e).__name__}: "
+                                           f"{e})") from e
+    if labels.ndim != 1 or labels.dtype.kind not in "bui":
+        raise DataFormatError(st.url(key), f"point labels must be one flag per point, got {labels.dtype} of shape "
+                                           f"{list(labels.shape)}")
+    return labels.astype(bool)

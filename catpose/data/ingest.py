@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from catpose import fingerprint as fp
 from catpose.config import IngestConfig
 from catpose.data.camera import Camera
 from catpose.data.cleaning import clean_object_points, focus_point, settings_from, view_size
@@ -442,6 +443,25 @@ def _ingest_task(args: tuple[str, str, IngestConfig]) -> dict:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+# IngestConfig fields that do not change what a sequence's ingest makes (where it comes from and goes, and
+# how the work is spread): a rerun across changes of these keeps the sequences
+_INGEST_OPERATIONAL = ("frames", "out", "workers", "endpoint_url")
+
+
+def sequence_fingerprints(cfg: IngestConfig, seqs: dict[str, str]) -> dict[str, dict]:
+    """Each sequence's fingerprint (:mod:`catpose.fingerprint`): the settings that change its ingest and
+    the change tokens (size and modification time, or the S3 ETag) of its source files, its frames and
+    masks or its video file, from one listing of ``cfg.frames``."""
+    settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _INGEST_OPERATIONAL}
+    tokens = fp.file_tokens(Store(str(cfg.frames), cfg.endpoint_url))
+    out = {}
+    for name, src in seqs.items():
+        rel = str(src).rstrip("/").rsplit("/", 1)[-1]
+        mine = {k: v for k, v in tokens.items() if k == rel or k.startswith(rel + "/")}
+        out[name] = fp.make(settings, {f"files of {rel}": mine})
+    return out
+
+
 def ingest(cfg: IngestConfig) -> Manifest:
     """Ingests every sequence under ``cfg.frames`` into the store ``cfg.out`` (a folder or ``s3://``);
     failures are recorded, the rest go on. The annotation files and the manifest are rewritten in the
@@ -463,7 +483,18 @@ def ingest(cfg: IngestConfig) -> Manifest:
                   for i, d in enumerate(load_jgz(store.url(fa_key), store.read_bytes(fa_key)))]
         seq_anns = {s.sequence_name: s for s in (parse_sequence_annotation(d, store.url(sa_key), i) for i, d
                                                  in enumerate(load_jgz(store.url(sa_key), store.read_bytes(sa_key))))}
-    todo = [(n, p, cfg) for n, p in seqs.items() if man.status(n) != "ok" or n not in seq_anns]
+    fps = sequence_fingerprints(cfg, seqs)
+    log = fp.ResumeLog(f"ingest {cat}", "sequences")
+    todo = []
+    for n, p in seqs.items():
+        why = "missing" if man.status(n) != "ok" or n not in seq_anns else fp.change(man.items[n].get("fingerprint"),
+                                                                                      fps[n])
+        if why is None:
+            log.keep()
+            continue
+        log.redo(why)
+        todo.append((n, p, cfg))
+    log.say()
     t0 = time.perf_counter()
     for (name, _, _), res, err, sec in map_items(_ingest_task, todo, workers=cfg.workers, desc="ingest (SfM)"):
         if err:  # a video whose cleaning leaves too little of the cloud is skipped with that reason
@@ -472,7 +503,7 @@ def ingest(cfg: IngestConfig) -> Manifest:
             continue
         frames = [f for f in frames if f.sequence_name != name] + res["frames"]
         seq_anns[name] = res["sequence"]
-        man.record(name, "ok", seconds=sec, registered=res["registered"], frames=res["total"],
+        man.record(name, "ok", seconds=sec, fingerprint=fps[name], registered=res["registered"], frames=res["total"],
                    cleaning=res["cleaning"], masks_made=res["masks_made"], sfm=res["sfm"], dense=res["dense"])
         store.write_bytes(fa_key, jgz_bytes(frames))
         store.write_bytes(sa_key, jgz_bytes(list(seq_anns.values())))

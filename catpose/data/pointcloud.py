@@ -46,24 +46,108 @@ def read_ply(path: str | Path, require_points: bool = True, data: bytes | None =
     """
     import io
 
-    from plyfile import PlyData
-
     if data is None:
         path = Path(path)
         if not path.is_file():
             raise MissingFileError(str(path), "point cloud")
+    return _cloud(_plyfile_vertices(io.BytesIO(data) if data is not None else str(path), path, max_points), path,
+                  require_points)
+
+
+def read_ply_stream(fh, path: str | Path, require_points: bool = True, max_points: int | None = MAX_POINTS
+                    ) -> PointCloud:
+    """:func:`read_ply` of an open binary file ``fh`` (a store's object, read in ranges): for a binary PLY
+    whose first element is the vertices (catpose's and CO3D's files) only the header and then the vertex
+    rows, one block of about 64 MB at a time, are read, and only the subset under the cap is kept, so a
+    reader holds at most the cap's rows plus one block; any other layout (ascii, other elements first) is
+    read whole."""
+    import io
+
+    try:
+        v = _stream_vertices(fh, str(path), max_points)
+    except DataFormatError:
+        raise
+    except Exception as e:
+        raise DataFormatError(str(path), f"not a readable PLY file ({type(e).__name__}: {e})") from e
+    if v is None:
+        fh.seek(0)
+        v = _plyfile_vertices(io.BytesIO(fh.read()), path, max_points)
+    return _cloud(v, path, require_points)
+
+
+_PLY_TYPES = {"char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1", "short": "i2", "int16": "i2",
+              "ushort": "u2", "uint16": "u2", "int": "i4", "int32": "i4", "uint": "u4", "uint32": "u4",
+              "float": "f4", "float32": "f4", "double": "f8", "float64": "f8"}
+
+
+def _stream_vertices(fh, path: str, max_points: int | None, block: int = 64 << 20) -> np.ndarray | None:
+    """The vertex rows (at most ``max_points`` of them) of a binary PLY read from ``fh`` block by block,
+    or None when the file's layout is not one this reads (then the caller reads it whole)."""
+    header = b""
+    while not header.endswith(b"end_header\n"):
+        line = fh.readline()
+        if not line or len(header) > 1 << 16:
+            raise DataFormatError(path, "not a readable PLY file (no end_header line in its first 64 KB)")
+        header += line.replace(b"\r\n", b"\n")
+    lines = header.decode("ascii", "replace").splitlines()
+    if lines[0].strip() != "ply":
+        raise DataFormatError(path, "not a readable PLY file (it does not start with 'ply')")
+    fmt = next((ln.split()[1] for ln in lines if ln.startswith("format ")), "")
+    order = {"binary_little_endian": "<", "binary_big_endian": ">"}.get(fmt)
+    elements = [ln.split() for ln in lines if ln.startswith("element ")]
+    if order is None or not elements or elements[0][1] != "vertex":
+        return None  # ascii, or the vertices are not the first element
+    fields = []
+    for ln in lines[lines.index(" ".join(elements[0])) + 1:]:
+        if not ln.startswith("property "):
+            break
+        parts = ln.split()
+        if parts[1] == "list" or parts[1] not in _PLY_TYPES:
+            return None
+        fields.append((parts[2], order + _PLY_TYPES[parts[1]]))
+    dtype = np.dtype(fields)
+    n = int(elements[0][2])
+    idx = _subset(n, max_points, path)
+    rows_per_block = max(1, block // max(dtype.itemsize, 1))
+    out = np.empty(n if idx is None else len(idx), dtype)
+    got = 0
+    for start in range(0, n, rows_per_block):
+        stop = min(n, start + rows_per_block)
+        raw = fh.read((stop - start) * dtype.itemsize)
+        if len(raw) < (stop - start) * dtype.itemsize:
+            raise DataFormatError(path, f"the file ends within its vertices (row {start + len(raw) // dtype.itemsize}"
+                                        f" of {n})", field="vertex")
+        rows = np.frombuffer(raw, dtype)
+        if idx is None:
+            out[start:stop] = rows
+            continue
+        lo, hi = np.searchsorted(idx, [start, stop])
+        out[got:got + hi - lo] = rows[idx[lo:hi] - start]
+        got += hi - lo
+    return out
+
+
+def _plyfile_vertices(src, path, max_points: int | None) -> np.ndarray:
+    """The vertex rows (at most ``max_points``) of a PLY file read by ``plyfile`` (a local file memory-mapped)."""
+    from plyfile import PlyData
+
     try:
         # a local binary file is memory-mapped: only the subset's rows are ever copied out of it
-        ply = PlyData.read(io.BytesIO(data) if data is not None else str(path), mmap="r")
+        ply = PlyData.read(src, mmap="r")
     except Exception as e:  # plyfile raises several types for corrupt files
         raise DataFormatError(str(path), f"not a readable PLY file ({type(e).__name__}: {e})") from e
     if "vertex" not in ply:
         raise DataFormatError(str(path), "PLY file has no 'vertex' element", field="vertex")
     v = ply["vertex"].data
-    names = v.dtype.names or ()
     idx = _subset(len(v), max_points, str(path))
     if idx is not None:
         v = v[idx]  # a copy of the chosen rows only (a memmap stays on disk)
+    return v
+
+
+def _cloud(v: np.ndarray, path, require_points: bool) -> PointCloud:
+    """A :class:`PointCloud` of PLY vertex rows ``v``, checked (errors name ``path`` and the field)."""
+    names = v.dtype.names or ()
     for k in ("x", "y", "z"):
         if k not in names:
             raise DataFormatError(str(path), "missing vertex property", field=f"vertex.{k}")

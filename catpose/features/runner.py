@@ -19,6 +19,7 @@ from catpose import fingerprint as fp
 from catpose.config import FeaturesConfig
 from catpose.data.cleaning import settings_from
 from catpose.data.co3d import Co3dCategory
+from catpose.data.pointcloud import MAX_POINTS
 from catpose.data.types import to_jsonable
 from catpose.devices import resolve_device
 from catpose.errors import CatposeError, DataFormatError
@@ -39,6 +40,8 @@ def signature(cfg: FeaturesConfig) -> dict:
     if not cfg.backbone.startswith("dinov2"):
         for k in ("layer", "facet", "input_size"):
             sig.pop(k)
+    if cfg.cloud_points != MAX_POINTS:  # the cap changes only clouds above it (the default: as before)
+        sig["cloud_points"] = cfg.cloud_points
     return sig
 
 
@@ -59,7 +62,7 @@ def _task(args: tuple[FeaturesConfig, str, str]) -> dict:
     cfg, category, name = args
     device = resolve_device(cfg.device)
     backbone = get_backbone(cfg, device)
-    cat = Co3dCategory(cfg.data, category, cfg.endpoint_url)
+    cat = Co3dCategory(cfg.data, category, cfg.endpoint_url, cfg.cloud_points)
     seq = cat[name]
     t0 = time.perf_counter()
     sf = compute_surface_features(seq, backbone, cfg.vertices, cfg.frames, cfg.batch, device, cfg.outlier_k,
@@ -126,7 +129,7 @@ def run_features(cfg: FeaturesConfig, progress: bool = True, keep_existing: bool
     device_note = "GPU (Ray tasks with 0.25 GPU)" if use_gpu else resolve_device(cfg.device)
     out = {}
     for category in cfg.category:
-        cat = Co3dCategory(cfg.data, category, cfg.endpoint_url)
+        cat = Co3dCategory(cfg.data, category, cfg.endpoint_url, cfg.cloud_points)
         man = Manifest.load_or_new(key(category, "_manifest.json"), "features", store=store)
         if not keep_existing:
             man.info.update({"signature": sig})

@@ -42,12 +42,15 @@ from catpose.learn.model import ContrastiveModel, build_model, count_parameters
 from catpose.learn.template import Template, build_template, instance_correspondents
 from catpose.parallel import init_ray, remote_progress, verbose
 from catpose.plotting import png_bytes
-from catpose.storage import Store, atomic_write_bytes, join_uri
+from catpose.storage import Store, atomic_write_bytes, join_uri, safe_name
 from catpose.tensorfile import pack, require, unpack
 
 
 def run_name(cfg: TrainConfig) -> str:
-    return cfg.name or f"train-{cfg.category}"
+    """The run's folder under ``OUT``: ``--name`` or ``train-<category>``, a plain name (checked, as the
+    category is: both become keys of the store)."""
+    safe_name(cfg.category, "category", "flags", "category")
+    return safe_name(cfg.name, "run name", "flags", "name") if cfg.name else f"train-{cfg.category}"
 
 
 def ground_truth_to_reference(root, category: str, reference: str,
@@ -416,8 +419,8 @@ def run_train(cfg: TrainConfig, replace_changed: bool = False) -> dict:
     naming what changed, or, with ``replace_changed`` (the main job, which reruns this stage because its
     inputs or settings changed), the old run is removed and a new one starts."""
 
+    name = run_name(cfg)  # checked before Ray starts
     init_ray()
-    name = run_name(cfg)
     store = Store(cfg.out, cfg.endpoint_url)
     store.check()
     fingerprint = run_fingerprint(cfg)

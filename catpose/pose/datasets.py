@@ -23,6 +23,7 @@ import numpy as np
 from catpose.data.co3d import Co3dCategory
 from catpose.data.groundtruth import GT_FILE, load_ground_truth
 from catpose.errors import DataFormatError
+from catpose.storage import name_problem, safe_name, shown_name
 from catpose.pose.viewpoint import viewpoint_to_rotation
 
 
@@ -91,6 +92,11 @@ def _objects(path: Path, image_dir: Path, category: str, name: str, real_camera:
     except DataFormatError as e:
         problems.append({"item": name, "error": str(e)})
         return
+    if fname and name_problem(fname) is not None:  # a file name read from the record stays in image_dir
+        problems.append({"item": name, "error": str(DataFormatError(
+            str(path), f"image file name {shown_name(fname)} is not a plain name ({name_problem(fname)})",
+            "record.filename"))})
+        return
     image = image_dir / fname if fname else None
     if image is None or not image.is_file():
         image = next((image_dir / f"{name}{x}" for x in exts if (image_dir / f"{name}{x}").is_file()), image_dir / f"{name}.jpg")
@@ -124,6 +130,11 @@ def load_pascal3d(root: str | Path, category: str, sources: tuple[str, ...] | No
     = 3000 is not a real camera; catpose's synthetic set writes real ones).
     """
     root = Path(root)
+    safe_name(category, "category", "flags", "category")  # a glob pattern and folder names below
+    for s in sources or ():
+        safe_name(s, "source", "flags", "sources")
+    if split:
+        safe_name(split, "image set", "flags", "split")
     ann_root = root / "Annotations"
     if not ann_root.is_dir():
         raise FileNotFoundError(f"{ann_root}: not a PASCAL3D+ folder (no Annotations/)")
@@ -148,6 +159,9 @@ def load_objectnet3d(root: str | Path, category: str, split: str | None = "val")
     """Objects of ``category`` in an ObjectNet3D folder (``Annotations/<id>.mat``, ``Images/<id>.JPEG``,
     ``Image_sets/<split>.txt``; ``split=None``: every annotation file)."""
     root = Path(root)
+    safe_name(category, "category", "flags", "category")
+    if split:
+        safe_name(split, "image set", "flags", "split")
     ann = root / "Annotations"
     if not ann.is_dir():
         raise FileNotFoundError(f"{ann}: not an ObjectNet3D folder (no Annotations/)")
@@ -161,6 +175,10 @@ def load_objectnet3d(root: str | Path, category: str, split: str | None = "val")
     samples: list[PoseSample] = []
     problems: list[dict] = []
     for n in names:
+        if name_problem(n) is not None:  # a line of the image set that would point outside Annotations/
+            problems.append({"item": shown_name(n), "error": str(DataFormatError(
+                str(lst if split else ann), f"annotation name {shown_name(n)} is not a plain name ({name_problem(n)})"))})
+            continue
         path = ann / f"{n}.mat"
         if not path.is_file():
             problems.append({"item": n, "error": f"annotation not found: {path}"})

@@ -161,16 +161,22 @@ def _estimate_one(est: PoseEstimator, image: np.ndarray, s: PoseSample, mask) ->
         return e
 
 
+def check_category(trained: str, images: str, allow: bool, checkpoint: str, endpoint_url: str | None = None,
+                   what: str = "score it on") -> None:
+    """A :class:`ConfigError` naming the run's ``model.pt`` when the run was trained on another category
+    than ``images`` (unless ``allow``: ``--allow-other-category``)."""
+    if not same_category(trained, images) and not allow:
+        raise ConfigError(Store(checkpoint, endpoint_url).url("model.pt"),
+                          f"the run was trained on category '{trained}', not '{images}'; "
+                          f"give --allow-other-category to {what} another category's images", field="config.category")
+
+
 def evaluate_pose(cfg: PoseEvalConfig, progress: bool = True) -> dict:
     t_start = time.perf_counter()
     cfg = dataclasses.replace(cfg, pose=dataclasses.replace(cfg.pose, device=resolve_device(cfg.pose.device)))
     model, tpl = load_trained(cfg.checkpoint, cfg.endpoint_url, cfg.pose.device)
     run_cfg = model.config
-    if not same_category(run_cfg.category, cfg.category) and not cfg.allow_other_category:
-        raise ConfigError(Store(cfg.checkpoint, cfg.endpoint_url).url("model.pt"),
-                          f"the run was trained on category '{run_cfg.category}', not '{cfg.category}'; "
-                          "give --allow-other-category to score it on another category's images",
-                          field="config.category")
+    check_category(run_cfg.category, cfg.category, cfg.allow_other_category, cfg.checkpoint, cfg.endpoint_url)
     store = Store(cfg.checkpoint, cfg.endpoint_url)
     split = store.read_json("split.json") if store.exists("split.json") else None
     est = PoseEstimator(model.encoder, model.template.vertex_features().detach(), tpl.vertices,

@@ -91,3 +91,61 @@ def test_raw_frame_folders_with_bad_names_fail_by_name(tmp_path):
                                              and not p.name.endswith(".items")]
     bad_cat = _cli("ingest", "--frames", frames, "--out", out, "--category", "../up")
     assert bad_cat.returncode == 2 and "not a plain name" in bad_cat.stderr
+
+
+def test_a_training_run_name_from_the_config_stays_inside_the_store(tmp_path):
+    """``catpose train --name`` and ``--category`` become the run's folder: a name that climbs, hides or
+    globs is an error naming the field before any work, and nothing is written outside --out."""
+    from catpose.config import TrainConfig
+    from catpose.learn.train import run_name
+
+    assert run_name(TrainConfig(category="car")) == "train-car"
+    assert run_name(TrainConfig(category="car", name="car-2")) == "car-2"
+    outside = tmp_path / "outside"
+    for flag, bad in (("--name", f"../../{outside.name}"), ("--name", ".hidden"), ("--name", "a/b"),
+                      ("--category", "../car"), ("--category", "*")):
+        res = _cli("train", "--data", tmp_path / "shards", "--alignment", tmp_path / "align",
+                   "--out", tmp_path / "runs" / "x", flag, bad)
+        assert res.returncode == 2, (bad, res.stderr)
+        field = flag.removeprefix("--")
+        assert f"flags: field '{field}'" in res.stderr and "is not a plain name" in res.stderr, res.stderr
+    assert not outside.exists() and not list((tmp_path / "runs").rglob("split.json"))
+
+
+def test_names_read_from_pose_datasets_stay_inside_them(tmp_path):
+    """A PASCAL3D+ record whose ``filename`` climbs out of Images/, an ObjectNet3D image set naming
+    ``../x``, and a category or split from the flags that is no plain name: the record is a problem
+    naming the file and field, the flags an error; nothing outside the dataset is read."""
+    import pytest
+    import scipy.io
+
+    from catpose.errors import DataFormatError
+    from catpose.pose.datasets import load_objectnet3d, load_pascal3d
+    from tests.pose.test_datasets import _objects, _vp
+
+    secret = tmp_path / "secret.JPEG"
+    Image.new("RGB", (40, 30)).save(secret)
+    root = tmp_path / "p3d"
+    ann, img = root / "Annotations" / "car_imagenet", root / "Images" / "car_imagenet"
+    ann.mkdir(parents=True)
+    img.mkdir(parents=True)
+    obj = _objects(("car", np.array([2.0, 3.0, 20.0, 20.0]), _vp(30.0, 10.0, 0.0), 0, 0, 0))
+    scipy.io.savemat(ann / "n1.mat", {"record": {"filename": "../../../secret.JPEG", "objects": obj}})
+    Image.new("RGB", (40, 30)).save(img / "n2.JPEG")
+    scipy.io.savemat(ann / "n2.mat", {"record": {"filename": "n2.JPEG", "objects": obj}})
+    samples, problems = load_pascal3d(root, "car")
+    assert [s.name for s in samples] == ["n2#0"] and all("secret" not in s.image for s in samples)
+    assert problems[0]["item"] == "n1" and f"{ann / 'n1.mat'}: field 'record.filename'" in problems[0]["error"]
+    assert "'../../../secret.JPEG' is not a plain name" in problems[0]["error"]
+    for kw in ({"category": "../car"}, {"category": "*"}, {"category": "car", "split": "../list.txt"},
+               {"category": "car", "sources": ("../x",)}):
+        with pytest.raises(DataFormatError, match="flags: field .* is not a plain name"):
+            load_pascal3d(root, **kw)
+    on3d = tmp_path / "on3d"
+    for d in ("Annotations", "Images", "Image_sets"):
+        (on3d / d).mkdir(parents=True)
+    scipy.io.savemat(tmp_path / "up.mat", {"record": {"filename": "n2.JPEG", "objects": obj}})
+    (on3d / "Image_sets" / "val.txt").write_text("../../up\n")
+    samples, problems = load_objectnet3d(on3d, "car")
+    assert samples == [] and problems[0]["item"] == "'../../up'"
+    assert f"{on3d / 'Image_sets' / 'val.txt'}: annotation name '../../up' is not a plain name" in problems[0]["error"]

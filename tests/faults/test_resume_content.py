@@ -188,3 +188,105 @@ def test_run_with_another_synth_seed_remakes_the_data_and_every_later_stage(tmp_
     assert (out / "data" / "catpose_gt.json").read_text() != gt0  # other instances, other world frames
     assert yaml.safe_load((out / "config.yaml").read_text())["synth"]["seed"] == 1
     print(f"\nrerun timings: nothing changed {t_same:.1f} s, synth seed changed {t_seed:.1f} s")
+
+
+def test_ingest_rerun_with_other_settings_or_frames_redoes_those_sequences(tmp_path, capsys):
+    from tests.raw_frames import raw_sequences
+
+    raw, _ = raw_sequences(tmp_path / "raw-src", frames=16, size=256, blank_frames=0)
+    out = tmp_path / "ingested"
+    args = ["ingest", "--frames", str(raw), "--out", str(out), "--category", "car", "--workers", "0",
+            "--hull-voxels", "0"]
+    assert cli.main(args + ["--max-frames", "14"]) == 0
+    assert _line(capsys.readouterr().out, "ingest car:") == "ingest car: 0 of 1 sequences kept " \
+        "(inputs and settings unchanged), 1 new"
+    mtimes = {p: p.stat().st_mtime_ns for p in (out / "car").rglob("*") if p.is_file()}
+    assert cli.main(args + ["--max-frames", "14"]) == 0  # nothing changed: kept, not one file rewritten
+    assert _line(capsys.readouterr().out, "ingest car:") == "ingest car: 1 of 1 sequences kept " \
+        "(inputs and settings unchanged)"
+    assert all(p.stat().st_mtime_ns == t for p, t in mtimes.items() if "manifest" not in p.name)
+    assert cli.main(args + ["--max-frames", "12"]) == 0  # a setting
+    assert _line(capsys.readouterr().out, "ingest car:") == "ingest car: 0 of 1 sequences kept " \
+        "(inputs and settings unchanged), 1 recomputed (settings changed)"
+    man = json.loads((out / "car" / "catpose_manifest_ingest.json").read_text())
+    assert man["items"]["good"]["frames"] == 12  # the new setting's frames
+    # one source frame changed: its sequence is ingested again
+    first = sorted((raw / "good").glob("*.jpg"))[0]
+    img = np.asarray(Image.open(first))
+    Image.fromarray(255 - img).save(first)
+    assert cli.main(args + ["--max-frames", "12"]) == 0
+    assert _line(capsys.readouterr().out, "ingest car:") == "ingest car: 0 of 1 sequences kept " \
+        "(inputs and settings unchanged), 1 recomputed (source changed: files of good)"
+
+
+@pytest.mark.slow  # Ray Tune
+def test_tune_rerun_with_another_space_runs_a_new_sweep(tmp_path, ray_local, capsys):
+    from catpose.config import SynthConfig
+    from catpose.data.synth.generate import generate
+
+    data = tmp_path / "data"
+    generate(SynthConfig(workers=0, out=data, category=("car",), videos=3, frames=6, size=64, seed=5,
+                         supersample=1))
+    out = tmp_path / "tune"
+    args = ["tune", "--data", str(data), "--category", "car", "--out", str(out), "--videos", "3",
+            "--rotations", "128", "--vertices", "150", "--taus", "1.0", "--workers", "0"]
+    assert cli.main(args + ["--alphas", "0.2", "1.0"]) == 0
+    assert _line(capsys.readouterr().out, "tune car:") == "tune car: 0 of 1 sweeps kept " \
+        "(inputs and settings unchanged), 1 new"
+    trials = lambda: {p.parent.name: p.read_bytes() for p in (out / "sweep-car").glob("*/result.json")}
+    before = trials()
+    assert len(before) == 2
+    assert cli.main(args + ["--alphas", "0.2", "1.0"]) == 0  # nothing changed: Tune restores, no trial reruns
+    assert _line(capsys.readouterr().out, "tune car:") == "tune car: 1 of 1 sweeps kept (inputs and settings unchanged)"
+    assert trials() == before
+    assert cli.main(args + ["--alphas", "0.0", "0.5", "1.0"]) == 0  # another space: a new sweep, no old trial
+    printed = capsys.readouterr().out
+    assert _line(printed, "tune car:") == "tune car: 0 of 1 sweeps kept (inputs and settings unchanged), " \
+        "1 recomputed (settings changed)"
+    after = trials()
+    assert len(after) == 3 and not set(after) & set(before)
+    assert "| 0.50 |" in (out / "sweep_results.md").read_text()
+
+
+@pytest.mark.slow  # Ray Train
+def test_train_rerun_keeps_resumes_or_refuses_by_the_runs_fingerprint(synth_root, tmp_path, ray_local, capsys):
+    from catpose.errors import ConfigError
+    from catpose.learn.train import run_train
+    from tests.training_inputs import training_config, training_inputs
+
+    shards = str(tmp_path / "shards")
+    feats = training_inputs(synth_root, tmp_path, shards)
+    cfg = training_config(synth_root, tmp_path, shards, feats, out=str(tmp_path / "runs"), epochs=1,
+                          num_workers=1, evaluate=False, max_failures=0)
+    import dataclasses
+
+    run_train(cfg)
+    model = tmp_path / "runs" / "train-car" / "model.pt"
+    t_model = model.stat().st_mtime_ns
+    capsys.readouterr()
+    assert run_train(cfg)["epochs"] == 1  # nothing changed: kept, not trained again
+    assert "finished its 1 epochs before; kept" in capsys.readouterr().out and model.stat().st_mtime_ns == t_model
+    # more epochs (a setting of how long, not of what): resumed from its checkpoint, one more epoch
+    res = run_train(dataclasses.replace(cfg, epochs=2))
+    assert res["epochs"] == 2 and len(res["history"]) == 2
+    # a setting that changes what is learned: the stored run is not resumed into, the error says why
+    changed = dataclasses.replace(cfg, epochs=2, lr=cfg.lr * 2)
+    with pytest.raises(ConfigError, match=r"learned from other settings or inputs \(lr: "):
+        run_train(changed)
+    # other inputs (the alignment table): the same
+    table = tmp_path / "align" / "alignment.parquet"
+    saved = table.read_bytes()
+    from catpose.align.table import write_alignment
+    from catpose.data.groundtruth import load_ground_truth
+    from catpose.learn.train import ground_truth_to_reference
+
+    ref = sorted(load_ground_truth(synth_root, "car"))[1]  # another reference video: another table
+    write_alignment(table, ground_truth_to_reference(synth_root, "car", ref), ref)
+    with pytest.raises(ConfigError, match="its inputs \\(alignment, shards or features\\) changed"):
+        run_train(dataclasses.replace(cfg, epochs=2))
+    # the main job's train stage (replace_changed): started anew on the new inputs
+    capsys.readouterr()
+    res = run_train(dataclasses.replace(cfg, epochs=1), replace_changed=True)
+    assert "learned from other settings or inputs (its inputs" in capsys.readouterr().out
+    assert res["epochs"] == 1 and len(res["history"]) == 1
+    table.write_bytes(saved)

@@ -116,3 +116,15 @@ def test_a_run_of_one_category_is_not_scored_on_another(tmp_path):
              "--category", "mug", "--out", str(tmp_path / "eval"), "--allow-other-category"])
     line = one_clear_line(r)
     assert "trained on category" not in line and str(tmp_path / "none") in line, line
+    # estimate takes the images' category when it is known (--category): the same rule
+    img = tmp_path / "missing.png"
+    r = run(["estimate", "--checkpoint", str(run_dir), "--image", str(img), "--category", "mug",
+             "--out", str(tmp_path / "est")])
+    line = one_clear_line(r)
+    assert f"{run_dir / 'model.pt'}: field 'config.category': the run was trained on category 'car', not 'mug'" in line
+    assert "give --allow-other-category to estimate on another category's images" in line
+    assert not (tmp_path / "est").exists()
+    for extra in (["--category", "mug", "--allow-other-category"], ["--category", "car"], []):
+        r = run(["estimate", "--checkpoint", str(run_dir), "--image", str(img), "--out", str(tmp_path / "est"),
+                 "--pose.prior-weight", "0", *extra])
+        assert "trained on category" not in r.stdout + r.stderr and str(img) in r.stdout, (extra, r.stdout, r.stderr)

@@ -3,6 +3,7 @@ clear message naming the holder (its host and pid), and the first finishes untou
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -34,3 +35,38 @@ def test_a_second_catpose_on_the_same_store_stops_naming_the_first(tmp_path):
     assert not (out / LEASE).exists()
     # the second run's settings never reached the store: ten videos of seed 0
     assert len(list((out / "car" / ".synth").glob("*.json"))) == 10
+
+
+def test_a_second_catpose_run_on_the_same_store_stops_before_any_stage(tmp_path):
+    """Issue 34, finding 4 as it was found: two ``catpose run``s on one --out. The second stops at once,
+    naming the first, so the two can no longer train into one ``train/train-<category>`` and leave a
+    model.pt of one and a retrieval_views.pt of the other; the first run's outputs are its own."""
+    import yaml
+
+    out = tmp_path / "run"
+    conf = tmp_path / "small.yaml"
+    conf.write_text(yaml.safe_dump({
+        "out": str(out), "workers": 0, "train_categories": [], "pose_images": 0, "eval_pairs": 0,
+        "synth": {"category": ["car"], "videos": 3, "frames": 6, "size": 48, "supersample": 1},
+        "features": {"vertices": 150, "frames": 3}, "align": {"rotations": 128, "vertices": 100, "partners": 0}}))
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    cmd = [sys.executable, "-m", "catpose", "run", "--config", str(conf)]
+    first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    for _ in range(600):
+        if (out / LEASE).exists() or first.poll() is not None:
+            break
+        time.sleep(0.1)
+    assert (out / LEASE).exists(), first.communicate()
+    second = subprocess.run(cmd + ["--synth.seed", "1"], capture_output=True, text=True, env=env, timeout=300)
+    assert second.returncode == 2, (second.stdout, second.stderr)
+    err = second.stderr.strip().splitlines()
+    assert len(err) == 1 and f"{out / LEASE}: the store is in use by catpose run on host " in err[0], err
+    assert f"(pid {first.pid}," in err[0] and "==" not in second.stdout  # no stage of the second began
+    out1, err1 = first.communicate(timeout=900)
+    assert first.returncode == 0, err1[-3000:]
+    assert not (out / LEASE).exists()
+    import yaml as _y
+
+    assert _y.safe_load((out / "config.yaml").read_text())["synth"]["seed"] == 0  # the first run's settings only
+    man = json.loads((out / "pipeline_manifest.json").read_text())
+    assert all(v.get("status") == "ok" for v in man["items"].values()), man
