@@ -34,6 +34,35 @@ class LeaseError(CatposeError):
     """Another run holds the store's lease."""
 
 
+# the owners of the leases this process holds now (taken and not yet released or abandoned)
+_HELD: set[str] = set()
+
+
+def _holder_gone(rec: dict) -> bool:
+    """Whether a lease record's holder is known to be gone before its expiry: it was taken on this host
+    by a process that no longer exists (a run killed with SIGKILL), or by this very process, which holds
+    no such lease any more (a run whose release could not reach the store)."""
+    if rec.get("host") != socket.gethostname():
+        return False
+    try:
+        pid = int(rec.get("pid"))
+    except (TypeError, ValueError):
+        return False
+    if pid == os.getpid():
+        return rec.get("owner") not in _HELD
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # alive, another user's
+        return False
+    return False
+
+
+def _stale(rec: dict | None) -> bool:
+    return rec is None or float(rec.get("expires", 0)) < time.time() or _holder_gone(rec)
+
+
 def _describe(rec: dict) -> str:
     t = lambda x: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(float(x)))
     return (f"{rec.get('command', 'a catpose run')} on host {rec.get('host')} (pid {rec.get('pid')}, "
@@ -115,7 +144,7 @@ class Lease:
             held, etag = self._read()
             if held is None:
                 return self._try()
-            if float(held.get("expires", 0)) < time.time() and etag and self._put_s3(rec, etag):
+            if _stale(held) and etag and self._put_s3(rec, etag):
                 print(f"lease: took over the stale lease of {_describe(held)}", flush=True)
                 return None
             return held
@@ -126,7 +155,7 @@ class Lease:
                 fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
                 held, _ = self._read()
-                if held is not None and float(held.get("expires", 0)) >= time.time():
+                if not _stale(held):
                     return held
                 print(f"lease: took over the stale lease of {_describe(held or {})}", flush=True)
                 atomic_write_bytes(path, json.dumps(self._record()).encode())
@@ -148,6 +177,7 @@ class Lease:
                                  "(a lease expires by itself when its run stops renewing it)")
             time.sleep(min(2.0, max(0.1, deadline - time.time())))
         self._acquired = time.time()
+        _HELD.add(self.owner)
         self._thread = threading.Thread(target=self._renew_loop, name="catpose-lease", daemon=True)
         self._thread.start()
         return self
@@ -182,6 +212,7 @@ class Lease:
         """Stops renewing and removes the lease if it is still this run's. Raises :class:`LeaseError`
         when another run took it over meanwhile (its outputs and this run's may be mixed)."""
         self._stop.set()
+        _HELD.discard(self.owner)
         if self._thread is not None:
             self._thread.join(timeout=10)
         if self.lost is None:
@@ -209,9 +240,12 @@ class Lease:
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
             self.release()
-        except LeaseError:
+        except Exception as e:
             if exc_type is None:
                 raise
+            # the run failed already (e.g. its store went away): that error is the one to see; the lease
+            # left behind is taken over by the next run on this host at once, elsewhere after its expiry
+            print(f"lease: could not release {self.store.url(LEASE)}: {type(e).__name__}: {e}", flush=True)
 
 
 def _read_body(store: Store, body) -> bytes:

@@ -96,3 +96,39 @@ def test_a_held_lease_is_renewed_and_a_waiting_run_gets_it_after_release(tmp_pat
     assert waiter.poll() is None  # still waiting
     lease.release()
     assert waiter.wait(timeout=60) == 0 and "HELD" in waiter.stdout.read()
+
+
+@pytest.mark.parametrize("where", ["folder", "s3"])
+def test_the_lease_of_a_killed_run_on_this_host_is_taken_over_before_its_expiry(tmp_path, where, request):
+    """A run killed with SIGKILL cannot release its lease: the next run on the same host sees that the
+    holder's process is gone and takes the lease at once, long before its 10-minute expiry."""
+    uri, endpoint = _stores(tmp_path, request.getfixturevalue("s3_bucket") if where == "s3" else None)
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, uri, endpoint, "killed", "600", "600"],
+                            stdout=subprocess.PIPE, text=True, env=env)
+    assert proc.stdout.readline().strip() == "HELD"
+    store = Store(uri, endpoint or None)
+    with pytest.raises(LeaseError, match="in use by holder killed"):  # alive: refused
+        Lease(store, "next run").acquire()
+    proc.kill()
+    proc.wait(timeout=30)
+    assert store.exists(LEASE) and json.loads(store.read_bytes(LEASE))["pid"] == proc.pid  # left behind
+    t0 = time.time()
+    Lease(store, "next run").acquire().release()
+    assert time.time() - t0 < 30 and not store.exists(LEASE)
+
+
+def test_a_lease_this_process_could_not_release_is_taken_over_by_its_next_run(tmp_path):
+    """A run whose release failed (its store was unreachable at the end) leaves its record behind; the
+    same process's next run is not refused by its own dead lease, while a lease it still holds refuses."""
+    store = Store(str(tmp_path / "store"))
+    held = Lease(store, "running").acquire()
+    with pytest.raises(LeaseError, match="in use by running"):
+        Lease(store, "second").acquire()
+    held._stop.set()  # as after a release that could not reach the store: no longer held, record left
+    from catpose import lease as lease_module
+
+    lease_module._HELD.discard(held.owner)
+    assert store.exists(LEASE)
+    Lease(store, "next run").acquire().release()
+    assert not store.exists(LEASE)
