@@ -12,7 +12,7 @@
     catpose estimate --checkpoint RUNS/train-car --image IMG [--bbox X0 Y0 X1 Y1 | --mask PNG]
     catpose evaluate --checkpoint RUNS/train-car --dataset pascal3d --root PATH --category car
     catpose info    --data DIR
-    catpose run     [--config FILE.yaml] [--out DIR|s3://bucket/prefix] [flags]   (the main job, catpose.pipeline)
+    catpose run     [--config FILE.yaml] [--out DIR|s3://bucket/prefix] [flags]   (the main job, catpose.run)
 
 The run context is declared once (``catpose.config.StoreContext`` / ``TaskContext`` / ``RunContext``) and
 every stage inherits the part it uses: ``--endpoint-url`` (every stage with a store), ``--workers`` (Ray
@@ -22,7 +22,7 @@ training processes.
 
 Each subcommand imports its stage inside its own function, on purpose: the stages pull in torch, Ray,
 pycolmap and trimesh, and ``catpose --help`` or ``catpose info`` should not wait for all of them
-(importing this module takes about 0.2 s; importing every stage, as ``catpose.pipeline`` does, 5-10 s).
+(importing this module takes about 0.2 s; importing every stage, as the main job (``catpose.run``) does, 5-10 s).
 """
 
 from __future__ import annotations
@@ -138,11 +138,26 @@ class EvalAlignConfig:
     """With --labels: also write the scores (per category, per pair) to this JSON file."""
 
 
+def fill_in_features(cfg: AlignConfig, progress: bool = True) -> None:
+    """``catpose align``'s convenience: the videos of ``cfg.category`` missing from its feature store
+    (``--features``, default ``OUT/features``) are computed first, with the settings the store's videos
+    were made with (the defaults for an empty store), so that the alignment engine, which takes the
+    features it is given, finds them all. A store mixing settings is an error naming its manifest."""
+    from catpose.align.run import feature_store, features_for_align
+    from catpose.features.runner import run_features as compute
+    from catpose.storage import Store
+
+    Store(str(cfg.out), cfg.endpoint_url).check()  # a file in the way: one clear error before any work
+    fcfg, _ = features_for_align(cfg, None, feature_store(cfg))
+    compute(fcfg, progress=progress, keep_existing=True)
+
+
 def run_align(cfg: AlignConfig) -> int:
     from catpose.align.evaluate import evaluate_alignment
     from catpose.align.run import run_align as run
     from catpose.data.groundtruth import GT_FILE
 
+    fill_in_features(cfg)
     res = run(cfg)
     print(f"{cfg.category}: {res['videos']} videos aligned from {res['pairs']} pairs, reference "
           f"{res['reference']} -> {Path(cfg.out) / 'alignment.parquet'}")
@@ -362,8 +377,8 @@ def main(argv: list[str] | None = None) -> int:
     import tyro
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["run"]:  # the main job (its own parser: a YAML file, then flags; see catpose.pipeline)
-        from catpose.pipeline import main as run_job
+    if argv[:1] == ["run"]:  # the main job (its own parser: a YAML file, then flags; see catpose.run.config)
+        from catpose.run.runner import main as run_job
 
         return run_job(argv[1:])
     debug = "--debug" in argv

@@ -106,7 +106,8 @@ def test_main_job_reports_a_broken_sequence_and_goes_on(tmp_path, synth_root):
     import numpy as np
 
     from catpose.data.pointcloud import PointCloud, write_ply
-    from catpose.pipeline import PipelineConfig, run
+    from catpose.run.config import PipelineConfig
+    from catpose.run.runner import run
 
     data = tmp_path / "data"
     shutil.copytree(synth_root, data)
@@ -124,7 +125,8 @@ def test_main_job_reports_a_broken_sequence_and_goes_on(tmp_path, synth_root):
 @pytest.mark.slow  # Ray Tune (out of make test-fast)
 def test_main_job_tunes_alpha_tau_and_aligns_with_the_best(tmp_path, synth_root, ray_local, capsys):
     from catpose.config import ShardConfig, SweepConfig
-    from catpose.pipeline import PipelineConfig, run
+    from catpose.run.config import PipelineConfig
+    from catpose.run.runner import run
 
     cfg = PipelineConfig(out=tmp_path / "run", data=synth_root, workers=0, tune=True, train_categories=(),
                          shard=ShardConfig(out="", category=("car",)),

@@ -19,7 +19,7 @@ CONTEXT = {"endpoint_url": StoreContext, "workers": TaskContext, "device": Devic
 
 
 def _config_classes():
-    from catpose.pipeline import PipelineConfig
+    from catpose.run.config import PipelineConfig
 
     classes = [v for v in vars(config).values() if isinstance(v, type) and dataclasses.is_dataclass(v)]
     return classes + [cls for cls, _ in COMMANDS.values()] + [PipelineConfig]
@@ -61,7 +61,8 @@ def test_every_stage_takes_the_shared_flags(stage):
 
 
 def test_the_main_job_hands_its_context_to_every_stage(tmp_path, monkeypatch):
-    from catpose.pipeline import Ctx, PipelineConfig, load_config
+    from catpose.run.config import PipelineConfig, load_config
+    from catpose.run.graph import Ctx
     from catpose.storage import Store
 
     # a cluster is named (nothing connects to it here): `cuda` passes the device check on a GPU-less driver
@@ -87,7 +88,7 @@ def test_the_main_job_hands_its_context_to_every_stage(tmp_path, monkeypatch):
     ("sweep: {device: [cpu]}\n", "field 'sweep.device': expected a string, got ['cpu']"),
 ])
 def test_yaml_context_fields_are_checked_and_name_file_and_field(tmp_path, text, expected):
-    from catpose.pipeline import load_config
+    from catpose.run.config import load_config
 
     path = tmp_path / "exp.yaml"
     path.write_text(text)
@@ -97,7 +98,7 @@ def test_yaml_context_fields_are_checked_and_name_file_and_field(tmp_path, text,
 
 
 def test_top_level_context_in_yaml_reaches_the_stages(tmp_path):
-    from catpose.pipeline import config_yaml, load_config
+    from catpose.run.config import config_yaml, load_config
 
     path = tmp_path / "exp.yaml"
     path.write_text("workers: 0\nendpoint_url: http://127.0.0.1:9\ndevice: cpu\ningest: {out: s3://b/x}\n")

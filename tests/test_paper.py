@@ -8,7 +8,7 @@ import torch
 
 from catpose import cli
 from catpose.features.backbones import DinoV2, ViTSpec
-from catpose.pipeline import load_config
+from catpose.run.config import load_config
 
 PAPER = Path(__file__).resolve().parents[1] / "configs" / "paper.yaml"
 

@@ -24,14 +24,15 @@ def test_align_refuses_a_feature_store_made_with_other_settings(tmp_path, synth_
     run_cfg = FeaturesConfig(backbone="random_cnn", vertices=300, frames=4)
     with pytest.raises(ConfigError) as e:
         run_align(AlignConfig(data=synth_root, category="car", out=str(tmp_path / "align"),
-                              features=str(tmp_path / "features"), workers=0), features=run_cfg)
+                              features=str(tmp_path / "features"), workers=0), made_with=signature(run_cfg))
     msg = str(e.value)
     assert "car/_manifest.json" in msg and "'backbone': 'colorsift'" in msg and "'backbone': 'random_cnn'" in msg
     assert not (tmp_path / "align" / "pairs").exists()  # nothing was computed
 
 
 def test_stage_graph_summary_config_and_skips(tmp_path, synth_root, capsys):
-    from catpose.pipeline import PipelineConfig, load_config, run
+    from catpose.run.config import PipelineConfig, load_config
+    from catpose.run.runner import run
 
     data = tmp_path / "data"
     shutil.copytree(synth_root, data)
@@ -64,7 +65,8 @@ def test_tune_stage_with_the_store_on_s3(tmp_path, synth_root, s3_bucket, ray_lo
     """The α/τ sweep of the main job with the run's store on a (moto) S3 bucket: Tune's trials, the
     chosen values, the plot and the report land in the bucket; a rerun skips the sweep."""
     from catpose.config import ShardConfig, SweepConfig
-    from catpose.pipeline import PipelineConfig, run
+    from catpose.run.config import PipelineConfig
+    from catpose.run.runner import run
     from catpose.storage import Store
 
     endpoint, bucket = s3_bucket
@@ -93,7 +95,7 @@ def test_tune_stage_with_the_store_on_s3(tmp_path, synth_root, s3_bucket, ray_lo
 def test_train_section_names_only_the_plots_the_run_made():
     """A run without evaluation makes no viewpoint plot: the report must not name one (every picture the
     report names is in the store)."""
-    from catpose.pipeline import TrainArtifact, _train_section
+    from catpose.learn.stage import TrainArtifact, _train_section
 
     row = {"category": "car", "run": "s3://b/run/train/train-car", "epochs": 1, "loss": [2.0, 1.5],
            "evaluation": None, "plots": ["plots/training_curves_car.png"]}

@@ -111,7 +111,8 @@ def test_the_main_job_goes_on_past_bad_records(data, tmp_path):
     """The validate stage used to abort the whole run: now the broken video is reported, every stage
     runs, and the other videos of both categories are aligned."""
     from catpose.config import AlignConfig
-    from catpose.pipeline import PipelineConfig, run
+    from catpose.run.config import PipelineConfig
+    from catpose.run.runner import run
 
     edit_records(data / "car" / "sequence_annotations.jgz", lambda recs: recs[1].pop("category"))
     edit_records(data / "mug" / "frame_annotations.jgz",

@@ -11,7 +11,7 @@ import yaml
 from catpose.data.co3d import Co3dCategory
 from catpose.errors import ConfigError
 from catpose.features.runner import load_surface_features, run_features
-from catpose.pipeline import load_config
+from catpose.run.config import load_config
 
 from .conftest import edit_records, fast_features, frame_index
 
@@ -116,7 +116,8 @@ def test_a_category_whose_every_video_fails_is_not_an_ok_run(data, tmp_path):
     from catpose.config import AlignConfig
     from catpose.data.pointcloud import PointCloud, write_ply
     from catpose.errors import CatposeError
-    from catpose.pipeline import PipelineConfig, run
+    from catpose.run.config import PipelineConfig
+    from catpose.run.runner import run
 
     for n in ("mug_0000", "mug_0001", "mug_0002"):
         write_ply(data / "mug" / n / "pointcloud.ply", PointCloud(np.zeros((0, 3), np.float32)))

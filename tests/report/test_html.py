@@ -31,7 +31,8 @@ def _need_chromium() -> None:
 def small_run(synth_root, tmp_path_factory):
     """The main job on the small synthetic car videos (validate, shard, features, align), in this process."""
     from catpose.config import AlignConfig, FeaturesConfig
-    from catpose.pipeline import PipelineConfig, run
+    from catpose.run.config import PipelineConfig
+    from catpose.run.runner import run
 
     base = tmp_path_factory.mktemp("htmlrun")
     shutil.copytree(synth_root, base / "data")
