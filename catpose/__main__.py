@@ -1,7 +1,8 @@
-"""``python -m catpose``: the same command line as ``catpose`` (:func:`catpose.cli.main`)."""
+"""``python -m catpose``: the same command line as ``catpose`` (``catpose.cli.main``)."""
 
 import sys
 
 from catpose.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":
+    sys.exit(main())

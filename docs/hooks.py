@@ -1,6 +1,6 @@
 """MkDocs hook: pages generated at build time, so that they cannot go stale.
 
-* ``reference/config.md``: every config dataclass of ``catpose/config.py`` (and the main job's
+* ``reference/config.md``: every config dataclass of ``catpose/config/`` (and the main job's
   ``PipelineConfig`` in ``catpose/run/config.py``) with each field's name, type, default and docstring,
   read from the source with :mod:`ast` (nothing is imported: the docs build needs neither torch nor Ray).
 * ``benchmarks.md``: the tables of ``bench/results/*.json``, every number read from those files.
@@ -16,7 +16,8 @@ from mkdocs.structure.files import File
 
 ROOT = Path(__file__).resolve().parents[1]
 MAIN_JOB_CONFIG = ROOT / "catpose" / "run" / "config.py"
-CONFIG_SOURCES = [ROOT / "catpose" / "config.py", MAIN_JOB_CONFIG]
+CONFIG_SOURCES = [*(ROOT / "catpose" / "config" / f"{m}.py" for m in ("context", "data", "align", "train", "pose")),
+                  MAIN_JOB_CONFIG]
 RESULTS = ROOT / "bench" / "results"
 
 
@@ -86,7 +87,7 @@ def _cell(text: str) -> str:
 def config_reference() -> str:
     classes = config_classes()
     lines = ["# Configuration reference", "",
-             "Generated at build time from the config dataclasses (`catpose/config.py`, and `PipelineConfig` in "
+             "Generated at build time from the config dataclasses (`catpose/config/`, and `PipelineConfig` in "
              "`catpose/run/config.py`): each field's name, type, default and docstring. In the main job's YAML a "
              "stage's section is its field of `PipelineConfig` (`train: {epochs: 40}`); on the command line "
              "`--train.epochs 40`, and on a stage's own subcommand `--epochs 40`. Fields marked *inherited* come "
