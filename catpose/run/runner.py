@@ -88,7 +88,9 @@ def run(cfg: PipelineConfig) -> dict:
         return _run(cfg)
 
 
-def _warn_local_store_on_a_cluster(cfg: PipelineConfig, store: Store) -> None:
+def _join_cluster(cfg: PipelineConfig, store: Store) -> None:
+    """Joins the Ray cluster the job was submitted to (else Ray starts when a stage needs it); a local
+    folder as the store of a cluster of several nodes is said."""
     from catpose.parallel import init_ray
 
     if cfg.workers > 0 and os.environ.get("RAY_ADDRESS"):  # on a cluster: join it now (else Ray starts when needed)
@@ -111,7 +113,7 @@ def _run(cfg: PipelineConfig) -> dict:
         os.environ.setdefault("CATPOSE_S3_ENDPOINT", cfg.endpoint_url)
     store.write_text("config.yaml", config_yaml(cfg))
     man = Manifest.load_or_new("pipeline_manifest.json", "pipeline", store=store)
-    _warn_local_store_on_a_cluster(cfg, store)
+    _join_cluster(cfg, store)
     ctx = Ctx(cfg, store, Path(tempfile.mkdtemp(prefix="catpose-scratch-")))
     stages = graph(cfg)
     t_run = time.perf_counter()

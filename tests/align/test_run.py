@@ -188,3 +188,10 @@ def test_a_rerun_with_another_alpha_or_rotation_count_into_the_same_out_reuses_n
     assert changed == pytest.approx(fresh) and changed != pytest.approx(first)  # D = (1 - α) D_geo + α D_app
     _, said, _ = align_into(out, alpha=0.7, rotations=128)
     assert "(0 done before), alpha 0.7" in said
+
+
+def test_the_engine_on_an_empty_feature_store_says_where_it_looked(synth_root, tmp_path):
+    """The engine computes no features: without any it stops before any work, naming the store."""
+    with pytest.raises(ValueError, match=r"category 'car' has no features in .*features \(its car/_manifest.json"):
+        run_align(AlignConfig(data=synth_root, category="car", out=tmp_path / "a", workers=0), progress=False)
+    assert not (tmp_path / "a" / "features").exists() and not (tmp_path / "a" / "pairs").exists()
