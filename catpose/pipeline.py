@@ -60,9 +60,9 @@ from catpose.storage import Store, is_s3
 @dataclass
 class PipelineConfig(RunContext):
     """The whole pipeline, one config. Values come from the defaults, then --config YAML, then flags.
-    Its top-level ``out`` (the store) and the inherited run context (``endpoint_url``, ``workers``,
-    ``device``: :class:`catpose.config.RunContext`) hold for every stage; a stage section's own ``out``
-    (e.g. ``shard.out``) only moves that stage's outputs elsewhere."""
+    Its top-level out (the store) and the inherited run context (endpoint_url, workers, device:
+    catpose.config.RunContext) hold for every stage; a stage section's own out (e.g. shard.out) only moves
+    that stage's outputs elsewhere."""
 
     out: str = "runs/demo"
     """The run's store: a folder or s3://bucket/prefix. Data, shards, features, alignments, training runs,
@@ -72,7 +72,7 @@ class PipelineConfig(RunContext):
     """An existing CO3D-layout dataset root (folder or s3:// prefix, read lazily); default: generate the
     synthetic categories into the store."""
     raw_frames: str | None = None
-    """A folder or s3:// prefix of raw frames/videos per sequence to run SfM on first (``catpose ingest``)."""
+    """A folder or s3:// prefix of raw frames/videos per sequence to run SfM on first (catpose ingest)."""
     config: Path | None = None
     """YAML file with any of these fields (nested sections: synth, ingest, shard, ...)."""
     synth: SynthConfig = field(default_factory=lambda: SynthConfig(category=("car", "mug"), videos=30))
@@ -303,8 +303,10 @@ class Stage:
 
 def _what(obj) -> dict:
     """A config section without its runtime fields (how and where, not what)."""
-    return {k: v for k, v in json.loads(json.dumps(dataclasses.asdict(obj), default=str)).items()
-            if k not in RUNTIME_FIELDS}
+    def what(d):  # nested sections too (align.search.batch)
+        return {k: what(v) if isinstance(v, dict) else v for k, v in d.items() if k not in RUNTIME_FIELDS}
+
+    return what(json.loads(json.dumps(dataclasses.asdict(obj), default=str)))
 
 
 def _hash(obj) -> str:
@@ -549,7 +551,6 @@ def _features_headline(a: FeaturesArtifact) -> str | None:
 
 # ------------------------------------------------------------------------------------- tune and align
 def _tune_run(ctx: Ctx) -> TuneArtifact:
-    from catpose.align.run import search_config
     from catpose.align.tune import run_sweep
 
     cfg, feats = ctx.cfg, ctx.arts["features"]
@@ -558,9 +559,8 @@ def _tune_run(ctx: Ctx) -> TuneArtifact:
         # trials align exactly as the alignment stage will (only alpha and tau vary)
         out = ctx.store.sub("tune", c)
         res = run_sweep(ctx.section(cfg.sweep, data=ctx.data.uri, category=c, out=out.uri, features=feats.uri,
-                                    rotations=cfg.align.rotations, vertices=cfg.align.vertices,
-                                    device=ctx.section(cfg.align).device),
-                        search=search_config(cfg.align), features=_features_cfg(ctx))
+                                    trial=cfg.align.search, device=ctx.section(cfg.align).device),
+                        features=_features_cfg(ctx))
         art.best[c] = res["best"]
         top = res["rows"][0]
         art.rows.append({"category": c, **res["best"], "cycle_deg": top["cycle_deg"], "trials": len(res["rows"]),
@@ -587,7 +587,8 @@ def _align_run(ctx: Ctx) -> AlignArtifact:
     art = AlignArtifact({}, [])
     for c in ctx.categories:
         out = ctx.store.sub("align", c)
-        acfg = ctx.section(cfg.align, data=ctx.data.uri, category=c, out=out.uri, features=feats.uri, **best.get(c, {}))
+        acfg = ctx.section(cfg.align, data=ctx.data.uri, category=c, out=out.uri, features=feats.uri,
+                           search=dataclasses.replace(cfg.align.search, **best.get(c, {})))
         res = run_align(acfg, features=fcfg)  # never recomputes features with other settings than the run's
         art.tables[c] = out.uri
         row = {"category": c, "videos": res["videos"], "pairs": res["pairs"], "reference": res["reference"],

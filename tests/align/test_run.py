@@ -8,7 +8,7 @@ import pytest
 
 from catpose.align.evaluate import evaluate_alignment
 from catpose.align.run import run_align
-from catpose.config import AlignConfig, SynthConfig
+from catpose.config import AlignConfig, SearchConfig, SynthConfig
 from catpose.data.synth.generate import generate
 
 
@@ -21,7 +21,8 @@ def cars(tmp_path_factory):
 
 def test_align_outputs_accuracy_and_resume(cars, tmp_path, ray_local):
     out = tmp_path / "align"
-    cfg = AlignConfig(data=cars, category="car", out=out, rotations=1024, chunk=4, workers=2)
+    cfg = AlignConfig(data=cars, category="car", out=out,
+                      search=SearchConfig(rotations=1024), chunk=4, workers=2)
     res = run_align(cfg, progress=False)
     assert res["videos"] == 6 and res["pairs"] == 15 and not res["failed_chunks"]
     t = pq.read_table(out / "alignment.parquet")
@@ -96,7 +97,7 @@ def test_a_truncated_feature_file_is_recomputed_and_an_unreadable_one_costs_its_
     from catpose.align.run import video_summaries
 
     first = tmp_path / "first"
-    cfg = AlignConfig(data=cars, category="car", out=first, rotations=1024, workers=2)
+    cfg = AlignConfig(data=cars, category="car", out=first, search=SearchConfig(rotations=1024), workers=2)
     run_align(cfg, progress=False)
     feats = tmp_path / "features"
     shutil.copytree(first / "features", feats)
@@ -104,7 +105,8 @@ def test_a_truncated_feature_file_is_recomputed_and_an_unreadable_one_costs_its_
     victim.write_bytes(victim.read_bytes()[:1000])
     capsys.readouterr()
     out = tmp_path / "again"
-    res = run_align(AlignConfig(data=cars, category="car", out=out, features=str(feats), rotations=1024, workers=2),
+    res = run_align(AlignConfig(data=cars, category="car", out=out, features=str(feats),
+                                search=SearchConfig(rotations=1024), workers=2),
                     progress=False)
     printed = capsys.readouterr().out
     assert f"'{victim.stem}' was done but its output is invalid ({victim}" in printed and "recomputing" in printed
@@ -137,7 +139,8 @@ def test_missing_features_are_filled_in_with_the_store_settings(cars, tmp_path):
     (feats / "car" / f"{gone}.npz").unlink()
     (feats / "car" / "_manifest.items" / f"{gone}.json").unlink()
     man_path.write_text(json.dumps(man))
-    res = run_align(AlignConfig(data=cars, category="car", out=tmp_path / "a", features=str(feats), rotations=512,
+    res = run_align(AlignConfig(data=cars, category="car", out=tmp_path / "a", features=str(feats),
+                                search=SearchConfig(rotations=512),
                                 workers=0), progress=False)
     assert res["videos"] == 6
     redone = load_surface_features(str(feats), "car", gone)
@@ -150,7 +153,8 @@ def test_missing_features_are_filled_in_with_the_store_settings(cars, tmp_path):
     item["signature"] = {**item["signature"], "backbone": "random_cnn"}
     record.write_text(json.dumps(item))
     with pytest.raises(DataFormatError, match="_manifest.json: field 'signature'.*random_cnn"):
-        run_align(AlignConfig(data=cars, category="car", out=tmp_path / "b", features=str(feats), rotations=512,
+        run_align(AlignConfig(data=cars, category="car", out=tmp_path / "b", features=str(feats),
+                              search=SearchConfig(rotations=512),
                               workers=0), progress=False)
 
 

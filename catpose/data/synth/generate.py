@@ -376,12 +376,12 @@ def generate(cfg: SynthConfig) -> dict[str, Manifest]:
         frames, seqs, gts = [], [], {}
         keys = {sequence_name(category, i): _staged(category, sequence_name(category, i)) for i in range(cfg.videos)}
         got = root.cat_many(sorted(set(root.glob(f"{category}/.synth/*.json")) & set(keys.values())))
-        for name, key in keys.items():
-            data = got.get(key)
+        for name, staged in keys.items():
+            data = got.get(staged)
             if data is None or isinstance(data, Exception):
                 continue
             rec = json.loads(data)
-            src = root.url(key)
+            src = root.url(staged)
             frames += [parse_frame_annotation(d, src, j) for j, d in enumerate(rec["frames"])]
             seqs.append(parse_sequence_annotation(rec["sequence"], src, 0))
             gts[name] = rec["gt"]
