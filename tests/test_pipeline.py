@@ -49,7 +49,7 @@ def test_stage_graph_summary_config_and_skips(tmp_path, synth_root, capsys):
     assert printed.count("Reading: ") >= 3  # every stage table is followed by its reading
     # the resolved config repeats the run; only what changed (and what depends on it) runs again
     saved = yaml.safe_load((out / "config.yaml").read_text())
-    assert saved["align"]["rotations"] == 256 and saved["out"] == str(out)
+    assert saved["align"]["search"]["rotations"] == 256 and saved["out"] == str(out)
     again = run(load_config(["--config", str(out / "config.yaml"), "--align.search.rotations", "128"]))
     assert again["skipped"] == ["validate", "shard", "features"] and "align" in again["stages"]
     assert "align car: 3 videos, 3 pairs in" in capsys.readouterr().out
