@@ -31,6 +31,7 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -119,8 +120,10 @@ def run_features(cfg: FeaturesConfig) -> int:
 
 @dataclass
 class EvalAlignConfig:
-    """Score an alignment against ground truth (synthetic data): Acc@pi/6, Acc@pi/18, median error; with
-    ``--labels co3d-paper``, real CO3D videos against the paper's labels by the paper's protocol."""
+    """Score an alignment against ground truth (synthetic data): Acc@π/6 and Acc@π/18 (the share of videos
+    whose rotation into the common frame is within 30° and 10° of the truth, up to one global rotation) and
+    the median error; with --labels co3d-paper, real CO3D videos against the paper's labels by the paper's
+    protocol."""
 
     data: Path = Path("data/synth")
     """Dataset root with catpose_gt.json."""
@@ -128,7 +131,7 @@ class EvalAlignConfig:
     """Category."""
     alignment: Path = Path("runs/align/alignment.parquet")
     """alignment.parquet written by catpose align (with --labels also a folder of <category>/alignment.parquet)."""
-    labels: str = ""
+    labels: Literal["", "co3d-paper", "co3dv1-paper"] = ""
     """Score real CO3D videos against shipped labels instead of synthetic ground truth: co3d-paper (the paper's
     162 labelled CO3D v2 sequences) or co3dv1-paper; prints the paper's published numbers alongside."""
     od3d_aligned: Path | None = None
@@ -367,6 +370,33 @@ class RunCommand:
     --config FILE.yaml, then flags)."""
 
 
+# flags of settings that now live in a nested section, still accepted as they were typed before:
+# ``catpose align --alpha 0.5`` is ``--search.alpha 0.5``, ``catpose features --clean-mode off`` is
+# ``--cleaning.mode off``, ``catpose tune --rotations 256`` is ``--trial.rotations 256``
+SHORT_FLAGS = {"align": ("search", ""), "tune": ("trial", ""), "ingest": ("cleaning", "clean_"),
+               "features": ("cleaning", "clean_")}
+
+
+def expand_short_flags(argv: list[str]) -> list[str]:
+    """``argv`` with the short flags of :data:`SHORT_FLAGS` written as their nested section's flags."""
+    import dataclasses
+
+    if not argv or argv[0] not in SHORT_FLAGS:
+        return argv
+    cls = COMMANDS[argv[0]][0]
+    section, prefix = SHORT_FLAGS[argv[0]]
+    own = {f.name for f in dataclasses.fields(cls)}
+    nested = {f.name for f in dataclasses.fields(getattr(cls(), section))}
+    out = [argv[0]]
+    for a in argv[1:]:
+        flag, eq, value = a.partition("=")
+        name = flag[2:].replace("-", "_") if flag.startswith("--") else ""
+        if name.startswith(prefix) and name not in own and name[len(prefix):] in nested:
+            a = f"--{section}.{name[len(prefix):].replace('_', '-')}" + (eq + value if eq else "")
+        out.append(a)
+    return out
+
+
 # the commands that write a store (``--out``): each holds its lease while it runs
 WRITERS = (run_synth, run_ingest, run_shard, run_features, run_align, run_tune, run_train)
 
@@ -386,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
         from catpose.parallel import set_verbose
 
         set_verbose(True)
-    argv = [a for a in argv if a not in ("--debug", "--verbose")]
+    argv = expand_short_flags([a for a in argv if a not in ("--debug", "--verbose")])
     cfg = tyro.extras.subcommand_cli_from_dict({"run": RunCommand, **{k: v[0] for k, v in COMMANDS.items()}},
                                                args=argv, prog="catpose")
     runner = next(run for cls, run in COMMANDS.values() if isinstance(cfg, cls))

@@ -21,7 +21,7 @@ import time
 
 import pytest
 
-from catpose.config import AlignConfig, FeaturesConfig, SynthConfig
+from catpose.config import AlignConfig, FeaturesConfig, SearchConfig, SynthConfig
 
 pytestmark = pytest.mark.slow
 
@@ -44,7 +44,7 @@ def _tiny(out: str, endpoint: str, workers: int, videos: int = 4, chunk: int = 1
         out=out, endpoint_url=endpoint, workers=workers, **({"train_categories": ()} | extra), eval_pairs=2,
         synth=SynthConfig(category=("car",), videos=videos, frames=6, size=64),
         features=FeaturesConfig(out="", category=(), frames=3, vertices=200),
-        align=AlignConfig(rotations=256, vertices=150, coarse_vertices=64, prefilter_vertices=32, partners=0, chunk=chunk))
+        align=AlignConfig(search=SearchConfig(rotations=256, vertices=150, coarse_vertices=64, prefilter_vertices=32), partners=0, chunk=chunk))
 
 
 def _objects(endpoint: str, bucket: str, prefix: str = "") -> dict[str, tuple]:

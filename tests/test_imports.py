@@ -146,3 +146,21 @@ def test_the_main_job_sits_above_the_stages_which_declare_themselves_through_its
     # every stage package declares its stages in its own stage module
     for pkg in STAGE_PACKAGES:
         assert f"{pkg}.stage" in graph, pkg
+
+
+def test_pose_estimation_imports_no_training_code():
+    """Stored outputs are a layer below the stages: a trained run is read by catpose.learn.checkpoint, so the
+    pose modules import neither the training loop (catpose.learn.train) nor Ray Train."""
+    import subprocess
+    import sys
+
+    graph = import_graph()
+    for m in graph:
+        if m.startswith("catpose.pose"):
+            assert "catpose.learn.train" not in graph[m], m
+    assert "catpose.learn.train" not in graph["catpose.learn.checkpoint"]
+    code = ("import sys, catpose.pose.estimate, catpose.learn.checkpoint; "
+            "print(sorted(m for m in sys.modules if m == 'catpose.learn.train' or m.startswith('ray.train')))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                       cwd=ROOT.parent, check=True)
+    assert r.stdout.strip() == "[]", r.stdout + r.stderr

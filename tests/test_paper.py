@@ -42,7 +42,7 @@ def test_paper_config_runs_end_to_end(tmp_path):
     torch.save(vit.state_dict(), weights)
     out = tmp_path / "run"
     small = ["--workers", "0", "--features.input-size", "56", "--features.frames", "4", "--features.vertices", "80",
-             "--align.vertices", "80", "--align.rotations", "256", "--align.alpha", "0", "--train-categories", "car",
+             "--align.search.vertices", "80", "--align.search.rotations", "256", "--align.search.alpha", "0", "--train-categories", "car",
              "--train.epochs", "1", "--train.size", "56", "--train.vertices", "80", "--train.batch-size", "4",
              "--train.no-skip-ambiguous", "--eval-pairs", "0"]
     rc = cli.main(["run", "--config", str(PAPER), "--data", str(data), "--features.weights", str(weights),

@@ -8,7 +8,7 @@ import shutil
 import pytest
 import yaml
 
-from catpose.config import AlignConfig, FeaturesConfig
+from catpose.config import AlignConfig, FeaturesConfig, SearchConfig
 
 
 def test_align_refuses_a_feature_store_made_with_other_settings(tmp_path, synth_root):
@@ -39,7 +39,7 @@ def test_stage_graph_summary_config_and_skips(tmp_path, synth_root, capsys):
     out = tmp_path / "run"
     cfg = PipelineConfig(out=str(out), data=str(data), workers=0, train_categories=(), eval_pairs=2,
                          features=FeaturesConfig(out="", category=("car",), vertices=200, frames=3),
-                         align=AlignConfig(rotations=256, vertices=150, partners=0))
+                         align=AlignConfig(search=SearchConfig(rotations=256, vertices=150), partners=0))
     first = run(cfg)
     assert first["skipped"] == [] and list(first["stages"]) == ["validate", "shard", "features", "align"]
     report = (out / "report.md").read_text()
@@ -50,8 +50,8 @@ def test_stage_graph_summary_config_and_skips(tmp_path, synth_root, capsys):
     assert printed.count("Reading: ") >= 3  # every stage table is followed by its reading
     # the resolved config repeats the run; only what changed (and what depends on it) runs again
     saved = yaml.safe_load((out / "config.yaml").read_text())
-    assert saved["align"]["rotations"] == 256 and saved["out"] == str(out)
-    again = run(load_config(["--config", str(out / "config.yaml"), "--align.rotations", "128"]))
+    assert saved["align"]["search"]["rotations"] == 256 and saved["out"] == str(out)
+    again = run(load_config(["--config", str(out / "config.yaml"), "--align.search.rotations", "128"]))
     assert again["skipped"] == ["validate", "shard", "features"] and "align" in again["stages"]
     assert "align car: 3 videos, 3 pairs in" in capsys.readouterr().out
     from catpose import cli
@@ -75,13 +75,13 @@ def test_tune_stage_with_the_store_on_s3(tmp_path, synth_root, s3_bucket, ray_lo
     cfg = PipelineConfig(out=uri, endpoint_url=endpoint, data=str(synth_root), workers=0, tune=True,
                          train_categories=(), eval_pairs=0, shard=ShardConfig(out="", category=("car",)),
                          features=FeaturesConfig(out="", category=("car",), vertices=200, frames=3),
-                         align=AlignConfig(rotations=128, vertices=150, partners=0),
+                         align=AlignConfig(search=SearchConfig(rotations=128, vertices=150), partners=0),
                          sweep=SweepConfig(alphas=(0.7,), taus=(0.1, 10.0), videos=3))  # not the default 0.2
     report = run(cfg)
     (row,) = report["tune"]
     assert row["category"] == "car" and row["trials"] == 2 and row["tau"] in (0.1, 10.0)
     store = Store(uri, endpoint)
-    assert yaml.safe_load(store.read_bytes("tune/car/best_config.yaml"))["align"] == {"alpha": 0.7, "tau": row["tau"]}
+    assert yaml.safe_load(store.read_bytes("tune/car/best_config.yaml"))["align"] == {"search": {"alpha": 0.7, "tau": row["tau"]}}
     assert len(store.glob("tune/car/sweep-car/*/result.json")) == 2  # Tune's trials live in the bucket
     assert store.exists("plots/sweep_car.png")
     assert "## α/τ sweep (chosen without labels)" in store.read_text("report.md")

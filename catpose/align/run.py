@@ -47,11 +47,6 @@ from catpose.storage import Store, key
 _CACHE: dict = {}
 
 
-def search_config(cfg: AlignConfig) -> SearchConfig:
-    """The search settings of an alignment config (every SearchConfig field has its AlignConfig twin)."""
-    return SearchConfig(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(SearchConfig)})
-
-
 def _features(store: str, category: str, name: str, endpoint: str | None):
     key = (store, category, name)
     if key not in _CACHE:
@@ -323,7 +318,7 @@ def run_align(cfg: AlignConfig, progress: bool = True, made_with: dict | None = 
         raise AlignmentError(cfg.category, f"has {len(names)} usable videos; alignment needs 2 or more"
                              + (f" (left out: {lost})" if lost else ""))
     clock.lap("summaries")
-    scfg = search_config(cfg)
+    scfg = cfg.search
     pairs = pair_graph(names, cfg.partners, descriptors={n: summaries[n]["descriptor"] for n in names})
     chunk_dir = "pairs/" + _settings_key(scfg, feat_store, feat_sig or signature(fcfg))
     use_gpu = ray_has_gpus(cfg.workers, cfg.device)
@@ -350,7 +345,7 @@ def run_align(cfg: AlignConfig, progress: bool = True, made_with: dict | None = 
             todo.append((k, ch))
         log.keep() if why is None else log.redo(why)
     print(f"align {cfg.category}: {len(names)} videos, {len(pairs)} pairs in {len(chunks)} chunks "
-          f"({len(chunks) - len(todo)} done before), alpha {cfg.alpha}, tau {cfg.tau}", flush=True)
+          f"({len(chunks) - len(todo)} done before), alpha {scfg.alpha}, tau {scfg.tau}", flush=True)
     log.say()
     device = "cuda" if use_gpu else cfg.device
     tasks = [(k, feat_store, cfg.category, ch, scfg, device, cfg.endpoint_url) for k, ch in todo]

@@ -4,6 +4,7 @@ per category (``tune``), then the alignment of every video into one reference fr
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from catpose.run.graph import Artifact, Ctx, Stage, what
@@ -25,7 +26,6 @@ class AlignArtifact(Artifact):
 
 # ------------------------------------------------------------------------------------------ the sweep
 def _tune_run(ctx: Ctx) -> TuneArtifact:
-    from catpose.align.run import search_config
     from catpose.align.tune import run_sweep
     from catpose.features.stage import features_cfg
 
@@ -35,9 +35,8 @@ def _tune_run(ctx: Ctx) -> TuneArtifact:
         # trials align exactly as the alignment stage will (only alpha and tau vary)
         out = ctx.store.sub("tune", c)
         res = run_sweep(ctx.section(cfg.sweep, data=ctx.arts["data"].uri, category=c, out=out.uri, features=feats.uri,
-                                    rotations=cfg.align.rotations, vertices=cfg.align.vertices,
-                                    device=ctx.section(cfg.align).device),
-                        search=search_config(cfg.align), features=features_cfg(ctx))
+                                    trial=cfg.align.search, device=ctx.section(cfg.align).device),
+                        features=features_cfg(ctx))
         art.best[c] = res["best"]
         top = res["rows"][0]
         art.rows.append({"category": c, **res["best"], "cycle_deg": top["cycle_deg"], "trials": len(res["rows"]),
@@ -64,7 +63,8 @@ def _align_run(ctx: Ctx) -> AlignArtifact:
     art = AlignArtifact({}, [])
     for c in ctx.categories:
         out = ctx.store.sub("align", c)
-        acfg = ctx.section(cfg.align, data=data.uri, category=c, out=out.uri, features=feats.uri, **best.get(c, {}))
+        acfg = ctx.section(cfg.align, data=data.uri, category=c, out=out.uri, features=feats.uri,
+                           search=dataclasses.replace(cfg.align.search, **best.get(c, {})))
         # the features stage's store as it is, refused if made with other settings than the run's
         res = run_align(acfg, made_with=feats.signature)
         art.tables[c] = out.uri

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal
 
 from catpose.config.context import RunContext
 
@@ -18,7 +19,7 @@ class SearchConfig:
     vertices: int = 500
     """Vertices per video used for the alignment (farthest point subsample of the feature vertices)."""
     rotations: int = 4096
-    """Rotations of the coarse super-Fibonacci grid (4096: neighbours about 11° apart, see ``catpose.geometry.so3_grid``)."""
+    """Rotations of the coarse super-Fibonacci grid (4096: neighbours about 11° apart)."""
     coarse_vertices: int = 128
     """Vertices per cloud in the coarse search (farthest point subsample)."""
     prefilter_vertices: int = 64
@@ -30,7 +31,7 @@ class SearchConfig:
     refine_iters: int = 15
     """IRLS Procrustes iterations per refined candidate."""
     batch: int = 0
-    """Rotations per batch of the coarse search (0: sized to the device, see ``coarse_search``)."""
+    """Rotations per batch of the coarse search (0: sized to the device's memory)."""
 
 
 @dataclass
@@ -44,27 +45,12 @@ class AlignConfig(RunContext):
     out: str = "runs/align"
     """Output folder or s3://bucket/prefix: alignment.parquet, pairs.parquet, plots."""
     features: str = ""
-    """Surface-feature store (default: OUT/features; computed on the way where absent)."""
-    alpha: float = SearchConfig.alpha
-    """Appearance weight: D = (1 - alpha) D_geo + alpha D_app."""
-    tau: float = SearchConfig.tau
-    """Cycle-weight temperature (large: weak cycle weighting)."""
-    rotations: int = SearchConfig.rotations
-    """Rotations of the coarse SO(3) grid."""
-    vertices: int = SearchConfig.vertices
-    """Vertices per video in the alignment."""
-    coarse_vertices: int = SearchConfig.coarse_vertices
-    """Vertices per cloud in the coarse search."""
-    prefilter_vertices: int = SearchConfig.prefilter_vertices
-    """Vertices per cloud of the coarse search's first pass over all rotations (0: no first pass)."""
-    prefilter_keep: int = SearchConfig.prefilter_keep
-    """Rotations per pair kept by the first pass and scored again on coarse_vertices."""
-    top_k: int = SearchConfig.top_k
-    """Coarse optima refined per pair."""
-    refine_iters: int = SearchConfig.refine_iters
-    """IRLS Procrustes iterations per refined candidate."""
-    batch: int = SearchConfig.batch
-    """Rotations per block of the coarse search (0: sized to the device's memory)."""
+    """Surface-feature store (default: OUT/features). catpose align computes the videos it lacks first; the
+    alignment itself takes the store as it is."""
+    search: SearchConfig = field(default_factory=SearchConfig)
+    """The search for each pair's similarity: appearance weight alpha, cycle temperature tau, rotations,
+    vertices, the coarse search's first pass, the refinement (catpose align also takes these flags without
+    their prefix: --alpha for --search.alpha)."""
     partners: int = 0
     """Partners per video in the pair graph (0: all pairs)."""
     sync: bool = True
@@ -75,8 +61,8 @@ class AlignConfig(RunContext):
 
 @dataclass
 class SweepConfig(RunContext):
-    """Ray Tune sweep of the alignment weights alpha and tau, scored without labels. ``device`` is where
-    a trial aligns (auto: the GPU the trial reserved, else the CPU); ``workers`` the Ray tasks of the
+    """Ray Tune sweep of the alignment weights alpha and tau, scored without labels. device is where
+    a trial aligns (auto: the GPU the trial reserved, else the CPU); workers the Ray tasks of the
     surface features computed on the way (trials themselves are placed by Tune, see cpus_per_trial)."""
 
     data: str = "data/synth"
@@ -91,16 +77,15 @@ class SweepConfig(RunContext):
     """Grid of alpha (appearance weight)."""
     taus: tuple[float, ...] = (0.03, 0.1, 0.3, 1.0, 10.0)
     """Grid of tau (cycle-weight temperature; log-spaced)."""
-    search: str = "grid"
+    search: Literal["grid", "random"] = "grid"
     """grid (alphas x taus, repeated num_samples times) or random (alpha uniform, tau log-uniform)."""
     num_samples: int = 1
     """Grid repeats, or random samples."""
     videos: int = 8
     """Fixed random subset of videos per trial; every pair and triangle among them is scored."""
-    rotations: int = SearchConfig.rotations
-    """Coarse rotations per pair (the main job sets the alignment stage's value)."""
-    vertices: int = SearchConfig.vertices
-    """Vertices per video (the main job sets the alignment stage's value)."""
+    trial: SearchConfig = field(default_factory=SearchConfig)
+    """The search each trial aligns its pairs with (its alpha and tau are the trial's; the main job sets the
+    alignment stage's search here; catpose tune also takes --rotations for --trial.rotations, and so on)."""
     cpus_per_trial: float = 1.0
     """CPUs per trial."""
     gpus_per_trial: float = 0.0

@@ -6,7 +6,6 @@ from pathlib import Path
 
 from catpose.errors import ConfigError
 
-
 # --------------------------------------------------------------------------------------------------
 # validation of values that do not come from the typed command line (YAML files)
 
@@ -16,7 +15,7 @@ def _type_name(tp) -> str:
 
 
 def _check_value(value, tp, field_name: str, source: str):
-    """``value`` as type ``tp`` (the dataclass field's annotation), or a :class:`ConfigError`."""
+    """value as type tp (the dataclass field's annotation), or a ConfigError."""
     import dataclasses
     import types
     import typing
@@ -42,6 +41,11 @@ def _check_value(value, tp, field_name: str, source: str):
             except ConfigError as e:
                 errors.append(e)
         raise errors[0]
+    if origin is typing.Literal:
+        choices = typing.get_args(tp)
+        if value not in choices or isinstance(value, bool) != isinstance(choices[0], bool):
+            fail("one of " + ", ".join(repr(c) for c in choices))
+        return value
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             fail(f"a section (mapping of {tp.__name__} fields)")
@@ -83,10 +87,25 @@ def _check_value(value, tp, field_name: str, source: str):
     return value
 
 
+def _moved(obj, name: str) -> str:
+    """Where a field of an older catpose is now: a setting that moved into a nested section (alpha of
+    the alignment into search, clean_mode into cleaning: {mode}), said as ; now ...."""
+    import dataclasses
+
+    for f in dataclasses.fields(obj):
+        sub = getattr(obj, f.name)
+        if dataclasses.is_dataclass(sub):
+            inner = {g.name for g in dataclasses.fields(sub)}
+            for short in (name, name.removeprefix(f"{f.name.removesuffix('ing')}_")):
+                if short in inner:
+                    return f" (now in the section {f.name}: write {f.name}: {{{short}: ...}})"
+    return ""
+
+
 def apply_dict(obj, values: dict, source: str, prefix: str = ""):
-    """A copy of dataclass ``obj`` with ``values`` (nested dicts for nested dataclasses) applied, each
+    """A copy of dataclass obj with values (nested dicts for nested dataclasses) applied, each
     checked against the field's type; unknown fields and wrong types raise
-    :class:`~catpose.errors.ConfigError` naming ``source`` (the YAML file) and the dotted field."""
+    catpose.errors.ConfigError naming source (the YAML file) and the dotted field."""
     import dataclasses
     import typing
 
@@ -99,8 +118,8 @@ def apply_dict(obj, values: dict, source: str, prefix: str = ""):
     for k, v in values.items():
         name = f"{prefix}.{k}" if prefix else str(k)
         if k not in names:
-            raise ConfigError(source, f"unknown field; known fields{' of ' + prefix if prefix else ''}: "
-                              f"{', '.join(sorted(names))}", field=name)
+            raise ConfigError(source, f"unknown field{_moved(obj, str(k))}; known fields"
+                              f"{' of ' + prefix if prefix else ''}: {', '.join(sorted(names))}", field=name)
         cur = getattr(obj, k)
         if dataclasses.is_dataclass(cur) and isinstance(v, dict):
             changes[k] = apply_dict(cur, v, source, name)  # keeps the section's own defaults
@@ -118,14 +137,21 @@ def _each(test):
     return lambda v: all(test(x) for x in v)
 
 
+_SHARE = (lambda v: 0.0 <= v <= 1.0, "[0, 1]")
+
 SETTING_RANGES: dict[str, tuple] = {
-    # field name (in any config section): (test of the value, the allowed range in words)
-    "alpha": (lambda v: 0.0 <= v <= 1.0, "[0, 1]"),
-    "alphas": (_each(lambda v: 0.0 <= v <= 1.0), "values in [0, 1]"),
-    "tau": (lambda v: v > 0, "> 0"),
-    "taus": (_each(lambda v: v > 0), "values > 0"),
+    # "Class.field" (that config's field, wherever it is nested: SearchConfig.alpha is align.search.alpha and
+    # sweep.trial.alpha) or "field" (a field of that name in any config): (test of the value, the allowed
+    # range in words)
+    "SearchConfig.alpha": _SHARE,
+    "SweepConfig.alphas": (_each(lambda v: 0.0 <= v <= 1.0), "values in [0, 1]"),
+    "SearchConfig.tau": (lambda v: v > 0, "> 0"),
+    "SweepConfig.taus": (_each(lambda v: v > 0), "values > 0"),
+    "SearchConfig.rotations": (lambda v: v >= 1, ">= 1"),
+    "SearchConfig.coarse_vertices": (lambda v: v >= 1, ">= 1"),
+    "CleaningConfig.vote": _SHARE,
+    "CleaningConfig.view_share": _SHARE,
     "vertices": (lambda v: v >= 1, ">= 1"),
-    "coarse_vertices": (lambda v: v >= 1, ">= 1"),
     "epochs": (lambda v: v >= 1, ">= 1"),
     "workers": (lambda v: v >= 0, ">= 0 (0: in this process)"),
     "num_workers": (lambda v: v >= 0, ">= 0 (0: auto)"),
@@ -133,9 +159,9 @@ SETTING_RANGES: dict[str, tuple] = {
 
 
 def check_device(value: str) -> None:
-    """Raises :class:`~catpose.errors.ConfigError` unless ``value`` names a device this process can use:
-    ``auto``, ``cpu``, ``cuda`` (a GPU is visible) or ``cuda:N`` (GPU N exists). ``auto`` always passes
-    (it falls back to the CPU). With a cluster named (``RAY_ADDRESS``) and no GPU here, ``cuda`` passes:
+    """Raises catpose.errors.ConfigError unless value names a device this process can use:
+    auto, cpu, cuda (a GPU is visible) or cuda:N (GPU N exists). auto always passes
+    (it falls back to the CPU). With a cluster named (RAY_ADDRESS) and no GPU here, cuda passes:
     the GPUs may be on other nodes, where the stages' Ray tasks and workers ask for them."""
     import os
     import re
@@ -159,9 +185,9 @@ def check_device(value: str) -> None:
 
 
 def check_settings(cfg, source: str = "flags", prefix: str = "") -> None:
-    """Checks every field of dataclass ``cfg`` (and of its nested sections) that :data:`SETTING_RANGES`
-    names, and its ``device``; the first one out of range is a :class:`~catpose.errors.ConfigError`
-    naming ``source``, the dotted field, the value and the allowed range."""
+    """Checks every field of dataclass cfg (and of its nested sections) that SETTING_RANGES
+    names, and its device; the first one out of range is a catpose.errors.ConfigError
+    naming source, the dotted field, the value and the allowed range."""
     import dataclasses
 
     for f in dataclasses.fields(cfg):
@@ -174,8 +200,9 @@ def check_settings(cfg, source: str = "flags", prefix: str = "") -> None:
                 check_device(v)
             except ConfigError as e:
                 raise ConfigError(source, str(e).split(": field 'device': ", 1)[-1], field=name) from None
-        elif f.name in SETTING_RANGES and v is not None:
-            test, allowed = SETTING_RANGES[f.name]
+        elif (rule := SETTING_RANGES.get(f"{type(cfg).__name__}.{f.name}", SETTING_RANGES.get(f.name))) \
+                and v is not None:
+            test, allowed = rule
             try:
                 ok = test(v)
             except TypeError:

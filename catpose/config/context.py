@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
+
+# the choices of the settings that name one of a few things (the CLI and the YAML checks list them)
+SynthCategory = Literal["car", "mug"]
+"""Categories the synthetic generator makes: car (asymmetric), mug (near-symmetric with a handle)."""
+FeatureBackbone = Literal["colorsift", "random_cnn", "dinov2_vits14", "dinov2_vitb14", "dinov2_vitl14"]
+"""Backbones of the surface features: colorsift (offline, no weights), random_cnn (a floor), the DINOv2s."""
 
 
 @dataclass
 class StoreContext:
     """The part of the run context every stage shares: how its store is reached. Every stage config that
-    reads or writes a store inherits it, so ``endpoint_url`` is declared here only (``--endpoint-url`` on
+    reads or writes a store inherits it, so endpoint_url is declared here only (--endpoint-url on
     every such subcommand; in the main job set once at the top of the config and handed to every stage)."""
 
     endpoint_url: str | None = None
@@ -29,7 +36,7 @@ class TaskContext(StoreContext):
 class DeviceContext:
     """The part of the run context that says where tensors are computed. One vocabulary for every stage
     that computes on a device (features, alignment, the α/τ sweep, training, pose estimation):
-    ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (:mod:`catpose.devices`)."""
+    auto, cpu, cuda or cuda:N (catpose.devices)."""
 
     device: str = "auto"
     """auto, cpu, cuda or cuda:N. auto: the GPU the Ray task or worker was given, else this process's GPU

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
-from catpose.config.context import RunContext, StoreContext, TaskContext
+from catpose.config.context import FeatureBackbone, RunContext, StoreContext, SynthCategory, TaskContext
 
 
 @dataclass
@@ -15,7 +16,7 @@ class SynthConfig(TaskContext):
     out: str = "data/synth"
     """Dataset root to write, a folder or s3://bucket/prefix (one folder per category, plus
     catpose_gt.json with the ground truth)."""
-    category: tuple[str, ...] = ("car",)
+    category: tuple[SynthCategory, ...] = ("car",)
     """Categories to generate: car (asymmetric), mug (near-symmetric with a handle)."""
     videos: int = 40
     """Videos (sequences) per category; every one shows a different instance."""
@@ -53,6 +54,35 @@ class SynthConfig(TaskContext):
     deviations of the written cameras (default none; --realistic: 0.3°, 0.5 %)."""
 
 
+@dataclass(frozen=True)
+class CleaningConfig:
+    """Cleaning of a point cloud to the object (catpose.data.cleaning): a vote of the masks over the frames,
+    or without masks the supporting plane and what lies outside the common view removed; then isolated
+    points. The ingest and the features stages each hold one (their own defaults)."""
+
+    mode: Literal["auto", "masks", "geometry", "off"] = "auto"
+    """auto (a vote of the masks when every frame has one, else geometry), masks, geometry (supporting plane
+    and what lies outside the common view removed), off."""
+    vote: float = 0.5
+    """With masks: a point stays when inside the mask in at least this share of the frames that see it."""
+    view_share: float = 0.8
+    """Without masks: a point must lie inside the image of at least this share of the frames (the common
+    view)."""
+    plane_angle: float = 20.0
+    """Without masks: largest angle (degrees) between the supporting plane's normal and the cameras' up
+    direction."""
+    plane_band: float = 0.01
+    """Without masks: points within this × the camera distance above the supporting plane (and all below
+    it) go."""
+    isolated: float = 3.0
+    """Points whose 8th nearest neighbour is farther than this × the median such distance (over the points
+    left) go: outliers float alone (0: keep them)."""
+    min_points: int = 100
+    """A video whose cleaning leaves fewer points is skipped, with the reason in its manifest."""
+    frames: int = 30
+    """Frames used for the tests (evenly chosen; all when fewer)."""
+
+
 @dataclass
 class IngestConfig(TaskContext):
     """Raw frames or videos to CO3D-layout sequences by Structure-from-Motion (pycolmap)."""
@@ -69,7 +99,7 @@ class IngestConfig(TaskContext):
     """Frames per sequence to use (evenly subsampled)."""
     max_size: int = 640
     """Longest image side for SfM (larger frames are downscaled)."""
-    matcher: str = "exhaustive"
+    matcher: Literal["exhaustive", "sequential"] = "exhaustive"
     """Feature matching: exhaustive (all pairs, best for short videos) or sequential."""
     sift_peak_threshold: float = 0.002
     """SIFT's contrast threshold (COLMAP's default 0.0067 finds few features on weakly textured objects:
@@ -82,23 +112,13 @@ class IngestConfig(TaskContext):
     """When SfM registers fewer than this share of the frames, it reruns with the settings for sparse
     captures (more features, guided matching, relaxed initialisation); the better model is kept (0: never;
     above 1: always the sparse-capture settings)."""
-    masks: str = "grabcut"
+    masks: Literal["grabcut", "none"] = "grabcut"
     """Masks for frames that come without one: grabcut (the cleaned cloud projected into the frame,
     refined by OpenCV's GrabCut) or none."""
-    clean_mode: str = "auto"
-    """Cleaning of the SfM cloud to the object: auto (a vote of the masks when every frame has one,
-    else geometry), masks, geometry (supporting plane and what lies outside the common view), off."""
-    clean_vote: float = 0.8
-    """A point stays when inside the given masks in at least this share of the frames that see it
-    (stricter than the features stage: an SfM cloud is sparse, and seen from few frames)."""
-    clean_view_share: float = 0.8
-    """Without masks: a point must lie inside the image of at least this share of the frames."""
-    clean_plane_band: float = 0.01
-    """Points within this × the camera distance above the supporting plane (and all below it) go."""
-    clean_isolated: float = 3.0
-    """Points whose 8th neighbour is farther than this × the median such distance go (0: keep)."""
-    clean_min_points: int = 20
-    """A sequence whose cleaning leaves fewer points is skipped, with the reason in the manifest."""
+    cleaning: CleaningConfig = field(default_factory=lambda: CleaningConfig(vote=0.8, min_points=20))
+    """Cleaning of the SfM cloud to the object. Its vote is stricter than the features stage's (an SfM cloud
+    is sparse, and seen from few frames), and a sequence left with fewer than min_points points is skipped
+    (catpose ingest also takes --clean-vote for --cleaning.vote, and so on)."""
     hull_voxels: int = 112
     """When every frame has a mask (given or GrabCut's): the cloud written is the object's visual hull,
     carved from the masks in a cube of this many voxels per side (0: the cleaned sparse SfM cloud)."""
@@ -136,13 +156,13 @@ class FeaturesConfig(RunContext):
     """Categories to process."""
     out: str = "data/features"
     """Feature store: a folder or an s3://bucket/prefix URI; one file per sequence."""
-    backbone: str = "colorsift"
+    backbone: FeatureBackbone = "colorsift"
     """colorsift (offline, no weights), random_cnn (floor), dinov2_vits14 / dinov2_vitb14 / dinov2_vitl14."""
     weights: Path | None = None
     """DINOv2 checkpoint file (default: $CATPOSE_DINOV2_WEIGHTS, then the torch hub cache)."""
     layer: int = -1
     """DINOv2 block whose output is used (-1: last)."""
-    facet: str = "token"
+    facet: Literal["token", "key", "query", "value"] = "token"
     """DINOv2 facet: token, key, query or value."""
     input_size: int = 448
     """DINOv2 input resolution (multiple of 14)."""
@@ -158,21 +178,6 @@ class FeaturesConfig(RunContext):
     """Outlier threshold in standard deviations of the mean neighbour distance."""
     vis_tol: float = 0.05
     """Depth tolerance of the visibility test, as a fraction of the object's diameter."""
-    clean_mode: str = "auto"
-    """Cleaning of each cloud to the object before the vertices are picked: auto (a vote of the masks
-    when every frame has one, else geometry), masks, geometry (supporting plane and what lies outside
-    the common view removed), off."""
-    clean_vote: float = 0.5
-    """A point stays when inside the mask in at least this share of the frames that see it."""
-    clean_view_share: float = 0.8
-    """Without masks: a point must lie inside the image of at least this share of the frames."""
-    clean_plane_angle: float = 20.0
-    """Largest angle (degrees) between the supporting plane's normal and the cameras' up direction."""
-    clean_plane_band: float = 0.01
-    """Points within this × the camera distance above the supporting plane (and all below it) go."""
-    clean_isolated: float = 3.0
-    """Points whose 8th neighbour is farther than this × the median such distance go (0: keep)."""
-    clean_min_points: int = 100
-    """A video whose cleaning leaves fewer points is skipped, with the reason in the manifest."""
-    clean_frames: int = 30
-    """Frames used for cleaning (evenly chosen)."""
+    cleaning: CleaningConfig = field(default_factory=CleaningConfig)
+    """Cleaning of each cloud to the object before the vertices are picked (catpose features also takes
+    --clean-mode for --cleaning.mode, and so on)."""

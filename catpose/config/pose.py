@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
-from catpose.config.context import DeviceContext, StoreContext
+from catpose.config.context import DeviceContext, StoreContext, SynthCategory
 
 
 @dataclass
 class PoseConfig(DeviceContext):
-    """Pose estimation: coarse search and render-and-compare refinement (:mod:`catpose.pose.estimate`)."""
+    """Pose estimation: coarse search and render-and-compare refinement (catpose.pose.estimate)."""
 
     grid: int = 4096
-    """Rotations of the coarse SO(3) grid (4096: neighbours about 11° apart, see ``catpose.geometry.so3_grid``)."""
+    """Rotations of the coarse SO(3) grid (4096: neighbours about 11° apart)."""
     top_k: int = 4
     """Distinct coarse hypotheses that are refined."""
     refine_steps: int = 40
@@ -22,7 +23,7 @@ class PoseConfig(DeviceContext):
     """Assumed focal length of the whole image in NDC (shorter side = 2) when the data gives none."""
     margin: float = 1.15
     """Crop side = margin × the longer side of the object box (training crops use the same,
-    ``catpose.geometry.BOX_MARGIN``)."""
+    catpose.geometry.BOX_MARGIN)."""
     min_object: float = 0.02
     """Smallest share of object-like crop pixels in an image given without box or mask; fewer → the image
     is rejected as showing no object."""
@@ -33,22 +34,22 @@ class PoseConfig(DeviceContext):
     It needs the run's training frames (read once, cached in the run); 3 helps weakly trained features."""
     prior_radius: float = 20.0
     """Training views within this many degrees of a grid rotation count for its prior."""
-    translation: str = "box"
+    translation: Literal["free", "box"] = "box"
     """Refinement of the translation: free (image position and depth are refined with the rotation) or box
     (the translation always puts the template's projected box on the object box)."""
     batch: int = 16
-    """Images estimated together (``catpose estimate`` over many files, ``catpose evaluate``): one encoder
-    pass, and all their hypotheses scored and refined as one tensor; 0: one image at a time, the reference
-    path)."""
+    """Images estimated together (catpose estimate over many files, catpose evaluate): one encoder pass, and
+    all their hypotheses scored and refined as one tensor (0 or 1: one image at a time; the poses are the
+    same)."""
 
 
 @dataclass
 class WildConfig:
-    """``catpose synth-wild``: a synthetic in-the-wild pose evaluation set in the PASCAL3D+ layout."""
+    """A synthetic in-the-wild pose evaluation set in the PASCAL3D+ layout."""
 
     out: Path = Path("data/wild")
     """Folder to write."""
-    category: str = "car"
+    category: SynthCategory = "car"
     """Synthetic category (car, mug)."""
     images: int = 200
     """Number of images (one object each)."""
@@ -66,7 +67,7 @@ class WildConfig:
 
 @dataclass
 class EstimateConfig(StoreContext):
-    """``catpose estimate``: the 3D pose of the object in each image, with a picture of it."""
+    """The 3D pose of the object in each image, with a picture of it."""
 
     checkpoint: str = "runs/train/train-car"
     """A finished training run (folder or s3:// URI with model.pt and template.npz)."""
@@ -81,18 +82,20 @@ class EstimateConfig(StoreContext):
     out: Path = Path("poses")
     """Folder for poses.json and the overlay pictures."""
     frame: Path | None = None
-    """JSON with a 3x3 "rotation" from the template frame to a canonical frame (written by `catpose
-    evaluate`), for azimuth/elevation/in-plane angles."""
+    """JSON with a 3x3 "rotation" from the template frame to a canonical frame (written by catpose
+    evaluate), for azimuth/elevation/in-plane angles."""
     pose: PoseConfig = field(default_factory=PoseConfig)
 
 
 @dataclass
 class PoseEvalConfig(StoreContext):
-    """``catpose evaluate``: pose accuracy of a training run on an annotated image set."""
+    """Pose accuracy of a training run on an annotated image set: Acc@π/6 and Acc@π/18 (the share of objects
+    whose rotation error is below 30° and 10°) and the median rotation error, against the nearest training
+    view as a baseline."""
 
     checkpoint: str = "runs/train/train-car"
     """A finished training run (folder or s3:// URI)."""
-    dataset: str = "synth-wild"
+    dataset: Literal["synth-wild", "pascal3d", "objectnet3d", "co3d"] = "synth-wild"
     """synth-wild (catpose's synthetic in-the-wild set), pascal3d, objectnet3d or co3d."""
     root: Path = Path("data/wild")
     """Dataset folder."""
@@ -104,7 +107,7 @@ class PoseEvalConfig(StoreContext):
     """co3d: sequences to score (default: the run's held-out videos)."""
     limit: int = 0
     """Score at most this many objects, evenly drawn (0: all)."""
-    frame: str = "auto"
+    frame: Literal["gt", "fit", "auto"] = "auto"
     """Template → dataset frame: gt (synthetic ground truth of the run's training data), fit (one
     rotation fitted on the calibration share, scored on the rest), auto (gt when known, else fit)."""
     calibration: float = 0.2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from catpose.config.context import DeviceContext, StoreContext
 
@@ -13,9 +14,9 @@ class TrainConfig(StoreContext, DeviceContext):
     """Learn viewpoint-invariant surface features on a category template with Ray Train."""
 
     data: str = "data/shards"
-    """Parquet frame shards (a folder or s3://bucket/prefix), as written by `catpose shard`."""
+    """Parquet frame shards (a folder or s3://bucket/prefix), as written by catpose shard."""
     alignment: str = "runs/align"
-    """Output folder (or s3:// URI) of `catpose align` for this category (alignment.parquet)."""
+    """Output folder (or s3:// URI) of catpose align for this category (alignment.parquet)."""
     features: str = ""
     """Surface-feature store with the videos' vertices (default: ALIGNMENT/features)."""
     category: str = "car"
@@ -30,7 +31,7 @@ class TrainConfig(StoreContext, DeviceContext):
     from the truth."""
     vertices: int = 1000
     """Template vertices N."""
-    model: str = "small"
+    model: Literal["small", "base", "resnet"] = "small"
     """Encoder Φ: small (a U-Net, width --width: the CPU demo's), base (a frozen DINOv2 ViT, --backbone,
     default dinov2_vits14, from local weights, with a trainable convolutional head; use --size 224 or
     more) or resnet (a ResNet-18-style encoder with an FPN decoder, from scratch; --size 224 or more)."""
@@ -40,7 +41,7 @@ class TrainConfig(StoreContext, DeviceContext):
     """Encoder width (channels at stride 2; 2x and 4x deeper)."""
     stride: int = 4
     """Output stride of the features (2: finer, about 2x the compute of 4)."""
-    backbone: str = ""
+    backbone: Literal["", "dinov2_vits14", "dinov2_vitb14", "dinov2_vitl14"] = ""
     """Frozen context backbone fed into the encoder: '' (none, from scratch) or dinov2_vits14/b14/l14
     (local weights required: --weights or $CATPOSE_DINOV2_WEIGHTS)."""
     weights: Path | None = None
@@ -67,15 +68,15 @@ class TrainConfig(StoreContext, DeviceContext):
     """Backgrounds, occluders, crop/scale jitter and colour jitter in the data pipeline."""
     skip_ambiguous: bool = True
     """Leave out of training the videos whose aligned rotation no majority of their pairwise alignments
-    agrees with (``catpose align`` records the counts): one video turned by 180° teaches the template
+    agrees with (catpose align records the counts): one video turned by 180° teaches the template
     wrong correspondences for all its frames."""
     mask_fill: bool = True
     """Fill the holes and eroded borders of object masks from each video's own vertices before training
-    (:func:`catpose.learn.frames.refine_masks`; never removes mask pixels). Imperfect segmentation masks
+    (catpose.learn.frames.refine_masks; never removes mask pixels). Imperfect segmentation masks
     otherwise teach object pixels to look like background."""
     mask_snap: float = 0.025
     """Move each mask's boundary to the object's edge in its frame before training, within a band of this
-    share of the frame's shorter side (:func:`catpose.learn.frames.snap_masks`, GrabCut; 0: off). Masks a few
+    share of the frame's shorter side (catpose.learn.frames.snap_masks, GrabCut; 0: off). Masks a few
     pixels too wide carry a fringe of floor into every augmented composite. Runs once per frame and
     worker (when its frame cache holds the frames), about 15 ms a 128-px frame on one CPU core."""
     frame_cache_mb: float = 2048
@@ -84,7 +85,7 @@ class TrainConfig(StoreContext, DeviceContext):
     """Batches the device feed prepares ahead of the training step (in a thread)."""
     num_workers: int = 0
     """Ray Train workers, the data-parallel training processes (0: auto — one per GPU the cluster has when
-    training on GPUs, 2 on CPUs). Not the run context's ``workers`` (Ray tasks of the per-item stages)."""
+    training on GPUs, 2 on CPUs). Not the run context's workers (Ray tasks of the per-item stages)."""
     cpus_per_worker: float = 0.5
     """CPUs reserved per worker; the run also needs one CPU for Ray Data's reading of the shards (so that the
     default 2 CPU workers fit a 2-core machine). A reservation, not a limit: each worker's torch uses

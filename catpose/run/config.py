@@ -31,9 +31,9 @@ from catpose.storage import is_s3
 @dataclass
 class PipelineConfig(RunContext):
     """The whole pipeline, one config. Values come from the defaults, then --config YAML, then flags.
-    Its top-level ``out`` (the store) and the inherited run context (``endpoint_url``, ``workers``,
-    ``device``: :class:`catpose.config.RunContext`) hold for every stage; a stage section's own ``out``
-    (e.g. ``shard.out``) only moves that stage's outputs elsewhere."""
+    Its top-level out (the store) and the inherited run context (endpoint_url, workers, device:
+    catpose.config.RunContext) hold for every stage; a stage section's own out (e.g. shard.out) only moves
+    that stage's outputs elsewhere."""
 
     out: str = "runs/demo"
     """The run's store: a folder or s3://bucket/prefix. Data, shards, features, alignments, training runs,
@@ -43,7 +43,7 @@ class PipelineConfig(RunContext):
     """An existing CO3D-layout dataset root (folder or s3:// prefix, read lazily); default: generate the
     synthetic categories into the store."""
     raw_frames: str | None = None
-    """A folder or s3:// prefix of raw frames/videos per sequence to run SfM on first (``catpose ingest``)."""
+    """A folder or s3:// prefix of raw frames/videos per sequence to run SfM on first (catpose ingest)."""
     config: Path | None = None
     """YAML file with any of these fields (nested sections: synth, ingest, shard, ...)."""
     synth: SynthConfig = field(default_factory=lambda: SynthConfig(category=("car", "mug"), videos=30))

@@ -32,8 +32,10 @@ RUNTIME_FIELDS = {"workers", "endpoint_url", "data", "features", "alignment", "g
 
 def what(obj) -> dict:
     """A config section without its runtime fields (how and where, not what): a stage's settings."""
-    return {k: v for k, v in json.loads(json.dumps(dataclasses.asdict(obj), default=str)).items()
-            if k not in RUNTIME_FIELDS}
+    def what(d):  # nested sections too (align.search.batch)
+        return {k: what(v) if isinstance(v, dict) else v for k, v in d.items() if k not in RUNTIME_FIELDS}
+
+    return what(json.loads(json.dumps(dataclasses.asdict(obj), default=str)))
 
 
 class Artifact:

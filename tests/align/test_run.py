@@ -10,7 +10,7 @@ import pytest
 from catpose.align.evaluate import evaluate_alignment
 from catpose.align.run import run_align
 from catpose.cli import fill_in_features
-from catpose.config import AlignConfig, SynthConfig
+from catpose.config import AlignConfig, SearchConfig, SynthConfig
 from catpose.data.synth.generate import generate
 
 
@@ -29,7 +29,7 @@ def cars(tmp_path_factory):
 
 def test_align_outputs_accuracy_and_resume(cars, tmp_path, ray_local):
     out = tmp_path / "align"
-    cfg = AlignConfig(data=cars, category="car", out=out, rotations=1024, chunk=4, workers=2)
+    cfg = AlignConfig(data=cars, category="car", out=out, search=SearchConfig(rotations=1024), chunk=4, workers=2)
     res = align(cfg)
     assert res["videos"] == 6 and res["pairs"] == 15 and not res["failed_chunks"]
     t = pq.read_table(out / "alignment.parquet")
@@ -104,7 +104,7 @@ def test_a_truncated_feature_file_is_recomputed_and_an_unreadable_one_costs_its_
     from catpose.align.run import video_summaries
 
     first = tmp_path / "first"
-    cfg = AlignConfig(data=cars, category="car", out=first, rotations=1024, workers=2)
+    cfg = AlignConfig(data=cars, category="car", out=first, search=SearchConfig(rotations=1024), workers=2)
     align(cfg)
     feats = tmp_path / "features"
     shutil.copytree(first / "features", feats)
@@ -112,7 +112,8 @@ def test_a_truncated_feature_file_is_recomputed_and_an_unreadable_one_costs_its_
     victim.write_bytes(victim.read_bytes()[:1000])
     capsys.readouterr()
     out = tmp_path / "again"
-    res = align(AlignConfig(data=cars, category="car", out=out, features=str(feats), rotations=1024, workers=2))
+    res = align(AlignConfig(data=cars, category="car", out=out, features=str(feats), search=SearchConfig(rotations=1024),
+                            workers=2))
     printed = capsys.readouterr().out
     assert f"'{victim.stem}' was done but its output is invalid ({victim}" in printed and "recomputing" in printed
     assert res["unreadable"] == {} and res["videos"] == 6 and res["pairs"] == 15 and not res["failed_pairs"]
@@ -145,7 +146,8 @@ def test_the_engine_aligns_the_features_given_and_catpose_align_fills_in_the_mis
     (feats / "car" / f"{gone}.npz").unlink()
     (feats / "car" / "_manifest.items" / f"{gone}.json").unlink()
     man_path.write_text(json.dumps(man))
-    cfg = AlignConfig(data=cars, category="car", out=tmp_path / "a", features=str(feats), rotations=512, workers=0)
+    cfg = AlignConfig(data=cars, category="car", out=tmp_path / "a", features=str(feats),
+                      search=SearchConfig(rotations=512), workers=0)
     given = run_align(cfg, progress=False)
     assert given["videos"] == 5 and not (feats / "car" / f"{gone}.npz").exists()  # nothing computed on the way
     res = align(cfg)
@@ -160,8 +162,8 @@ def test_the_engine_aligns_the_features_given_and_catpose_align_fills_in_the_mis
     item["signature"] = {**item["signature"], "backbone": "random_cnn"}
     record.write_text(json.dumps(item))
     with pytest.raises(DataFormatError, match="_manifest.json: field 'signature'.*random_cnn"):
-        align(AlignConfig(data=cars, category="car", out=tmp_path / "b", features=str(feats), rotations=512,
-                          workers=0))
+        align(AlignConfig(data=cars, category="car", out=tmp_path / "b", features=str(feats),
+                          search=SearchConfig(rotations=512), workers=0))
 
 
 @pytest.mark.slow  # five alignments (out of make test-fast)
@@ -171,8 +173,9 @@ def test_a_rerun_with_another_alpha_or_rotation_count_into_the_same_out_reuses_n
     the same --out with another α, or another rotation count, recomputes every pair, and its table is the
     one a fresh run with those settings writes."""
 
-    def align_into(out, **kw):
-        res = align(AlignConfig(data=synth_root, category="car", out=out, workers=0, **{"rotations": 256, **kw}))
+    def align_into(out, features="", **search):
+        res = align(AlignConfig(data=synth_root, category="car", out=out, workers=0, features=features,
+                                search=SearchConfig(**{"rotations": 256, **search})))
         said = capsys.readouterr().out
         costs = {(r["seq_i"], r["seq_j"]): r["cost"] for r in pq.read_table(out / "pairs.parquet").to_pylist()}
         return res, said, costs

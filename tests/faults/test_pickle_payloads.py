@@ -113,6 +113,11 @@ def test_a_payload_in_the_retrieval_views_cache_does_not_run(trained, tmp_path):
     run = copy_run(trained, tmp_path)
     marker = tmp_path / "ran"
     (run / "retrieval_views.pt").write_bytes(torch_payload(marker, descriptors=torch.zeros(2, 4)))
+    # planted with the run's own cache key, so the cache is read (a file without its key is recomputed)
+    from catpose.pose.evaluate import views_key
+    from catpose.storage import Store
+
+    Store(str(run)).write_json("retrieval_views.key.json", views_key(Store(str(run))))
     image = next((trained[1].ground_truth / "car").glob("*/images/*.jpg"))
     r = run_cli(["estimate", "--checkpoint", str(run), "--image", str(image), "--out", str(tmp_path / "est"),
                  "--pose.prior-weight", "3", "--pose.grid", "256", "--pose.refine-steps", "0"])
