@@ -42,8 +42,9 @@ def test_trained_car_pose_beats_chance_and_the_nearest_view(trained_car):
     m, b = pose["methods"][METHOD], pose["methods"][BASELINE]
     print(f"\ncatpose {m}\nnearest view {b}")
     # measured 76.7 % and 85.0 % (seeds 0, 1; the fixture trains seed 0, but Ray Train's data order varies):
-    # the threshold leaves 16.7 points (10 of 60 images) under the lowest, and is 80x chance
-    assert m["acc_pi_6"] >= 0.60 > 80 * CHANCE_PI_6
+    # the threshold leaves 16.7 points (10 of 60 images) under the lowest, and is about 80x chance (79.9x:
+    # 0.60 > 80 x chance never held)
+    assert m["acc_pi_6"] >= 0.60 > 75 * CHANCE_PI_6
     # measured 8.4 and 20.0 points above the baseline (5 and 12 images): at least level with it, and more
     # precise: the render-and-compare refinement is what the template adds (Acc@π/18 measured 35.0 % against
     # 21.7 % and 43.3 % against 23.3 %: 13.3 points of margin at the least)
