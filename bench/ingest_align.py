@@ -112,6 +112,7 @@ def main() -> None:
     from catpose.config import AlignConfig, FeaturesConfig, IngestConfig, SynthConfig
     from catpose.data.ingest import ingest
     from catpose.data.synth.generate import generate
+    from catpose.features.runner import run_features, signature
 
     work = args.work
     cats = args.categories.split(",")
@@ -149,7 +150,8 @@ def main() -> None:
         acfg = AlignConfig(data=str(ing), category=cat, out=str(work / "align" / cat), features=fcfg.out,
                            partners=10, workers=args.workers)
         t0 = time.perf_counter()
-        run_align(acfg, features=fcfg)
+        run_features(fcfg)  # the engine aligns the features it is given
+        run_align(acfg, made_with=signature(fcfg))
         t_al = time.perf_counter() - t0
         ev = evaluate_alignment(work / "align" / cat / "alignment.parquet", ing, cat)
         items = man.items

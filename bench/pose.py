@@ -32,8 +32,8 @@ from catpose.pose.estimate import (
     PoseEstimator,
     fit_translation,
     load_image,
-    render_compare,
-    similarity_maps,
+    render_compare_batch,
+    similarity_maps_batch,
 )
 from catpose.pose.wild import generate_wild
 
@@ -88,18 +88,19 @@ def bench_device(device: str, samples, run: str | None, grid: int, batch: int = 
     # baseline: the coarse score one rotation at a time
     img, s = imgs[0]
     box = object_box(img.shape[:2], s.bbox, None, est.cfg.margin)
-    sim, _ = similarity_maps(est.features(crop_image(img, box, est.size)), est.theta, est.beta, est.cfg.sim_size)
+    sim, _ = similarity_maps_batch(est.features(crop_image(img, box, est.size)), est.theta, est.beta,
+                                   est.cfg.sim_size)  # [1, N, S, S]: one image
     rots = so3_grid(64).to(device)
     f = 100.0
     pp = torch.tensor([32.0, 32.0], device=device)
-    fT = torch.tensor([f, f], device=device)
+    fB, ppB = torch.tensor([f], device=device), pp[None]
     diam = float((est.vertices.amax(0) - est.vertices.amin(0)).norm())
     with torch.no_grad():
         _sync(device)
         t0 = time.perf_counter()
         for R in rots:
             T = fit_translation(est.vertices, R[None], f, pp, pp, 64 / 1.15)
-            render_compare(sim, est.vertices, R[None], T, fT, pp, est.cfg.sim_size, diam)
+            render_compare_batch(sim, est.vertices, R[None, None], T[None], fB, ppB, est.cfg.sim_size, diam)
         _sync(device)
         one_by_one = (time.perf_counter() - t0) / len(rots) * grid
         _sync(device)
@@ -107,7 +108,8 @@ def bench_device(device: str, samples, run: str | None, grid: int, batch: int = 
         g = so3_grid(grid).to(device)
         for c in range(0, grid, 1024):
             T = fit_translation(est.vertices, g[c:c + 1024], f, pp, pp, 64 / 1.15)
-            render_compare(sim, est.vertices, g[c:c + 1024], T, fT, pp, est.cfg.sim_size, diam)
+            render_compare_batch(sim, est.vertices, g[None, c:c + 1024], T[None], fB, ppB, est.cfg.sim_size,
+                                 diam)
         _sync(device)
         batched = time.perf_counter() - t0
     name = torch.cuda.get_device_name() if device.startswith("cuda") else platform.processor() or platform.machine()

@@ -1,4 +1,4 @@
-"""``python -m catpose``: the same command line as ``catpose`` (:func:`catpose.cli.main`)."""
+"""``python -m catpose``: the same command line as ``catpose`` (``catpose.cli.main``)."""
 
 import sys
 

@@ -12,7 +12,7 @@
     catpose estimate --checkpoint RUNS/train-car --image IMG [--bbox X0 Y0 X1 Y1 | --mask PNG]
     catpose evaluate --checkpoint RUNS/train-car --dataset pascal3d --root PATH --category car
     catpose info    --data DIR
-    catpose run     [--config FILE.yaml] [--out DIR|s3://bucket/prefix] [flags]   (the main job, catpose.pipeline)
+    catpose run     [--config FILE.yaml] [--out DIR|s3://bucket/prefix] [flags]   (the main job, catpose.run)
 
 The run context is declared once (``catpose.config.StoreContext`` / ``TaskContext`` / ``RunContext``) and
 every stage inherits the part it uses: ``--endpoint-url`` (every stage with a store), ``--workers`` (Ray
@@ -22,7 +22,7 @@ training processes.
 
 Each subcommand imports its stage inside its own function, on purpose: the stages pull in torch, Ray,
 pycolmap and trimesh, and ``catpose --help`` or ``catpose info`` should not wait for all of them
-(importing this module takes about 0.2 s; importing every stage, as ``catpose.pipeline`` does, 5-10 s).
+(importing this module takes about 0.2 s; importing every stage, as the main job (``catpose.run``) does, 5-10 s).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -120,8 +121,10 @@ def run_features(cfg: FeaturesConfig) -> int:
 
 @dataclass
 class EvalAlignConfig:
-    """Score an alignment against ground truth (synthetic data): Acc@pi/6, Acc@pi/18, median error; with
-    ``--labels co3d-paper``, real CO3D videos against the paper's labels by the paper's protocol."""
+    """Score an alignment against ground truth (synthetic data): Acc@π/6 and Acc@π/18 (the share of videos
+    whose rotation into the common frame is within 30° and 10° of the truth, up to one global rotation) and
+    the median error; with --labels co3d-paper, real CO3D videos against the paper's labels by the paper's
+    protocol."""
 
     data: Path = Path("data/synth")
     """Dataset root with catpose_gt.json."""
@@ -129,7 +132,7 @@ class EvalAlignConfig:
     """Category."""
     alignment: Path = Path("runs/align/alignment.parquet")
     """alignment.parquet written by catpose align (with --labels also a folder of <category>/alignment.parquet)."""
-    labels: str = ""
+    labels: Literal["", "co3d-paper", "co3dv1-paper"] = ""
     """Score real CO3D videos against shipped labels instead of synthetic ground truth: co3d-paper (the paper's
     162 labelled CO3D v2 sequences) or co3dv1-paper; prints the paper's published numbers alongside."""
     od3d_aligned: Path | None = None
@@ -139,11 +142,26 @@ class EvalAlignConfig:
     """With --labels: also write the scores (per category, per pair) to this JSON file."""
 
 
+def fill_in_features(cfg: AlignConfig, progress: bool = True) -> None:
+    """``catpose align``'s convenience: the videos of ``cfg.category`` missing from its feature store
+    (``--features``, default ``OUT/features``) are computed first, with the settings the store's videos
+    were made with (the defaults for an empty store), so that the alignment engine, which takes the
+    features it is given, finds them all. A store mixing settings is an error naming its manifest."""
+    from catpose.align.run import feature_store, features_for_align
+    from catpose.features.runner import run_features as compute
+    from catpose.storage import Store
+
+    Store(str(cfg.out), cfg.endpoint_url).check()  # a file in the way: one clear error before any work
+    fcfg, _ = features_for_align(cfg, None, feature_store(cfg))
+    compute(fcfg, progress=progress, keep_existing=True)
+
+
 def run_align(cfg: AlignConfig) -> int:
     from catpose.align.evaluate import evaluate_alignment
     from catpose.align.run import run_align as run
     from catpose.data.groundtruth import GT_FILE
 
+    fill_in_features(cfg)
     res = run(cfg)
     print(f"{cfg.category}: {res['videos']} videos aligned from {res['pairs']} pairs, reference "
           f"{res['reference']} -> {Path(cfg.out) / 'alignment.parquet'}")
@@ -413,6 +431,33 @@ class RunCommand:
     --config FILE.yaml, then flags)."""
 
 
+# flags of settings that now live in a nested section, still accepted as they were typed before:
+# ``catpose align --alpha 0.5`` is ``--search.alpha 0.5``, ``catpose features --clean-mode off`` is
+# ``--cleaning.mode off``, ``catpose tune --rotations 256`` is ``--trial.rotations 256``
+SHORT_FLAGS = {"align": ("search", ""), "tune": ("trial", ""), "ingest": ("cleaning", "clean_"),
+               "features": ("cleaning", "clean_")}
+
+
+def expand_short_flags(argv: list[str]) -> list[str]:
+    """``argv`` with the short flags of :data:`SHORT_FLAGS` written as their nested section's flags."""
+    import dataclasses
+
+    if not argv or argv[0] not in SHORT_FLAGS:
+        return argv
+    cls = COMMANDS[argv[0]][0]
+    section, prefix = SHORT_FLAGS[argv[0]]
+    own = {f.name for f in dataclasses.fields(cls)}
+    nested = {f.name for f in dataclasses.fields(getattr(cls(), section))}
+    out = [argv[0]]
+    for a in argv[1:]:
+        flag, eq, value = a.partition("=")
+        name = flag[2:].replace("-", "_") if flag.startswith("--") else ""
+        if name.startswith(prefix) and name not in own and name[len(prefix):] in nested:
+            a = f"--{section}.{name[len(prefix):].replace('_', '-')}" + (eq + value if eq else "")
+        out.append(a)
+    return out
+
+
 # the commands that write a store (``--out``): each holds its lease while it runs
 WRITERS = (run_synth, run_ingest, run_shard, run_features, run_align, run_tune, run_train)
 
@@ -423,8 +468,8 @@ def main(argv: list[str] | None = None) -> int:
     import tyro
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["run"]:  # the main job (its own parser: a YAML file, then flags; see catpose.pipeline)
-        from catpose.pipeline import main as run_job
+    if argv[:1] == ["run"]:  # the main job (its own parser: a YAML file, then flags; see catpose.run.config)
+        from catpose.run.runner import main as run_job
 
         return run_job(argv[1:])
     debug = "--debug" in argv
@@ -432,7 +477,7 @@ def main(argv: list[str] | None = None) -> int:
         from catpose.parallel import set_verbose
 
         set_verbose(True)
-    argv = [a for a in argv if a not in ("--debug", "--verbose")]
+    argv = expand_short_flags([a for a in argv if a not in ("--debug", "--verbose")])
     cfg = tyro.extras.subcommand_cli_from_dict({"run": RunCommand, **{k: v[0] for k, v in COMMANDS.items()}},
                                                args=argv, prog="catpose")
     runner = next(run for cls, run in COMMANDS.values() if isinstance(cfg, cls))

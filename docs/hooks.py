@@ -1,7 +1,7 @@
 """MkDocs hook: pages generated at build time, so that they cannot go stale.
 
-* ``reference/config.md``: every config dataclass of ``catpose/config.py`` (and the main job's
-  ``PipelineConfig`` in ``catpose/pipeline.py``) with each field's name, type, default and docstring,
+* ``reference/config.md``: every config dataclass of ``catpose/config/`` (and the main job's
+  ``PipelineConfig`` in ``catpose/run/config.py``) with each field's name, type, default and docstring,
   read from the source with :mod:`ast` (nothing is imported: the docs build needs neither torch nor Ray).
 * ``benchmarks.md``: the tables of ``bench/results/*.json``, every number read from those files.
 """
@@ -15,7 +15,9 @@ from pathlib import Path
 from mkdocs.structure.files import File
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIG_SOURCES = [ROOT / "catpose" / "config.py", ROOT / "catpose" / "pipeline.py"]
+MAIN_JOB_CONFIG = ROOT / "catpose" / "run" / "config.py"
+CONFIG_SOURCES = [*(ROOT / "catpose" / "config" / f"{m}.py" for m in ("context", "data", "align", "train", "pose")),
+                  MAIN_JOB_CONFIG]
 RESULTS = ROOT / "bench" / "results"
 
 
@@ -49,8 +51,8 @@ def config_classes() -> dict[str, dict]:
         for node in ast.parse(src).body:
             if not (isinstance(node, ast.ClassDef) and _is_dataclass(node)):
                 continue
-            if path.name == "pipeline.py" and node.name != "PipelineConfig":
-                continue  # the pipeline's artifacts are dataclasses too, not configs
+            if path == MAIN_JOB_CONFIG and node.name != "PipelineConfig":
+                continue  # only the main job's config, nothing else of that module
             fields = []
             body = node.body
             for i, st in enumerate(body):
@@ -85,8 +87,8 @@ def _cell(text: str) -> str:
 def config_reference() -> str:
     classes = config_classes()
     lines = ["# Configuration reference", "",
-             "Generated at build time from the config dataclasses (`catpose/config.py`, and `PipelineConfig` in "
-             "`catpose/pipeline.py`): each field's name, type, default and docstring. In the main job's YAML a "
+             "Generated at build time from the config dataclasses (`catpose/config/`, and `PipelineConfig` in "
+             "`catpose/run/config.py`): each field's name, type, default and docstring. In the main job's YAML a "
              "stage's section is its field of `PipelineConfig` (`train: {epochs: 40}`); on the command line "
              "`--train.epochs 40`, and on a stage's own subcommand `--epochs 40`. Fields marked *inherited* come "
              "from the run context classes, declared once.", ""]

@@ -8,7 +8,7 @@ traceback of an error.
 
 import sys
 
-from catpose.pipeline import main
+from catpose.run.runner import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from catpose.cli import COMMANDS, main
+
 REPO = Path(__file__).resolve().parents[1]
 CATPOSE = [sys.executable, "-m", "catpose.cli"]
 
@@ -106,7 +108,8 @@ def test_main_job_reports_a_broken_sequence_and_goes_on(tmp_path, synth_root):
     import numpy as np
 
     from catpose.data.pointcloud import PointCloud, write_ply
-    from catpose.pipeline import PipelineConfig, run
+    from catpose.run.config import PipelineConfig
+    from catpose.run.runner import run
 
     data = tmp_path / "data"
     shutil.copytree(synth_root, data)
@@ -123,20 +126,21 @@ def test_main_job_reports_a_broken_sequence_and_goes_on(tmp_path, synth_root):
 
 @pytest.mark.slow  # Ray Tune (out of make test-fast)
 def test_main_job_tunes_alpha_tau_and_aligns_with_the_best(tmp_path, synth_root, ray_local, capsys):
-    from catpose.config import ShardConfig, SweepConfig
-    from catpose.pipeline import PipelineConfig, run
+    from catpose.config import SearchConfig, ShardConfig, SweepConfig
+    from catpose.run.config import PipelineConfig
+    from catpose.run.runner import run
 
     cfg = PipelineConfig(out=tmp_path / "run", data=synth_root, workers=0, tune=True, train_categories=(),
                          shard=ShardConfig(out="", category=("car",)),
-                         sweep=SweepConfig(alphas=(0.7,), taus=(0.1, 10.0), videos=3, rotations=128))
+                         sweep=SweepConfig(alphas=(0.7,), taus=(0.1, 10.0), videos=3, trial=SearchConfig(rotations=128)))
     report = run(cfg)
     (row,) = report["tune"]
     assert row["category"] == "car" and row["trials"] == 2 and row["tau"] in (0.1, 10.0)
-    best = yaml.safe_load((tmp_path / "run" / "tune" / "car" / "best_config.yaml").read_text())["align"]
+    best = yaml.safe_load((tmp_path / "run" / "tune" / "car" / "best_config.yaml").read_text())["align"]["search"]
     assert best == {"alpha": 0.7, "tau": row["tau"]}
     assert report["align"][0]["videos"] == 3
     # the alignment used the chosen values, not its defaults (alpha 0.2, tau 1.0)
-    assert (cfg.align.alpha, cfg.align.tau) == (0.2, 1.0) and row["tau"] != 1.0
+    assert (cfg.align.search.alpha, cfg.align.search.tau) == (0.2, 1.0) and row["tau"] != 1.0
     assert f"alpha 0.7, tau {row['tau']}" in capsys.readouterr().out
     assert "## α/τ sweep (chosen without labels)" in (tmp_path / "run" / "report.md").read_text()
 
@@ -253,3 +257,21 @@ def test_train_command_trains_resumes_and_keeps_a_finished_run(tmp_path, synth_r
     r = run(args)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "finished its 2 epochs before; kept" in r.stdout and (run_dir / "model.pt").stat().st_mtime_ns == mtime
+
+
+@pytest.mark.parametrize("command", [[], ["run"], *[[c] for c in COMMANDS]], ids=lambda c: " ".join(c) or "catpose")
+def test_help_text_has_no_rest_markup(command, capsys, monkeypatch):
+    """What catpose CMD --help prints (command, config and field docstrings) is plain text: no ``code``,
+    no :class:/:func:/:mod: roles; the metrics it names are defined where they first appear."""
+    monkeypatch.setenv("COLUMNS", "200")
+    with pytest.raises(SystemExit) as e:
+        main([*command, "--help"])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    assert text.startswith("usage: ")
+    for markup in ("``", ":class:", ":func:", ":mod:", ":meth:", ":data:"):
+        assert markup not in text, f"{markup} in catpose {' '.join(command)} --help"
+    flat = " ".join(text.replace("│", " ").split())
+    if "Acc@π/6" in flat or "Acc@pi/6" in flat:
+        first = flat.find("Acc@π/6") if "Acc@π/6" in flat else flat.find("Acc@pi/6")
+        assert "30°" in flat[first:first + 300], flat[first:first + 300]

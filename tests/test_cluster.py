@@ -21,7 +21,7 @@ import time
 
 import pytest
 
-from catpose.config import AlignConfig, FeaturesConfig, SynthConfig
+from catpose.config import AlignConfig, FeaturesConfig, SearchConfig, SynthConfig
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +32,7 @@ def _tiny(out: str, endpoint: str, workers: int, videos: int = 4, chunk: int = 1
     run on the cluster with its store on S3 (their accuracy: tests/pose/test_trained_accuracy.py and
     tests/learn/test_train.py, on the session's trained car)."""
     from catpose.config import PoseConfig, TrainConfig
-    from catpose.pipeline import PipelineConfig
+    from catpose.run.config import PipelineConfig
 
     extra = {}
     if train:
@@ -44,7 +44,7 @@ def _tiny(out: str, endpoint: str, workers: int, videos: int = 4, chunk: int = 1
         out=out, endpoint_url=endpoint, workers=workers, **({"train_categories": ()} | extra), eval_pairs=2,
         synth=SynthConfig(category=("car",), videos=videos, frames=6, size=64),
         features=FeaturesConfig(out="", category=(), frames=3, vertices=200),
-        align=AlignConfig(rotations=256, vertices=150, coarse_vertices=64, prefilter_vertices=32, partners=0, chunk=chunk))
+        align=AlignConfig(search=SearchConfig(rotations=256, vertices=150, coarse_vertices=64, prefilter_vertices=32), partners=0, chunk=chunk))
 
 
 def _objects(endpoint: str, bucket: str, prefix: str = "") -> dict[str, tuple]:
@@ -75,7 +75,7 @@ def test_three_node_cluster_with_lost_nodes_and_resume(s3_bucket, tmp_path, monk
     import ray
     from ray.cluster_utils import Cluster
 
-    from catpose.pipeline import run
+    from catpose.run.runner import run
 
     endpoint, bucket = s3_bucket
     scratch = {k: tmp_path / f"scratch-{k}" for k in ("w1", "w2", "w3", "w4")}
@@ -173,7 +173,7 @@ def test_store_unreachable_mid_run_then_rerun(tmp_path, monkeypatch):
     from moto.server import ThreadedMotoServer
 
     from catpose.errors import StorageError
-    from catpose.pipeline import run
+    from catpose.run.runner import run
 
     port = _free_port()
     endpoint = f"http://127.0.0.1:{port}"

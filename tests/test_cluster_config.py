@@ -28,7 +28,7 @@ def test_cluster_yaml_is_a_valid_ray_autoscaler_config():
 
 
 def test_the_cloud_example_config_loads():
-    from catpose.pipeline import load_config
+    from catpose.run.config import load_config
 
     cfg = load_config(["--config", str(ROOT / "configs" / "cloud.yaml"), "--train.epochs", "3"])
     assert cfg.out.startswith("s3://")  # the run's store: data, shards, features, alignments, runs, report

@@ -117,7 +117,50 @@ def test_every_module_imports_and_has_the_names_others_take_from_it(module):
 
 
 def test_the_names_check_sees_the_imports():
-    # the stages take their configs from catpose.config and the CLI the job from catpose.pipeline (a
+    # the stages take their configs from catpose.config and the CLI the job from catpose.run.runner (a
     # function-level import): the check above covers both kinds
     assert {"TrainConfig", "PoseConfig", "SweepConfig"} <= NAMES["catpose.config"]
-    assert "main" in NAMES["catpose.pipeline"]
+    assert "main" in NAMES["catpose.run.runner"]
+
+
+STAGE_PACKAGES = ("catpose.data", "catpose.features", "catpose.align", "catpose.learn", "catpose.pose")
+
+
+def test_the_main_job_sits_above_the_stages_which_declare_themselves_through_its_graph_module():
+    graph = import_graph()
+    run_modules = {m for m in graph if m.startswith("catpose.run.")}
+    assert {"catpose.run.config", "catpose.run.graph", "catpose.run.runner", "catpose.run.report"} <= run_modules
+    # the runner, the report and the declaration layer know stages only through their declarations
+    for m in ("catpose.run.graph", "catpose.run.runner", "catpose.run.report"):
+        assert not {d for d in graph[m] if d.startswith(STAGE_PACKAGES)}, (m, graph[m])
+    # the declaration layer is below the rest of catpose.run: a stage module imports nothing else of it
+    assert not {d for d in graph["catpose.run.graph"] if d.startswith("catpose.run")}
+    for m, deps in graph.items():
+        used = {d for d in deps if d.startswith("catpose.run")}
+        if m.startswith(STAGE_PACKAGES):
+            assert used <= {"catpose.run.graph"}, (m, used)
+            # only a package's stage module reaches the main job's layer; the stage engines do not
+            assert not used or m.endswith(".stage"), (m, used)
+        elif not m.startswith("catpose.run") and m != "catpose.cli":
+            assert not used, (m, used)
+    # every stage package declares its stages in its own stage module
+    for pkg in STAGE_PACKAGES:
+        assert f"{pkg}.stage" in graph, pkg
+
+
+def test_pose_estimation_imports_no_training_code():
+    """Stored outputs are a layer below the stages: a trained run is read by catpose.learn.checkpoint, so the
+    pose modules import neither the training loop (catpose.learn.train) nor Ray Train."""
+    import subprocess
+    import sys
+
+    graph = import_graph()
+    for m in graph:
+        if m.startswith("catpose.pose"):
+            assert "catpose.learn.train" not in graph[m], m
+    assert "catpose.learn.train" not in graph["catpose.learn.checkpoint"]
+    code = ("import sys, catpose.pose.estimate, catpose.learn.checkpoint; "
+            "print(sorted(m for m in sys.modules if m == 'catpose.learn.train' or m.startswith('ray.train')))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                       cwd=ROOT.parent, check=True)
+    assert r.stdout.strip() == "[]", r.stdout + r.stderr

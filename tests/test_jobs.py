@@ -33,7 +33,7 @@ def _tiny_config(path: Path, train: bool, rotations: int = 512, chunk: int = 4) 
     cfg = {
         "synth": {"category": ["car"], "videos": 4, "frames": 8, "size": 96},
         "features": {"frames": 4, "vertices": 400},
-        "align": {"rotations": rotations, "partners": 0, "chunk": chunk},
+        "align": {"search": {"rotations": rotations}, "partners": 0, "chunk": chunk},
         "eval_pairs": 4,
         "train_categories": ["car"] if train else [],
         "train": {"epochs": 1, "size": 64, "vertices": 200, "batch_size": 4, "holdout": 0.25, "eval_frames": 8},

@@ -8,7 +8,7 @@ import torch
 
 from catpose import cli
 from catpose.features.backbones import DinoV2, ViTSpec
-from catpose.pipeline import load_config
+from catpose.run.config import load_config
 
 PAPER = Path(__file__).resolve().parents[1] / "configs" / "paper.yaml"
 
@@ -21,7 +21,7 @@ def test_paper_config_holds_the_papers_settings(synth_root):
                        "--train-categories", "car"])
     assert (cfg.features.backbone, cfg.features.input_size, cfg.features.vertices) == ("dinov2_vits14", 518, 500)
     assert cfg.features.weights == Path("w.pth") and cfg.data == str(synth_root)
-    assert (cfg.align.alpha, cfg.align.tau, cfg.align.vertices) == (0.2, 0.9, 500)
+    assert (cfg.align.search.alpha, cfg.align.search.tau, cfg.align.search.vertices) == (0.2, 0.9, 500)
     assert (cfg.train.model, cfg.train.backbone, cfg.train.epochs) == ("base", "dinov2_vits14", 10)
     assert cfg.pose.grid == 144
 
@@ -42,7 +42,7 @@ def test_paper_config_runs_end_to_end(tmp_path):
     torch.save(vit.state_dict(), weights)
     out = tmp_path / "run"
     small = ["--workers", "0", "--features.input-size", "56", "--features.frames", "4", "--features.vertices", "80",
-             "--align.vertices", "80", "--align.rotations", "256", "--align.alpha", "0", "--train-categories", "car",
+             "--align.search.vertices", "80", "--align.search.rotations", "256", "--align.search.alpha", "0", "--train-categories", "car",
              "--train.epochs", "1", "--train.size", "56", "--train.vertices", "80", "--train.batch-size", "4",
              "--train.no-skip-ambiguous", "--eval-pairs", "0"]
     rc = cli.main(["run", "--config", str(PAPER), "--data", str(data), "--features.weights", str(weights),

@@ -4,7 +4,7 @@ The main job's stages on one synthetic category: ``catpose synth`` (fewer videos
 ``catpose shard``, the surface features (colorsift, the features stage's defaults but for fewer frames,
 which training does not read), the alignment (the ground truth's, written as ``catpose align`` writes it:
 the alignment stage is tested on its own, and on these videos it reaches 100 % Acc@π/6), Ray Train at the
-demo's settings (:data:`catpose.pipeline.PipelineConfig` ``train``: 64-px crops, a 300-vertex template,
+demo's settings (:data:`catpose.run.config.PipelineConfig` ``train``: 64-px crops, a 300-vertex template,
 2 workers, batches of 8), then the pose stage's evaluation (the demo's estimator settings, retrieval prior
 included) on a synthetic in-the-wild set of unseen instances. ``python -m tests.trained_run --seed S``
 measures one run and prints its numbers (how the thresholds of ``tests/pose/test_trained_accuracy.py``
@@ -35,7 +35,7 @@ def trained_car(base: Path, seed: int = 0, videos: int = VIDEOS, epochs: int = E
     from catpose.data.synth.generate import generate
     from catpose.features.runner import run_features
     from catpose.learn.train import ground_truth_to_reference, run_train
-    from catpose.pipeline import PipelineConfig
+    from catpose.run.config import PipelineConfig
     from catpose.pose.evaluate import evaluate_pose
     from catpose.pose.wild import generate_wild
 

@@ -12,11 +12,13 @@ import sys
 import tyro
 
 from catpose.align.tune import run_sweep
+from catpose.cli import expand_short_flags
 from catpose.config import SweepConfig
 
 
 def main() -> int:
-    res = run_sweep(tyro.cli(SweepConfig))
+    # the same flags as catpose tune, its short ones (--rotations for --trial.rotations) included
+    res = run_sweep(tyro.cli(SweepConfig, args=expand_short_flags(["tune", *sys.argv[1:]])[1:]))
     print(open(f"{res['results']}/sweep_results.md").read())
     print(f"best: {res['best']} -> {res['results']}/best_config.yaml")
     return 0

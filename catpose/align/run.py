@@ -40,16 +40,12 @@ from catpose.align.table import SCHEMA, Alignment, alignment_rows, ambiguous
 from catpose.config import AlignConfig, FeaturesConfig
 from catpose.devices import resolve_device
 from catpose.errors import AlignmentError, ConfigError
-from catpose.features.runner import load_surface_features, run_features, signature, store_settings
+from catpose.features.runner import load_surface_features, signature, store_settings
+from catpose.manifest import Manifest
 from catpose.parallel import init_ray, map_items, ray_has_gpus
-from catpose.storage import Store
+from catpose.storage import Store, key
 
 _CACHE: dict = {}
-
-
-def search_config(cfg: AlignConfig) -> SearchConfig:
-    """The search settings of an alignment config (every SearchConfig field has its AlignConfig twin)."""
-    return SearchConfig(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(SearchConfig)})
 
 
 def _features(store: str, category: str, name: str, endpoint: str | None):
@@ -289,24 +285,44 @@ def features_for_align(cfg: AlignConfig, features: FeaturesConfig | None, feat_s
     base = dataclasses.replace(base, data=cfg.data, category=(cfg.category,), out=feat_store, workers=cfg.workers,
                                endpoint_url=cfg.endpoint_url)
     fcfg, feat_sig = store_settings(base, cfg.category)
-    if features is not None and feat_sig is not None and feat_sig != signature(base):
-        raise ConfigError(f"{feat_store}/{cfg.category}/_manifest.json",
-                          f"the feature store was made with {feat_sig}, but this run's features settings are "
-                          f"{signature(base)}; use the same settings or another features.out", field="features")
+    if features is not None:
+        _check_signature(feat_store, cfg.category, feat_sig, signature(base))
     return (base if features is not None else fcfg), feat_sig
 
 
-def run_align(cfg: AlignConfig, progress: bool = True, features: FeaturesConfig | None = None) -> dict:
-    """Aligns every video of ``cfg.category``; ``features``: the settings the feature store must have
-    been made with (missing videos are computed with them; see :func:`features_for_align`)."""
+def _check_signature(feat_store: str, category: str, made: dict | None, wanted: dict) -> None:
+    if made is not None and made != wanted:
+        raise ConfigError(f"{feat_store}/{category}/_manifest.json",
+                          f"the feature store was made with {made}, but this run's features settings are "
+                          f"{wanted}; use the same settings or another features.out", field="features")
+
+
+def feature_store(cfg: AlignConfig) -> str:
+    """The feature store an alignment reads: ``cfg.features``, default ``OUT/features``."""
+    return cfg.features or Store(str(cfg.out), cfg.endpoint_url).url("features")
+
+
+def run_align(cfg: AlignConfig, progress: bool = True, made_with: dict | None = None) -> dict:
+    """Aligns every video of ``cfg.category`` whose features are done in the feature store
+    (:func:`feature_store`), as they are: nothing is computed or recomputed here (``catpose align``
+    fills in missing videos first). ``made_with``: the features settings the store must have been made
+    with (:func:`catpose.features.runner.signature`; the main job's features stage): a store made with
+    others is a :class:`ConfigError` naming both."""
 
     out = Store(str(cfg.out), cfg.endpoint_url)
     out.check()  # a file in the way, a read-only folder, an unreachable bucket: one clear error before any work
     clock = _Clock()
-    feat_store = cfg.features or out.url("features")
-    fcfg, feat_sig = features_for_align(cfg, features, feat_store)
-    fman = run_features(fcfg, progress=progress, keep_existing=features is None)
-    names = fman[cfg.category].keys_with("ok")
+    feat_store = feature_store(cfg)
+    fcfg, feat_sig = store_settings(FeaturesConfig(data=cfg.data, category=(cfg.category,), out=feat_store,
+                                                   endpoint_url=cfg.endpoint_url), cfg.category)
+    if made_with is not None:
+        _check_signature(feat_store, cfg.category, feat_sig, made_with)
+    fman = Manifest.load_or_new(key(cfg.category, "_manifest.json"), "features",
+                                store=Store(feat_store, cfg.endpoint_url))
+    names = fman.keys_with("ok")
+    if not fman.items:  # nothing to align: said with where it looked
+        raise AlignmentError(cfg.category, f"has no features in {feat_store} (its {cfg.category}/_manifest.json "
+                             "lists none; catpose features, or catpose align, computes them)")
     clock.lap("features")
     summaries = video_summaries(names, feat_store, cfg.category, cfg.endpoint_url, cfg.workers, progress)
     unreadable = {n: r["error"] for n, r in summaries.items() if r.get("error")}
@@ -314,11 +330,11 @@ def run_align(cfg: AlignConfig, progress: bool = True, features: FeaturesConfig 
         print(f"align {cfg.category}: video '{n}' left out: {e}", flush=True)
     names = [n for n in names if n not in unreadable]
     if len(names) < 2:
-        lost = {**fman[cfg.category].failed, **fman[cfg.category].skipped, **unreadable}
+        lost = {**fman.failed, **fman.skipped, **unreadable}
         raise AlignmentError(cfg.category, f"has {len(names)} usable videos; alignment needs 2 or more"
                              + (f" (left out: {lost})" if lost else ""))
     clock.lap("summaries")
-    scfg = search_config(cfg)
+    scfg = cfg.search
     pairs = pair_graph(names, cfg.partners, descriptors={n: summaries[n]["descriptor"] for n in names})
     chunk_dir = "pairs/" + _settings_key(scfg, feat_store, feat_sig or signature(fcfg))
     use_gpu = ray_has_gpus(cfg.workers, cfg.device)
@@ -345,7 +361,7 @@ def run_align(cfg: AlignConfig, progress: bool = True, features: FeaturesConfig 
             todo.append((k, ch))
         log.keep() if why is None else log.redo(why)
     print(f"align {cfg.category}: {len(names)} videos, {len(pairs)} pairs in {len(chunks)} chunks "
-          f"({len(chunks) - len(todo)} done before), alpha {cfg.alpha}, tau {cfg.tau}", flush=True)
+          f"({len(chunks) - len(todo)} done before), alpha {scfg.alpha}, tau {scfg.tau}", flush=True)
     log.say()
     device = "cuda" if use_gpu else cfg.device
     tasks = [(k, feat_store, cfg.category, ch, scfg, device, cfg.endpoint_url) for k, ch in todo]

@@ -11,7 +11,7 @@ Every trial aligns all pairs of the same random subset of videos with its (α, �
   synchronised alignment — reported, never used to choose.
 
 Results: ``OUT/sweep_results.md`` (table), ``OUT/sweep_heatmaps.png`` (objective and, when present,
-ground-truth median error over (α, τ)), ``OUT/best_config.yaml`` (``align: {alpha, tau}``, which
+ground-truth median error over (α, τ)), ``OUT/best_config.yaml`` (``align: {search: {alpha, tau}}``, which
 ``jobs/full_pipeline.py --config`` reads; the main job's ``--tune`` uses it directly), and Tune's own
 per-trial logs (TensorBoard, progress.csv) under ``OUT/<name>/``. Rerunning resumes the sweep.
 """
@@ -78,12 +78,12 @@ def _trainable(config: dict) -> None:
                               config["_search"], config["_device"], config.get("_endpoint")))
 
 
-def run_sweep(cfg: SweepConfig, search: SearchConfig | None = None, features: FeaturesConfig | None = None) -> dict:
+def run_sweep(cfg: SweepConfig, features: FeaturesConfig | None = None) -> dict:
     """Runs (or resumes) the sweep; returns the best config and the results table rows.
 
-    ``search``: the alignment stage's search settings, which every trial uses with its own α and τ
-    (default: SearchConfig's, with ``cfg.rotations`` and ``cfg.vertices``). ``features``: the settings the
-    feature store must have been made with (as for :func:`catpose.align.run.run_align`).
+    Every trial aligns with ``cfg.trial`` (the alignment stage's search settings in the main job) and its
+    own α and τ. ``features``: the settings the feature store must have been made with (as for
+    :func:`catpose.align.run.run_align`).
     """
     import tempfile
 
@@ -110,7 +110,7 @@ def run_sweep(cfg: SweepConfig, search: SearchConfig | None = None, features: Fe
     fixed = {"_data": cfg.data if is_s3(cfg.data) else str(Path(cfg.data).absolute()), "_category": cfg.category,
              "_store": feat_store if is_s3(feat_store) else str(Path(feat_store).absolute()), "_names": names,
              "_endpoint": store.endpoint_url,
-             "_search": dataclasses.asdict(search or SearchConfig(rotations=cfg.rotations, vertices=cfg.vertices)),
+             "_search": dataclasses.asdict(cfg.trial),
              "_device": cfg.device}
     if cfg.search == "grid":
         space = {"alpha": tune.grid_search(list(cfg.alphas)), "tau": tune.grid_search(list(cfg.taus)), **fixed}
@@ -200,7 +200,8 @@ def write_results(out: Path, rows: list[dict], best: dict, names: list[str]) -> 
             line += f" {r['acc_pi_6']:.0%} | {r['acc_pi_18']:.0%} | {r['median_deg']:.1f}° |"
         lines.append(line + (" ← chosen" if r is best else ""))
     (out / "sweep_results.md").write_text("\n".join(lines) + "\n")
-    (out / "best_config.yaml").write_text(yaml.safe_dump({"align": {"alpha": best["alpha"], "tau": best["tau"]}}))
+    best_search = {"alpha": best["alpha"], "tau": best["tau"]}
+    (out / "best_config.yaml").write_text(yaml.safe_dump({"align": {"search": best_search}}))
     plot_heatmaps(out / "sweep_heatmaps.png", rows)
 
 

@@ -20,41 +20,20 @@ of kept points and the share removed by each step (which the features and ingest
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from dataclasses import replace as dataclasses_replace
 
 import numpy as np
 import torch
 
+from catpose.config import CleaningConfig
 from catpose.data.camera import Camera
 from catpose.errors import CleaningError
 from catpose.geometry.projection import project, zbuffer
 from catpose.plotting import png_bytes
 
-
-@dataclass(frozen=True)
-class CleanSettings:
-    """Settings of :func:`clean_object_points` (``FeaturesConfig``/``IngestConfig`` carry them as
-    ``clean_*`` fields)."""
-
-    mode: str = "auto"
-    """auto (masks when every frame has one, else geometry), masks, geometry, or off."""
-    vote: float = 0.5
-    """With masks: a point stays when inside the mask in at least this share of the frames that see it."""
-    view_share: float = 0.8
-    """Without masks: a point must lie inside the image of at least this share of the frames (the
-    common view)."""
-    plane_angle: float = 20.0
-    """Without masks: largest angle (degrees) between the supporting plane's normal and the up direction."""
-    plane_band: float = 0.01
-    """Without masks: points closer than this × the camera distance above the plane (or below it) go."""
-    isolated: float = 3.0
-    """Points whose 8th nearest neighbour is farther than this × the median such distance (over the
-    points left) go: outliers float alone (0: keep them)."""
-    min_points: int = 100
-    """A video whose cleaning leaves fewer points is skipped (a clear reason in its manifest)."""
-    frames: int = 30
-    """Frames used for the tests (evenly chosen; all when fewer)."""
+# the settings of clean_object_points: the stage configs' ``cleaning`` section (declared once, catpose.config)
+CleanSettings = CleaningConfig
 
 
 @dataclass
@@ -296,9 +275,8 @@ def clean_object_points(points: np.ndarray, cams: list[Camera], masks: list[np.n
 
 
 def settings_from(cfg) -> CleanSettings:
-    """The ``clean_*`` fields of a stage config as :class:`CleanSettings`."""
-    known = asdict(CleanSettings())
-    return CleanSettings(**{k: getattr(cfg, f"clean_{k}") for k in known if hasattr(cfg, f"clean_{k}")})
+    """The cleaning settings of a stage config (its ``cleaning`` section)."""
+    return cfg.cleaning
 
 
 def plot_cleaning(root, category: str, settings: CleanSettings = CleanSettings(), n_seq: int = 4,

@@ -343,7 +343,7 @@ def ingest_sequence(name: str, src: Path, cfg: IngestConfig) -> dict:
             # the refined masks tightens the hull in turn (synthetic car: mask IoU 0.79 -> 0.92)
             grabcut_all(hull.points)
             hull = dense_object_cloud(cams, masks, images, cleaning.plane, cfg)
-        if len(hull.points) >= max(cfg.clean_min_points, n_points):
+        if len(hull.points) >= max(cfg.cleaning.min_points, n_points):
             write_ply(seq_dir / "pointcloud.ply", hull)
             dense.update(cloud="visual hull", points=len(hull.points))
             n_points = len(hull.points)

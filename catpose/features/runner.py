@@ -16,8 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from catpose import fingerprint as fp
-from catpose.config import FeaturesConfig
-from catpose.data.cleaning import settings_from
+from catpose.config import CleaningConfig, FeaturesConfig
 from catpose.data.co3d import Co3dCategory
 from catpose.data.pointcloud import MAX_POINTS
 from catpose.data.types import to_jsonable
@@ -36,7 +35,8 @@ def signature(cfg: FeaturesConfig) -> dict:
     """The settings that change a sequence's features (a mismatch recomputes it)."""
     keys = ("backbone", "layer", "facet", "input_size", "vertices", "frames", "outlier_k", "outlier_std", "vis_tol")
     sig = {k: getattr(cfg, k) for k in keys}
-    sig.update({f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name.startswith("clean_")})
+    # the cleaning section under the keys stored features were signed with before it was one section
+    sig.update({f"clean_{k}": v for k, v in dataclasses.asdict(cfg.cleaning).items()})
     if not cfg.backbone.startswith("dinov2"):
         for k in ("layer", "facet", "input_size"):
             sig.pop(k)
@@ -66,7 +66,7 @@ def _task(args: tuple[FeaturesConfig, str, str]) -> dict:
     seq = cat[name]
     t0 = time.perf_counter()
     sf = compute_surface_features(seq, backbone, cfg.vertices, cfg.frames, cfg.batch, device, cfg.outlier_k,
-                                  cfg.outlier_std, cfg.vis_tol, clean=settings_from(cfg))
+                                  cfg.outlier_std, cfg.vis_tol, clean=cfg.cleaning)
     sf.meta["signature"] = signature(cfg)
     Store(cfg.out, cfg.endpoint_url).write_bytes(feature_key(category, name), sf.to_bytes())
     res = {"vertices": len(sf.vertices), "frames": len(sf.frame_numbers),
@@ -227,7 +227,11 @@ def store_settings(cfg: FeaturesConfig, category: str) -> tuple[FeaturesConfig, 
                               "recompute the store with one setting (catpose features --out NEW)", field="signature")
     sig = next(iter(sigs.values()))[1]
     known = {f.name for f in dataclasses.fields(FeaturesConfig)}
-    return dataclasses.replace(cfg, **{k: v for k, v in sig.items() if k in known}), sig
+    cleaning = {f.name for f in dataclasses.fields(CleaningConfig)}  # signed as clean_<field>
+    clean = {k.removeprefix("clean_"): v for k, v in sig.items()
+             if k.startswith("clean_") and k.removeprefix("clean_") in cleaning}
+    return dataclasses.replace(cfg, **{k: v for k, v in sig.items() if k in known and k != "cleaning"},
+                               cleaning=dataclasses.replace(cfg.cleaning, **clean)), sig
 
 
 def load_surface_features(store_uri: str, category: str, sequence: str,

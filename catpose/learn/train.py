@@ -15,8 +15,6 @@ evaluation (:mod:`catpose.learn.evaluate`) under ``OUT/NAME/``.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
 import os
 import shutil
@@ -34,16 +32,23 @@ from catpose.devices import resolve_device
 from catpose.errors import CatposeError, ConfigError
 from catpose.features.runner import load_surface_features
 from catpose.geometry import Similarity
+from catpose.learn.checkpoint import (  # noqa: F401 (save/load: the stored run's layer; names kept here)
+    STATE_KEYS,
+    _jsonable,
+    load_trained,
+    read_state,
+    save_trained,
+    write_state,
+)
 from catpose.learn.data import VideoTargets, training_dataset
 from catpose.learn.evaluate import evaluate_run
 from catpose.learn.feed import DeviceFeed, prefetched
 from catpose.learn.frames import AugmentConfig
-from catpose.learn.model import ContrastiveModel, build_model, count_parameters
+from catpose.learn.model import build_model, count_parameters
 from catpose.learn.template import Template, build_template, instance_correspondents
 from catpose.parallel import init_ray, remote_progress, verbose
 from catpose.plotting import png_bytes
-from catpose.storage import Store, atomic_write_bytes, join_uri, safe_name
-from catpose.tensorfile import pack, require, unpack
+from catpose.storage import Store, join_uri, safe_name
 
 
 def run_name(cfg: TrainConfig) -> str:
@@ -154,23 +159,6 @@ def prepare(cfg: TrainConfig) -> dict:
             "train_targets": {n: targets(n, transforms[n]) for n in train},
             "held_targets": {n: targets(n, held_tf[n]) for n in held if n in held_tf},
             "held_transforms": {n: held_tf[n] for n in held if n in held_tf}}
-
-
-STATE_KEYS = ("model", "optimizer", "epoch", "history")
-
-
-def read_state(path: str | os.PathLike) -> dict:
-    """A checkpoint's ``state.pt`` (model and optimizer states, last epoch, history): a safetensors
-    tensorfile (:mod:`catpose.tensorfile`), never unpickled; anything else is a DataFormatError naming it."""
-    with open(path, "rb") as fh:
-        data = fh.read()
-    return require(unpack(data, str(path), kind="state"), STATE_KEYS, str(path))
-
-
-def write_state(path: str | os.PathLike, state: dict) -> None:
-    """Writes ``state.pt`` atomically (temporary file + rename): a failed write (a full disk) leaves
-    whatever was there before, never a truncated file."""
-    atomic_write_bytes(path, pack(state, kind="state"))
 
 
 def _upload_dir(store: Store, local: str, rel: str) -> None:
@@ -482,16 +470,6 @@ def write_split(store: Store, name: str, cfg: TrainConfig, prep: dict, fingerpri
                                             "fingerprint": fingerprint or run_fingerprint(cfg)})
 
 
-def save_trained(store: Store, name: str, cfg: TrainConfig, model: ContrastiveModel, tpl: Template, epochs: int) -> None:
-    """``NAME/model.pt`` (Φ, Θ, vertices, settings, as a safetensors tensorfile: no pickle) and
-    ``NAME/template.npz`` with the learned θ_j: what :func:`load_trained` reads."""
-    tpl = dataclasses.replace(tpl, features=model.template.vertex_features().detach().cpu().numpy())
-    store.write_bytes(f"{name}/template.npz", tpl.to_bytes())
-    store.write_bytes(f"{name}/model.pt", pack({
-        "encoder": model.encoder.state_dict(), "template": model.template.state_dict(),
-        "vertices": np.asarray(tpl.vertices), "config": _jsonable(cfg), "epochs": epochs}, kind="model"))
-
-
 def finished_run(cfg: TrainConfig, store: Store, name: str) -> dict | None:
     """The summary of a run that already trained ``cfg.epochs`` epochs (and was evaluated if asked)."""
     if not (store.exists(f"{name}/model.pt") and store.exists(f"{name}/history.json")):
@@ -503,10 +481,6 @@ def finished_run(cfg: TrainConfig, store: Store, name: str) -> dict | None:
     if cfg.evaluate:
         out["evaluation"] = store.read_json(f"{name}/evaluation.json")
     return out
-
-
-def _jsonable(cfg) -> dict:
-    return json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
 
 
 def plot_history(history: list[dict], title: str) -> bytes:
@@ -530,23 +504,3 @@ def plot_history(history: list[dict], title: str) -> bytes:
     fig.suptitle(f"{title}: training")
 
     return png_bytes(fig)
-
-
-def load_trained(run: str, endpoint_url: str | None = None, device: str = "cpu") -> tuple[ContrastiveModel, Template]:
-    """The trained Φ/Θ and template of a finished run (a folder or s3:// URI ending in the run name)."""
-    store = Store(run, endpoint_url)
-    if not store.exists("model.pt"):
-        raise FileNotFoundError(f"{store.url('model.pt')}: no trained model (has `catpose train` finished?)")
-    where = store.url("model.pt")
-    state = require(unpack(store.read_bytes("model.pt"), where, kind="model"),
-                    ("encoder", "template", "vertices", "config"), where)
-    c = state["config"]
-    cfg = TrainConfig(**{k: v for k, v in c.items() if k in {f.name for f in dataclasses.fields(TrainConfig)}})
-    cfg = dataclasses.replace(cfg, weights=Path(cfg.weights) if cfg.weights else None,
-                              alignment=str(cfg.alignment), ground_truth=None)
-    model = build_model(cfg, torch.as_tensor(state["vertices"]), backbone_weights=False)  # the state has them
-    model.encoder.load_state_dict(state["encoder"])
-    model.template.load_state_dict(state["template"])
-    tpl = Template.from_bytes(store.read_bytes("template.npz"), store.url("template.npz"))
-    model.config = cfg  # the run's settings (crop size, data, alignment) for whoever uses the model
-    return model.to(device).eval(), tpl

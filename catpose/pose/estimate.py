@@ -20,16 +20,17 @@ encoder and ``Θ = {θ_j}`` the template features at vertices ``t_j``:
    refined pose (plus its retrieval prior, when training views are attached) is returned with ``E`` as
    its confidence.
 
-**Batches.** :meth:`PoseEstimator.estimate_batch` does the same for B images at once (what
-``catpose estimate`` over many files and ``catpose evaluate`` use, ``PoseConfig.batch`` at a time):
+**Batches.** :meth:`PoseEstimator.estimate_batch` is the implementation, for B images at once (what
+``catpose estimate`` over many files and ``catpose evaluate`` use, ``PoseConfig.batch`` at a time;
+:meth:`PoseEstimator.estimate` is a batch of one):
 one encoder pass over the B crops, s_j as one [B, N, S, S] tensor, E(R, T) of all B × grid poses
 (:func:`search_poses`), each image's distinct hypotheses by greedy suppression written with tensors
 (:func:`distinct_batch`), and all B × top_k hypotheses refined as one [B, top_k] set of poses for the
 same fixed number of steps (hypotheses that an image lacks are masked). Decoding and boxes stay per
 image on the CPU; the crops are resampled on the device, one call per image shape
 (:func:`crop_batch`). Translations are fitted on the template's hull vertices
-(:func:`extreme_vertices`: the same T). Each image gets the pose that :meth:`PoseEstimator.estimate` gives it, up to
-float rounding (``tests/pose/test_batched.py``).
+(:func:`extreme_vertices`: the same T). Each image gets the pose that the one-image reference path
+(``tests/pose/reference.py``) gives it, up to float rounding (``tests/pose/test_batched.py``).
 
 The camera is catpose's (CO3D) convention; without a known focal length the full image is assumed
 to have a ``focal_ndc`` (≈ 45° field of view) camera. Rotations are in the template's frame; with a
@@ -51,8 +52,8 @@ from catpose.config import PoseConfig
 from catpose.data.co3d import decode_image, read_file_bytes
 from catpose.devices import resolve_device
 from catpose.errors import CatposeError, DataFormatError, NoObjectError
-from catpose.geometry import crop_image, object_box, object_crops, project, so3_grid, visibility, zbuffer
-from catpose.learn.train import load_trained
+from catpose.geometry import object_box, object_crops, project, so3_grid, visibility, zbuffer
+from catpose.learn.checkpoint import load_trained
 from catpose.pose.viewpoint import rotation_to_viewpoint
 
 
@@ -99,44 +100,6 @@ def load_mask(path: str | Path, shape: tuple[int, int] | None = None) -> np.ndar
 
 
 # ------------------------------------------------------------------------------------------ scoring
-def similarity_maps(fmap: torch.Tensor, theta: torch.Tensor, beta: torch.Tensor | None, size: int):
-    """s_j [N, size, size] and b [size, size] (−1 without β) from unit features fmap [1, D, h, w]."""
-    f = F.normalize(F.interpolate(fmap.float(), size=(size, size), mode="bilinear", align_corners=False)[0], dim=0)
-    sim = torch.einsum("nd,dhw->nhw", theta.float(), f)
-    bg = (torch.einsum("md,dhw->mhw", beta.float(), f) if beta is not None
-          else torch.full((1, size, size), -1.0, device=f.device))
-    return sim, bg
-
-
-def sample_similarity(sim: torch.Tensor, uv: torch.Tensor, crop_size: int) -> torch.Tensor:
-    """s_j at the projections uv [B, N, 2] (crop pixels), bilinear: [B, N] (0 outside the crop)."""
-    g = (uv / crop_size * 2 - 1).permute(1, 0, 2)[:, :, None, :]  # [N, B, 1, 2]
-    out = F.grid_sample(sim[:, None], g.to(sim.dtype), mode="bilinear", padding_mode="zeros", align_corners=False)
-    return out[:, 0, :, 0].T
-
-
-def template_visibility(uv: torch.Tensor, z: torch.Tensor, size: int, diameter: float, n_vertices: int) -> torch.Tensor:
-    """Vertices that the template's own point z-buffer shows: [B, N] bool."""
-    span = (uv.amax(1) - uv.amin(1)).clamp(min=1).prod(-1).mean().item()
-    cell = max(1, round((span / max(n_vertices / 4, 1)) ** 0.5))
-    tol = 0.04 * diameter
-    zb = zbuffer(uv, z, (size, size), cell=cell, fill=2, margin=2 * tol)
-    return visibility(uv, z, (size, size), zb, tol=tol, cell=cell)
-
-
-def render_compare(sim: torch.Tensor, vertices: torch.Tensor, R: torch.Tensor, T: torch.Tensor, f: torch.Tensor,
-                   pp: torch.Tensor, size: int, diameter: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """E(R, T) = mean over visible vertices of s_j at their projections, for B poses: ([B], vis [B, N])."""
-    B = R.shape[0]
-    uv, z = project(vertices, R, T, f.expand(B, 2), pp.expand(B, 2))
-    with torch.no_grad():
-        vis = template_visibility(uv, z, size, diameter, len(vertices))
-    s = sample_similarity(sim, uv, size)
-    n = vis.sum(1)
-    E = (s * vis).sum(1) / n.clamp_min(1)
-    return torch.where(n >= max(4, len(vertices) // 20), E, torch.full_like(E, -1.0)), vis
-
-
 def fit_translation(vertices: torch.Tensor, R: torch.Tensor, f: float | torch.Tensor, pp: torch.Tensor,
                     target: torch.Tensor, extent: float, iters: int = 3) -> torch.Tensor:
     """T [B, 3] that puts the projected bounding box of the template (rotated by R [B, 3, 3]) on the box
@@ -212,87 +175,13 @@ def pooled_descriptor(fmap: torch.Tensor, grid: int = 4) -> torch.Tensor:
     return F.normalize(F.adaptive_avg_pool2d(fmap.float(), grid).flatten(1), dim=1)
 
 
-def _distinct(R: torch.Tensor, scores: torch.Tensor, k: int, min_deg: float = 20.0) -> list[int]:
-    order = scores.argsort(descending=True).tolist()
-    chosen: list[int] = []
-    cos_min = np.cos(np.radians(min_deg))
-    for i in order:
-        if all(((torch.einsum("ij,ij->", R[i], R[j]) - 1) / 2).item() < cos_min for j in chosen):
-            chosen.append(i)
-        if len(chosen) == k:
-            break
-    return chosen
-
-
-def search_pose(sim: torch.Tensor, vertices: torch.Tensor, f: float, pp: torch.Tensor, size: int, margin: float,
-                cfg: PoseConfig, grid: torch.Tensor | None = None,
-                prior: torch.Tensor | None = None,
-                box_vertices: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """Coarse search over ``grid`` then refinement; returns (R [3, 3], T [3], E).
-
-    ``prior`` [len(grid)] (optional) is added to the coarse scores and to the final choice between the
-    refined hypotheses (the retrieval prior of :meth:`PoseEstimator.retrieval_prior`); ``box_vertices``
-    (optional, :func:`extreme_vertices`) the vertices that fit the translations."""
-    import roma
-
-    grid = so3_grid(cfg.grid) if grid is None else grid
-    bv = vertices if box_vertices is None else box_vertices
-    diam = float((vertices.amax(0) - vertices.amin(0)).norm())
-    dev = sim.device
-    target = torch.tensor([size / 2, size / 2], device=dev)
-    fT = torch.tensor([float(f), float(f)], device=dev)
-    scores, Ts = [], []
-    for s in range(0, len(grid), 1024):
-        Rc = grid[s:s + 1024]
-        Tc = fit_translation(bv, Rc, f, pp, target, size / margin)
-        with torch.no_grad():
-            E, _ = render_compare(sim, vertices, Rc, Tc, fT, pp, size, diam)
-        scores.append(E)
-        Ts.append(Tc)
-    scores, Ts = torch.cat(scores), torch.cat(Ts)
-    bonus = torch.zeros(len(grid), device=dev) if prior is None else prior.to(dev)
-    best = _distinct(grid, scores + bonus, cfg.top_k)
-    R0, T0 = grid[best], Ts[best]
-    if cfg.refine_steps <= 0:
-        return R0[0], T0[0], float(scores[best[0]])
-    bonus = bonus[best]
-    # parameters: rotation update ω, image position (u, v) of the template centre, log depth
-    m = (vertices.amax(0) + vertices.amin(0)) / 2
-    c0 = m @ R0 + T0  # [K, 3] centre in camera coordinates
-    uv0 = pp - f * c0[:, :2] / c0[:, 2:3]
-    omega = torch.zeros(len(best), 3, device=dev, requires_grad=True)
-    uv = uv0.clone().requires_grad_(True)
-    logd = c0[:, 2].log().clone().requires_grad_(True)
-    opt = torch.optim.Adam([{"params": [omega], "lr": 0.02}, {"params": [uv], "lr": 0.5},
-                            {"params": [logd], "lr": 0.01}])
-
-    def pose():
-        R = roma.rotvec_to_rotmat(omega) @ R0
-        if cfg.translation == "box":
-            return R, fit_translation(bv, R, f, pp, target, size / margin)
-        d = logd.exp()
-        c = torch.cat([(pp - uv) / f, torch.ones(len(best), 1, device=dev)], 1) * d[:, None]
-        return R, c - m @ R
-
-    for _ in range(cfg.refine_steps):
-        R, T = pose()
-        E, _ = render_compare(sim, vertices, R, T, fT, pp, size, diam)
-        opt.zero_grad()
-        (-E.sum()).backward()
-        opt.step()
-    with torch.no_grad():
-        R, T = pose()
-        E, _ = render_compare(sim, vertices, R, T, fT, pp, size, diam)
-    i = int((E + bonus).argmax())
-    return R[i].detach(), T[i].detach(), float(E[i])
-
-
 # ------------------------------------------------------------------------------ batched scoring
-# The same scores for B images × P poses each in one pass; the one-image functions above stay the
-# reference that tests/pose/test_batched.py compares these with.
+# The scores for B images × P poses each in one pass; tests/pose/reference.py keeps the one-image
+# versions that tests/pose/test_batched.py compares these with.
 def similarity_maps_batch(fmap: torch.Tensor, theta: torch.Tensor, beta: torch.Tensor | None, size: int):
     """s_j [B, N, size, size] and b [B, M, size, size] (M = 1, all −1, without β) from unit features
-    fmap [B, D, h, w]: :func:`similarity_maps` for B crops at once."""
+    fmap [B, D, h, w]: each crop's per-vertex similarity maps s_j = θ_j · f and background score
+    b = β_m · f on a size × size grid."""
     f = F.normalize(F.interpolate(fmap.float(), size=(size, size), mode="bilinear", align_corners=False), dim=1)
     sim = torch.einsum("nd,bdhw->bnhw", theta.float(), f)
     bg = (torch.einsum("md,bdhw->bmhw", beta.float(), f) if beta is not None
@@ -312,9 +201,9 @@ def sample_similarity_batch(sims: torch.Tensor, uv: torch.Tensor, crop_size: int
 
 def template_visibility_batch(uv: torch.Tensor, z: torch.Tensor, size: int, diameter: float, n_vertices: int,
                               valid: torch.Tensor | None = None) -> torch.Tensor:
-    """:func:`template_visibility` for B images × P poses: uv [B, P, N, 2], z [B, P, N] → [B, P, N] bool.
-    Each image's z-buffer cell comes from the mean projected box of its own P poses (of those ``valid``
-    [B, P] only, when given), as :func:`template_visibility` chooses it for one image's poses."""
+    """The vertices that the template's own point z-buffer shows, for B images × P poses: uv [B, P, N, 2],
+    z [B, P, N] → [B, P, N] bool. Each image's z-buffer cell comes from the mean projected box of its own P
+    poses (of those ``valid`` [B, P] only, when given)."""
     B, P, N = z.shape
     area = (uv.amax(2) - uv.amin(2)).clamp(min=1).prod(-1)  # [B, P]
     span = area.mean(1) if valid is None else (area * valid).sum(1) / valid.sum(1).clamp_min(1)
@@ -358,7 +247,7 @@ def fit_translation_batch(vertices: torch.Tensor, R: torch.Tensor, f: torch.Tens
 def distinct_batch(grid: torch.Tensor, scores: torch.Tensor, k: int,
                    min_deg: float = 20.0) -> tuple[torch.Tensor, torch.Tensor]:
     """Each image's ``k`` best grid rotations that are at least ``min_deg`` apart (greedy
-    non-maximum suppression, as :func:`_distinct` does for one image), from scores [B, G] of the
+    non-maximum suppression written with tensors), from scores [B, G] of the
     rotations grid [G, 3, 3]: (indices [B, k], valid [B, k]). Where fewer than ``k`` exist, the
     rest repeat the best one and are not valid. Tensor ops only: ``k`` rounds, none per candidate."""
     cos_min = float(np.cos(np.radians(min_deg)))
@@ -378,17 +267,16 @@ def search_poses(sims: torch.Tensor, vertices: torch.Tensor, f: torch.Tensor, pp
                  margin: float, cfg: PoseConfig, grid: torch.Tensor | None = None, prior: torch.Tensor | None = None,
                  max_points: int = 0, box_vertices: torch.Tensor | None = None
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """:func:`search_pose` for B images at once: coarse scores E(R, T) of every image × grid rotation,
-    each image's ``cfg.top_k`` distinct hypotheses, all B × top_k refined together in one optimisation of
-    ``cfg.refine_steps`` steps, each image's best.
+    """Coarse search and refinement for B images at once: coarse scores E(R, T) of every image × grid
+    rotation, each image's ``cfg.top_k`` distinct hypotheses, all B × top_k refined together in one
+    optimisation of ``cfg.refine_steps`` steps, each image's best.
 
     sims [B, N, S, S] are the images' s_j; f [B] and pp [B, 2] their scoring cameras (pixels of the S
     grid); ``prior`` [B, len(grid)] (optional) the retrieval prior per image. The coarse pass scores
-    the grid in chunks of 1024 rotations (the same chunks as :func:`search_pose`, which pick the z-buffer
-    cell) for as many images at a time as keep ``images × 1024 × N`` under ``max_points`` (0: 2^24 on a
-    GPU, one image at a time on a CPU). The summed
-    objective Σ E keeps the hypotheses independent (Adam's update is per parameter), so each image
-    gets the pose :func:`search_pose` gives it, up to float rounding. ``box_vertices`` (optional,
+    the grid in chunks of 1024 rotations (the chunks pick the z-buffer cell) for as many images at a time as
+    keep ``images × 1024 × N`` under ``max_points`` (0: 2^24 on a GPU, one image at a time on a CPU). The
+    summed objective Σ E keeps the hypotheses independent (Adam's update is per parameter), so each image
+    gets the pose it gets alone, up to float rounding. ``box_vertices`` (optional,
     :func:`extreme_vertices`): the vertices that fit the translations (the same T, less work).
     Returns R [B, 3, 3], T [B, 3] and E [B]."""
     import roma
@@ -487,18 +375,10 @@ class PoseEstimator:
         self.view_descriptors, self.view_rotations = torch.as_tensor(descriptors).float(), np.asarray(rotations)
         self.views = (self.view_descriptors, cos > np.cos(np.radians(self.cfg.prior_radius)))
 
-    def retrieval_prior(self, crop_desc: torch.Tensor) -> torch.Tensor | None:
-        """w · (max similarity of the crop's descriptor to the training views near each grid rotation −
-        the best similarity overall), [len(grid)]: ≤ 0, 0 where the best-matching training views are."""
-        if self.views is None or self.cfg.prior_weight <= 0:
-            return None
-        D, near = self.views
-        c = D @ crop_desc.float().cpu()
-        per = torch.where(near, c[None], torch.full_like(near, -2.0, dtype=torch.float32)).amax(1)
-        return self.cfg.prior_weight * (per.clamp_min(c.min()) - c.max())
-
     def retrieval_priors(self, crop_descs: torch.Tensor) -> torch.Tensor | None:
-        """:meth:`retrieval_prior` for crops' descriptors [B, d]: [B, len(grid)] (None without views)."""
+        """The retrieval prior of crops' pooled descriptors [B, d]: w · (max similarity of a crop's
+        descriptor to the training views near each grid rotation − its best similarity overall),
+        [B, len(grid)]: ≤ 0, 0 where the best-matching training views are (None without views)."""
         if self.views is None or self.cfg.prior_weight <= 0:
             return None
         D, near = self.views
@@ -528,43 +408,11 @@ class PoseEstimator:
 
     def estimate(self, image: np.ndarray, bbox=None, mask: np.ndarray | None = None, focal_px: float | None = None,
                  principal_px=None, source: str = "<image>") -> PoseEstimate:
-        """Pose of the object in ``image`` [H, W, 3] uint8 (see the module docstring)."""
-        import time
-
-        t0 = time.perf_counter()
-        if image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) < 8:
-            raise DataFormatError(source, f"expected an RGB image of at least 8x8 pixels, got shape {image.shape}")
-        H, W = image.shape[:2]
-        box = object_box((H, W), bbox, mask, self.cfg.margin, source)
-        S = self.size
-        crops = crop_image(image, box, S)
-        fmap = self.features(crops)
-        sim, bg = similarity_maps(fmap, self.theta, self.beta, self.cfg.sim_size)
-        objectness = float((sim.amax(0) > bg.amax(0)).float().mean())
-        # without a box or mask the features decide whether there is an object; a given box is trusted
-        if self.beta is not None and bbox is None and mask is None and objectness < self.cfg.min_object:
-            raise NoObjectError(source, f"no object found: {objectness:.1%} of the crop looks like the category "
-                                        f"(at least {self.cfg.min_object:.0%} needed)")
-        t1 = time.perf_counter()
-        f_img = float(focal_px) if focal_px else self.cfg.focal_ndc * min(H, W) / 2
-        pp_img = np.asarray(principal_px, np.float64) if principal_px is not None else np.array([W / 2, H / 2])
-        k = S / box[2]
-        f_crop = f_img * k
-        pp_crop = torch.as_tensor((pp_img - box[:2]) * k + S / 2, dtype=torch.float32, device=self.cfg.device)
-        # similarity maps are on a sim_size grid over the crop: scale the scoring camera to it
-        r = self.cfg.sim_size / S
-        prior = None
-        if self.views is not None and self.cfg.prior_weight > 0:
-            prior = self.retrieval_prior(descriptor(self.encoder, crops.to(self.cfg.device))[0])
-        R, T, E = search_pose(sim, self.vertices, f_crop * r, pp_crop * r, self.cfg.sim_size, self.cfg.margin,
-                              self.cfg, self.grid, prior, self.box_vertices)
-        R, T = R.cpu().numpy().astype(np.float64), T.cpu().numpy().astype(np.float64)
-        m = (self.vertices.amax(0) + self.vertices.amin(0)).cpu().numpy() / 2
-        out = PoseEstimate(R, T, E, float(np.linalg.norm(m @ R + T)), f_img, pp_img, box, objectness,
-                           timings={"features_s": round(t1 - t0, 3), "search_s": round(time.perf_counter() - t1, 3)})
-        if self.frame is not None:
-            a, e, t = rotation_to_viewpoint(self.frame @ R)
-            out.azimuth, out.elevation, out.theta = float(a), float(e), float(t)
+        """Pose of the object in ``image`` [H, W, 3] uint8 (see the module docstring): :meth:`estimate_batch`
+        of a batch of one; its error (bad shape, empty box or mask, no object) is raised."""
+        out = self.estimate_batch([image], [bbox], [mask], [focal_px], [principal_px], sources=[source])[0]
+        if isinstance(out, CatposeError):
+            raise out
         return out
 
     def estimate_batch(self, images: list[np.ndarray], bboxes=None, masks=None, focal_px=None, principal_px=None,
@@ -695,7 +543,7 @@ def overlay(image: np.ndarray, est: PoseEstimate, vertices: np.ndarray, caption:
     pp = torch.as_tensor(est.principal_px).float()[None]
     uv, z = project(V, R, T, f, pp)
     diam = float((V.amax(0) - V.amin(0)).norm())
-    vis = template_visibility(uv, z, max(H, W), diam, len(V))[0].numpy()
+    vis = template_visibility_batch(uv[None], z[None], max(H, W), diam, len(V))[0, 0].numpy()
     uv = uv[0].numpy()
     lo, hi = vertices.min(0), vertices.max(0)
     col = ((vertices - lo) / np.maximum(hi - lo, 1e-9) * 200 + 55).astype(np.uint8)

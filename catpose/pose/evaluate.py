@@ -35,8 +35,8 @@ from catpose.data.shards import row_camera
 from catpose.devices import resolve_device
 from catpose.errors import CatposeError, ConfigError
 from catpose.geometry import crop_image, fit_frame, geodesic_deg, object_box, pose_metrics
+from catpose.learn.checkpoint import load_trained
 from catpose.learn.evaluate import category_rows
-from catpose.learn.train import load_trained
 from catpose.plotting import png_bytes
 from catpose.pose.datasets import PoseSample, load_co3d, load_objectnet3d, load_pascal3d
 from catpose.pose.protocol import load_pascal3d_paper, paper_split, same_category
@@ -154,13 +154,6 @@ def attach_views(est: PoseEstimator, run: str, endpoint_url: str | None = None, 
 
 
 # ------------------------------------------------------------------------------ the evaluation
-def _estimate_one(est: PoseEstimator, image: np.ndarray, s: PoseSample, mask) -> PoseEstimate | CatposeError:
-    try:
-        return est.estimate(image, s.bbox, mask, s.focal_px, s.principal_px, source=s.image)
-    except CatposeError as e:
-        return e
-
-
 def check_category(trained: str, images: str, allow: bool, checkpoint: str, endpoint_url: str | None = None,
                    what: str = "score it on") -> None:
     """A :class:`ConfigError` naming the run's ``model.pt`` when the run was trained on another category
@@ -217,7 +210,7 @@ def evaluate_pose(cfg: PoseEvalConfig, progress: bool = True) -> dict:
     from tqdm import tqdm
 
     bar = tqdm(total=len(samples), desc=f"pose {cfg.category}", disable=not progress)
-    batch = max(1, cfg.pose.batch)  # 0: one image at a time through PoseEstimator.estimate
+    batch = max(1, cfg.pose.batch)  # 0: one image at a time
     for start in range(0, len(samples), batch):  # cfg.pose.batch images estimated together
         chunk = range(start, min(start + batch, len(samples)))
         recs, loaded = {}, []
@@ -233,12 +226,9 @@ def evaluate_pose(cfg: PoseEvalConfig, progress: bool = True) -> dict:
         if loaded:
             got = [samples[i] for i, _, _ in loaded]
             t0 = time.perf_counter()
-            if cfg.pose.batch > 0:
-                poses = est.estimate_batch([img for _, img, _ in loaded], [s.bbox for s in got],
-                                           [m for _, _, m in loaded], [s.focal_px for s in got],
-                                           [s.principal_px for s in got], sources=[s.image for s in got])
-            else:  # the one-image path, the reference the batched one is checked against
-                poses = [_estimate_one(est, img, s, m) for (_, img, m), s in zip(loaded, got)]
+            poses = est.estimate_batch([img for _, img, _ in loaded], [s.bbox for s in got],
+                                       [m for _, _, m in loaded], [s.focal_px for s in got],
+                                       [s.principal_px for s in got], sources=[s.image for s in got])
             seconds = round((time.perf_counter() - t0) / len(loaded), 3)  # the batch's time, shared out
             ok = []
             for (i, img, _), p in zip(loaded, poses):

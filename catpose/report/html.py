@@ -276,7 +276,9 @@ def render_report_html(store: Store, summary: list[str] | None = None, endpoint_
 
 
 def write_report_html(store: Store, summary: list[str] | None = None, endpoint_url: str | None = None,
-                      data: dict | None = None) -> str:
-    """Writes ``report.html`` into the run's store (atomically, as every output); returns its URL."""
+                      data: dict | None = None, artifacts: dict[str, dict] | None = None) -> str:
+    """Writes ``report.html`` into the run's store (atomically, as every output); returns its URL.
+    ``artifacts``: the run's artifacts as dicts, by name (its dataset among them, also when given)."""
+    data = data or (artifacts or {}).get("data")
     store.write_text("report.html", render_report_html(store, summary, endpoint_url, data))
     return store.url("report.html")

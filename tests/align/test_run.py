@@ -1,4 +1,5 @@
-"""``catpose align`` end to end on synthetic cars: Ray chunks, outputs, resume, accuracy."""
+"""``catpose align`` end to end on synthetic cars: Ray chunks, outputs, resume, accuracy; the engine
+aligns the features it is given, and ``catpose align`` fills in the missing ones first."""
 
 import json
 
@@ -8,8 +9,15 @@ import pytest
 
 from catpose.align.evaluate import evaluate_alignment
 from catpose.align.run import run_align
-from catpose.config import AlignConfig, SynthConfig
+from catpose.cli import fill_in_features
+from catpose.config import AlignConfig, SearchConfig, SynthConfig
 from catpose.data.synth.generate import generate
+
+
+def align(cfg: AlignConfig) -> dict:
+    """As ``catpose align`` does: the missing features first, then the alignment of them all."""
+    fill_in_features(cfg, progress=False)
+    return run_align(cfg, progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -21,8 +29,8 @@ def cars(tmp_path_factory):
 
 def test_align_outputs_accuracy_and_resume(cars, tmp_path, ray_local):
     out = tmp_path / "align"
-    cfg = AlignConfig(data=cars, category="car", out=out, rotations=1024, chunk=4, workers=2)
-    res = run_align(cfg, progress=False)
+    cfg = AlignConfig(data=cars, category="car", out=out, search=SearchConfig(rotations=1024), chunk=4, workers=2)
+    res = align(cfg)
     assert res["videos"] == 6 and res["pairs"] == 15 and not res["failed_chunks"]
     t = pq.read_table(out / "alignment.parquet")
     assert t.column_names == ["sequence_name", "rotation", "translation", "scale", "cost", "is_reference", "edges",
@@ -42,7 +50,7 @@ def test_align_outputs_accuracy_and_resume(cars, tmp_path, ray_local):
     assert len(chunks) == 4
     mtimes = {c: c.stat().st_mtime_ns for c in chunks}
     chunks[2].unlink()
-    res2 = run_align(cfg, progress=False)
+    res2 = align(cfg)
     assert res2["pairs"] == 15
     for c in chunks:
         if c != chunks[2]:
@@ -64,7 +72,7 @@ def test_too_few_usable_videos_is_a_clear_error(synth_root, tmp_path):
     for name in Co3dCategory(data, "car").sequence_names[1:]:
         write_ply(data / "car" / name / "pointcloud.ply", PointCloud(np.zeros((0, 3), np.float32)))
     with pytest.raises(ValueError, match="'car' has 1 usable videos; alignment needs 2"):
-        run_align(AlignConfig(data=data, category="car", out=tmp_path / "a", workers=0), progress=False)
+        align(AlignConfig(data=data, category="car", out=tmp_path / "a", workers=0))
 
 
 def test_align_cli_with_one_usable_video_exits_2_with_one_line(synth_root, tmp_path, capsys):
@@ -96,16 +104,16 @@ def test_a_truncated_feature_file_is_recomputed_and_an_unreadable_one_costs_its_
     from catpose.align.run import video_summaries
 
     first = tmp_path / "first"
-    cfg = AlignConfig(data=cars, category="car", out=first, rotations=1024, workers=2)
-    run_align(cfg, progress=False)
+    cfg = AlignConfig(data=cars, category="car", out=first, search=SearchConfig(rotations=1024), workers=2)
+    align(cfg)
     feats = tmp_path / "features"
     shutil.copytree(first / "features", feats)
     victim = sorted((feats / "car").glob("*.npz"))[2]
     victim.write_bytes(victim.read_bytes()[:1000])
     capsys.readouterr()
     out = tmp_path / "again"
-    res = run_align(AlignConfig(data=cars, category="car", out=out, features=str(feats), rotations=1024, workers=2),
-                    progress=False)
+    res = align(AlignConfig(data=cars, category="car", out=out, features=str(feats), search=SearchConfig(rotations=1024),
+                            workers=2))
     printed = capsys.readouterr().out
     assert f"'{victim.stem}' was done but its output is invalid ({victim}" in printed and "recomputing" in printed
     assert res["unreadable"] == {} and res["videos"] == 6 and res["pairs"] == 15 and not res["failed_pairs"]
@@ -118,9 +126,10 @@ def test_a_truncated_feature_file_is_recomputed_and_an_unreadable_one_costs_its_
     assert all(len(s["centroid"]) == 3 for n, s in summ.items() if n != victim.stem)
 
 
-def test_missing_features_are_filled_in_with_the_store_settings(cars, tmp_path):
-    """A store made with other settings than the defaults, one video missing: the alignment computes
-    it with the store's settings (not the defaults), and a store mixing settings is a clear error."""
+def test_the_engine_aligns_the_features_given_and_catpose_align_fills_in_the_missing(cars, tmp_path):
+    """A store made with other settings than the defaults, one video missing: the alignment engine aligns
+    the five it is given and computes nothing; ``catpose align`` computes the missing one first, with the
+    store's settings (not the defaults); a store mixing settings is a clear error."""
     import json
 
     from catpose.config import FeaturesConfig
@@ -137,8 +146,11 @@ def test_missing_features_are_filled_in_with_the_store_settings(cars, tmp_path):
     (feats / "car" / f"{gone}.npz").unlink()
     (feats / "car" / "_manifest.items" / f"{gone}.json").unlink()
     man_path.write_text(json.dumps(man))
-    res = run_align(AlignConfig(data=cars, category="car", out=tmp_path / "a", features=str(feats), rotations=512,
-                                workers=0), progress=False)
+    cfg = AlignConfig(data=cars, category="car", out=tmp_path / "a", features=str(feats),
+                      search=SearchConfig(rotations=512), workers=0)
+    given = run_align(cfg, progress=False)
+    assert given["videos"] == 5 and not (feats / "car" / f"{gone}.npz").exists()  # nothing computed on the way
+    res = align(cfg)
     assert res["videos"] == 6
     redone = load_surface_features(str(feats), "car", gone)
     assert redone.vertices.shape == (300, 3) and redone.features.shape[0] == 5
@@ -150,8 +162,8 @@ def test_missing_features_are_filled_in_with_the_store_settings(cars, tmp_path):
     item["signature"] = {**item["signature"], "backbone": "random_cnn"}
     record.write_text(json.dumps(item))
     with pytest.raises(DataFormatError, match="_manifest.json: field 'signature'.*random_cnn"):
-        run_align(AlignConfig(data=cars, category="car", out=tmp_path / "b", features=str(feats), rotations=512,
-                              workers=0), progress=False)
+        align(AlignConfig(data=cars, category="car", out=tmp_path / "b", features=str(feats),
+                          search=SearchConfig(rotations=512), workers=0))
 
 
 @pytest.mark.slow  # five alignments (out of make test-fast)
@@ -161,21 +173,28 @@ def test_a_rerun_with_another_alpha_or_rotation_count_into_the_same_out_reuses_n
     the same --out with another α, or another rotation count, recomputes every pair, and its table is the
     one a fresh run with those settings writes."""
 
-    def align(out, **kw):
-        res = run_align(AlignConfig(data=synth_root, category="car", out=out, workers=0, **{"rotations": 256, **kw}),
-                        progress=False)
+    def align_into(out, features="", **search):
+        res = align(AlignConfig(data=synth_root, category="car", out=out, workers=0, features=features,
+                                search=SearchConfig(**{"rotations": 256, **search})))
         said = capsys.readouterr().out
         costs = {(r["seq_i"], r["seq_j"]): r["cost"] for r in pq.read_table(out / "pairs.parquet").to_pylist()}
         return res, said, costs
 
     out = tmp_path / "align"
-    _, said, first = align(out)
+    _, said, first = align_into(out)
     assert "3 pairs in" in said and "(0 done before), alpha 0.2" in said
-    _, said, kept = align(out)  # the same settings: every chunk kept
+    _, said, kept = align_into(out)  # the same settings: every chunk kept
     assert "done before), alpha 0.2" in said and "(0 done before)" not in said and kept == first
-    _, said, changed = align(out, alpha=0.7)
+    _, said, changed = align_into(out, alpha=0.7)
     assert "(0 done before), alpha 0.7" in said
-    _, _, fresh = align(tmp_path / "fresh", alpha=0.7, features=str(out / "features"))
+    _, _, fresh = align_into(tmp_path / "fresh", alpha=0.7, features=str(out / "features"))
     assert changed == pytest.approx(fresh) and changed != pytest.approx(first)  # D = (1 - α) D_geo + α D_app
-    _, said, _ = align(out, alpha=0.7, rotations=128)
+    _, said, _ = align_into(out, alpha=0.7, rotations=128)
     assert "(0 done before), alpha 0.7" in said
+
+
+def test_the_engine_on_an_empty_feature_store_says_where_it_looked(synth_root, tmp_path):
+    """The engine computes no features: without any it stops before any work, naming the store."""
+    with pytest.raises(ValueError, match=r"category 'car' has no features in .*features \(its car/_manifest.json"):
+        run_align(AlignConfig(data=synth_root, category="car", out=tmp_path / "a", workers=0), progress=False)
+    assert not (tmp_path / "a" / "features").exists() and not (tmp_path / "a" / "pairs").exists()

@@ -26,11 +26,11 @@ def test_tiny_sweep(tmp_path, ray_local):
     data = tmp_path / "data"
     generate(SynthConfig(workers=0, out=data, category=("car",), videos=4, frames=6, size=96, seed=5))
     cfg = SweepConfig(data=data, category="car", out=str(tmp_path / "tune"), alphas=(0.2, 1.0), taus=(0.1, 10.0),
-                      videos=4, rotations=256)
+                      videos=4, trial=SearchConfig(rotations=256))
     res = run_sweep(cfg)
     assert len(res["rows"]) == 4 and res["videos"] == sorted(res["videos"])
     # each row is what its trial's (alpha, tau) gives: the same metrics computed here, out of Tune
-    search = dataclasses.asdict(SearchConfig(rotations=256, vertices=cfg.vertices))
+    search = dataclasses.asdict(SearchConfig(rotations=256, vertices=cfg.trial.vertices))
     for r in (res["rows"][0], res["rows"][-1]):
         m = trial_metrics({"alpha": r["alpha"], "tau": r["tau"]}, str(data), "car",
                           str(tmp_path / "tune" / "features"), res["videos"], search, "cpu")
@@ -39,7 +39,7 @@ def test_tiny_sweep(tmp_path, ray_local):
     # median 0.8-1.0°; appearance alone, alpha 1, cycle 7-8°): geometry helps on these cars
     chosen = res["rows"][0]
     assert res["best"]["alpha"] == 0.2 and chosen["acc_pi_6"] == 1.0 and chosen["median_deg"] < 3.0
-    best = yaml.safe_load((tmp_path / "tune" / "best_config.yaml").read_text())["align"]
+    best = yaml.safe_load((tmp_path / "tune" / "best_config.yaml").read_text())["align"]["search"]
     assert best == res["best"] and res["rows"][0]["cycle_deg"] == min(r["cycle_deg"] for r in res["rows"])
     table = (tmp_path / "tune" / "sweep_results.md").read_text()
     assert "← chosen" in table and (tmp_path / "tune" / "sweep_heatmaps.png").is_file()
@@ -65,8 +65,8 @@ def test_sweep_storage_on_s3(tmp_path, ray_local, s3_bucket):
     generate(SynthConfig(workers=0, out=data, category=("mug",), videos=3, frames=4, size=64, seed=2))
     uri = f"s3://{bucket}/tune"
     cfg = SweepConfig(data=data, category="mug", out=uri, features=str(tmp_path / "features"), alphas=(0.2,),
-                      taus=(1.0,), videos=3, rotations=64, endpoint_url=endpoint)
+                      taus=(1.0,), videos=3, trial=SearchConfig(rotations=64), endpoint_url=endpoint)
     res = run_sweep(cfg)
     store = Store(uri, endpoint)
-    assert yaml.safe_load(store.read_bytes("best_config.yaml"))["align"] == res["best"]
+    assert yaml.safe_load(store.read_bytes("best_config.yaml"))["align"]["search"] == res["best"]
     assert store.glob("sweep-mug/*/result.json")  # Tune's trial results live in the bucket

@@ -64,7 +64,9 @@ def test_main_job_ingest_stage_writes_into_the_run_store(raw_frames, s3_bucket, 
     the raw frames (and their masks) are read from the bucket by each task, and the sequences go straight
     into ``<out>/data`` in the bucket, with no local copy to upload."""
     from catpose.config import IngestConfig
-    from catpose.pipeline import Ctx, PipelineConfig, _ingest_run
+    from catpose.data.stage import _ingest_run
+    from catpose.run.config import PipelineConfig
+    from catpose.run.graph import Ctx
     from catpose.storage import Store
 
     raw, _ = raw_frames

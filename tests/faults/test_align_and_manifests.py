@@ -31,8 +31,8 @@ def test_an_unreadable_feature_file_fails_its_own_pairs_and_video_only(data, tmp
 
 
 def test_an_interrupted_chunk_write_is_recomputed(data, tmp_path, capsys):
-    cfg = AlignConfig(data=data, category="car", out=tmp_path / "a", features=str(tmp_path / "f"), rotations=256,
-                      vertices=100, workers=0)
+    cfg = AlignConfig(data=data, category="car", out=tmp_path / "a", features=str(tmp_path / "f"),
+                      search=SearchConfig(rotations=256, vertices=100), workers=0)
     run_features(fast_features(data, tmp_path / "f"), progress=False)
     first = run_align(cfg, progress=False)
     (chunk,) = (tmp_path / "a" / "pairs").glob("*/chunk-00000.json")

@@ -110,14 +110,15 @@ def test_a_sequence_record_without_category_costs_its_video_only(data, tmp_path,
 def test_the_main_job_goes_on_past_bad_records(data, tmp_path):
     """The validate stage used to abort the whole run: now the broken video is reported, every stage
     runs, and the other videos of both categories are aligned."""
-    from catpose.config import AlignConfig
-    from catpose.pipeline import PipelineConfig, run
+    from catpose.config import AlignConfig, SearchConfig
+    from catpose.run.config import PipelineConfig
+    from catpose.run.runner import run
 
     edit_records(data / "car" / "sequence_annotations.jgz", lambda recs: recs[1].pop("category"))
     edit_records(data / "mug" / "frame_annotations.jgz",
                  lambda recs: recs[frame_index(recs, "mug_0002", 5)]["viewpoint"]["R"][0].__setitem__(0, math.inf))
     report = run(PipelineConfig(out=tmp_path / "run", data=data, workers=0, train_categories=(), eval_pairs=0,
-                                align=AlignConfig(rotations=256, vertices=200)))
+                                align=AlignConfig(search=SearchConfig(rotations=256, vertices=200))))
     assert list(report["unusable"]) == [f"car/{VICTIM}"] and "category" in report["unusable"][f"car/{VICTIM}"]
     assert "mug/mug_0002/5" in report["skipped_frames"] and "viewpoint.R" in report["skipped_frames"]["mug/mug_0002/5"]
     assert {r["category"]: r["videos"] for r in report["align"]} == {"car": 2, "mug": 3}

@@ -31,9 +31,10 @@ def one_clear_line(r) -> str:
 
 
 CASES = [
-    (["align", "--alpha", "1.5"], "field 'alpha': 1.5 is out of range; allowed: [0, 1]"),
-    (["align", "--tau", "0"], "field 'tau': 0.0 is out of range; allowed: > 0"),
-    (["align", "--vertices", "0"], "field 'vertices': 0 is out of range; allowed: >= 1"),
+    (["align", "--alpha", "1.5"], "field 'search.alpha': 1.5 is out of range; allowed: [0, 1]"),
+    (["align", "--search.tau", "0"], "field 'search.tau': 0.0 is out of range; allowed: > 0"),
+    (["align", "--vertices", "0"], "field 'search.vertices': 0 is out of range; allowed: >= 1"),
+    (["features", "--cleaning.vote", "1.5"], "field 'cleaning.vote': 1.5 is out of range; allowed: [0, 1]"),
     (["align", "--workers", "-1"], "field 'workers': -1 is out of range; allowed: >= 0"),
     (["features", "--vertices", "0"], "field 'vertices': 0 is out of range; allowed: >= 1"),
     (["tune", "--alphas", "0.2", "1.5"], "field 'alphas': (0.2, 1.5) is out of range; allowed: values in [0, 1]"),
@@ -66,11 +67,11 @@ def test_cuda_without_a_gpu_stops_before_any_work(tmp_path, command):
 
 def test_the_main_job_checks_the_ranges_of_a_yaml_file(tmp_path):
     cfg = tmp_path / "exp.yaml"
-    cfg.write_text("align: {alpha: 1.5}\n")
+    cfg.write_text("align: {search: {alpha: 1.5}}\n")
     r = subprocess.run(CATPOSE + ["run", "--config", str(cfg), "--out", str(tmp_path / "run")], capture_output=True,
                        text=True, timeout=120, env=ENV, cwd=REPO, check=False)
     assert r.returncode == 2, r.stderr[-2000:]
-    assert f"{cfg} (or its flags): field 'align.alpha': 1.5 is out of range; allowed: [0, 1]" in r.stderr, r.stderr
+    assert f"{cfg} (or its flags): field 'align.search.alpha': 1.5 is out of range; allowed: [0, 1]" in r.stderr, r.stderr
     assert not (tmp_path / "run").exists()
 
 

@@ -11,7 +11,7 @@ import yaml
 from catpose.data.co3d import Co3dCategory
 from catpose.errors import ConfigError
 from catpose.features.runner import load_surface_features, run_features
-from catpose.pipeline import load_config
+from catpose.run.config import load_config
 
 from .conftest import edit_records, fast_features, frame_index
 
@@ -113,10 +113,11 @@ def test_a_config_with_the_wrong_type_fails_before_any_work(tmp_path, values, fi
 def test_a_category_whose_every_video_fails_is_not_an_ok_run(data, tmp_path):
     """Every mug's features fail (empty point clouds): the cars are still aligned and reported, and the
     run ends with an error naming the category, never as a success."""
-    from catpose.config import AlignConfig
+    from catpose.config import AlignConfig, SearchConfig
     from catpose.data.pointcloud import PointCloud, write_ply
     from catpose.errors import CatposeError
-    from catpose.pipeline import PipelineConfig, run
+    from catpose.run.config import PipelineConfig
+    from catpose.run.runner import run
 
     for n in ("mug_0000", "mug_0001", "mug_0002"):
         write_ply(data / "mug" / n / "pointcloud.ply", PointCloud(np.zeros((0, 3), np.float32)))
@@ -124,7 +125,7 @@ def test_a_category_whose_every_video_fails_is_not_an_ok_run(data, tmp_path):
     with pytest.raises(CatposeError, match=r"the run finished without \['mug'\]: features: no video of category "
                                            r"'mug' could be computed \(first, 'mug_0000': .*pointcloud.ply"):
         run(PipelineConfig(out=out, data=data, workers=0, train_categories=(), eval_pairs=0,
-                           align=AlignConfig(rotations=256, vertices=200)))
+                           align=AlignConfig(search=SearchConfig(rotations=256, vertices=200))))
     report = (out / "report.md").read_text()
     assert "**Failed categories**" in report and "- `mug`: features: no video" in report
     assert "| car | 3 | 3 |" in report  # the cars: 3 videos aligned from 3 pairs

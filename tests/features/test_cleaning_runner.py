@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 from PIL import Image
 
-from catpose.config import FeaturesConfig
+from catpose.config import CleaningConfig, FeaturesConfig
 from catpose.data.co3d import Co3dCategory
 from catpose.data.groundtruth import load_point_labels
 from catpose.features.evaluate import off_object_share
@@ -35,11 +35,11 @@ def test_features_on_realistic_clouds_stay_on_the_object(realistic_root, tmp_pat
             assert off_object_share(sf.vertices, pts, load_point_labels(data, c, name)) < 0.05
         assert 0.3 < mans[c].info["cleaning_removed_share"]["mean"] < 0.95
     # the cleaning settings belong to the features' signature: a later stage fills in with them
-    again, sig = store_settings(FeaturesConfig(data=data, out=str(out), clean_vote=0.9), "mug")
-    assert sig["clean_mode"] == "auto" and again.clean_vote == 0.5
+    again, sig = store_settings(FeaturesConfig(data=data, out=str(out), cleaning=CleaningConfig(vote=0.9)), "mug")
+    assert sig["clean_mode"] == "auto" and again.cleaning.vote == 0.5
     # without masks: geometry (supporting plane, common view) keeps the vertices on the object too
     geo = FeaturesConfig(data=data, category=("mug",), out=str(tmp_path / "geo"), vertices=300, frames=4,
-                         workers=0, clean_mode="geometry")
+                         workers=0, cleaning=CleaningConfig(mode="geometry"))
     man = run_features(geo, progress=False)["mug"]
     for name in man.keys_with("ok"):
         assert man.items[name]["cleaning"]["mode"] == "geometry" and "plane" in man.items[name]["cleaning"]

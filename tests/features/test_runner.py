@@ -50,7 +50,8 @@ def test_features_stage_with_a_dinov2_backbone_end_to_end(synth_root, tmp_path):
     video's surface features come from that backbone (its 128 channels, at the visible vertices only), the
     store records it, and the alignment runs on them."""
     from catpose.align.run import run_align
-    from catpose.config import AlignConfig
+    from catpose.config import AlignConfig, SearchConfig
+    from catpose.features.runner import signature
     from tests.features.test_backbones import tiny_vit
 
     _, weights = tiny_vit(tmp_path)
@@ -66,5 +67,5 @@ def test_features_stage_with_a_dinov2_backbone_end_to_end(synth_root, tmp_path):
         assert np.isfinite(f).all() and not f[~sf.visible].any() and (np.abs(f[sf.visible]).sum(-1) > 0).all()
         assert sf.visible.mean() > 0.2
     res = run_align(AlignConfig(data=synth_root, category="car", out=tmp_path / "align", features=cfg.out,
-                                rotations=128, workers=0), features=cfg, progress=False)
+                                search=SearchConfig(rotations=128), workers=0), made_with=signature(cfg), progress=False)
     assert res["videos"] == 3 and res["pairs"] == 3 and not res["failed_chunks"]

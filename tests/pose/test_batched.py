@@ -1,6 +1,7 @@
-"""Batched pose estimation (``PoseEstimator.estimate_batch``, ``search_poses``) against the one-image
-path (``PoseEstimator.estimate``, ``search_pose``) on feature templates rendered at known poses: the same
-hypotheses, the same poses and errors; failures in a batch are reported per image."""
+"""Batched pose estimation (``PoseEstimator.estimate_batch``, ``search_poses``; ``PoseEstimator.estimate`` is
+a batch of one) against the one-image reference path (``tests/pose/reference.py``: ``estimate``,
+``search_pose``) on feature templates rendered at known poses: the same hypotheses, the same poses and
+errors; failures in a batch are reported per image."""
 
 import numpy as np
 import pytest
@@ -10,8 +11,9 @@ from PIL import Image
 from catpose.config import PoseConfig
 from catpose.errors import NoObjectError
 from catpose.geometry import geodesic_deg, so3_grid
-from catpose.pose.estimate import PoseEstimate, PoseEstimator, _distinct, distinct_batch
+from catpose.pose.estimate import PoseEstimate, PoseEstimator, distinct_batch
 from catpose.pose.viewpoint import viewpoint_to_rotation
+from tests.pose import reference
 from tests.rendered_template import (
     FOCAL,
     FeaturesByGrey,
@@ -45,7 +47,7 @@ def rendered_batch(template, views, seed0=0):
 
 
 def test_distinct_hypotheses_as_tensors_match_the_greedy_loop(device):
-    """distinct_batch (k rounds of tensor ops over [B, G] scores) picks what _distinct (a Python loop over
+    """distinct_batch (k rounds of tensor ops over [B, G] scores) picks what reference.distinct (a Python loop over
     the sorted candidates, one image) picks, for each image of the batch."""
     grid = so3_grid(512).to(device)
     g = torch.Generator().manual_seed(0)
@@ -53,11 +55,11 @@ def test_distinct_hypotheses_as_tensors_match_the_greedy_loop(device):
     idx, valid = distinct_batch(grid, scores, 4)
     assert idx.shape == (5, 4) and bool(valid.all())
     for b in range(5):
-        assert idx[b].tolist() == _distinct(grid, scores[b], 4)
+        assert idx[b].tolist() == reference.distinct(grid, scores[b], 4)
     # more hypotheses asked for than exist 100° apart: the rest repeat the best and are not valid
     idx, valid = distinct_batch(grid, scores, 12, min_deg=100)
     for b in range(5):
-        ref = _distinct(grid, scores[b], 12, min_deg=100)
+        ref = reference.distinct(grid, scores[b], 12, min_deg=100)
         n = len(ref)
         assert n < 12 and idx[b, :n].tolist() == ref and valid[b].tolist() == [True] * n + [False] * (12 - n)
         assert (idx[b, n:] == ref[0]).all()
@@ -76,7 +78,7 @@ def test_batch_matches_the_one_image_path(template, device, grid, refine_steps):
     focal = [f for _, f in VIEWS]
     batch = est.estimate_batch([grey(g) for g in greys], [BOX] * 3, focal_px=focal)
     for n, g in enumerate(greys):
-        one = est.estimate(grey(g), bbox=BOX, focal_px=focal[n])
+        one = reference.estimate(est, grey(g), bbox=BOX, focal_px=focal[n])
         got = batch[n]
         assert isinstance(got, PoseEstimate) and got.timings["batch"] == 3
         apart = float(geodesic_deg(got.R, one.R))
@@ -119,7 +121,7 @@ def test_a_batch_with_an_unreadable_image_and_one_without_object_goes_on(templat
     for n, i in enumerate((0, 3)):
         pose, err = out[i][1], out[i][2]
         assert err is None and pose.timings["batch"] == 2  # the two cars were estimated together
-        one = est.estimate(grey(greys[n]))
+        one = reference.estimate(est, grey(greys[n]))
         assert float(geodesic_deg(pose.R, one.R)) < 0.05
         assert float(geodesic_deg(pose.R, Rs[n].numpy())) < 5.0
     # estimate_batch itself hands back the error of the image without object in its place
@@ -140,9 +142,9 @@ def test_batch_with_the_retrieval_prior_matches_the_one_image_path(template, dev
     crops = torch.nn.functional.normalize(torch.randn(3, 16 * 16, generator=g), dim=1)
     priors = est.retrieval_priors(crops)
     assert priors.shape == (3, 1024) and float(priors.max()) <= 0 < float(-priors.min())
-    torch.testing.assert_close(priors, torch.stack([est.retrieval_prior(c) for c in crops]))
+    torch.testing.assert_close(priors, torch.stack([reference.retrieval_prior(est, c) for c in crops]))
     focal = [f for _, f in VIEWS[:2]]
     batch = est.estimate_batch([grey(x) for x in greys], [BOX] * 2, focal_px=focal)
     for n, x in enumerate(greys):
-        one = est.estimate(grey(x), bbox=BOX, focal_px=focal[n])
+        one = reference.estimate(est, grey(x), bbox=BOX, focal_px=focal[n])
         assert float(geodesic_deg(batch[n].R, one.R)) < 0.05 and abs(batch[n].confidence - one.confidence) < 1e-3

@@ -53,7 +53,7 @@ def test_evaluate_scores_the_wild_set_against_ground_truth_and_the_baseline(run_
     assert "| catpose (features + render-and-compare) |" in (out / "evaluation.md").read_text()
     assert (run_dir / "retrieval_views.pt").is_file()  # cached for `catpose estimate`
 
-    # the one-image path (--pose.batch 0), the reference of the batched one, scores the same objects
+    # one image at a time (--pose.batch 0: batches of one) scores the same objects
     one_out = tmp_path / "eval_one"
     assert main(["evaluate", "--checkpoint", str(run_dir), "--dataset", "synth-wild", "--root", str(wild),
                  "--category", "car", "--out", str(one_out), "--pose.grid", "512", "--pose.refine-steps", "5",

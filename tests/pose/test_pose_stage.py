@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from catpose.config import WildConfig
-from catpose.pipeline import PipelineConfig
+from catpose.run.config import PipelineConfig
 from catpose.pose.evaluate import format_table, pose_stage
 
 pytestmark = pytest.mark.slow
@@ -66,7 +66,9 @@ def test_main_job_pose_stage_is_placed_on_the_gpu_node(run_dir, tmp_path):
     import ray
     from ray.cluster_utils import Cluster
 
-    from catpose.pipeline import Ctx, PoseArtifact, TrainArtifact, _pose_run
+    from catpose.learn.stage import TrainArtifact
+    from catpose.pose.stage import PoseArtifact, _pose_run
+    from catpose.run.graph import Ctx
     from catpose.storage import Store
 
     if ray.is_initialized():  # another test's local Ray

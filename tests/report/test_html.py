@@ -30,14 +30,15 @@ def _need_chromium() -> None:
 @pytest.fixture(scope="module")
 def small_run(synth_root, tmp_path_factory):
     """The main job on the small synthetic car videos (validate, shard, features, align), in this process."""
-    from catpose.config import AlignConfig, FeaturesConfig
-    from catpose.pipeline import PipelineConfig, run
+    from catpose.config import AlignConfig, FeaturesConfig, SearchConfig
+    from catpose.run.config import PipelineConfig
+    from catpose.run.runner import run
 
     base = tmp_path_factory.mktemp("htmlrun")
     shutil.copytree(synth_root, base / "data")
     cfg = PipelineConfig(out=str(base / "run"), data=str(base / "data"), workers=0, train_categories=(), eval_pairs=2,
                          features=FeaturesConfig(out="", category=("car",), vertices=200, frames=3),
-                         align=AlignConfig(rotations=256, vertices=150, partners=0))
+                         align=AlignConfig(search=SearchConfig(rotations=256, vertices=150), partners=0))
     run(cfg)
     return base / "run"
 
