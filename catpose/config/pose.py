@@ -66,7 +66,17 @@ class WildConfig:
 
 
 @dataclass
-class EstimateConfig(StoreContext):
+class CategoryGuard:
+    """The check that a run is used on images of the category it was trained on (its model.pt records it),
+    shared by estimate and evaluate."""
+
+    allow_other_category: bool = False
+    """Use a run on images of another category than the one it was trained on; without this, that is an
+    error (estimate: only when --category is given)."""
+
+
+@dataclass
+class EstimateConfig(StoreContext, CategoryGuard):
     """The 3D pose of the object in each image, with a picture of it."""
 
     checkpoint: str = "runs/train/train-car"
@@ -88,13 +98,11 @@ class EstimateConfig(StoreContext):
     """The category of the objects in the images, when known: checked against the run's (its model.pt
     records it), another category being an error unless --allow-other-category. Default: not checked
     (images given to estimate carry no category of their own)."""
-    allow_other_category: bool = False
-    """With --category: estimate with a run trained on another category than the images'."""
     pose: PoseConfig = field(default_factory=PoseConfig)
 
 
 @dataclass
-class PoseEvalConfig(StoreContext):
+class PoseEvalConfig(StoreContext, CategoryGuard):
     """Pose accuracy of a training run on an annotated image set: Acc@π/6 and Acc@π/18 (the share of objects
     whose rotation error is below 30° and 10°) and the median rotation error, against the nearest training
     view as a baseline."""
@@ -124,7 +132,4 @@ class PoseEvalConfig(StoreContext):
     """Folder for evaluation.json/.md, the error histogram, per-object results and overlays."""
     overlays: int = 12
     """Overlay pictures written (first objects)."""
-    allow_other_category: bool = False
-    """Score a run on images of another category than the one it was trained on (its model.pt records
-    it); without this, that is an error."""
     pose: PoseConfig = field(default_factory=PoseConfig)
