@@ -164,3 +164,10 @@ def test_pose_estimation_imports_no_training_code():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                        cwd=ROOT.parent, check=True)
     assert r.stdout.strip() == "[]", r.stdout + r.stderr
+
+
+def test_no_module_is_over_600_lines():
+    """A module that grows past 600 lines does more than one job: split it (issue 28's rule)."""
+    pkg = Path(__file__).resolve().parents[1] / "catpose"
+    long = {str(p.relative_to(pkg)): n for p in pkg.rglob("*.py") if (n := len(p.read_text().splitlines())) > 600}
+    assert not long, long

@@ -33,10 +33,11 @@ import pyarrow.parquet as pq
 
 from catpose import fingerprint as fp
 from catpose.align import fused
-from catpose.align.batched import align_pairs, prepare_states, upload_video, video_arrays
+from catpose.align.batched import align_pairs
 from catpose.align.reference import Edge, edge_support, pair_graph, reduce_to_reference
 from catpose.align.search import SearchConfig, align_pair
 from catpose.align.table import SCHEMA, Alignment, alignment_rows, ambiguous
+from catpose.align.videos import prepare_states, upload_video, video_arrays
 from catpose.config import AlignConfig, FeaturesConfig
 from catpose.devices import resolve_device
 from catpose.errors import AlignmentError, ConfigError
