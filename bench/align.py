@@ -95,12 +95,18 @@ def main():
     ap.add_argument("--rotations", type=int, default=4096)
     ap.add_argument("--videos", type=int, default=0, help="distinct videos (default: pairs / 8)")
     ap.add_argument("--pairs", type=int, default=0, help="pairs (default: 1024 on a GPU, 32 on a CPU)")
-    ap.add_argument("--per-pair", type=int, default=0, help="pairs timed with align_pair (default: 8 GPU, 3 CPU)")
+    ap.add_argument(
+        "--per-pair", type=int, default=0, help="pairs timed with align_pair (default: 8 GPU, 3 CPU)"
+    )
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
     dev = ("cuda" if torch.cuda.is_available() else "cpu") if a.device == "auto" else a.device
     gpu = dev.startswith("cuda")
-    name = torch.cuda.get_device_name() if gpu else f"{platform.machine()} CPU, {torch.get_num_threads()} threads"
+    name = (
+        torch.cuda.get_device_name()
+        if gpu
+        else f"{platform.machine()} CPU, {torch.get_num_threads()} threads"
+    )
     n_pairs = a.pairs or (1024 if gpu else 32)
     n_videos = a.videos or max(4, n_pairs // 8)
     cfg = SearchConfig(rotations=a.rotations, vertices=a.vertices)
@@ -114,7 +120,9 @@ def main():
     rot = so3_grid(cfg.rotations, device=dev)
 
     B.align_pairs(videos, pairs[: min(64, n_pairs)], cfg, dev, rotations=rot)  # warm-up (kernels, allocator)
-    t_batched = timed(lambda: B.align_pairs(videos, pairs, cfg, dev, rotations=rot), dev, reps=2 if gpu else 1)
+    t_batched = timed(
+        lambda: B.align_pairs(videos, pairs, cfg, dev, rotations=rot), dev, reps=2 if gpu else 1
+    )
     t_plain = None
     if fused.available(dev):  # the same call on the plain-torch path (the kernels' reference), same run
         fused.ENABLED = False
@@ -145,21 +153,37 @@ def main():
     xh, yh = x.half() if gpu else x, y.half() if gpu else y
     mm16 = 2 * n**3 / timed(lambda: xh @ yh, dev)
     pps_b, pps_p = n_pairs / t_batched, 1 / t_pair
-    res = {"device": name, "vertices": a.vertices, "frames": a.frames, "channels": a.channels,
-           "rotations": cfg.rotations, "coarse_vertices": nc, "top_k": cfg.top_k, "refine_iters": cfg.refine_iters,
-           "videos": n_videos, "pairs": n_pairs, "visible_rows_per_video": Q,
-           "pairs_per_s_batched": round(pps_b, 2), "pairs_per_s_per_pair": round(pps_p, 3),
-           "speedup_batched_vs_per_pair": round(pps_b / pps_p, 1),
-           "fused_kernels": fused.available(dev),
-           "kernel_configs": {k: str(getattr(getattr(fused, k, None), "best_config", None))
-                              for k in ("_coarse_kernel", "_nearest_kernel")} if fused.available(dev) else None,
-           "pairs_per_s_batched_plain_torch": round(n_pairs / t_plain, 2) if t_plain else None,
-           "phases_ms_per_pair": ph,
-           "gflop_per_pair": round(flop_pair / 1e9, 3),
-           "engine_gflop_per_s": round(flop_pair * pps_b / 1e9, 1),
-           "matmul_fp32_gflop_per_s": round(mm32 / 1e9, 1), "matmul_fp16_gflop_per_s": round(mm16 / 1e9, 1),
-           "fraction_of_matmul_peak": round(flop_pair * pps_b / mm32, 4),
-           "pairs_per_s_at_matmul_peak": round(mm32 / flop_pair, 1)}
+    res = {
+        "device": name,
+        "vertices": a.vertices,
+        "frames": a.frames,
+        "channels": a.channels,
+        "rotations": cfg.rotations,
+        "coarse_vertices": nc,
+        "top_k": cfg.top_k,
+        "refine_iters": cfg.refine_iters,
+        "videos": n_videos,
+        "pairs": n_pairs,
+        "visible_rows_per_video": Q,
+        "pairs_per_s_batched": round(pps_b, 2),
+        "pairs_per_s_per_pair": round(pps_p, 3),
+        "speedup_batched_vs_per_pair": round(pps_b / pps_p, 1),
+        "fused_kernels": fused.available(dev),
+        "kernel_configs": {
+            k: str(getattr(getattr(fused, k, None), "best_config", None))
+            for k in ("_coarse_kernel", "_nearest_kernel")
+        }
+        if fused.available(dev)
+        else None,
+        "pairs_per_s_batched_plain_torch": round(n_pairs / t_plain, 2) if t_plain else None,
+        "phases_ms_per_pair": ph,
+        "gflop_per_pair": round(flop_pair / 1e9, 3),
+        "engine_gflop_per_s": round(flop_pair * pps_b / 1e9, 1),
+        "matmul_fp32_gflop_per_s": round(mm32 / 1e9, 1),
+        "matmul_fp16_gflop_per_s": round(mm16 / 1e9, 1),
+        "fraction_of_matmul_peak": round(flop_pair * pps_b / mm32, 4),
+        "pairs_per_s_at_matmul_peak": round(mm32 / flop_pair, 1),
+    }
     write_result(res, a.out, f"align-{'gpu' if gpu else 'cpu'}.json")
 
 

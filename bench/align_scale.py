@@ -54,13 +54,28 @@ def main():
     init_ray()
     import ray
 
-    res = {"device": torch.cuda.get_device_name() if gpu else f"{platform.machine()} CPU",
-           "cpus": int(ray.cluster_resources().get("CPU", 0)), "gpus": int(ray.cluster_resources().get("GPU", 0)),
-           "videos": a.videos, "frames": a.frames, "size": a.size, "partners": a.partners,
-           "features_device": a.features_device}
+    res = {
+        "device": torch.cuda.get_device_name() if gpu else f"{platform.machine()} CPU",
+        "cpus": int(ray.cluster_resources().get("CPU", 0)),
+        "gpus": int(ray.cluster_resources().get("GPU", 0)),
+        "videos": a.videos,
+        "frames": a.frames,
+        "size": a.size,
+        "partners": a.partners,
+        "features_device": a.features_device,
+    }
     t0 = time.perf_counter()
-    man = generate(SynthConfig(out=root / "data", category=("car",), videos=a.videos, frames=a.frames, size=a.size,
-                               seed=7, workers=workers))
+    man = generate(
+        SynthConfig(
+            out=root / "data",
+            category=("car",),
+            videos=a.videos,
+            frames=a.frames,
+            size=a.size,
+            seed=7,
+            workers=workers,
+        )
+    )
     res["generate_s"] = round(time.perf_counter() - t0, 1)
     res["generated"] = man["car"].summary()
     print(f"generated {res['generated']} in {res['generate_s']} s", flush=True)

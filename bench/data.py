@@ -93,7 +93,11 @@ def bench_shards(size: int) -> dict:
 
     tmp = Path(tempfile.mkdtemp(prefix="catpose_bench_"))
     try:
-        generate(SynthConfig(workers=0, out=tmp / "d", category=("car",), videos=6, frames=16, size=size, depth=False))
+        generate(
+            SynthConfig(
+                workers=0, out=tmp / "d", category=("car",), videos=6, frames=16, size=size, depth=False
+            )
+        )
         files = [p for p in (tmp / "d" / "car").rglob("*") if p.suffix in (".jpg", ".png")]
         mb = sum(p.stat().st_size for p in files) / 1e6
         t0 = time.perf_counter()
@@ -104,9 +108,14 @@ def bench_shards(size: int) -> dict:
         t0 = time.perf_counter()
         write_shards(ShardConfig(data=tmp / "d", out=str(tmp / "shards")), progress=False)
         shard_s = time.perf_counter() - t0
-        return {"frames": len(files) // 2, "megabytes": round(mb, 2), "shard_mb_per_s": round(mb / shard_s, 2),
-                "shard_frames_per_s": round(len(files) / 2 / shard_s, 1),
-                "file_copy_mb_per_s": round(mb / copy_s, 2), "ratio_to_copy": round(copy_s / shard_s, 3)}
+        return {
+            "frames": len(files) // 2,
+            "megabytes": round(mb, 2),
+            "shard_mb_per_s": round(mb / shard_s, 2),
+            "shard_frames_per_s": round(len(files) / 2 / shard_s, 1),
+            "file_copy_mb_per_s": round(mb / copy_s, 2),
+            "ratio_to_copy": round(copy_s / shard_s, 3),
+        }
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -6,7 +6,8 @@ in the same run. For DINOv2 (random weights: the speed does not depend on them):
 large matmul measured in the same run and dtype. End to end: ``compute_surface_features`` on
 synthetic videos (decode, backbone, projection, z-buffer visibility, sampling).
 
-    python bench/features.py [--device auto] [--size 128] [--batch 16] [--out bench/results/features-<device>.json]
+    python bench/features.py [--device auto] [--size 128] [--batch 16] [--out
+    bench/results/features-<device>.json]
 """
 
 from __future__ import annotations
@@ -65,12 +66,17 @@ def bench_backbones(device: str, size: int, batch: int) -> list[dict]:
     peak = {}
     for name, model, spec in cands:
         model = model.to(device).eval()
-        dtypes = [torch.float32] + ([torch.bfloat16] if spec is not None and device.startswith("cuda") else [])
+        dtypes = [torch.float32] + (
+            [torch.bfloat16] if spec is not None and device.startswith("cuda") else []
+        )
         for dtype in dtypes:
             x = torch.rand(batch, 3, size, size, device=device)
 
             def run(inp):
-                with torch.no_grad(), torch.autocast(device.split(":")[0], dtype=dtype, enabled=dtype != torch.float32):
+                with (
+                    torch.no_grad(),
+                    torch.autocast(device.split(":")[0], dtype=dtype, enabled=dtype != torch.float32),
+                ):
                     return model(inp)
 
             t_batch = timed(lambda: run(x), device)
@@ -109,8 +115,15 @@ def bench_end_to_end(device: str, size: int) -> dict:
             compute_surface_features(cat[name], bb, 1000, 8, 8, device)
         sync(device)
         dt = time.perf_counter() - t0
-        return {"backbone": "colorsift", "videos": len(cat), "frames_per_video": 8, "vertices": 1000,
-                "image": size, "frames_per_s": round(8 * len(cat) / dt, 2), "videos_per_s": round(len(cat) / dt, 3)}
+        return {
+            "backbone": "colorsift",
+            "videos": len(cat),
+            "frames_per_video": 8,
+            "vertices": 1000,
+            "image": size,
+            "frames_per_s": round(8 * len(cat) / dt, 2),
+            "videos_per_s": round(len(cat) / dt, 3),
+        }
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -131,7 +144,12 @@ def main() -> None:
     res = {"device": name, "torch": torch.__version__, "backbones": bench_backbones(device, a.size, a.batch),
            "end_to_end": bench_end_to_end(device, a.size)}
     print(json.dumps(res["end_to_end"]))
-    out = Path(a.out or Path(__file__).parent / "results" / f"features-{'gpu' if device.startswith('cuda') else 'cpu'}.json")
+    out = Path(
+        a.out
+        or Path(__file__).parent
+        / "results"
+        / f"features-{'gpu' if device.startswith('cuda') else 'cpu'}.json"
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=1))
     print(f"wrote {out}")

@@ -86,8 +86,11 @@ def object_share(synth_root: Path, ingest_root: Path, category: str, gt_ing: dic
                 continue
             m, r = f.load_mask() > 0.5, by[f.image_path.name].load_mask() > 0.5
             ious.append((m & r).sum() / max((m | r).sum(), 1))
-        res[seq.name] = {"points": len(pts_c), "on_object": float((d < 0.03 * size).mean()) if len(d) else 0.0,
-                         "mask_iou": float(np.mean(ious)) if ious else float("nan")}
+        res[seq.name] = {
+            "points": len(pts_c),
+            "on_object": float((d < 0.03 * size).mean()) if len(d) else 0.0,
+            "mask_iou": float(np.mean(ious)) if ious else float("nan"),
+        }
     return res
 
 
@@ -118,8 +121,19 @@ def main() -> None:
     cats = args.categories.split(",")
     synth = work / "synth"
     if not (synth / "catpose_gt.json").is_file():
-        generate(SynthConfig(out=str(synth), category=tuple(cats), videos=args.videos, frames=args.frames,
-                             size=args.size, depth=False, realistic=True, seed=args.seed, workers=args.workers))
+        generate(
+            SynthConfig(
+                out=str(synth),
+                category=tuple(cats),
+                videos=args.videos,
+                frames=args.frames,
+                size=args.size,
+                depth=False,
+                realistic=True,
+                seed=args.seed,
+                workers=args.workers,
+            )
+        )
     result = {"command": "python bench/ingest_align.py " + " ".join(
         f"--{k} {v}" for k, v in vars(args).items() if k not in ("ingest", "work", "out")) + "".join(
         f" --ingest {k} {v}" for k, v in args.ingest), "machine": platform.node(), "categories": {}}
@@ -133,7 +147,9 @@ def main() -> None:
                 for fr in seq.frames:  # images only: no masks, no cameras, no cloud
                     shutil.copy(fr.image_path, raw / seq.name / fr.image_path.name)
         ing = work / "ingest"
-        icfg = IngestConfig(frames=str(raw), out=str(ing), category=cat, max_frames=args.frames, workers=args.workers)
+        icfg = IngestConfig(
+            frames=str(raw), out=str(ing), category=cat, max_frames=args.frames, workers=args.workers
+        )
         for k, v in args.ingest:
             cur = getattr(icfg, k)
             icfg = dataclasses.replace(icfg, **{k: type(cur)(v) if cur is not None else v})
@@ -146,7 +162,9 @@ def main() -> None:
         data["categories"][cat] = {"sequences": {k: v.to_json() for k, v in g["gt"].items()}}
         gt_file.write_text(json.dumps(data, indent=1))
         quality = object_share(synth, ing, cat, g["gt"])
-        fcfg = FeaturesConfig(data=str(ing), category=(cat,), out=str(work / "features"), workers=args.workers)
+        fcfg = FeaturesConfig(
+            data=str(ing), category=(cat,), out=str(work / "features"), workers=args.workers
+        )
         acfg = AlignConfig(data=str(ing), category=cat, out=str(work / "align" / cat), features=fcfg.out,
                            partners=10, workers=args.workers)
         t0 = time.perf_counter()
@@ -172,8 +190,12 @@ def main() -> None:
             "errors_deg": {k: round(float(v), 1) for k, v in ev["errors"].items()},
             "per_video": quality, "seconds": {"ingest": round(t_ing, 1), "features+align": round(t_al, 1)},
         }
-        print(json.dumps({k: v for k, v in result["categories"][cat].items() if k not in ("per_video",)}, indent=1),
-              flush=True)
+        print(
+            json.dumps(
+                {k: v for k, v in result["categories"][cat].items() if k not in ("per_video",)}, indent=1
+            ),
+            flush=True,
+        )
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=1))

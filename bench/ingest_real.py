@@ -10,7 +10,8 @@ from COLMAP) was measured with
     git -C INSTANT_NGP archive HEAD data/nerf/fox | tar -x -C /tmp/fox
     python bench/ingest_real.py --images /tmp/fox/data/nerf/fox/images \\
         --transforms /tmp/fox/data/nerf/fox/transforms.json --work /tmp/fox-work \\
-        --source "NVlabs/instant-ngp@abe236e data/nerf/fox" [--sizes 50,20] [--out bench/results/ingest-real.json]
+        --source "NVlabs/instant-ngp@abe236e data/nerf/fox" [--sizes 50,20] [--out
+        bench/results/ingest-real.json]
 """
 
 from __future__ import annotations
@@ -59,9 +60,18 @@ def main() -> None:
     a = ap.parse_args()
     ref = reference_rotations(a.transforms)
     names = sorted(p.name for p in a.images.iterdir() if p.name in ref)
-    res = {"source": a.source, "device": f"{platform.machine()} CPU", "frames_available": len(names), "runs": {}}
+    res = {
+        "source": a.source,
+        "device": f"{platform.machine()} CPU",
+        "frames_available": len(names),
+        "runs": {},
+    }
     for n in (int(x) for x in a.sizes.split(",")):
-        pick = names if n <= 0 or n >= len(names) else [names[int(round(i))] for i in np.linspace(0, len(names) - 1, n)]
+        pick = (
+            names
+            if n <= 0 or n >= len(names)
+            else [names[int(round(i))] for i in np.linspace(0, len(names) - 1, n)]
+        )
         frames = a.work / f"frames{len(pick)}" / "capture"
         if frames.exists():
             shutil.rmtree(frames)
@@ -80,9 +90,13 @@ def main() -> None:
             seq = next(iter(Co3dCategory(str(out), "capture")))
             est = [(ref[Path(str(f.image_path)).name], f.camera.R) for f in seq.frames]
             e = relative_errors([r for r, _ in est], [q for _, q in est])
-            row.update(registered_share=len(est) / len(pick), pairs=len(e),
-                       rel_rot_err_median_deg=float(np.median(e)), rel_rot_err_p90_deg=float(np.quantile(e, 0.9)),
-                       rel_rot_err_max_deg=float(e.max()))
+            row.update(
+                registered_share=len(est) / len(pick),
+                pairs=len(e),
+                rel_rot_err_median_deg=float(np.median(e)),
+                rel_rot_err_p90_deg=float(np.quantile(e, 0.9)),
+                rel_rot_err_max_deg=float(e.max()),
+            )
         res["runs"][str(len(pick))] = row
         print(json.dumps(row), flush=True)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)

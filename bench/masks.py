@@ -67,11 +67,16 @@ def measure(root, category: str, share: float, rng: np.random.Generator) -> dict
             iou["filled_snapped"].append(_iou(snapped[0].numpy() > 0.5, truth))
             iou["exact_snapped"].append(_iou(exact[0].numpy() > 0.5, truth))
     ms_snap, ms_dec = 1000 * float(np.median(snap_s)), 1000 * float(np.median(decode_s))
-    return {"frames": len(snap_s), "frame_size_hw": list(size),
-            "mask_iou_mean": {k: round(float(np.mean(v)), 4) for k, v in iou.items()},
-            "mask_iou_p10": {k: round(float(np.quantile(v, 0.1)), 4) for k, v in iou.items()},
-            "snap_ms_per_frame_median": round(ms_snap, 2), "decode_ms_per_frame_median": round(ms_dec, 2),
-            "snap_over_decode": round(ms_snap / ms_dec, 2), "snap_frames_per_s_one_core": round(1000 / ms_snap, 1)}
+    return {
+        "frames": len(snap_s),
+        "frame_size_hw": list(size),
+        "mask_iou_mean": {k: round(float(np.mean(v)), 4) for k, v in iou.items()},
+        "mask_iou_p10": {k: round(float(np.quantile(v, 0.1)), 4) for k, v in iou.items()},
+        "snap_ms_per_frame_median": round(ms_snap, 2),
+        "decode_ms_per_frame_median": round(ms_dec, 2),
+        "snap_over_decode": round(ms_snap / ms_dec, 2),
+        "snap_frames_per_s_one_core": round(1000 / ms_snap, 1),
+    }
 
 
 def main() -> None:

@@ -78,9 +78,20 @@ def open3d_method():
             (pa, fa), (pb, fb) = prep[a], prep[b]
             dist = 1.5 * voxel
             res = reg.registration_ransac_based_on_feature_matching(
-                pa, pb, fa, fb, False, dist, reg.TransformationEstimationPointToPoint(False), 3,
-                [reg.CorrespondenceCheckerBasedOnEdgeLength(0.9), reg.CorrespondenceCheckerBasedOnDistance(dist)],
-                reg.RANSACConvergenceCriteria(100000, 0.999))
+                pa,
+                pb,
+                fa,
+                fb,
+                False,
+                dist,
+                reg.TransformationEstimationPointToPoint(False),
+                3,
+                [
+                    reg.CorrespondenceCheckerBasedOnEdgeLength(0.9),
+                    reg.CorrespondenceCheckerBasedOnDistance(dist),
+                ],
+                reg.RANSACConvergenceCriteria(100000, 0.999),
+            )
             icp = reg.registration_icp(pa, pb, 0.4 * voxel * 2, res.transformation,
                                        reg.TransformationEstimationPointToPlane())
             out.append(np.asarray(icp.transformation)[:3, :3].copy())
@@ -97,7 +108,9 @@ def main() -> None:
     ap.add_argument("--vertices", type=int, default=500)
     ap.add_argument("--categories", nargs="+", default=["crate", "car", "mug"])
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--data", default=None, help="where to write the synthetic videos (default: a temporary folder)")
+    ap.add_argument(
+        "--data", default=None, help="where to write the synthetic videos (default: a temporary folder)"
+    )
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     torch.manual_seed(0)
@@ -113,12 +126,22 @@ def main() -> None:
                                 frames=min(8, args.frames), workers=0), progress=False)
     t_feat = time.perf_counter() - t0
     o3d = open3d_method()
-    res = {"device": f"{platform.machine()} CPU, {torch.get_num_threads()} threads", "torch": torch.__version__,
-           "peer": o3d[1] if o3d else "open3d not installed (pip install 'catpose[peers]'): left out",
-           "sizes": {"videos": args.videos, "frames": args.frames, "size": args.size, "vertices": args.vertices,
-                     "feature_frames": min(8, args.frames), "backbone": FeaturesConfig.backbone,
-                     "rotations": SearchConfig.rotations},
-           "seconds": {"synth": round(t_synth, 1), "features": round(t_feat, 1)}, "categories": {}}
+    res = {
+        "device": f"{platform.machine()} CPU, {torch.get_num_threads()} threads",
+        "torch": torch.__version__,
+        "peer": o3d[1] if o3d else "open3d not installed (pip install 'catpose[peers]'): left out",
+        "sizes": {
+            "videos": args.videos,
+            "frames": args.frames,
+            "size": args.size,
+            "vertices": args.vertices,
+            "feature_frames": min(8, args.frames),
+            "backbone": FeaturesConfig.backbone,
+            "rotations": SearchConfig.rotations,
+        },
+        "seconds": {"synth": round(t_synth, 1), "features": round(t_feat, 1)},
+        "categories": {},
+    }
     for cat in args.categories:
         gt = load_ground_truth(data, cat)
         names = sorted(gt)
@@ -136,7 +159,9 @@ def main() -> None:
         if o3d:
             t0 = time.perf_counter()
             Rs = o3d[0]({n: v.vertices.astype(np.float64) for n, v in zip(names, videos)}, pairs)
-            row["open3d_fpfh_ransac_icp"] = scores(geodesic_deg(np.stack(Rs), truth), time.perf_counter() - t0)
+            row["open3d_fpfh_ransac_icp"] = scores(
+                geodesic_deg(np.stack(Rs), truth), time.perf_counter() - t0
+            )
         res["categories"][cat] = row
         print(cat, {k: v for k, v in row.items()}, flush=True)
     write_result(res, args.out, "peers.json")

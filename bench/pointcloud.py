@@ -42,7 +42,9 @@ def main() -> None:
         rng = np.random.default_rng(0)
         write_ply(path, PointCloud(rng.standard_normal((args.points, 3), dtype=np.float32),
                                    rng.integers(0, 256, (args.points, 3), dtype=np.uint8)))
-        res = subprocess.run([sys.executable, "-c", CHILD, str(path)], capture_output=True, text=True, check=True)
+        res = subprocess.run(
+            [sys.executable, "-c", CHILD, str(path)], capture_output=True, text=True, check=True
+        )
         out = {"points": args.points, **json.loads(res.stdout.strip().splitlines()[-1]),
                "file_mb": round(path.stat().st_size / 2**20, 1)}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -48,7 +48,9 @@ def _estimator(run: str | None, cfg: PoseConfig) -> PoseEstimator:
     model = build_model(tc, V).to(cfg.device).eval()
     tpl = Template(V.numpy(), np.ones(1000, np.float32))
     # no background prototypes: an untrained template would call every crop "no object"
-    return PoseEstimator(model.encoder, model.template.vertex_features().detach(), tpl.vertices, None, tc.size, cfg)
+    return PoseEstimator(
+        model.encoder, model.template.vertex_features().detach(), tpl.vertices, None, tc.size, cfg
+    )
 
 
 def _sync(device: str) -> None:
@@ -59,7 +61,9 @@ def _sync(device: str) -> None:
 def bench_device(device: str, samples, run: str | None, grid: int, batch: int = 16, single: int = 0) -> dict:
     est = _estimator(run, PoseConfig(device=device, grid=grid, prior_weight=0, batch=batch))
     imgs = [(load_image(s.image), s) for s in samples]
-    est.estimate(imgs[0][0], imgs[0][1].bbox, focal_px=imgs[0][1].focal_px, principal_px=imgs[0][1].principal_px)
+    est.estimate(
+        imgs[0][0], imgs[0][1].bbox, focal_px=imgs[0][1].focal_px, principal_px=imgs[0][1].principal_px
+    )
     feats, search, total, single_R = [], [], [], []
     for img, s in imgs[:single or len(imgs)]:  # the one-image path on the first ``single`` images
         _sync(device)
@@ -78,8 +82,12 @@ def bench_device(device: str, samples, run: str | None, grid: int, batch: int = 
     batched_R = []
     for b in range(0, len(imgs), batch):
         part = imgs[b:b + batch]
-        res = est.estimate_batch([i for i, _ in part], [s.bbox for _, s in part], focal_px=[s.focal_px for _, s in part],
-                                 principal_px=[s.principal_px for _, s in part])
+        res = est.estimate_batch(
+            [i for i, _ in part],
+            [s.bbox for _, s in part],
+            focal_px=[s.focal_px for _, s in part],
+            principal_px=[s.principal_px for _, s in part],
+        )
         batched_R += [r.R for r in res]
     _sync(device)
     batched_s = time.perf_counter() - t0
@@ -112,15 +120,33 @@ def bench_device(device: str, samples, run: str | None, grid: int, batch: int = 
                                  diam)
         _sync(device)
         batched = time.perf_counter() - t0
-    name = torch.cuda.get_device_name() if device.startswith("cuda") else platform.processor() or platform.machine()
-    return {"device": device, "device_name": name, "threads": torch.get_num_threads(), "images": len(imgs),
-            "grid": grid, "seconds_per_image": float(np.mean(total)), "images_per_s": float(1 / np.mean(total)),
-            "images_per_s_single": float(1 / np.mean(total)), "images_per_s_batched": len(imgs) / batched_s,
-            "batch": batch, "single_images": len(single_R), "batched_vs_single": float(np.mean(total)) * len(imgs) / batched_s,
-            "max_rotation_difference_deg": max(diff), "images_differing_over_1deg": int(sum(d > 1 for d in diff)),
-            "encoder_s": float(np.mean(feats)), "search_and_refine_s": float(np.mean(search)),
-            "coarse_scores_batched_s": batched, "coarse_scores_one_by_one_s": one_by_one,
-            "batching_speedup": one_by_one / batched, "rotations_scored_per_s": grid / batched}
+    name = (
+        torch.cuda.get_device_name()
+        if device.startswith("cuda")
+        else platform.processor() or platform.machine()
+    )
+    return {
+        "device": device,
+        "device_name": name,
+        "threads": torch.get_num_threads(),
+        "images": len(imgs),
+        "grid": grid,
+        "seconds_per_image": float(np.mean(total)),
+        "images_per_s": float(1 / np.mean(total)),
+        "images_per_s_single": float(1 / np.mean(total)),
+        "images_per_s_batched": len(imgs) / batched_s,
+        "batch": batch,
+        "single_images": len(single_R),
+        "batched_vs_single": float(np.mean(total)) * len(imgs) / batched_s,
+        "max_rotation_difference_deg": max(diff),
+        "images_differing_over_1deg": int(sum(d > 1 for d in diff)),
+        "encoder_s": float(np.mean(feats)),
+        "search_and_refine_s": float(np.mean(search)),
+        "coarse_scores_batched_s": batched,
+        "coarse_scores_one_by_one_s": one_by_one,
+        "batching_speedup": one_by_one / batched,
+        "rotations_scored_per_s": grid / batched,
+    }
 
 
 def main() -> None:
@@ -143,7 +169,12 @@ def main() -> None:
         devices = (args.devices.split(",") if args.devices
                    else ["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
         rows = [bench_device(d, samples, args.run, args.grid, args.batch, args.single) for d in devices]
-    res = {"benchmark": "pose", "torch": torch.__version__, "run": args.run or "untrained (speed only)", "rows": rows}
+    res = {
+        "benchmark": "pose",
+        "torch": torch.__version__,
+        "run": args.run or "untrained (speed only)",
+        "rows": rows,
+    }
     if len(rows) == 2:
         res["gpu_vs_cpu_speedup"] = rows[0]["seconds_per_image"] / rows[1]["seconds_per_image"]
     gpu_rows = [r for r in rows if r["device"].startswith("cuda")]
@@ -152,10 +183,12 @@ def main() -> None:
         res["batch"] = gpu_rows[0]["batch"]
     for r in rows:
         print(f"{r['device']:5s} {r['device_name'][:30]:30s} {r['seconds_per_image'] * 1000:8.1f} ms/image "
-              f"(encoder {r['encoder_s'] * 1000:.1f} ms, search+refine {r['search_and_refine_s'] * 1000:.1f} ms); "
+              f"(encoder {r['encoder_s'] * 1000:.1f} ms, search+refine {r['search_and_refine_s'] * 1000:.1f} "
+              "ms); "
               f"{args.grid} coarse scores {r['coarse_scores_batched_s'] * 1000:.1f} ms batched vs "
               f"{r['coarse_scores_one_by_one_s'] * 1000:.0f} ms one by one ({r['batching_speedup']:.0f}x); "
-              f"images/s batched {r['images_per_s_batched']:.2f} vs one at a time {r['images_per_s_single']:.2f} "
+              f"images/s batched {r['images_per_s_batched']:.2f} vs one at a time "
+              f"{r['images_per_s_single']:.2f} "
               f"({r['batched_vs_single']:.1f}x, poses within {r['max_rotation_difference_deg']:.2g}°)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -67,7 +67,11 @@ def setup(data: Path | None, work: Path, repeat: int = 1):
         from catpose.data.synth.generate import generate
 
         data = work / "synth"
-        generate(SynthConfig(workers=0, out=data, category=("car",), videos=4, frames=24, size=128, seed=5, depth=False))
+        generate(
+            SynthConfig(
+                workers=0, out=data, category=("car",), videos=4, frames=24, size=128, seed=5, depth=False
+            )
+        )
     shards = str(work / "shards")
     write_shards(ShardConfig(data=data, out=shards, category=("car",)), progress=False)
     # a larger epoch without a larger dataset: copies of the shard files (same rows, same targets)
@@ -141,11 +145,15 @@ def bench_feed(rows: list[dict], targets: dict, size: int, B: int, dev: str, ref
         for data, m in zip(cols["image"], cols["mask"]):
             np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
             np.asarray(Image.open(io.BytesIO(m)).convert("L"))
-        out["cpu_decode_only_frames_per_s_per_process"] = round(len(cols["image"]) / (time.perf_counter() - t0), 1)
+        out["cpu_decode_only_frames_per_s_per_process"] = round(
+            len(cols["image"]) / (time.perf_counter() - t0), 1
+        )
     return out
 
 
-def bench_step(cfg: TrainConfig, vertices: np.ndarray, crops: dict, dev: str, steps: int, weights: bool) -> dict:
+def bench_step(
+    cfg: TrainConfig, vertices: np.ndarray, crops: dict, dev: str, steps: int, weights: bool
+) -> dict:
     from torch.utils.flop_counter import FlopCounterMode
 
     model = build_model(cfg, torch.as_tensor(vertices), backbone_weights=weights).to(dev)
@@ -177,7 +185,9 @@ def bench_step(cfg: TrainConfig, vertices: np.ndarray, crops: dict, dev: str, st
         out[f"{label}_tflops"] = round(ips * flops_per_image / 1e12, 3)
     # the device's matmul rate, same run
     m = 8192 if dev == "cuda" else 1024
-    for label, dt in (("fp32", torch.float32), ("bf16", torch.bfloat16)) if dev == "cuda" else (("fp32", torch.float32),):
+    for label, dt in (
+        (("fp32", torch.float32), ("bf16", torch.bfloat16)) if dev == "cuda" else (("fp32", torch.float32),)
+    ):
         x, y = torch.randn(m, m, device=dev, dtype=dt), torch.randn(m, m, device=dev, dtype=dt)
         x @ y
         sync(dev)
@@ -207,15 +217,24 @@ def bench_ray(cfg: TrainConfig, shards: str, tpl, targets: dict, workers: list[i
         state = read_state(Path(res.checkpoint.path) / "state.pt")
         hist = state["history"]
         steady = [h["images_per_s"] for h in hist[1:]] or [hist[-1]["images_per_s"]]
-        rows.append({"workers": n, "crops_per_epoch": hist[-1]["images"], "epochs": len(hist),
-                     "crops_per_s": round(float(np.mean(steady)), 1),
-                     "first_epoch_crops_per_s": round(hist[0]["images_per_s"], 1),
-                     "final_loss": round(hist[-1]["loss"], 4), "dropped_frames": sum(h["dropped_frames"] for h in hist),
-                     "wall_s": round(time.perf_counter() - t0, 1)})
+        rows.append(
+            {
+                "workers": n,
+                "crops_per_epoch": hist[-1]["images"],
+                "epochs": len(hist),
+                "crops_per_s": round(float(np.mean(steady)), 1),
+                "first_epoch_crops_per_s": round(hist[0]["images_per_s"], 1),
+                "final_loss": round(hist[-1]["loss"], 4),
+                "dropped_frames": sum(h["dropped_frames"] for h in hist),
+                "wall_s": round(time.perf_counter() - t0, 1),
+            }
+        )
         if held is not None and n == workers[0]:
             model = build_model(c, torch.as_tensor(tpl.vertices), backbone_weights=False)
             model.load_state_dict(state["model"])
-            rows[-1]["held_out"] = held_out_accuracy(model, shards, held, c.size, "cuda" if use_gpu else "cpu")
+            rows[-1]["held_out"] = held_out_accuracy(
+                model, shards, held, c.size, "cuda" if use_gpu else "cpu"
+            )
         print(tag, rows[-1], flush=True)
     base = rows[0]["crops_per_s"] / rows[0]["workers"]
     for r in rows:
@@ -240,7 +259,9 @@ def bench_model(a, m, dev, gpu, B, tpl, targets, held, rows, shards, workers, wo
          "parameters": sum(p.numel() for p in model.parameters())}
     if m == "base":
         r["base_vit"] = cfg.backbone or "dinov2_vits14"
-        r["base_vit_weights"] = "pretrained (local file)" if weights else "random (no weights file on this machine)"
+        r["base_vit_weights"] = (
+            "pretrained (local file)" if weights else "random (no weights file on this machine)"
+        )
     del model
     r["feed"] = bench_feed(rows, targets, size, B, dev, reference=first)
     print(m, json.dumps(r), flush=True)
@@ -250,8 +271,11 @@ def bench_model(a, m, dev, gpu, B, tpl, targets, held, rows, shards, workers, wo
     r["feed_warm_over_step"] = round(r["feed"]["feed_warm_crops_per_s"] / r["step_crops_per_s"], 3)
     print(m, json.dumps(r["step"]), flush=True)
     if workers:
-        r["ray"] = {"gpus_per_worker": a.gpus_per_worker if gpu else 0, "cpus_per_worker": cfg.cpus_per_worker,
-                    "runs": bench_ray(cfg, shards, tpl, targets, workers, gpu, work, m, weights, held)}
+        r["ray"] = {
+            "gpus_per_worker": a.gpus_per_worker if gpu else 0,
+            "cpus_per_worker": cfg.cpus_per_worker,
+            "runs": bench_ray(cfg, shards, tpl, targets, workers, gpu, work, m, weights, held),
+        }
         one = r["ray"]["runs"][0]
         r["ray_train_crops_per_s"] = one["crops_per_s"]
         r["feed_ratio"] = round(one["crops_per_s"] / (one["workers"] * r["step_crops_per_s"]), 3)
@@ -272,12 +296,17 @@ def main() -> None:
     ap.add_argument("--cpus-per-worker", type=float, default=0.0, help="default: 2 on GPU, 0.5 on CPU")
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--repeat", type=int, default=0,
-                    help="copies of the shard files, i.e. passes over the frames per epoch (default 32 GPU, 2 CPU)")
+                    help="copies of the shard files, i.e. passes over the frames per epoch (default 32 GPU, "
+                         "2 CPU)")
     ap.add_argument("--out", default="")
     a = ap.parse_args()
     dev = ("cuda" if torch.cuda.is_available() else "cpu") if a.device == "auto" else a.device
     gpu = dev == "cuda"
-    name = torch.cuda.get_device_name() if gpu else f"{platform.machine()} CPU, {torch.get_num_threads()} threads"
+    name = (
+        torch.cuda.get_device_name()
+        if gpu
+        else f"{platform.machine()} CPU, {torch.get_num_threads()} threads"
+    )
     B = a.batch or (64 if gpu else 16)
     models = [m for m in a.models.split(",") if m]
     workers = [int(x) for x in a.ray_workers.split(",") if x]
@@ -286,9 +315,16 @@ def main() -> None:
         repeat = a.repeat or (32 if gpu else 2)
         shards, tpl, targets, held = setup(a.data, work, repeat)
         rows = _rows(shards, 4 * B)
-        res = {"device": name, "torch": torch.__version__, "shard_copies": repeat,
-               "template_vertices": len(tpl.vertices), "frames": sum(1 for _ in iter_shard_rows(shards, columns=["frame_number"])),
-               "frame_px": int(rows[0]["height"]), "batch_per_worker": B, "models": {}}
+        res = {
+            "device": name,
+            "torch": torch.__version__,
+            "shard_copies": repeat,
+            "template_vertices": len(tpl.vertices),
+            "frames": sum(1 for _ in iter_shard_rows(shards, columns=["frame_number"])),
+            "frame_px": int(rows[0]["height"]),
+            "batch_per_worker": B,
+            "models": {},
+        }
         if workers:
             import ray
 
@@ -297,8 +333,9 @@ def main() -> None:
             res["cluster"] = ray.cluster_resources()
         for m in models:
             try:
-                res["models"][m] = bench_model(a, m, dev, gpu, B, tpl, targets, held, rows, shards, workers, work,
-                                               first=m == models[0])
+                res["models"][m] = bench_model(
+                    a, m, dev, gpu, B, tpl, targets, held, rows, shards, workers, work, first=m == models[0]
+                )
             except Exception as e:  # one model's failure is recorded, the others still run
                 import traceback
 

@@ -22,7 +22,8 @@ training processes.
 
 Each subcommand imports its stage inside its own function, on purpose: the stages pull in torch, Ray,
 pycolmap and trimesh, and ``catpose --help`` or ``catpose info`` should not wait for all of them
-(importing this module takes about 0.2 s; importing every stage, as the main job (``catpose.run``) does, 5-10 s).
+(importing this module takes about 0.2 s; importing every stage, as the main job (``catpose.run``) does, 5-10
+s).
 """
 
 from __future__ import annotations
@@ -131,9 +132,11 @@ class EvalAlignConfig:
     category: str = "car"
     """Category."""
     alignment: Path = Path("runs/align/alignment.parquet")
-    """alignment.parquet written by catpose align (with --labels also a folder of <category>/alignment.parquet)."""
+    """alignment.parquet written by catpose align (with --labels also a folder of
+    <category>/alignment.parquet)."""
     labels: Literal["", "co3d-paper", "co3dv1-paper"] = ""
-    """Score real CO3D videos against shipped labels instead of synthetic ground truth: co3d-paper (the paper's
+    """Score real CO3D videos against shipped labels instead of synthetic ground truth: co3d-paper (the
+    paper's
     162 labelled CO3D v2 sequences) or co3dv1-paper; prints the paper's published numbers alongside."""
     od3d_aligned: Path | None = None
     """With --labels: score an od3d alignment folder (e.g. data/co3d/aligned_N_alpha500_dinov2s/r0) instead of
@@ -168,7 +171,8 @@ def run_align(cfg: AlignConfig) -> int:
     for k, err in res["failed_chunks"].items():
         print(f"  FAILED {k}: {err}")
     if res["failed_pairs"]:
-        print(f"  {len(res['failed_pairs'])} pairs failed (listed in the chunk files under {Path(cfg.out) / 'pairs'})")
+        print(f"  {len(res['failed_pairs'])} pairs failed (listed in the chunk files under "
+              f"{Path(cfg.out) / 'pairs'})")
     for n, err in res["unreadable"].items():
         print(f"  left out {n}: {err}")
     if (Path(cfg.data) / GT_FILE).is_file():
@@ -186,7 +190,8 @@ def run_eval_align(cfg: EvalAlignConfig) -> int:
     plot = Path(cfg.alignment).with_name("alignment_errors.png")
     r = evaluate_alignment(cfg.alignment, cfg.data, cfg.category, plot=plot)
     print("| category | videos | Acc@pi/6 | Acc@pi/18 | median error (deg) |\n|---|---|---|---|---|")
-    print(f"| {cfg.category} | {r['videos']} | {r['acc_pi_6']:.1%} | {r['acc_pi_18']:.1%} | {r['median_deg']:.1f} |")
+    print(f"| {cfg.category} | {r['videos']} | {r['acc_pi_6']:.1%} | {r['acc_pi_18']:.1%} | "
+          f"{r['median_deg']:.1f} |")
     print(f"histogram: {plot}")
     return 0
 
@@ -199,16 +204,20 @@ def _eval_align_labels(cfg: EvalAlignConfig) -> int:
         est, name = ev.read_od3d_alignment(cfg.od3d_aligned), f"od3d {Path(cfg.od3d_aligned).name}"
     else:
         a = Path(cfg.alignment)
-        by_category = a.is_dir() and not (a / "alignment.parquet").exists()  # a folder of <category>/alignment.parquet
+        by_category = (
+            a.is_dir() and not (a / "alignment.parquet").exists()
+        )  # a folder of <category>/alignment.parquet
         est, name = ev.read_catpose_alignments(a, None if by_category else cfg.category), "catpose"
     res = ev.score_alignments(est, cfg.labels)
     if not any(r["pairs"] for r in res["categories"].values()):
         raise ConfigError(str(cfg.od3d_aligned or cfg.alignment), f"no category has two videos labelled in "
-                          f"'{cfg.labels}' (categories: {', '.join(sorted(est)) or 'none'})", field="--labels")
+                          f"'{cfg.labels}' (categories: "
+                          f"{', '.join(sorted(est)) or 'none'})", field="--labels")
     print(ev.format_table(res, name))
     for c, r in res["categories"].items():
         if r["missing"]:
-            print(f"  {c}: {len(r['missing'])} labelled videos not in the alignment ({', '.join(r['missing'])})")
+            print(f"  {c}: {len(r['missing'])} labelled videos not in the alignment "
+                  f"({', '.join(r['missing'])})")
     if res["unlabelled_categories"]:
         print(f"  no labels for: {', '.join(res['unlabelled_categories'])}")
     if cfg.json_out is not None:
@@ -239,8 +248,10 @@ def run_train(cfg: TrainConfig) -> int:
 
         print(format_table(res["evaluation"], cfg.category))
         print("ground truth: " + (f"the synthetic truth of {cfg.ground_truth}" if cfg.ground_truth else
-                                  "none given (--ground-truth): held-out matching is scored against the alignment "
-                                  "(the held-out videos' cameras through their aligned frames), not true poses"))
+                                  "none given (--ground-truth): held-out matching is scored against the "
+                                  "alignment "
+                                  "(the held-out videos' cameras through their aligned frames), not true "
+                                  "poses"))
     print(f"TensorBoard: tensorboard --logdir {res['run']}/tensorboard")
     return 0
 
@@ -249,8 +260,10 @@ def run_synth_wild(cfg: WildConfig) -> int:
     from catpose.pose.wild import generate_wild
 
     info = generate_wild(cfg)
-    print(f"{cfg.category}: {info['images']} in-the-wild images in {cfg.out} (PASCAL3D+ layout); score a run with "
-          f"`catpose evaluate --checkpoint RUN --dataset synth-wild --root {cfg.out} --category {cfg.category}`")
+    print(f"{cfg.category}: {info['images']} in-the-wild images in {cfg.out} (PASCAL3D+ layout); score a run "
+          "with "
+          f"`catpose evaluate --checkpoint RUN --dataset synth-wild --root {cfg.out} --category "
+          f"{cfg.category}`")
     return 0
 
 
@@ -261,16 +274,22 @@ def run_estimate(cfg: EstimateConfig) -> int:
     if not cfg.image:
         raise ConfigError("flags", "name at least one --image", field="image")
     if cfg.mask and len(cfg.mask) != len(cfg.image):
-        raise ConfigError("flags", f"{len(cfg.mask)} masks for {len(cfg.image)} images: give one --mask per image",
-                          field="mask")
+        raise ConfigError(
+            "flags",
+            f"{len(cfg.mask)} masks for {len(cfg.image)} images: give one --mask per image",
+            field="mask",
+        )
     if cfg.bbox is not None and len(cfg.bbox) != 4:
         raise ConfigError("flags", f"--bbox takes 4 numbers x0 y0 x1 y1, got {len(cfg.bbox)}: "
                           f"{' '.join(f'{b:g}' for b in cfg.bbox)}", field="bbox")
     if cfg.bbox is not None and len(cfg.image) != 1:
         raise ConfigError("flags", f"--bbox is for one image, got {len(cfg.image)} images", field="bbox")
     if cfg.bbox is not None and not (cfg.bbox[2] > cfg.bbox[0] and cfg.bbox[3] > cfg.bbox[1]):
-        raise ConfigError("flags", f"--bbox needs x1 > x0 and y1 > y0, got {' '.join(f'{b:g}' for b in cfg.bbox)}",
-                          field="bbox")
+        raise ConfigError(
+            "flags",
+            f"--bbox needs x1 > x0 and y1 > y0, got {' '.join(f'{b:g}' for b in cfg.bbox)}",
+            field="bbox",
+        )
     frame = None
     if cfg.frame is not None:
         frame = np.asarray(json.loads(Path(cfg.frame).read_text())["rotation"], float)
@@ -308,14 +327,17 @@ def run_evaluate(cfg: PoseEvalConfig) -> int:
     from catpose.pose.evaluate import evaluate_pose, format_table
     from catpose.pose.protocol import categories, paper_split
 
-    levels = paper_split(cfg.split) if cfg.dataset == "pascal3d" else (["L0"] if cfg.split == "paper" else None)
+    levels = (
+        paper_split(cfg.split) if cfg.dataset == "pascal3d" else (["L0"] if cfg.split == "paper" else None)
+    )
     cats = categories(cfg.category, cfg.dataset)
     if levels is not None and (len(cats) > 1 or len(levels) > 1 or cfg.split == "paper"):
         return run_evaluate_protocol(cfg, cats, levels)
     res = evaluate_pose(cfg)
     print(format_table(res))
     if "pseudo" in str(res.get("frame", "")):  # no ground truth: said next to the numbers
-        print("ground truth: none in this dataset: poses are scored against the alignment (pseudo ground truth), "
+        print("ground truth: none in this dataset: poses are scored against the alignment (pseudo ground "
+              "truth), "
               "which measures agreement with the training frames, not true accuracy")
     print(f"histogram: {Path(cfg.out) / 'errors.png'}; per object: {Path(cfg.out) / 'results.jsonl'}; "
           f"overlays: {Path(cfg.out) / 'overlays'}")
@@ -333,9 +355,13 @@ def run_evaluate_protocol(cfg: PoseEvalConfig, cats: list[str], levels: list[str
     from catpose.pose.protocol import co3d_name, summary_table
 
     if len(cats) > 1 and "{" not in cfg.checkpoint:
-        raise ConfigError("--checkpoint", f"{len(cats)} categories need one trained run each: give a path with "
-                          "{category} (the dataset's class name) or {co3d} (CO3D's), e.g. runs/train/train-{co3d}",
-                          field="checkpoint")
+        raise ConfigError(
+            "--checkpoint",
+            f"{len(cats)} categories need one trained run each: give a path with "
+            "{category} (the dataset's class name) or {co3d} (CO3D's), e.g. "
+            "runs/train/train-{co3d}",
+            field="checkpoint",
+        )
     rows: dict[str, dict] = {}
     for c in cats:
         rows[c] = {}
@@ -399,7 +425,8 @@ def run_info(cfg: InfoConfig) -> int:
                 except (CatposeError, OSError) as e:
                     problems += 1
                     print(f"  {e}")
-            print(f"  {c}: {len(blank)} blank frames (skipped by shard and features), {len(bad)} masks at odds "
+            print(f"  {c}: {len(blank)} blank frames (skipped by shard and features), {len(bad)} masks at "
+                  "odds "
                   f"with the cloud's projection")
             for k, why in sorted({**blank, **bad}.items()):
                 problems += 1

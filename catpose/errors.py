@@ -80,7 +80,8 @@ class CleaningError(DataFormatError):
 
 
 def _rebuild(cls: type, message: str, state: dict) -> CatposeError:
-    """The error of class ``cls`` with ``message`` and attributes ``state`` (see :meth:`CatposeError.__reduce__`)."""
+    """The error of class ``cls`` with ``message`` and attributes ``state`` (see
+    :meth:`CatposeError.__reduce__`)."""
     e = cls.__new__(cls)
     Exception.__init__(e, message)
     e.__dict__.update(state)

@@ -70,7 +70,9 @@ def file_tokens(store: Store, prefix: str = "") -> dict[str, str]:
     except FileNotFoundError:
         return {}
     n = len(store.root) + 1
-    return {str(p)[n:]: info_token(i) for p, i in sorted(found.items()) if i.get("type", "file") != "directory"}
+    return {
+        str(p)[n:]: info_token(i) for p, i in sorted(found.items()) if i.get("type", "file") != "directory"
+    }
 
 
 def file_token(store: Store, rel: str) -> str | None:

@@ -90,8 +90,14 @@ class Lease:
     # ---------------------------------------------------------------- the record
     def _record(self, acquired: float | None = None) -> dict:
         now = time.time()
-        return {"owner": self.owner, "host": socket.gethostname(), "pid": os.getpid(), "command": self.command,
-                "acquired": acquired if acquired is not None else now, "expires": now + self.ttl_s}
+        return {
+            "owner": self.owner,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "command": self.command,
+            "acquired": acquired if acquired is not None else now,
+            "expires": now + self.ttl_s,
+        }
 
     def _read(self) -> tuple[dict | None, str | None]:
         """(the stored record, its ETag on S3) or (None, None) when there is none."""
@@ -122,7 +128,9 @@ class Lease:
         bucket, key = self._bucket_key()
         cond = {"IfMatch": if_match} if if_match else {"IfNoneMatch": "*"}
         try:
-            r = self.store.fs.call_s3("put_object", Bucket=bucket, Key=key, Body=json.dumps(rec).encode(), **cond)
+            r = self.store.fs.call_s3(
+                "put_object", Bucket=bucket, Key=key, Body=json.dumps(rec).encode(), **cond
+            )
         except FileExistsError:  # s3fs's translation of 412 PreconditionFailed
             return False
         except OSError as e:
@@ -172,7 +180,8 @@ class Lease:
             if held is None:
                 break
             if time.time() >= deadline:
-                raise LeaseError(f"{self.store.url(LEASE)}: the store is in use by {_describe(held)}; wait for "
+                raise LeaseError(f"{self.store.url(LEASE)}: the store is in use by {_describe(held)}; wait "
+                                 "for "
                                  "it to finish, use another --out, or remove that file if its run is gone "
                                  "(a lease expires by itself when its run stops renewing it)")
             time.sleep(min(2.0, max(0.1, deadline - time.time())))
@@ -186,7 +195,11 @@ class Lease:
         """Extends the lease; False (and :attr:`lost` set) when another run holds it now."""
         if self.store.is_s3:
             held, etag = self._read()
-            if held is None or held.get("owner") != self.owner or not self._put_s3(self._record(self._acquired), etag):
+            if (
+                held is None
+                or held.get("owner") != self.owner
+                or not self._put_s3(self._record(self._acquired), etag)
+            ):
                 self.lost = _describe(held or {})
                 return False
             return True
@@ -230,7 +243,8 @@ class Lease:
                     elif held is not None:
                         self.lost = _describe(held)
         if self.lost is not None:
-            raise LeaseError(f"{self.store.url(LEASE)}: this run's lease was taken over by {self.lost} while it "
+            raise LeaseError(f"{self.store.url(LEASE)}: this run's lease was taken over by {self.lost} while "
+                             "it "
                              "ran (it stopped renewing for longer than the lease's time); its outputs may be "
                              "mixed with that run's: rerun it")
 

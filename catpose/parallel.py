@@ -34,7 +34,8 @@ VERBOSE_ENV = "CATPOSE_VERBOSE"
 
 def verbose() -> bool:
     """Whether Ray's and Ray Data's own progress and log chatter is shown (``--verbose`` of the main job,
-    or ``CATPOSE_VERBOSE=1``); off by default: catpose's own progress bars and tables are what a user reads."""
+    or ``CATPOSE_VERBOSE=1``); off by default: catpose's own progress bars and tables are what a user
+    reads."""
     return os.environ.get(VERBOSE_ENV, "").strip().lower() not in ("", "0", "false", "no")
 
 
@@ -95,7 +96,8 @@ def init_ray(num_cpus: int | None = None, address: str | None = None) -> None:
         from catpose.raywatch import start as start_watchdog
 
         start_watchdog()
-    if quiet:  # the workers' output (Ray Train, torch.distributed's c10d warnings, Ray's own errors) stays in files
+    # the workers' output (Ray Train, torch.distributed's c10d warnings, Ray's own errors) stays in files
+    if quiet:
         print(f"Ray's worker and system output: {_ray_logs_dir()} (--verbose shows it here)", flush=True)
 
 
@@ -118,8 +120,17 @@ def progress_bar(total: int | None, desc: str, disable: bool = False, **kw) -> t
     if sys.stderr.isatty():
         return tqdm(total=total, desc=desc, disable=disable, dynamic_ncols=True, mininterval=0.1, **kw)
     step = max(1, (total or 0) // 10)
-    return tqdm(total=total, desc=desc, disable=disable, dynamic_ncols=True, mininterval=0, miniters=step, ascii=True,
-                maxinterval=float("inf"), **kw)
+    return tqdm(
+        total=total,
+        desc=desc,
+        disable=disable,
+        dynamic_ncols=True,
+        mininterval=0,
+        miniters=step,
+        ascii=True,
+        maxinterval=float("inf"),
+        **kw,
+    )
 
 
 class _Progress:

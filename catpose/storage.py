@@ -81,12 +81,18 @@ def safe_rel(path: object, what: str = "path", source: str | None = None, field:
     """A relative path read from data (``car/seq/images/frame01.jpg``) when each of its components is a
     plain name, else a :class:`DataFormatError` naming ``source`` and ``field``."""
     if not isinstance(path, str) or not path:
-        raise DataFormatError(source or "<input>", f"{what} {shown_name(path)} is not a relative path", field=field)
+        raise DataFormatError(
+            source or "<input>", f"{what} {shown_name(path)} is not a relative path", field=field
+        )
     for part in path.split("/"):
         why = name_problem(part)
         if why is not None:
-            raise DataFormatError(source or "<input>", f"{what} {shown_name(path)} is not a plain relative path "
-                                  f"(component {shown_name(part)}: {why})", field=field)
+            raise DataFormatError(
+                source or "<input>",
+                f"{what} {shown_name(path)} is not a plain relative path "
+                f"(component {shown_name(part)}: {why})",
+                field=field,
+            )
     return path
 
 
@@ -343,7 +349,9 @@ def write_uri(uri: str | os.PathLike, data: bytes, endpoint_url: str | None = No
     uri = str(uri)
     if is_s3(uri):
         bucket_key = uri[len("s3://"):]
-        Store("s3://" + bucket_key.rsplit("/", 1)[0], endpoint_url).write_bytes(bucket_key.rsplit("/", 1)[1], data)
+        Store("s3://" + bucket_key.rsplit("/", 1)[0], endpoint_url).write_bytes(
+            bucket_key.rsplit("/", 1)[1], data
+        )
     else:
         atomic_write_bytes(uri, data)
 
@@ -353,7 +361,9 @@ def read_uri(uri: str | os.PathLike, endpoint_url: str | None = None) -> bytes:
     uri = str(uri)
     if is_s3(uri):
         bucket_key = uri[len("s3://"):]
-        return Store("s3://" + bucket_key.rsplit("/", 1)[0], endpoint_url).read_bytes(bucket_key.rsplit("/", 1)[1])
+        return Store("s3://" + bucket_key.rsplit("/", 1)[0], endpoint_url).read_bytes(
+            bucket_key.rsplit("/", 1)[1]
+        )
     return Path(uri).read_bytes()
 
 

@@ -16,15 +16,20 @@ from mkdocs.structure.files import File
 
 ROOT = Path(__file__).resolve().parents[1]
 MAIN_JOB_CONFIG = ROOT / "catpose" / "run" / "config.py"
-CONFIG_SOURCES = [*(ROOT / "catpose" / "config" / f"{m}.py" for m in ("context", "data", "align", "train", "pose")),
-                  MAIN_JOB_CONFIG]
+CONFIG_SOURCES = [
+    *(ROOT / "catpose" / "config" / f"{m}.py" for m in ("context", "data", "align", "train", "pose")),
+    MAIN_JOB_CONFIG,
+]
 RESULTS = ROOT / "bench" / "results"
 
 
 # ------------------------------------------------------------------------------ configuration reference
 def _is_dataclass(node: ast.ClassDef) -> bool:
-    return any((isinstance(d, ast.Name) and d.id == "dataclass")
-               or (isinstance(d, ast.Call) and getattr(d.func, "id", "") == "dataclass") for d in node.decorator_list)
+    return any(
+        (isinstance(d, ast.Name) and d.id == "dataclass")
+        or (isinstance(d, ast.Call) and getattr(d.func, "id", "") == "dataclass")
+        for d in node.decorator_list
+    )
 
 
 def _default(value: ast.expr | None, src: str) -> str:
@@ -58,8 +63,13 @@ def config_classes() -> dict[str, dict]:
             for i, st in enumerate(body):
                 if isinstance(st, ast.AnnAssign) and isinstance(st.target, ast.Name):
                     nxt = body[i + 1] if i + 1 < len(body) else None
-                    doc = (nxt.value.value if isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)
-                           and isinstance(nxt.value.value, str) else "")
+                    doc = (
+                        nxt.value.value
+                        if isinstance(nxt, ast.Expr)
+                        and isinstance(nxt.value, ast.Constant)
+                        and isinstance(nxt.value.value, str)
+                        else ""
+                    )
                     fields.append((st.target.id, ast.get_source_segment(src, st.annotation) or "",
                                    _default(st.value, src), " ".join(doc.split())))
             out[node.name] = {"doc": " ".join((ast.get_docstring(node) or "").split()),
@@ -87,10 +97,13 @@ def _cell(text: str) -> str:
 def config_reference() -> str:
     classes = config_classes()
     lines = ["# Configuration reference", "",
-             "Generated at build time from the config dataclasses (`catpose/config/`, and `PipelineConfig` in "
-             "`catpose/run/config.py`): each field's name, type, default and docstring. In the main job's YAML a "
+             "Generated at build time from the config dataclasses (`catpose/config/`, and `PipelineConfig` "
+             "in "
+             "`catpose/run/config.py`): each field's name, type, default and docstring. In the main job's "
+             "YAML a "
              "stage's section is its field of `PipelineConfig` (`train: {epochs: 40}`); on the command line "
-             "`--train.epochs 40`, and on a stage's own subcommand `--epochs 40`. Fields marked *inherited* come "
+             "`--train.epochs 40`, and on a stage's own subcommand `--epochs 40`. Fields marked *inherited* "
+             "come "
              "from the run context classes, declared once.", ""]
     for name, c in classes.items():
         lines += [f"## {name} {{#{name.lower()}}}", "", f"`{c['source']}`"
@@ -175,16 +188,21 @@ def benchmarks_page() -> str:
     files = sorted(RESULTS.glob("*.json"))
     data = {f.stem: json.loads(f.read_text()) for f in files}
     lines = ["# Benchmarks", "",
-             "Every number on this page is read from `bench/results/*.json` when the site is built (`docs/hooks.py`); "
-             "rerun a benchmark (`make bench`, or the `bench/*.py` script named in each file) and rebuild to update "
-             "it. What each benchmark measures and how to read it: [benchmark notes](benchmarks-notes.md); the "
+             "Every number on this page is read from `bench/results/*.json` when the site is built "
+             "(`docs/hooks.py`); "
+             "rerun a benchmark (`make bench`, or the `bench/*.py` script named in each file) and rebuild to "
+             "update "
+             "it. What each benchmark measures and how to read it: [benchmark notes](benchmarks-notes.md); "
+             "the "
              "accuracies are defined on the [metrics](metrics.md) page.", ""]
     eng = [n for n in data if n.startswith("align-") and isinstance(data[n], dict)
            and "pairs_per_s_batched" in data[n]]
     if eng:
         label, keys = HEADLINE["align"]
-        lines += [f"## Headline: {label}", "", "| file | " + " | ".join(keys) + " |", "|" + "---|" * (len(keys) + 1)]
-        lines += [f"| `{n}.json` | " + " | ".join(_fmt(data[n].get(k, "")) for k in keys) + " |" for n in eng] + [""]
+        lines += ["## Headline: "
+                  f"{label}", "", "| file | " + " | ".join(keys) + " |", "|" + "---|" * (len(keys) + 1)]
+        lines += [f"| `{n}.json` | "
+                  "" + " | ".join(_fmt(data[n].get(k, "")) for k in keys) + " |" for n in eng] + [""]
     groups: dict[str, list[str]] = {}
     for n in data:
         groups.setdefault(n.split("-")[0], []).append(n)

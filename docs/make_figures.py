@@ -15,7 +15,11 @@ STAGES = [
     ("features", "Ray tasks per video\n(0.25 GPU each)", "features/<cat>/<seq>.npz"),
     ("tune (optional)", "Ray Tune: α × τ trials", "tune/<cat>/ best_config.yaml"),
     ("align", "Ray tasks: chunks of pairs", "align/<cat>/alignment.parquet"),
-    ("train", "Ray Train TorchTrainer (DDP)\n+ Ray Data pipeline", "train/train-<cat>/ checkpoints, model.pt"),
+    (
+        "train",
+        "Ray Train TorchTrainer (DDP)\n+ Ray Data pipeline",
+        "train/train-<cat>/ checkpoints, model.pt",
+    ),
 ]
 DASH = {
     "synth / ingest": "Ray dashboard :8265 (Jobs, Tasks, logs)",
@@ -36,14 +40,19 @@ def main() -> None:
         ax.text(x, len(STAGES) + 0.75, title, fontsize=10, weight="bold")
     for i, (name, how, out) in enumerate(STAGES):
         y = len(STAGES) - i - 0.2
-        ax.add_patch(FancyBboxPatch((0.15, y - 0.32), 2.0, 0.64, boxstyle="round,pad=0.02", fc="#dbe9f6", ec="#3b6ea5"))
+        ax.add_patch(
+            FancyBboxPatch((0.15, y - 0.32), 2.0, 0.64, boxstyle="round,pad=0.02", fc="#dbe9f6", ec="#3b6ea5")
+        )
         ax.text(1.15, y, name, ha="center", va="center", fontsize=10)
         ax.text(2.4, y, how, va="center", fontsize=8.5)
         ax.text(4.9, y, out, va="center", fontsize=8.5, family="monospace")
         ax.text(8.2, y, DASH.get(name, ""), va="center", fontsize=8, wrap=True)
         if i:
-            ax.annotate("", (1.15, y + 0.33), (1.15, y + 0.67), arrowprops=dict(arrowstyle="->", color="#3b6ea5"))
-    ax.text(0.2, 0.1, "Every stage resumes from its outputs; pipeline_manifest.json records each stage's status and "
+            ax.annotate(
+                "", (1.15, y + 0.33), (1.15, y + 0.67), arrowprops=dict(arrowstyle="->", color="#3b6ea5")
+            )
+    ax.text(0.2, 0.1, "Every stage resumes from its outputs; pipeline_manifest.json records each stage's "
+                      "status and "
             "time, report.md and plots/ the results.", fontsize=8.5, style="italic")
     out = Path(__file__).parent / "images" / "pipeline.png"
     out.parent.mkdir(parents=True, exist_ok=True)

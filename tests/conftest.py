@@ -36,7 +36,9 @@ def synth_root(tmp_path_factory):
     from catpose.data.synth.generate import generate
 
     root = tmp_path_factory.mktemp("synth")
-    manifests = generate(SynthConfig(workers=0, out=root, category=("car", "mug"), videos=3, frames=8, size=96))
+    manifests = generate(
+        SynthConfig(workers=0, out=root, category=("car", "mug"), videos=3, frames=8, size=96)
+    )
     assert all(m.summary() == {"ok": 3} for m in manifests.values())
     return root
 
@@ -98,8 +100,18 @@ def realistic_root(tmp_path_factory):
     from catpose.data.synth.generate import generate
 
     root = tmp_path_factory.mktemp("realistic")
-    manifests = generate(SynthConfig(workers=0, out=root, category=("car", "mug"), videos=3, frames=12, size=96,
-                                     realistic=True, partial_share=0.5))
+    manifests = generate(
+        SynthConfig(
+            workers=0,
+            out=root,
+            category=("car", "mug"),
+            videos=3,
+            frames=12,
+            size=96,
+            realistic=True,
+            partial_share=0.5,
+        )
+    )
     assert all(m.summary() == {"ok": 3} for m in manifests.values())
     return root
 

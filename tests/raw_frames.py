@@ -14,7 +14,8 @@ from catpose.data.synth.generate import generate
 
 
 def raw_sequences(tmp: Path, frames: int, size: int, blank_frames: int):
-    """``tmp/raw/good`` (frames + ``masks/``) and ``tmp/raw/blank``; returns (raw folder, the car's sequence)."""
+    """``tmp/raw/good`` (frames + ``masks/``) and ``tmp/raw/blank``; returns (raw folder, the car's
+    sequence)."""
     generate(SynthConfig(workers=0, out=tmp / "synth", category=("car",), videos=1, frames=frames, size=size,
                          depth=False))
     seq = next(iter(Co3dCategory(tmp / "synth", "car")))

@@ -39,7 +39,9 @@ def render_features(V, theta, beta, R, T, size=S, grid=48, noise=0.3, seed=0, fo
     uv, z = project(V, R[None].float(), T[None].float(), f, pp)
     diam = float((V.amax(0) - V.amin(0)).norm())
     vis = template_visibility(uv, z, grid, diam, len(V))[0]
-    pix = torch.stack(torch.meshgrid(torch.arange(grid) + 0.5, torch.arange(grid) + 0.5, indexing="xy"), -1).view(-1, 2)
+    pix = torch.stack(
+        torch.meshgrid(torch.arange(grid) + 0.5, torch.arange(grid) + 0.5, indexing="xy"), -1
+    ).view(-1, 2)
     d = torch.cdist(pix, uv[0][vis])
     dmin, j = d.min(1)
     feats = torch.where((dmin < 1.5)[:, None], theta[vis][j], beta[0].expand(len(pix), -1))
@@ -55,7 +57,9 @@ def background_features(beta, grid=24):
 
 def object_pose(V, R, focal=FOCAL):
     """T [3] that puts the template at rotation R on the box of the whole crop (side S / 1.15)."""
-    return fit_translation(V, R[None], focal, torch.tensor([S / 2, S / 2]), torch.tensor([S / 2, S / 2]), S / 1.15)[0]
+    return fit_translation(
+        V, R[None], focal, torch.tensor([S / 2, S / 2]), torch.tensor([S / 2, S / 2]), S / 1.15
+    )[0]
 
 
 class FixedFeatures(torch.nn.Module):

@@ -81,8 +81,13 @@ def test_main_job_with_yaml_config_resumes(tmp_path):
     validate = markdown_row(r.stdout, "sequences", "car")
     assert validate["sequences"] == "2" and validate["frames"] == "8"
     man = json.loads((out / "pipeline_manifest.json").read_text())
-    assert {k: v["status"] for k, v in man["items"].items()} == {"synth": "ok", "validate": "ok", "shard": "ok",
-                                                                 "features": "ok", "align": "ok"}
+    assert {k: v["status"] for k, v in man["items"].items()} == {
+        "synth": "ok",
+        "validate": "ok",
+        "shard": "ok",
+        "features": "ok",
+        "align": "ok",
+    }
     align = markdown_row(r.stdout, "Acc@π/6", "car")
     assert align["videos"] == "2" and align["pairs"] == "1"  # 2 videos aligned from 1 pair
     # with its accuracy against the ground truth: the stored alignment's, and right (the 2 cars' one pair)
@@ -92,7 +97,9 @@ def test_main_job_with_yaml_config_resumes(tmp_path):
     assert align["Acc@π/6"] == f"{truth['acc_pi_6']:.1%}" == "100.0%"
     assert align["median error"] == f"{truth['median_deg']:.1f}°"
     feats = markdown_row(r.stdout, "backbone", "car")
-    assert feats["backbone"] == "colorsift" and "Backbones: colorsift (offline" in r.stdout  # which backbone ran
+    assert (
+        feats["backbone"] == "colorsift" and "Backbones: colorsift (offline" in r.stdout
+    )  # which backbone ran
     assert (out / "report.md").is_file() and (out / "plots" / "frames_car.png").is_file()
     assert len(list((out / "shards" / "category=car").glob("*.parquet"))) == 1
     img = out / "data" / "car" / "car_0000" / "images" / "frame000001.jpg"
@@ -116,9 +123,14 @@ def test_main_job_reports_a_broken_sequence_and_goes_on(tmp_path, synth_root):
     write_ply(data / "mug" / "mug_0001" / "pointcloud.ply", PointCloud(np.zeros((0, 3), np.float32)))
     report = run(PipelineConfig(out=tmp_path / "run", data=data, workers=0, train_categories=()))
     assert list(report["unusable"]) == ["mug/mug_0001"]
-    assert "mug_0001/pointcloud.ply" in report["unusable"]["mug/mug_0001"] and "empty" in report["unusable"]["mug/mug_0001"]
+    assert (
+        "mug_0001/pointcloud.ply" in report["unusable"]["mug/mug_0001"]
+        and "empty" in report["unusable"]["mug/mug_0001"]
+    )
     rows = {r["category"]: r for r in report["validate"]}
-    assert rows["mug"]["unusable"] == 1 and rows["car"]["unusable"] == 0 and rows["car"]["cloud in masks"] > 0.95
+    assert (
+        rows["mug"]["unusable"] == 1 and rows["car"]["unusable"] == 0 and rows["car"]["cloud in masks"] > 0.95
+    )
     assert report["shard"]["categories"]["mug"]["frames"] == 24  # the frames themselves are still sharded
     man = json.loads((tmp_path / "run" / "pipeline_manifest.json").read_text())
     assert "mug/mug_0001" in man["items"]["validate"]["unusable"]
@@ -130,13 +142,21 @@ def test_main_job_tunes_alpha_tau_and_aligns_with_the_best(tmp_path, synth_root,
     from catpose.run.config import PipelineConfig
     from catpose.run.runner import run
 
-    cfg = PipelineConfig(out=tmp_path / "run", data=synth_root, workers=0, tune=True, train_categories=(),
-                         shard=ShardConfig(out="", category=("car",)),
-                         sweep=SweepConfig(alphas=(0.7,), taus=(0.1, 10.0), videos=3, trial=SearchConfig(rotations=128)))
+    cfg = PipelineConfig(
+        out=tmp_path / "run",
+        data=synth_root,
+        workers=0,
+        tune=True,
+        train_categories=(),
+        shard=ShardConfig(out="", category=("car",)),
+        sweep=SweepConfig(alphas=(0.7,), taus=(0.1, 10.0), videos=3, trial=SearchConfig(rotations=128)),
+    )
     report = run(cfg)
     (row,) = report["tune"]
     assert row["category"] == "car" and row["trials"] == 2 and row["tau"] in (0.1, 10.0)
-    best = yaml.safe_load((tmp_path / "run" / "tune" / "car" / "best_config.yaml").read_text())["align"]["search"]
+    best = yaml.safe_load((tmp_path / "run" / "tune" / "car" / "best_config.yaml").read_text())["align"][
+        "search"
+    ]
     assert best == {"alpha": 0.7, "tau": row["tau"]}
     assert report["align"][0]["videos"] == 3
     # the alignment used the chosen values, not its defaults (alpha 0.2, tau 1.0)
@@ -171,7 +191,9 @@ def test_eval_align_scores_an_alignment_table_against_the_ground_truth(tmp_path,
     assert main(["eval-align", "--data", str(synth_root), "--category", "car",
                  "--alignment", str(tmp_path / "turned.parquet")]) == 0
     row = markdown_row(capsys.readouterr().out, "Acc@pi/6", "car")
-    assert row["Acc@pi/6"] != "100.0%"  # one of 3 videos 90° off cannot be within 30° up to one global rotation
+    assert (
+        row["Acc@pi/6"] != "100.0%"
+    )  # one of 3 videos 90° off cannot be within 30° up to one global rotation
     assert (tmp_path / "alignment_errors.png").is_file()
 
 
@@ -188,7 +210,9 @@ def test_synth_wild_command_writes_the_set_generate_wild_writes(tmp_path):
                        "--out", str(tmp_path / "cli")])
     assert r.returncode == 0, r.stderr[-2000:]
     assert f"mug: 3 in-the-wild images in {tmp_path / 'cli'}" in r.stdout
-    generate_wild(WildConfig(out=tmp_path / "lib", category="mug", images=3, width=64, height=48), progress=False)
+    generate_wild(
+        WildConfig(out=tmp_path / "lib", category="mug", images=3, width=64, height=48), progress=False
+    )
     files = sorted(p.relative_to(tmp_path / "lib") for p in (tmp_path / "lib").rglob("*") if p.is_file()
                    and p.suffix in (".jpg", ".png", ".mat", ".txt"))
     assert len(files) == 10  # 3 images, 3 masks, 3 annotations, 1 list
@@ -207,9 +231,29 @@ def test_synth_wild_command_writes_the_set_generate_wild_writes(tmp_path):
 def test_tune_command_sweeps_the_grid_and_writes_the_best_of_its_table(tmp_path, synth_root):
     """``catpose tune`` as users run it: every (α, τ) of the grid becomes one trial row, and the best config
     written is the row with the lowest label-free objective of that table."""
-    r = run(CATPOSE + ["tune", "--data", str(synth_root), "--category", "car", "--out", str(tmp_path / "tune"),
-                       "--alphas", "0.0", "0.7", "--taus", "0.3", "--videos", "3", "--rotations", "64",
-                       "--workers", "0"])
+    r = run(
+        CATPOSE
+        + [
+            "tune",
+            "--data",
+            str(synth_root),
+            "--category",
+            "car",
+            "--out",
+            str(tmp_path / "tune"),
+            "--alphas",
+            "0.0",
+            "0.7",
+            "--taus",
+            "0.3",
+            "--videos",
+            "3",
+            "--rotations",
+            "64",
+            "--workers",
+            "0",
+        ]
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     best = yaml.safe_load((tmp_path / "tune" / "best_config.yaml").read_text())["align"]
     rows = [line for line in (tmp_path / "tune" / "sweep_results.md").read_text().splitlines()
@@ -236,15 +280,41 @@ def test_train_command_trains_resumes_and_keeps_a_finished_run(tmp_path, synth_r
     from catpose.features.runner import run_features
     from catpose.learn.train import ground_truth_to_reference
 
-    write_shards(ShardConfig(data=str(synth_root), out=str(tmp_path / "shards"), category=("car",)), progress=False)
+    write_shards(
+        ShardConfig(data=str(synth_root), out=str(tmp_path / "shards"), category=("car",)), progress=False
+    )
     align = tmp_path / "align"
-    run_features(FeaturesConfig(data=str(synth_root), out=str(align / "features"), category=("car",), frames=3,
-                                workers=0), progress=False)
+    run_features(
+        FeaturesConfig(
+            data=str(synth_root), out=str(align / "features"), category=("car",), frames=3, workers=0
+        ),
+        progress=False,
+    )
     ref = min(load_ground_truth(synth_root, "car"))
     write_alignment(align / "alignment.parquet", ground_truth_to_reference(synth_root, "car", ref), ref)
-    args = CATPOSE + ["train", "--data", str(tmp_path / "shards"), "--alignment", str(align), "--category", "car",
-                      "--out", str(tmp_path / "runs"), "--epochs", "2", "--size", "48", "--vertices", "100",
-                      "--batch-size", "4", "--num-workers", "1", "--device", "cpu"]
+    args = CATPOSE + [
+        "train",
+        "--data",
+        str(tmp_path / "shards"),
+        "--alignment",
+        str(align),
+        "--category",
+        "car",
+        "--out",
+        str(tmp_path / "runs"),
+        "--epochs",
+        "2",
+        "--size",
+        "48",
+        "--vertices",
+        "100",
+        "--batch-size",
+        "4",
+        "--num-workers",
+        "1",
+        "--device",
+        "cpu",
+    ]
     r = run(args)
     assert r.returncode == 0, r.stderr[-3000:]
     line = next(x for x in r.stdout.splitlines() if x.startswith("car: 2 epochs, final loss"))
@@ -256,10 +326,15 @@ def test_train_command_trains_resumes_and_keeps_a_finished_run(tmp_path, synth_r
     mtime = (run_dir / "model.pt").stat().st_mtime_ns
     r = run(args)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "finished its 2 epochs before; kept" in r.stdout and (run_dir / "model.pt").stat().st_mtime_ns == mtime
+    assert (
+        "finished its 2 epochs before; kept" in r.stdout
+        and (run_dir / "model.pt").stat().st_mtime_ns == mtime
+    )
 
 
-@pytest.mark.parametrize("command", [[], ["run"], *[[c] for c in COMMANDS]], ids=lambda c: " ".join(c) or "catpose")
+@pytest.mark.parametrize(
+    "command", [[], ["run"], *[[c] for c in COMMANDS]], ids=lambda c: " ".join(c) or "catpose"
+)
 def test_help_text_has_no_rest_markup(command, capsys, monkeypatch):
     """What catpose CMD --help prints (command, config and field docstrings) is plain text: no ``code``,
     no :class:/:func:/:mod: roles; the metrics it names are defined where they first appear."""

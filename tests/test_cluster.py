@@ -36,15 +36,38 @@ def _tiny(out: str, endpoint: str, workers: int, videos: int = 4, chunk: int = 1
 
     extra = {}
     if train:
-        extra = dict(train_categories=("car",), pose_images=4,
-                     train=TrainConfig(data="", out="", epochs=1, size=32, vertices=100, batch_size=4, width=8,
-                                       num_workers=1, cpus_per_worker=0.5, evaluate=False, augment=False),
-                     pose=PoseConfig(grid=256, top_k=1, refine_steps=3, sim_size=32, prior_weight=0.0))
+        extra = dict(
+            train_categories=("car",),
+            pose_images=4,
+            train=TrainConfig(
+                data="",
+                out="",
+                epochs=1,
+                size=32,
+                vertices=100,
+                batch_size=4,
+                width=8,
+                num_workers=1,
+                cpus_per_worker=0.5,
+                evaluate=False,
+                augment=False,
+            ),
+            pose=PoseConfig(grid=256, top_k=1, refine_steps=3, sim_size=32, prior_weight=0.0),
+        )
     return PipelineConfig(
-        out=out, endpoint_url=endpoint, workers=workers, **({"train_categories": ()} | extra), eval_pairs=2,
+        out=out,
+        endpoint_url=endpoint,
+        workers=workers,
+        **({"train_categories": ()} | extra),
+        eval_pairs=2,
         synth=SynthConfig(category=("car",), videos=videos, frames=6, size=64),
         features=FeaturesConfig(out="", category=(), frames=3, vertices=200),
-        align=AlignConfig(search=SearchConfig(rotations=256, vertices=150, coarse_vertices=64, prefilter_vertices=32), partners=0, chunk=chunk))
+        align=AlignConfig(
+            search=SearchConfig(rotations=256, vertices=150, coarse_vertices=64, prefilter_vertices=32),
+            partners=0,
+            chunk=chunk,
+        ),
+    )
 
 
 def _objects(endpoint: str, bucket: str, prefix: str = "") -> dict[str, tuple]:
@@ -103,14 +126,25 @@ def test_three_node_cluster_with_lost_nodes_and_resume(s3_bucket, tmp_path, monk
         th.start()
         feat_records = "run/features/car/_manifest.items/"
         # a worker node goes away while features are computed (after the first video finished)
-        done_feats = _wait_for(lambda: _objects(endpoint, bucket, feat_records), 600, "finished feature record", th)
+        done_feats = _wait_for(lambda: _objects(endpoint, bucket, feat_records), 600, "finished feature "
+                                                                                      "record", th)
         cluster.remove_node(nodes.pop("w2"))
         nodes["w3"] = cluster.add_node(num_cpus=1, env_vars={"TMPDIR": str(scratch["w3"])})
         # and another while the pairs are aligned (after the first chunk finished)
-        done_chunks = _wait_for(lambda: {k: v for k, v in _objects(endpoint, bucket, "run/align/car/pairs/").items()
-                                         if k.endswith(".json")}, 900, "finished alignment chunk", th)
+        done_chunks = _wait_for(
+            lambda: {
+                k: v
+                for k, v in _objects(endpoint, bucket, "run/align/car/pairs/").items()
+                if k.endswith(".json")
+            },
+            900,
+            "finished alignment chunk",
+            th,
+        )
         cluster.remove_node(nodes.pop("w1"))
-        nodes["w4"] = cluster.add_node(num_cpus=1, env_vars={"TMPDIR": str(scratch["w4"])})  # as an autoscaler would
+        nodes["w4"] = cluster.add_node(
+            num_cpus=1, env_vars={"TMPDIR": str(scratch["w4"])}
+        )  # as an autoscaler would
         th.join(900)
         assert not th.is_alive(), "the job did not finish"
         assert "error" not in result, repr(result.get("error"))
@@ -127,11 +161,22 @@ def test_three_node_cluster_with_lost_nodes_and_resume(s3_bucket, tmp_path, monk
                 .get_object(Bucket=bucket, Key="run/report.md")["Body"].read().decode())
         named = set(re.findall(r"\]\((plots/[^)]+)\)", text))
         assert named and all(f"run/{k}" in after for k in named), named - {k[4:] for k in after}
-        for key in ("config.yaml", "pipeline_manifest.json", "data/catpose_gt.json", "data/car/frame_annotations.jgz",
-                    "shards/_catpose_shards.json", "features/car/_manifest.json", "align/car/alignment.parquet",
-                    "align/car/pairs.parquet", "stages/align.json", "train/train-car/model.pt",
-                    "train/train-car/template.npz", "stages/train.json", "stages/pose.json",
-                    "plots/pose_errors_car.png"):
+        for key in (
+            "config.yaml",
+            "pipeline_manifest.json",
+            "data/catpose_gt.json",
+            "data/car/frame_annotations.jgz",
+            "shards/_catpose_shards.json",
+            "features/car/_manifest.json",
+            "align/car/alignment.parquet",
+            "align/car/pairs.parquet",
+            "stages/align.json",
+            "train/train-car/model.pt",
+            "train/train-car/template.npz",
+            "stages/train.json",
+            "stages/pose.json",
+            "plots/pose_errors_car.png",
+        ):
             assert f"run/{key}" in after, key
         # the Ray Train run (its workers on the worker nodes) and the pose stage ran on the store
         (trow,) = report["train"]
@@ -151,9 +196,13 @@ def test_three_node_cluster_with_lost_nodes_and_resume(s3_bucket, tmp_path, monk
         t0 = time.perf_counter()
         again = run(cfg)
         took = time.perf_counter() - t0
-        assert again["skipped"] == ["synth", "validate", "shard", "features", "align", "train", "pose"], again["skipped"]
+        assert again["skipped"] == ["synth", "validate", "shard", "features", "align", "train", "pose"], (
+            again["skipped"]
+        )
         assert took < 30, f"resume took {took:.0f} s"
-        assert _objects(endpoint, bucket, "run/align/") == {k: v for k, v in after.items() if k.startswith("run/align/")}
+        assert _objects(endpoint, bucket, "run/align/") == {
+            k: v for k, v in after.items() if k.startswith("run/align/")
+        }
         assert not [p for p in fresh.rglob("*") if p.is_file() and p.suffix != ".log"]
     finally:
         ray.shutdown()
@@ -206,7 +255,9 @@ def test_store_unreachable_mid_run_then_rerun(tmp_path, monkeypatch):
         report = run(cfg)
         assert report["align"][0]["videos"] == 3
         after = _objects(endpoint, "outage", "run/")
-        assert all(after[k] == v for k, v in done.items()), "a video finished before the outage was computed again"
+        assert all(after[k] == v for k, v in done.items()), (
+            "a video finished before the outage was computed again"
+        )
         assert {"synth", "validate", "shard"} <= set(report["skipped"])
     finally:
         server.stop()

@@ -75,7 +75,8 @@ def test_the_main_job_hands_its_context_to_every_stage(tmp_path, monkeypatch):
         got = ctx.section(getattr(cfg, sec))
         assert got.endpoint_url == "http://127.0.0.1:9", sec
         assert getattr(got, "workers", 3) == 3, sec
-    assert ctx.section(cfg.features).device == "cpu" and ctx.section(cfg.align).device == "cuda"  # its own wins
+    # its own wins
+    assert ctx.section(cfg.features).device == "cpu" and ctx.section(cfg.align).device == "cuda"
     assert PipelineConfig().workers == IngestConfig().workers == 2  # one default, the main job's
 
 
@@ -120,16 +121,19 @@ OWN_WORDS = {
     "checkpoint": "the training run that estimate and evaluate each read",
     "frame": "estimate: a JSON file of the canonical frame; evaluate: how that frame is found (gt|fit|auto)",
     "frames": "synth: frames per video; ingest: the raw frames' folder; features: frames K per video; "
-              "cleaning: frames its tests use",
+    "cleaning: frames its tests use",
     "seed": "each stage's own random seed",
     "size": "synth: image size; train: crop size",
     "width": "train: encoder width; synth-wild: image width",
     "supersample": "the ray-casting samples per pixel of each renderer (videos, in-the-wild images)",
     "videos": "synth: videos per category; tune: the subset of videos each trial aligns",
-    "vertices": "features: vertices per video; search: the subsample each pair is aligned on; train: template",
-    "batch": "features: frames per backbone batch; search: rotations per block; pose: images estimated together",
+    "vertices": "features: vertices per video; search: the subsample each pair is aligned on; train: "
+                "template",
+    "batch": "features: frames per backbone batch; search: rotations per block; pose: images estimated "
+             "together",
     "top_k": "search: coarse optima refined per pair; pose: coarse hypotheses refined per image",
-    "backbone": "features: the backbone of the surface features; train: the frozen context backbone ('' none)",
+    "backbone": "features: the backbone of the surface features; train: the frozen context backbone ('' "
+                "none)",
     "weights": "the DINOv2 checkpoint of each stage's backbone",
     "search": "align: its pair search section; tune: grid or random sampling of alpha and tau",
 }
@@ -157,7 +161,9 @@ def test_no_setting_is_declared_in_two_configs():
         if pairs and not (len(sections) == 1 and dataclasses.is_dataclass(next(iter(sections)))):
             copies[name] = sorted({c.__name__ for p in pairs for c in p})
     assert set(copies) <= set(OWN_WORDS), {k: v for k, v in copies.items() if k not in OWN_WORDS}
-    assert set(OWN_WORDS) <= set(copies), f"no longer shared, drop from OWN_WORDS: {set(OWN_WORDS) - set(copies)}"
+    assert set(OWN_WORDS) <= set(copies), (
+        f"no longer shared, drop from OWN_WORDS: {set(OWN_WORDS) - set(copies)}"
+    )
     # the settings that were copied before (alignment search into AlignConfig and SweepConfig, cleaning
     # into IngestConfig and FeaturesConfig) are each declared once, in their section
     decl = _declarations()
@@ -195,7 +201,12 @@ def test_a_field_of_an_older_yaml_says_where_it_went(tmp_path):
 
 
 CHOICES = [  # (command, flag, a bad value, the allowed values the error lists)
-    ("features", "--backbone", "dino", ["colorsift", "random_cnn", "dinov2_vits14", "dinov2_vitb14", "dinov2_vitl14"]),
+    (
+        "features",
+        "--backbone",
+        "dino",
+        ["colorsift", "random_cnn", "dinov2_vits14", "dinov2_vitb14", "dinov2_vitl14"],
+    ),
     ("features", "--cleaning.mode", "masked", ["auto", "masks", "geometry", "off"]),
     ("train", "--model", "big", ["small", "base", "resnet"]),
     ("tune", "--search", "bayes", ["grid", "random"]),

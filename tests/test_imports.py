@@ -1,5 +1,6 @@
 """The package's import graph: no cycles between modules (module-level and function-level imports alike),
-the shared geometry layer below every stage, and every module importable with the names the others take from it."""
+the shared geometry layer below every stage, and every module importable with the names the others take from
+it."""
 
 import ast
 import importlib
@@ -83,7 +84,12 @@ def test_the_geometry_layer_imports_no_stage_and_stages_take_shared_math_from_it
         if m.startswith("catpose.geometry"):
             assert not {d for d in deps if d.startswith(stages)}, m
     # pose and learn no longer reach into features/align for projection, metrics or transforms
-    for m in ("catpose.pose.estimate", "catpose.pose.evaluate", "catpose.learn.frames", "catpose.learn.template"):
+    for m in (
+        "catpose.pose.estimate",
+        "catpose.pose.evaluate",
+        "catpose.learn.frames",
+        "catpose.learn.template",
+    ):
         assert "catpose.features.surface" not in graph[m] and "catpose.align.evaluate" not in graph[m], m
     # reading ground truth or computing features does not import the synthetic renderer (trimesh)
     for m in ("catpose.data.groundtruth", "catpose.features.evaluate", "catpose.features.runner"):
@@ -129,7 +135,12 @@ STAGE_PACKAGES = ("catpose.data", "catpose.features", "catpose.align", "catpose.
 def test_the_main_job_sits_above_the_stages_which_declare_themselves_through_its_graph_module():
     graph = import_graph()
     run_modules = {m for m in graph if m.startswith("catpose.run.")}
-    assert {"catpose.run.config", "catpose.run.graph", "catpose.run.runner", "catpose.run.report"} <= run_modules
+    assert {
+        "catpose.run.config",
+        "catpose.run.graph",
+        "catpose.run.runner",
+        "catpose.run.report",
+    } <= run_modules
     # the runner, the report and the declaration layer know stages only through their declarations
     for m in ("catpose.run.graph", "catpose.run.runner", "catpose.run.report"):
         assert not {d for d in graph[m] if d.startswith(STAGE_PACKAGES)}, (m, graph[m])
@@ -160,7 +171,8 @@ def test_pose_estimation_imports_no_training_code():
             assert "catpose.learn.train" not in graph[m], m
     assert "catpose.learn.train" not in graph["catpose.learn.checkpoint"]
     code = ("import sys, catpose.pose.estimate, catpose.learn.checkpoint; "
-            "print(sorted(m for m in sys.modules if m == 'catpose.learn.train' or m.startswith('ray.train')))")
+            "print(sorted(m for m in sys.modules if m == 'catpose.learn.train' or "
+            "m.startswith('ray.train')))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                        cwd=ROOT.parent, check=True)
     assert r.stdout.strip() == "[]", r.stdout + r.stderr
@@ -169,5 +181,7 @@ def test_pose_estimation_imports_no_training_code():
 def test_no_module_is_over_600_lines():
     """A module that grows past 600 lines does more than one job: split it (issue 28's rule)."""
     pkg = Path(__file__).resolve().parents[1] / "catpose"
-    long = {str(p.relative_to(pkg)): n for p in pkg.rglob("*.py") if (n := len(p.read_text().splitlines())) > 600}
+    long = {
+        str(p.relative_to(pkg)): n for p in pkg.rglob("*.py") if (n := len(p.read_text().splitlines())) > 600
+    }
     assert not long, long

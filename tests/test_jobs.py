@@ -36,7 +36,14 @@ def _tiny_config(path: Path, train: bool, rotations: int = 512, chunk: int = 4) 
         "align": {"search": {"rotations": rotations}, "partners": 0, "chunk": chunk},
         "eval_pairs": 4,
         "train_categories": ["car"] if train else [],
-        "train": {"epochs": 1, "size": 64, "vertices": 200, "batch_size": 4, "holdout": 0.25, "eval_frames": 8},
+        "train": {
+            "epochs": 1,
+            "size": 64,
+            "vertices": 200,
+            "batch_size": 4,
+            "holdout": 0.25,
+            "eval_frames": 8,
+        },
         "pose_images": 3,
         "pose": {"grid": 512, "refine_steps": 5},
     }
@@ -91,12 +98,17 @@ def test_ray_job_submit_runs_the_pipeline(tmp_path):
         assert "succeeded" in log, log[-4000:]
         man = json.loads((out / "pipeline_manifest.json").read_text())
         stages = {k: v["status"] for k, v in man["items"].items()}
-        assert stages == {s: "ok" for s in ("synth", "validate", "shard", "features", "align", "train", "pose")}, stages
+        assert stages == {
+            s: "ok" for s in ("synth", "validate", "shard", "features", "align", "train", "pose")
+        }, stages
         assert pq.read_table(out / "align" / "car" / "alignment.parquet").num_rows == 4
         assert (out / "train" / "train-car" / "model.pt").is_file()
         report = (out / "report.md").read_text()
         assert "Acc@π/6" in report and "vertex-to-pixel matching" in report
-        assert "Pose estimation on synthetic in-the-wild images" in report and (out / "plots" / "pose_errors_car.png").is_file()
+        assert (
+            "Pose estimation on synthetic in-the-wild images" in report
+            and (out / "plots" / "pose_errors_car.png").is_file()
+        )
         assert json.loads((out / "pose" / "car" / "evaluation.json").read_text())["scored"] == 3
     finally:
         if head.poll() is None:

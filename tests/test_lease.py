@@ -41,8 +41,16 @@ def _stores(tmp_path, s3_bucket=None):
 def _contend(uri: str, endpoint: str, n: int = 4) -> list[tuple[int, str]]:
     """``n`` processes started together, each trying to take the lease and hold it 3 s."""
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
-    procs = [subprocess.Popen([sys.executable, "-c", HOLD, uri, endpoint, str(i), "30", "3"], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, env=env) for i in range(n)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", HOLD, uri, endpoint, str(i), "30", "3"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for i in range(n)
+    ]
     return [(p.wait(timeout=120), p.stdout.read()) for p in procs]
 
 
@@ -89,9 +97,23 @@ def test_a_held_lease_is_renewed_and_a_waiting_run_gets_it_after_release(tmp_pat
     with pytest.raises(LeaseError):
         Lease(store, "other").acquire()
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
-    waiter = subprocess.Popen([sys.executable, "-c", HOLD.replace('"holder " + sys.argv[3], ttl_s=float(sys.argv[4]))',
-                                                                    '"waiter", ttl_s=30, wait_s=30)'),
-                               store.uri, "", "w", "30", "0"], stdout=subprocess.PIPE, text=True, env=env)
+    waiter = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            HOLD.replace(
+                '"holder " + sys.argv[3], ttl_s=float(sys.argv[4]))', '"waiter", ttl_s=30, wait_s=30)'
+            ),
+            store.uri,
+            "",
+            "w",
+            "30",
+            "0",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     time.sleep(2)
     assert waiter.poll() is None  # still waiting
     lease.release()

@@ -26,7 +26,9 @@ def test_align_refuses_a_feature_store_made_with_other_settings(tmp_path, synth_
         run_align(AlignConfig(data=synth_root, category="car", out=str(tmp_path / "align"),
                               features=str(tmp_path / "features"), workers=0), made_with=signature(run_cfg))
     msg = str(e.value)
-    assert "car/_manifest.json" in msg and "'backbone': 'colorsift'" in msg and "'backbone': 'random_cnn'" in msg
+    assert (
+        "car/_manifest.json" in msg and "'backbone': 'colorsift'" in msg and "'backbone': 'random_cnn'" in msg
+    )
     assert not (tmp_path / "align" / "pairs").exists()  # nothing was computed
 
 
@@ -56,7 +58,9 @@ def test_stage_graph_summary_config_and_skips(tmp_path, synth_root, capsys):
     assert "align car: 3 videos, 3 pairs in" in capsys.readouterr().out
     from catpose import cli
 
-    assert cli.main(["run", "--config", str(out / "config.yaml")]) == 0  # `catpose run` repeats it: all skipped
+    assert (
+        cli.main(["run", "--config", str(out / "config.yaml")]) == 0
+    )  # `catpose run` repeats it: all skipped
     assert capsys.readouterr().out.count("done before with the same settings and inputs (skipped)") == 4
 
 
@@ -81,12 +85,15 @@ def test_tune_stage_with_the_store_on_s3(tmp_path, synth_root, s3_bucket, ray_lo
     (row,) = report["tune"]
     assert row["category"] == "car" and row["trials"] == 2 and row["tau"] in (0.1, 10.0)
     store = Store(uri, endpoint)
-    assert yaml.safe_load(store.read_bytes("tune/car/best_config.yaml"))["align"] == {"search": {"alpha": 0.7, "tau": row["tau"]}}
+    assert yaml.safe_load(store.read_bytes("tune/car/best_config.yaml"))["align"] == {
+        "search": {"alpha": 0.7, "tau": row["tau"]}
+    }
     assert len(store.glob("tune/car/sweep-car/*/result.json")) == 2  # Tune's trials live in the bucket
     assert store.exists("plots/sweep_car.png")
     assert "## α/τ sweep (chosen without labels)" in store.read_text("report.md")
     assert report["align"][0]["videos"] == 3 and store.exists("align/car/alignment.parquet")
-    assert f"alpha 0.7, tau {row['tau']}" in capsys.readouterr().out  # the alignment aligned with the chosen values
+    # the alignment aligned with the chosen values
+    assert f"alpha 0.7, tau {row['tau']}" in capsys.readouterr().out
     assert sorted(p.name for p in tmp_path.iterdir()) == []
     again = run(cfg)
     assert {"features", "tune", "align"} <= set(again["skipped"])

@@ -7,9 +7,36 @@ import pytest
 from catpose.errors import DataFormatError
 from catpose.storage import NAME_MAX_BYTES, Store, key, name_problem, safe_name, safe_rel, shown_name
 
-PLAIN = ["car", "106_12650_23736", "category=car", "teddy bear", "chaise-longue", "größe", "a.b", "x" * NAME_MAX_BYTES]
-BAD = ["", " ", ".", "..", ".hidden", "a/b", "../../x", "a\\b", "a\x00b", "new\nline", "tab\t", "*", "c?r", "[ab]",
-       "x" * (NAME_MAX_BYTES + 1), "é" * (NAME_MAX_BYTES // 2 + 1), None, 3]
+PLAIN = [
+    "car",
+    "106_12650_23736",
+    "category=car",
+    "teddy bear",
+    "chaise-longue",
+    "größe",
+    "a.b",
+    "x" * NAME_MAX_BYTES,
+]
+BAD = [
+    "",
+    " ",
+    ".",
+    "..",
+    ".hidden",
+    "a/b",
+    "../../x",
+    "a\\b",
+    "a\x00b",
+    "new\nline",
+    "tab\t",
+    "*",
+    "c?r",
+    "[ab]",
+    "x" * (NAME_MAX_BYTES + 1),
+    "é" * (NAME_MAX_BYTES // 2 + 1),
+    None,
+    3,
+]
 
 
 @pytest.mark.parametrize("name", PLAIN)
@@ -23,9 +50,12 @@ def test_plain_names_pass_unchanged(name):
 def test_bad_names_are_refused_naming_the_source_and_field(name):
     assert name_problem(name)
     with pytest.raises(DataFormatError) as e:
-        safe_name(name, "sequence name", "/data/car/frame_annotations.jgz", "frame_annotations[17].sequence_name")
+        safe_name(
+            name, "sequence name", "/data/car/frame_annotations.jgz", "frame_annotations[17].sequence_name"
+        )
     msg = str(e.value)
-    assert msg.startswith("/data/car/frame_annotations.jgz: field 'frame_annotations[17].sequence_name': sequence name")
+    assert msg.startswith("/data/car/frame_annotations.jgz: field 'frame_annotations[17].sequence_name': "
+                          "sequence name")
     assert "is not a plain name" in msg
     assert "\n" not in msg and "\x00" not in msg and len(msg) < 300  # printable, short, whatever the name
 

@@ -70,18 +70,27 @@ def trained_car(base: Path, seed: int = 0, videos: int = VIDEOS, epochs: int = E
     pose = evaluate_pose(PoseEvalConfig(checkpoint=tr["run"], dataset="synth-wild", root=wild, category="car",
                                         out=base / "pose", overlays=0, pose=demo.pose), progress=progress)
     t["pose"] = time.perf_counter() - t0
-    return {"base": str(base), "run": tr["run"], "train": tr, "pose": pose, "seconds": {k: round(v, 1) for k, v in t.items()}}
+    return {
+        "base": str(base),
+        "run": tr["run"],
+        "train": tr,
+        "pose": pose,
+        "seconds": {k: round(v, 1) for k, v in t.items()},
+    }
 
 
 def summary(res: dict) -> dict:
     """The numbers the accuracy test checks."""
     ev = res["train"]["evaluation"]["methods"]
     m = res["pose"]["methods"]
-    return {"held_out_matching": {k: round(v["accuracy"], 4) for k, v in ev.items()},
-            "pose": {k: {kk: round(vv, 4) for kk, vv in v.items()} for k, v in m.items()},
-            "scored": res["pose"]["scored"], "failed": res["pose"]["failed"],
-            "loss": [round(res["train"]["history"][0]["loss"], 3), round(res["train"]["history"][-1]["loss"], 3)],
-            "seconds": res["seconds"]}
+    return {
+        "held_out_matching": {k: round(v["accuracy"], 4) for k, v in ev.items()},
+        "pose": {k: {kk: round(vv, 4) for kk, vv in v.items()} for k, v in m.items()},
+        "scored": res["pose"]["scored"],
+        "failed": res["pose"]["failed"],
+        "loss": [round(res["train"]["history"][0]["loss"], 3), round(res["train"]["history"][-1]["loss"], 3)],
+        "seconds": res["seconds"],
+    }
 
 
 if __name__ == "__main__":
@@ -102,4 +111,6 @@ if __name__ == "__main__":
     with tempfile.TemporaryDirectory() as d:
         t0 = time.perf_counter()
         r = trained_car(Path(d), a.seed, a.videos, a.epochs, a.images)
-        print(json.dumps({**vars(a), **summary(r), "total_s": round(time.perf_counter() - t0, 1)}), flush=True)
+        print(
+            json.dumps({**vars(a), **summary(r), "total_s": round(time.perf_counter() - t0, 1)}), flush=True
+        )

@@ -3,7 +3,8 @@
 Same method and result as :func:`catpose.align.search.align_pair` (the per-pair reference the tests
 compare against), organised for throughput:
 
-1. **Per-video state, once** (:mod:`catpose.align.videos`: video_arrays on the CPU, upload_video on the device; the
+1. **Per-video state, once** (:mod:`catpose.align.videos`: video_arrays on the CPU, upload_video on the
+device; the
    Ray task keeps it for later chunks): the farthest-point subset of ``SearchConfig.vertices``
    vertices, normalised (centroid ``c``, scale ``d``), ``diam(V)``, the coarse and prefilter subsets and
    the map of every vertex to its nearest kept vertex, the visible (frame, vertex) features on the
@@ -99,7 +100,11 @@ def batched_appearance_distance(vb: VideoBatch, ia: torch.Tensor, ib: torch.Tens
         d2 = torch.bmm(fa, fb.transpose(1, 2)).float()  # [p, Q, Q]
         d2.mul_(-2.0).add_(vb.f2[b_i][:, None, :]).add_(vb.f2[a_i][:, :, None])
         inf = torch.full((), float("inf"), device=d2.device)
-        cols = inf.expand(p, Q, N).contiguous().scatter_reduce_(2, vb.fv[b_i][:, None, :].expand(p, Q, Q), d2, "amin")
+        cols = (
+            inf.expand(p, Q, N)
+            .contiguous()
+            .scatter_reduce_(2, vb.fv[b_i][:, None, :].expand(p, Q, Q), d2, "amin")
+        )
         out[s:s + p] = inf.expand(p, N, N).contiguous().scatter_reduce_(
             1, vb.fv[a_i][:, :, None].expand(p, Q, N), cols, "amin")
     return out.clamp_min_(0).sqrt_()
@@ -180,7 +185,9 @@ def batched_terms(vb: VideoBatch, ia: torch.Tensor, ib: torch.Tensor, A: torch.T
                       (2 * vb.count[ia] + 2 * vb.count[ib]).float())
 
 
-def coarse_terms(vb: VideoBatch, ia: torch.Tensor, ib: torch.Tensor, t: BatchTerms, level: int = 0) -> BatchTerms:
+def coarse_terms(
+    vb: VideoBatch, ia: torch.Tensor, ib: torch.Tensor, t: BatchTerms, level: int = 0
+) -> BatchTerms:
     """The pairs restricted to a subset (``level`` 0: the coarse subsets, 1: the prefilter's);
     correspondences follow each vertex to its nearest kept vertex (as the reference's ``_subset``)."""
     S = vb.subs[level]
@@ -190,11 +197,23 @@ def coarse_terms(vb: VideoBatch, ia: torch.Tensor, ib: torch.Tensor, t: BatchTer
     psi = torch.gather(near_b, 1, torch.gather(t.psi, 1, sa))
     psi_bar = torch.gather(near_a, 1, torch.gather(t.psi_bar, 1, sb))
     g = lambda w, s, m: torch.where(m, torch.gather(w, 1, s), torch.zeros_like(s, dtype=w.dtype))
-    return BatchTerms(_gather(t.V, sa), _gather(t.Vbar, sb), psi, psi_bar, g(t.w_geo, sa, va), g(t.w_geo_bar, sb, vbv),
-                      g(t.w_app, sa, va), g(t.w_app_bar, sb, vbv), t.diam_bar, (2 * S.count[ia] + 2 * S.count[ib]).float())
+    return BatchTerms(
+        _gather(t.V, sa),
+        _gather(t.Vbar, sb),
+        psi,
+        psi_bar,
+        g(t.w_geo, sa, va),
+        g(t.w_geo_bar, sb, vbv),
+        g(t.w_app, sa, va),
+        g(t.w_app_bar, sb, vbv),
+        t.diam_bar,
+        (2 * S.count[ia] + 2 * S.count[ib]).float(),
+    )
 
 
-def batched_cost(TV: torch.Tensor, t: BatchTerms, alpha: float, nearest: bool = False, budget: int | None = None):
+def batched_cost(
+    TV: torch.Tensor, t: BatchTerms, alpha: float, nearest: bool = False, budget: int | None = None
+):
     """``D(T)`` for H transformed source clouds per pair: TV [P, H, N, 3] → [P, H].
 
     The mean over the 2N + 2M real points of ``(1 − α)·σ_geo·d_geo + α·σ_app·d_app``, distances in
@@ -254,8 +273,13 @@ def _combine(geo_f, geo_b, app_f, app_b, t: BatchTerms, alpha: float) -> torch.T
     return ((1 - alpha) * geo + alpha * app) / (t.diam_bar * t.points)[:, None]
 
 
-def batched_coarse_cost(t: BatchTerms, rotations: torch.Tensor, alpha: float, candidates: torch.Tensor | None = None,
-                        budget: int | None = None) -> torch.Tensor:
+def batched_coarse_cost(
+    t: BatchTerms,
+    rotations: torch.Tensor,
+    alpha: float,
+    candidates: torch.Tensor | None = None,
+    budget: int | None = None,
+) -> torch.Tensor:
     """D of every pair for every rotation (scale 1, no translation) → [P, R], or for each pair's own
     ``candidates`` [P, Rc] (indices into ``rotations``) → [P, Rc].
 
@@ -270,17 +294,33 @@ def batched_coarse_cost(t: BatchTerms, rotations: torch.Tensor, alpha: float, ca
     M = t.Vbar.shape[1]
     dev = t.V.device
     if fused.available(dev) and max(N, M) <= 256:  # distances and their minima in registers
-        return fused.coarse_cost(t.V, t.Vbar, _gather(t.Vbar, t.psi), _gather(t.V, t.psi_bar), t.w_geo, t.w_geo_bar,
-                                 t.w_app, t.w_app_bar, 1.0 / (t.diam_bar * t.points), rotations, alpha, candidates)
+        return fused.coarse_cost(
+            t.V,
+            t.Vbar,
+            _gather(t.Vbar, t.psi),
+            _gather(t.V, t.psi_bar),
+            t.w_geo,
+            t.w_geo_bar,
+            t.w_app,
+            t.w_app_bar,
+            1.0 / (t.diam_bar * t.points),
+            rotations,
+            alpha,
+            candidates,
+        )
     if budget is None:
         budget = 2**28 if dev.type == "cuda" else 2**19
     x = torch.cat([t.V[:, :, None].expand(P, N, M, 3).reshape(P, N * M, 3), t.V, _gather(t.V, t.psi_bar)], 1)
-    y = torch.cat([t.Vbar[:, None].expand(P, N, M, 3).reshape(P, N * M, 3), _gather(t.Vbar, t.psi), t.Vbar], 1)
+    y = torch.cat(
+        [t.Vbar[:, None].expand(P, N, M, 3).reshape(P, N * M, 3), _gather(t.Vbar, t.psi), t.Vbar], 1
+    )
     Z = x.shape[1]
     cols = torch.cat([(-2.0 * y[..., :, None] * x[..., None, :]).reshape(P, Z, 9),
                       (x.square().sum(-1) + y.square().sum(-1))[..., None]], -1).transpose(1, 2)  # [P, 10, Z]
     nr = len(rotations)
-    Rm = torch.cat([rotations.reshape(nr, 9).to(cols.dtype), torch.ones(nr, 1, device=dev, dtype=cols.dtype)], 1)
+    Rm = torch.cat(
+        [rotations.reshape(nr, 9).to(cols.dtype), torch.ones(nr, 1, device=dev, dtype=cols.dtype)], 1
+    )
     if candidates is not None:
         Rm = Rm[candidates]  # [P, Rc, 10]: each pair its own rotations
     nc = Rm.shape[-2]
@@ -293,10 +333,17 @@ def batched_coarse_cost(t: BatchTerms, rotations: torch.Tensor, alpha: float, ca
         Rp = Rm if candidates is None else Rm[p0:p0 + pb]
         app = torch.matmul(Rp, app_cols[p0:p0 + pb]).clamp_min_(0).sqrt_()  # [p, R, N + M], all rotations
         for r0 in range(0, nc, rb):
-            g = torch.matmul(Rp[..., r0:r0 + rb, :], geo_cols[p0:p0 + pb]).unflatten(-1, (N, M))  # [p, r, N, M]
+            # [p, r, N, M]
+            g = torch.matmul(Rp[..., r0:r0 + rb, :], geo_cols[p0:p0 + pb]).unflatten(-1, (N, M))
             a = app[:, r0:r0 + rb]
-            D[p0:p0 + pb, r0:r0 + rb] = _combine(g.amin(3).clamp_min_(0).sqrt_(), g.amin(2).clamp_min_(0).sqrt_(),
-                                                 a[..., :N], a[..., N:], sel, alpha)
+            D[p0 : p0 + pb, r0 : r0 + rb] = _combine(
+                g.amin(3).clamp_min_(0).sqrt_(),
+                g.amin(2).clamp_min_(0).sqrt_(),
+                a[..., :N],
+                a[..., N:],
+                sel,
+                alpha,
+            )
     return D
 
 
@@ -310,7 +357,11 @@ def batched_coarse_search(t: BatchTerms, rotations: torch.Tensor, alpha: float, 
     """
     nr = len(rotations)
     if prefilter is not None and 0 < keep < nr:
-        cand = batched_coarse_cost(prefilter, rotations, alpha, None, budget).topk(keep, dim=1, largest=False).indices
+        cand = (
+            batched_coarse_cost(prefilter, rotations, alpha, None, budget)
+            .topk(keep, dim=1, largest=False)
+            .indices
+        )
         D = batched_coarse_cost(t, rotations, alpha, cand, budget)
         return torch.gather(cand, 1, D.topk(min(top_k, keep), dim=1, largest=False).indices)
     D = batched_coarse_cost(t, rotations, alpha, None, budget)
@@ -358,7 +409,9 @@ def _irls_step(t: BatchTerms, s, R, tr, chi, chi_bar, alpha: float):
     correspondences, weights σ / max(residual, 10⁻³·diam(V̄)). Returns (s, R, t, D, χ, χ̄, usable)."""
     P, H = s.shape
     N, M = t.V.shape[1], t.Vbar.shape[1]
-    w_base = torch.cat([(1 - alpha) * t.w_geo, (1 - alpha) * t.w_geo_bar, alpha * t.w_app, alpha * t.w_app_bar], 1)
+    w_base = torch.cat(
+        [(1 - alpha) * t.w_geo, (1 - alpha) * t.w_geo_bar, alpha * t.w_app, alpha * t.w_app_bar], 1
+    )
     Vh = t.V[:, None].expand(P, H, N, 3)
     Vbh = t.Vbar[:, None].expand(P, H, M, 3)
     src = torch.cat([Vh, torch.gather(Vh, 2, chi_bar[..., None].expand(P, H, M, 3)), Vh,
@@ -378,7 +431,9 @@ def _irls_step(t: BatchTerms, s, R, tr, chi, chi_bar, alpha: float):
     return s_n, R_n, t_n, D_n, chi_n, chi_bar_n, usable
 
 
-def batched_refine(t: BatchTerms, R0: torch.Tensor, alpha: float, iters: int = 15, compact: bool | None = None):
+def batched_refine(
+    t: BatchTerms, R0: torch.Tensor, alpha: float, iters: int = 15, compact: bool | None = None
+):
     """IRLS weighted Procrustes from the rotations R0 [P, H, 3, 3], all hypotheses at once.
 
     Each iteration forms the four terms' correspondences (χ, backward nearest, ψ, ψ̄), weights them by
@@ -404,8 +459,14 @@ def batched_refine(t: BatchTerms, R0: torch.Tensor, alpha: float, iters: int = 1
                 break
             pi, hi = idx[:, 0], idx[:, 1]
             s_n, R_n, t_n, D_n, chi_n, chi_bar_n, usable = _irls_step(
-                t.select(pi), s[pi, hi][:, None], R[pi, hi][:, None], tr[pi, hi][:, None], chi[pi, hi][:, None],
-                chi_bar[pi, hi][:, None], alpha)
+                t.select(pi),
+                s[pi, hi][:, None],
+                R[pi, hi][:, None],
+                tr[pi, hi][:, None],
+                chi[pi, hi][:, None],
+                chi_bar[pi, hi][:, None],
+                alpha,
+            )
             acc = usable[:, 0] & torch.isfinite(D_n[:, 0]) & (D_n[:, 0] < D[pi, hi] - 1e-7)
             active = torch.zeros_like(active)
             pa, ha = pi[acc], hi[acc]
@@ -441,13 +502,19 @@ def chunk_pairs_for_device(device: str | torch.device, cfg: SearchConfig | None 
     return int(max(32, min(1024, free * 0.5 // per_pair)))
 
 
-def align_pairs(videos: list[SurfaceFeatures] | list[VideoState] | VideoBatch, pairs: list[tuple[str, str]], cfg: SearchConfig | None = None,
-                device: str = "cpu", rotations: torch.Tensor | None = None, block: int | None = None
-                ) -> list[Alignment]:
+def align_pairs(
+    videos: list[SurfaceFeatures] | list[VideoState] | VideoBatch,
+    pairs: list[tuple[str, str]],
+    cfg: SearchConfig | None = None,
+    device: str = "cpu",
+    rotations: torch.Tensor | None = None,
+    block: int | None = None,
+) -> list[Alignment]:
     """Aligns every (source, reference) pair of ``pairs`` (names of ``videos``) — the batched
     equivalent of ``[align_pair(src, ref, cfg) for src, ref in pairs]``.
 
-    ``videos`` may also be prepared :class:`VideoState` s (cached across calls) or a :class:`VideoBatch`. Pairs are processed
+    ``videos`` may also be prepared :class:`VideoState` s (cached across calls) or a :class:`VideoBatch`.
+    Pairs are processed
     ``block`` at a time (default: :func:`chunk_pairs_for_device`).
     """
     cfg = cfg or SearchConfig()

@@ -25,7 +25,9 @@ import numpy as np
 from catpose.geometry import fit_frame, geodesic_deg
 
 
-def pairwise_errors(est: dict[str, np.ndarray], labels: dict[str, np.ndarray]) -> dict[tuple[str, str], float]:
+def pairwise_errors(
+    est: dict[str, np.ndarray], labels: dict[str, np.ndarray]
+) -> dict[tuple[str, str], float]:
     """Geodesic errors (degrees) of every ordered pair (r, s), r != s, of the videos in both dicts
     between ``A_rᵀ A_s`` and ``L_rᵀ L_s`` (rotations [3, 3]; see the module docstring)."""
     names = sorted(set(est) & set(labels))
@@ -36,7 +38,9 @@ def pairwise_errors(est: dict[str, np.ndarray], labels: dict[str, np.ndarray]) -
     P = np.einsum("rji,sjk->rsik", A, A)  # A_rᵀ A_s [n, n, 3, 3]
     G = np.einsum("rji,sjk->rsik", L, L)
     E = geodesic_deg(P, G)
-    return {(names[r], names[s]): float(E[r, s]) for r in range(len(names)) for s in range(len(names)) if r != s}
+    return {
+        (names[r], names[s]): float(E[r, s]) for r in range(len(names)) for s in range(len(names)) if r != s
+    }
 
 
 def frame_errors(est: dict[str, np.ndarray], labels: dict[str, np.ndarray]) -> dict[str, float]:
@@ -121,7 +125,8 @@ def format_table(res: dict, name: str = "this alignment") -> str:
 
     lines = [(f"Scored against the paper's labels ({res['labels']}): pairs of labelled videos, "
               "relative rotation (the paper's protocol)"), "",
-             "| category | videos | pairs | Acc@30 | Acc@15 | Acc@10 | median (deg) | per-video Acc@30 (1 fitted rotation) |",
+             "| category | videos | pairs | Acc@30 | Acc@15 | Acc@10 | median (deg) | per-video Acc@30 (1 "
+             "fitted rotation) |",
              "|---|---|---|---|---|---|---|---|"]
     for c, r in res["categories"].items():
         lines.append(f"| {c} | {r['videos']} | {r['pairs']} | {pct(r['acc30'])} | {pct(r['acc15'])} | "
@@ -134,9 +139,14 @@ def format_table(res: dict, name: str = "this alignment") -> str:
     if cats20:
         a30 = np.mean([res["categories"][c]["acc30"] for c in cats20])
         a15 = np.mean([res["categories"][c]["acc15"] for c in cats20])
-        lines += ["", f"Side by side with the paper (CO3D video alignment, Acc@30 / Acc@15 in %; {pr['what']}):", "",
-                  "| method | categories | Acc@30 | Acc@15 |", "|---|---|---|---|",
-                  f"| {name} | {len(cats20)} of the paper's 20 | {100 * a30:.1f} | {100 * a15:.1f} |"]
+        lines += [
+            "",
+            f"Side by side with the paper (CO3D video alignment, Acc@30 / Acc@15 in %; {pr['what']}):",
+            "",
+            "| method | categories | Acc@30 | Acc@15 |",
+            "|---|---|---|---|",
+            f"| {name} | {len(cats20)} of the paper's 20 | {100 * a30:.1f} | {100 * a15:.1f} |",
+        ]
         for meth, v in pr["methods"].items():
             lines.append(f"| {meth} (published) | 20 | {v['acc30']:.1f} | {v['acc15']:.1f} |")
     return "\n".join(lines)

@@ -146,11 +146,21 @@ if triton is not None:
             s1 = r10 * u0 + r11 * u1 + r12 * u2 - y1
             s2 = r20 * u0 + r21 * u1 + r22 * u2 - y2
             ab = tl.sqrt(s0 * s0 + s1 * s1 + s2 * s2)
-            tot = tl.sum(wg * gf, axis=0) + tl.sum(wgb * gb, axis=0) + tl.sum(wa * af, axis=0) + tl.sum(wab * ab, axis=0)
+            tot = (
+                tl.sum(wg * gf, axis=0)
+                + tl.sum(wgb * gb, axis=0)
+                + tl.sum(wa * af, axis=0)
+                + tl.sum(wab * ab, axis=0)
+            )
             tl.store(D + p * RC + rc, tot * scale, mask=ok)
 
-    @triton.autotune(configs=[triton.Config({"BI": bi, "BJ": bj}, num_warps=w) for bi, bj, w in ((64, 32, 4), (128, 32, 8))],
-                     key=["n", "m"], **_AT)
+    @triton.autotune(
+        configs=[
+            triton.Config({"BI": bi, "BJ": bj}, num_warps=w) for bi, bj, w in ((64, 32, 4), (128, 32, 8))
+        ],
+        key=["n", "m"],
+        **_AT,
+    )
     @triton.jit
     def _nearest_kernel(X, Y, DIST, IDX, n, m, HX, HY, BI: tl.constexpr, BJ: tl.constexpr):
         ib = tl.program_id(0)
@@ -233,7 +243,9 @@ def appearance_min(F: torch.Tensor, n2: torch.Tensor, ia: torch.Tensor, ib: torc
 
 
 def _appearance_kernel_tiles(F, n2, ia, ib, out, NT, n_out, C, rows, K, BV, grid):
-    _appearance_kernel[grid](F, n2, ia, ib, out, NT, n_out, C, rows, K=K, BV=BV, BK=64, num_warps=8, num_stages=3)
+    _appearance_kernel[grid](
+        F, n2, ia, ib, out, NT, n_out, C, rows, K=K, BV=BV, BK=64, num_warps=8, num_stages=3
+    )
 
 
 def coarse_cost(X, Y, YP, XPB, w_geo, w_geo_bar, w_app, w_app_bar, scale, rotations, alpha: float,
@@ -252,8 +264,27 @@ def coarse_cost(X, Y, YP, XPB, w_geo, w_geo_bar, w_app, w_app_bar, scale, rotati
     cand = candidates.contiguous() if candidates is not None else rot  # unused pointer when None
     grid = lambda meta: (triton.cdiv(RC, meta["BR"]), P)
     BN, BM = max(16, _pow2(n)), max(16, _pow2(m))
-    _coarse_kernel[grid](c(X), c(Y), c(YP), c(XPB), c(w_geo), c(w_geo_bar), c(w_app), c(w_app_bar), c(scale), rot,
-                         cand, D, n, m, RC, float(alpha), HAS_CAND=candidates is not None, BN=BN, BM=BM)
+    _coarse_kernel[grid](
+        c(X),
+        c(Y),
+        c(YP),
+        c(XPB),
+        c(w_geo),
+        c(w_geo_bar),
+        c(w_app),
+        c(w_app_bar),
+        c(scale),
+        rot,
+        cand,
+        D,
+        n,
+        m,
+        RC,
+        float(alpha),
+        HAS_CAND=candidates is not None,
+        BN=BN,
+        BM=BM,
+    )
     return D
 
 

@@ -137,8 +137,15 @@ def consensus_sweep(R: np.ndarray, a: np.ndarray, b: np.ndarray, Rab: np.ndarray
     return out
 
 
-def synchronise_rotations(edges: list[Edge], init: dict[str, np.ndarray], ref: str, iters: int = 50,
-                          eps: float = 0.05, l2_iters: int = 5, consensus_iters: int = 3) -> dict[str, np.ndarray]:
+def synchronise_rotations(
+    edges: list[Edge],
+    init: dict[str, np.ndarray],
+    ref: str,
+    iters: int = 50,
+    eps: float = 0.05,
+    l2_iters: int = 5,
+    consensus_iters: int = 3,
+) -> dict[str, np.ndarray]:
     """Robust rotation synchronisation, starting from ``init``.
 
     The first ``l2_iters`` sweeps are plain chordal averaging (equal weights), so that edges that agree

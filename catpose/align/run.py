@@ -139,8 +139,11 @@ def _chunk_task(args) -> dict:
     names = sorted({n for p in pairs for n in p})
     states, bad = _video_states(store, category, names, endpoint, scfg, device)
     good = [p for p in pairs if p[0] in states and p[1] in states]
-    failed = [{"seq_i": a, "seq_j": b, "error": "; ".join(f"video '{v}': {bad[v]}" for v in (a, b) if v in bad)}
-              for a, b in pairs if a in bad or b in bad]
+    failed = [
+        {"seq_i": a, "seq_j": b, "error": "; ".join(f"video '{v}': {bad[v]}" for v in (a, b) if v in bad)}
+        for a, b in pairs
+        if a in bad or b in bad
+    ]
     results: list = []
     if good:
         used = sorted({n for p in good for n in p})
@@ -149,8 +152,12 @@ def _chunk_task(args) -> dict:
         except Exception:  # one bad video must not sink its chunk: the reference, pair by pair
             for a, b in good:
                 try:
-                    T = align_pair(_features(store, category, a, endpoint), _features(store, category, b, endpoint),
-                                   scfg, device)
+                    T = align_pair(
+                        _features(store, category, a, endpoint),
+                        _features(store, category, b, endpoint),
+                        scfg,
+                        device,
+                    )
                     results.append(((a, b), T))
                 except Exception as e:
                     failed.append({"seq_i": a, "seq_j": b, "error": f"{type(e).__name__}: {e}"})
@@ -172,7 +179,14 @@ def _summary_task(args) -> list[dict]:
             out.append({"sequence_name": n, "centroid": sf.vertices.mean(0).astype(np.float64).tolist(),
                         "descriptor": desc.tolist(), "error": None})
         except Exception as e:
-            out.append({"sequence_name": n, "centroid": None, "descriptor": None, "error": f"{type(e).__name__}: {e}"})
+            out.append(
+                {
+                    "sequence_name": n,
+                    "centroid": None,
+                    "descriptor": None,
+                    "error": f"{type(e).__name__}: {e}",
+                }
+            )
     return out
 
 
@@ -209,8 +223,11 @@ class _Clock:
 def _settings_key(scfg: SearchConfig, feat_store: str, feat_signature: dict) -> str:
     """The chunk folder's name: the search settings, the feature store and its features' settings
     (backbone included), so finished chunks are reused only for exactly the same inputs."""
-    blob = json.dumps({"search": dataclasses.asdict(scfg), "features": feat_store, "signature": feat_signature},
-                      sort_keys=True, default=str)
+    blob = json.dumps(
+        {"search": dataclasses.asdict(scfg), "features": feat_store, "signature": feat_signature},
+        sort_keys=True,
+        default=str,
+    )
     return hashlib.sha1(blob.encode()).hexdigest()[:10]
 
 
@@ -227,7 +244,9 @@ def alignment_bytes(transforms: dict[str, Alignment], ref: str,
     return _parquet_bytes(alignment_rows(transforms, ref, support), SCHEMA)
 
 
-def _chunk_problem(store: Store, key: str, pairs: list[tuple[str, str]], raw: bytes | None = None) -> str | None:
+def _chunk_problem(
+    store: Store, key: str, pairs: list[tuple[str, str]], raw: bytes | None = None
+) -> str | None:
     """None when ``key`` is a finished chunk file for exactly these pairs, else why not."""
     path = store.url(key)
     try:
@@ -283,8 +302,14 @@ def features_for_align(cfg: AlignConfig, features: FeaturesConfig | None, feat_s
     silently mixed or recomputed. Without it (``catpose align`` alone) the store's settings are used.
     """
     base = features or FeaturesConfig()
-    base = dataclasses.replace(base, data=cfg.data, category=(cfg.category,), out=feat_store, workers=cfg.workers,
-                               endpoint_url=cfg.endpoint_url)
+    base = dataclasses.replace(
+        base,
+        data=cfg.data,
+        category=(cfg.category,),
+        out=feat_store,
+        workers=cfg.workers,
+        endpoint_url=cfg.endpoint_url,
+    )
     fcfg, feat_sig = store_settings(base, cfg.category)
     if features is not None:
         _check_signature(feat_store, cfg.category, feat_sig, signature(base))
@@ -311,7 +336,8 @@ def run_align(cfg: AlignConfig, progress: bool = True, made_with: dict | None = 
     others is a :class:`ConfigError` naming both."""
 
     out = Store(str(cfg.out), cfg.endpoint_url)
-    out.check()  # a file in the way, a read-only folder, an unreachable bucket: one clear error before any work
+    # a file in the way, a read-only folder, an unreachable bucket: one clear error before any work
+    out.check()
     clock = _Clock()
     feat_store = feature_store(cfg)
     fcfg, feat_sig = store_settings(FeaturesConfig(data=cfg.data, category=(cfg.category,), out=feat_store,
@@ -322,7 +348,8 @@ def run_align(cfg: AlignConfig, progress: bool = True, made_with: dict | None = 
                                 store=Store(feat_store, cfg.endpoint_url))
     names = fman.keys_with("ok")
     if not fman.items:  # nothing to align: said with where it looked
-        raise AlignmentError(cfg.category, f"has no features in {feat_store} (its {cfg.category}/_manifest.json "
+        raise AlignmentError(cfg.category, f"has no features in {feat_store} (its "
+                                           f"{cfg.category}/_manifest.json "
                              "lists none; catpose features, or catpose align, computes them)")
     clock.lap("features")
     summaries = video_summaries(names, feat_store, cfg.category, cfg.endpoint_url, cfg.workers, progress)
@@ -339,7 +366,11 @@ def run_align(cfg: AlignConfig, progress: bool = True, made_with: dict | None = 
     pairs = pair_graph(names, cfg.partners, descriptors={n: summaries[n]["descriptor"] for n in names})
     chunk_dir = "pairs/" + _settings_key(scfg, feat_store, feat_sig or signature(fcfg))
     use_gpu = ray_has_gpus(cfg.workers, cfg.device)
-    size = cfg.chunk if cfg.chunk > 0 else default_chunk(len(pairs), cfg.workers, use_gpu or resolve_device(cfg.device) == "cuda")
+    size = (
+        cfg.chunk
+        if cfg.chunk > 0
+        else default_chunk(len(pairs), cfg.workers, use_gpu or resolve_device(cfg.device) == "cuda")
+    )
     chunks = [pairs[i:i + size] for i in range(0, len(pairs), size)]
     todo = []
     keys = [f"{chunk_dir}/chunk-{k:05d}.json" for k in range(len(chunks))]
@@ -347,12 +378,24 @@ def run_align(cfg: AlignConfig, progress: bool = True, made_with: dict | None = 
     raw = out.cat_many([k for k in keys if k in have])
     # a finished chunk is kept only when its videos' feature files are those it was made from
     tokens = fp.file_tokens(Store(feat_store, cfg.endpoint_url), cfg.category)
-    chunk_fps = [fp.make(dataclasses.asdict(scfg), {f"{cfg.category}/{n}.npz": tokens.get(f"{cfg.category}/{n}.npz", "")
-                                                    for n in sorted({v for p in ch for v in p})}) for ch in chunks]
+    chunk_fps = [
+        fp.make(
+            dataclasses.asdict(scfg),
+            {
+                f"{cfg.category}/{n}.npz": tokens.get(f"{cfg.category}/{n}.npz", "")
+                for n in sorted({v for p in ch for v in p})
+            },
+        )
+        for ch in chunks
+    ]
     log = fp.ResumeLog(f"align {cfg.category}", "chunks")
     for k, ch in enumerate(chunks):
         r = raw.get(keys[k])
-        why = "missing" if r is None else _chunk_problem(out, keys[k], ch, r if not isinstance(r, Exception) else b"")
+        why = (
+            "missing"
+            if r is None
+            else _chunk_problem(out, keys[k], ch, r if not isinstance(r, Exception) else b"")
+        )
         if why is None:
             why = fp.change(json.loads(r).get("fingerprint"), chunk_fps[k])
         elif why != "missing":  # never trusted: recomputed, and said so
@@ -373,7 +416,9 @@ def run_align(cfg: AlignConfig, progress: bool = True, made_with: dict | None = 
         if err:
             failed[f"chunk-{k:05d}"] = err
             continue
-        out.write_json(keys[k], {"pairs": chunks[k], **res, "fingerprint": chunk_fps[k]})  # atomic (a rename, or one S3 put)
+        out.write_json(
+            keys[k], {"pairs": chunks[k], **res, "fingerprint": chunk_fps[k]}
+        )  # atomic (a rename, or one S3 put)
     rows, failed_pairs = [], []
     finished = _read_chunks(out, keys, chunks)
     for k in keys:
@@ -386,8 +431,14 @@ def run_align(cfg: AlignConfig, progress: bool = True, made_with: dict | None = 
         raise AlignmentError(cfg.category, f"has no pair that could be aligned: {failed or failed_pairs[:5]}")
     clock.lap("pairs")
     out.write_bytes("pairs.parquet", _parquet_bytes(rows))
-    edges = [Edge(r["seq_i"], r["seq_j"], Alignment(np.reshape(r["rotation"], (3, 3)), np.asarray(r["translation"]),
-                                                         r["scale"], r["cost"])) for r in rows]
+    edges = [
+        Edge(
+            r["seq_i"],
+            r["seq_j"],
+            Alignment(np.reshape(r["rotation"], (3, 3)), np.asarray(r["translation"]), r["scale"], r["cost"]),
+        )
+        for r in rows
+    ]
     centroids = {n: np.asarray(summaries[n]["centroid"], np.float64) for n in names}
     ref, synced, paths = reduce_to_reference(edges, centroids, sync=cfg.sync)
     clock.lap("reduce")
@@ -398,14 +449,34 @@ def run_align(cfg: AlignConfig, progress: bool = True, made_with: dict | None = 
         print(f"align {cfg.category}: no majority of pairs agrees with the rotation of {', '.join(unsure)} "
               "(training leaves them out)", flush=True)
     out.write_bytes("alignment_paths.parquet", alignment_bytes(paths, ref, edge_support(edges, paths)))
-    out.write_bytes("aligned_clouds.png", plot_aligned_clouds(synced, feat_store, cfg.category, cfg.endpoint_url))
+    out.write_bytes(
+        "aligned_clouds.png", plot_aligned_clouds(synced, feat_store, cfg.category, cfg.endpoint_url)
+    )
     clock.lap("outputs")
-    out.write_json("timings.json", {"stages_s": clock.laps, "videos": len(names), "pairs": len(rows),
-                                       "chunks": len(chunks), "device": "cuda" if use_gpu else resolve_device(cfg.device)})
+    out.write_json(
+        "timings.json",
+        {
+            "stages_s": clock.laps,
+            "videos": len(names),
+            "pairs": len(rows),
+            "chunks": len(chunks),
+            "device": "cuda" if use_gpu else resolve_device(cfg.device),
+        },
+    )
     print(f"align {cfg.category}: " + ", ".join(f"{k} {v:.1f} s" for k, v in clock.laps.items()), flush=True)
-    return {"uri": out.uri, "features_signature": feat_sig or signature(fcfg), "timings": clock.laps, "reference": ref, "videos": len(synced), "pairs": len(rows), "failed_chunks": failed,
-            "failed_pairs": failed_pairs, "unreadable": unreadable,
-            "unaligned": sorted(set(names) - set(synced)), "ambiguous": unsure}
+    return {
+        "uri": out.uri,
+        "features_signature": feat_sig or signature(fcfg),
+        "timings": clock.laps,
+        "reference": ref,
+        "videos": len(synced),
+        "pairs": len(rows),
+        "failed_chunks": failed,
+        "failed_pairs": failed_pairs,
+        "unreadable": unreadable,
+        "unaligned": sorted(set(names) - set(synced)),
+        "ambiguous": unsure,
+    }
 
 
 def plot_aligned_clouds(transforms: dict[str, Alignment], store: str, category: str,

@@ -33,13 +33,25 @@ def _normalise(V: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tenso
 
 def _subset(terms: PairTerms, n: int) -> PairTerms:
     """The pair restricted to FPS subsets; correspondences follow each vertex to its nearest kept one."""
-    i_src = torch.as_tensor(farthest_point_sample(terms.V.cpu().numpy(), n, exact=True).astype(np.int64), device=terms.V.device)
-    i_ref = torch.as_tensor(farthest_point_sample(terms.Vbar.cpu().numpy(), n, exact=True).astype(np.int64), device=terms.V.device)
+    i_src = torch.as_tensor(
+        farthest_point_sample(terms.V.cpu().numpy(), n, exact=True).astype(np.int64), device=terms.V.device
+    )
+    i_ref = torch.as_tensor(
+        farthest_point_sample(terms.Vbar.cpu().numpy(), n, exact=True).astype(np.int64), device=terms.V.device
+    )
     near_ref = torch.cdist(terms.Vbar, terms.Vbar[i_ref]).argmin(1)  # full ref index -> subset index
     near_src = torch.cdist(terms.V, terms.V[i_src]).argmin(1)
-    return PairTerms(terms.V[i_src], terms.Vbar[i_ref], near_ref[terms.psi[i_src]], near_src[terms.psi_bar[i_ref]],
-                     terms.w_geo[i_src], terms.w_geo_bar[i_ref], terms.w_app[i_src], terms.w_app_bar[i_ref],
-                     terms.diam_bar)
+    return PairTerms(
+        terms.V[i_src],
+        terms.Vbar[i_ref],
+        near_ref[terms.psi[i_src]],
+        near_src[terms.psi_bar[i_ref]],
+        terms.w_geo[i_src],
+        terms.w_geo_bar[i_ref],
+        terms.w_app[i_src],
+        terms.w_app_bar[i_ref],
+        terms.diam_bar,
+    )
 
 
 def coarse_search(terms: PairTerms, rotations: torch.Tensor, alpha: float, batch: int = 0) -> torch.Tensor:
@@ -102,7 +114,9 @@ def align_pair(src: SurfaceFeatures, ref: SurfaceFeatures, cfg: SearchConfig | N
     cfg = cfg or SearchConfig()
     t = lambda a: torch.as_tensor(a, device=device)  # noqa: E731
     i, j = subsample_vertices(src, cfg.vertices), subsample_vertices(ref, cfg.vertices)
-    A = appearance_distance(t(src.features[:, i]), t(src.visible[:, i]), t(ref.features[:, j]), t(ref.visible[:, j]))
+    A = appearance_distance(
+        t(src.features[:, i]), t(src.visible[:, i]), t(ref.features[:, j]), t(ref.visible[:, j])
+    )
     V, c, d = _normalise(t(src.vertices[i]).float())
     Vbar, cbar, dbar = _normalise(t(ref.vertices[j]).float())
     terms = pair_terms(V, Vbar, A, cfg.tau, cfg.tau)
@@ -113,7 +127,11 @@ def align_pair(src: SurfaceFeatures, ref: SurfaceFeatures, cfg: SearchConfig | N
     if cfg.prefilter_vertices and 0 < cfg.prefilter_keep < len(rotations):
         # a first pass over all rotations on smaller subsets; the best prefilter_keep are scored again
         pre = _subset(terms, cfg.prefilter_vertices)
-        keep = coarse_search(pre, rotations, cfg.alpha, cfg.batch).topk(cfg.prefilter_keep, largest=False).indices
+        keep = (
+            coarse_search(pre, rotations, cfg.alpha, cfg.batch)
+            .topk(cfg.prefilter_keep, largest=False)
+            .indices
+        )
         D = torch.full((len(rotations),), float("inf"), device=device)
         D[keep] = coarse_search(coarse, rotations[keep], cfg.alpha, cfg.batch)
     else:

@@ -22,7 +22,9 @@ def simulate(videos: int, partners: int, wrong: float, noise_deg: float, seed: i
     gt = dict(zip(names, Rotation.random(videos, random_state=seed).as_matrix()))
     desc = {n: rng.normal(size=16) for n in names}
     pairs = pair_graph(names, partners, seed=seed, descriptors=desc)
-    noise = Rotation.from_rotvec(rng.normal(size=(len(pairs), 3)) * np.deg2rad(noise_deg) / np.sqrt(3)).as_matrix()
+    noise = Rotation.from_rotvec(
+        rng.normal(size=(len(pairs), 3)) * np.deg2rad(noise_deg) / np.sqrt(3)
+    ).as_matrix()
     bad = rng.random(len(pairs)) < wrong
     rand = Rotation.random(len(pairs), random_state=seed + 1).as_matrix()
     edges = []

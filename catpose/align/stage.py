@@ -34,13 +34,29 @@ def _tune_run(ctx: Ctx) -> TuneArtifact:
     for c in ctx.categories:
         # trials align exactly as the alignment stage will (only alpha and tau vary)
         out = ctx.store.sub("tune", c)
-        res = run_sweep(ctx.section(cfg.sweep, data=ctx.arts["data"].uri, category=c, out=out.uri, features=feats.uri,
-                                    trial=cfg.align.search, device=ctx.section(cfg.align).device),
-                        features=features_cfg(ctx))
+        res = run_sweep(
+            ctx.section(
+                cfg.sweep,
+                data=ctx.arts["data"].uri,
+                category=c,
+                out=out.uri,
+                features=feats.uri,
+                trial=cfg.align.search,
+                device=ctx.section(cfg.align).device,
+            ),
+            features=features_cfg(ctx),
+        )
         art.best[c] = res["best"]
         top = res["rows"][0]
-        art.rows.append({"category": c, **res["best"], "cycle_deg": top["cycle_deg"], "trials": len(res["rows"]),
-                         **({"acc_pi_6": top["acc_pi_6"]} if "acc_pi_6" in top else {})})
+        art.rows.append(
+            {
+                "category": c,
+                **res["best"],
+                "cycle_deg": top["cycle_deg"],
+                "trials": len(res["rows"]),
+                **({"acc_pi_6": top["acc_pi_6"]} if "acc_pi_6" in top else {}),
+            }
+        )
         ctx.plot(f"sweep_{c}.png", out.read_bytes("sweep_heatmaps.png"))
     return art
 
@@ -48,7 +64,8 @@ def _tune_run(ctx: Ctx) -> TuneArtifact:
 def _tune_section(a: TuneArtifact) -> list[str]:
     lines = ["## α/τ sweep (chosen without labels)", "", "| category | α | τ | cycle error | trials |",
              "|---|---|---|---|---|"]
-    lines += [f"| {r['category']} | {r['alpha']:.2f} | {r['tau']:.3g} | {r['cycle_deg']:.2f}° | {r['trials']} |"
+    lines += [f"| {r['category']} | {r['alpha']:.2f} | {r['tau']:.3g} | {r['cycle_deg']:.2f}° | "
+              f"{r['trials']} |"
               for r in a.rows]
     return lines + [""] + [f"![sweep {r['category']}](plots/sweep_{r['category']}.png)" for r in a.rows]
 
@@ -81,7 +98,8 @@ def _align_run(ctx: Ctx) -> AlignArtifact:
     return art
 
 
-ALIGN_HEADER = ["| category | videos | pairs | Acc@π/6 | Acc@π/18 | median error | without sync: Acc@π/6 | median |",
+ALIGN_HEADER = ["| category | videos | pairs | Acc@π/6 | Acc@π/18 | median error | without sync: Acc@π/6 | "
+                "median |",
                 "|---|---|---|---|---|---|---|---|"]
 
 
@@ -91,7 +109,8 @@ def _align_rows(a: AlignArtifact) -> list[str]:
         if "sync" in r:
             s, p = r["sync"], r["paths"]
             out.append(f"| {r['category']} | {r['videos']} | {r['pairs']} | {s['acc_pi_6']:.1%} | "
-                       f"{s['acc_pi_18']:.1%} | {s['median_deg']:.1f}° | {p['acc_pi_6']:.1%} | {p['median_deg']:.1f}° |")
+                       f"{s['acc_pi_18']:.1%} | {s['median_deg']:.1f}° | {p['acc_pi_6']:.1%} | "
+                       f"{p['median_deg']:.1f}° |")
         else:
             out.append(f"| {r['category']} | {r['videos']} | {r['pairs']} | n/a | n/a | n/a | | |")
     return out
@@ -105,14 +124,23 @@ def _align_section(a: AlignArtifact) -> list[str]:
 
 def _align_ambiguous(a: AlignArtifact) -> list[str]:
     parts = [f"{r['category']}: {', '.join(r['ambiguous'])}" for r in a.rows if r.get("ambiguous")]
-    return ["", f"No majority of pairs agrees with the rotation of {'; '.join(parts)} (training leaves them out)."] \
-        if parts else []
+    return (
+        [
+            "",
+            f"No majority of pairs agrees with the rotation of {'; '.join(parts)} "
+            "(training leaves them out).",
+        ]
+        if parts
+        else []
+    )
 
 
 def _align_table(a: AlignArtifact) -> list[str]:
     return [*ALIGN_HEADER, *_align_rows(a), *_align_ambiguous(a),
-            "Reading: Acc@π/6 is the share of videos whose rotation into the common frame is within 30° of the "
-            "truth (ground truth: the generator's or the fitted cameras' frames, up to one global rotation; n/a "
+            "Reading: Acc@π/6 is the share of videos whose rotation into the common frame is within 30° of "
+            "the "
+            "truth (ground truth: the generator's or the fitted cameras' frames, up to one global rotation; "
+            "n/a "
             "without it); good: close to 100 %, with synchronisation at least as good as without it."]
 
 
@@ -123,9 +151,26 @@ def _align_headline(a: AlignArtifact) -> str | None:
 
 
 STAGES = [
-    Stage("tune", ("features",), TuneArtifact, lambda c: {**what(c.sweep), **what(c.align)}, _tune_run, _tune_section,
-          results=lambda a: {"tune": a.rows}, included=lambda c: c.tune),
+    Stage(
+        "tune",
+        ("features",),
+        TuneArtifact,
+        lambda c: {**what(c.sweep), **what(c.align)},
+        _tune_run,
+        _tune_section,
+        results=lambda a: {"tune": a.rows},
+        included=lambda c: c.tune,
+    ),
     # the sweep's choice is an input when the run sweeps (an input no stage of the run provides is left out)
-    Stage("align", ("features", "tune"), AlignArtifact, lambda c: what(c.align), _align_run, _align_section,
-          _align_table, _align_headline, results=lambda a: {"align": a.rows}),
+    Stage(
+        "align",
+        ("features", "tune"),
+        AlignArtifact,
+        lambda c: what(c.align),
+        _align_run,
+        _align_section,
+        _align_table,
+        _align_headline,
+        results=lambda a: {"align": a.rows},
+    ),
 ]

@@ -26,7 +26,8 @@ ALIGNMENT_FILE = "alignment.parquet"
 class Alignment(Similarity):
     """A similarity found by the alignment, with its cost D: a pair's (source video's frame into the
     reference video's), or a video's into the category reference (the cost summed along its path).
-    ``compose`` and ``inverse`` keep this transform's own cost; :func:`catpose.align.reference.path_transforms`
+    ``compose`` and ``inverse`` keep this transform's own cost;
+    :func:`catpose.align.reference.path_transforms`
     sums the costs along a path."""
 
     cost: float = 0.0
@@ -63,7 +64,9 @@ def read_alignment(path: str | Path, endpoint_url: str | None = None) -> tuple[d
     rows = _read_rows(path, endpoint_url)
     tf = {r["sequence_name"]: Alignment(np.reshape(r["rotation"], (3, 3)), np.asarray(r["translation"]),
                                         r["scale"], r["cost"]) for r in rows}
-    ref = next((r["sequence_name"] for r in rows if r["is_reference"]), rows[0]["sequence_name"] if rows else "")
+    ref = next(
+        (r["sequence_name"] for r in rows if r["is_reference"]), rows[0]["sequence_name"] if rows else ""
+    )
     return tf, ref
 
 
@@ -73,7 +76,9 @@ def ambiguous_videos(path: str | Path, endpoint_url: str | None = None) -> dict[
     seen from one side, half of whose pairs found it turned by 180°. Empty for tables from before the
     ``edges`` columns."""
     rows = _read_rows(path, endpoint_url)
-    support = {r["sequence_name"]: (r["edges_agreeing"], r["edges"]) for r in rows if r.get("edges") is not None}
+    support = {
+        r["sequence_name"]: (r["edges_agreeing"], r["edges"]) for r in rows if r.get("edges") is not None
+    }
     return ambiguous(support, next((r["sequence_name"] for r in rows if r["is_reference"]), None))
 
 
@@ -97,7 +102,9 @@ def _read_rows(path: str | Path, endpoint_url: str | None = None) -> list[dict]:
         rows = pq.read_table(io.BytesIO(store.read_bytes(name))).to_pylist()
     else:
         path = Path(path)
-        if path.is_dir() or (not path.exists() and path.suffix != ".parquet"):  # the --out folder of catpose align
+        if path.is_dir() or (
+            not path.exists() and path.suffix != ".parquet"
+        ):  # the --out folder of catpose align
             path = path / ALIGNMENT_FILE
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no alignment (run `catpose align` for this category first)")

@@ -36,13 +36,18 @@ from catpose.parallel import init_ray
 from catpose.storage import Store, is_s3
 
 
-def triangle_cycle_error(rel: dict[tuple[str, str], np.ndarray], names: list[str], cap: float = 60.0) -> float:
+def triangle_cycle_error(
+    rel: dict[tuple[str, str], np.ndarray], names: list[str], cap: float = 60.0
+) -> float:
     """Mean over triangles of angle(R_bc R_ab, R_ac) in degrees, each capped at ``cap``."""
 
     def R(a, b):
         return rel[(a, b)] if (a, b) in rel else rel[(b, a)].T
 
-    errs = [min(cap, float(geodesic_deg(R(b, c) @ R(a, b), R(a, c)))) for a, b, c in itertools.combinations(names, 3)]
+    errs = [
+        min(cap, float(geodesic_deg(R(b, c) @ R(a, b), R(a, c))))
+        for a, b, c in itertools.combinations(names, 3)
+    ]
     return float(np.mean(errs)) if errs else float("nan")
 
 
@@ -74,8 +79,18 @@ def trial_metrics(config: dict, data: str, category: str, store: str, names: lis
 def _trainable(config: dict) -> None:
     from ray import tune
 
-    tune.report(trial_metrics(config, config["_data"], config["_category"], config["_store"], config["_names"],
-                              config["_search"], config["_device"], config.get("_endpoint")))
+    tune.report(
+        trial_metrics(
+            config,
+            config["_data"],
+            config["_category"],
+            config["_store"],
+            config["_names"],
+            config["_search"],
+            config["_device"],
+            config.get("_endpoint"),
+        )
+    )
 
 
 def run_sweep(cfg: SweepConfig, features: FeaturesConfig | None = None) -> dict:
@@ -99,23 +114,44 @@ def run_sweep(cfg: SweepConfig, features: FeaturesConfig | None = None) -> dict:
     local_out = Path(cfg.out) if not is_s3(cfg.out) else Path(tempfile.mkdtemp(prefix="catpose-tune-"))
     local_out.mkdir(parents=True, exist_ok=True)
     feat_store = cfg.features or store.url("features")
-    fcfg, _ = features_for_align(AlignConfig(data=cfg.data, category=cfg.category, workers=cfg.workers,
-                                             device=cfg.device, endpoint_url=cfg.endpoint_url), features, feat_store)
+    fcfg, _ = features_for_align(
+        AlignConfig(
+            data=cfg.data,
+            category=cfg.category,
+            workers=cfg.workers,
+            device=cfg.device,
+            endpoint_url=cfg.endpoint_url,
+        ),
+        features,
+        feat_store,
+    )
     fman = run_features(fcfg, keep_existing=features is None)
     ok = fman[cfg.category].keys_with("ok")
     if len(ok) < 3:
         raise ValueError(f"category '{cfg.category}' has {len(ok)} usable videos; the sweep needs 3 or more")
     rng = np.random.default_rng(cfg.seed)
     names = sorted(rng.choice(ok, min(cfg.videos, len(ok)), replace=False).tolist())
-    fixed = {"_data": cfg.data if is_s3(cfg.data) else str(Path(cfg.data).absolute()), "_category": cfg.category,
-             "_store": feat_store if is_s3(feat_store) else str(Path(feat_store).absolute()), "_names": names,
-             "_endpoint": store.endpoint_url,
-             "_search": dataclasses.asdict(cfg.trial),
-             "_device": cfg.device}
+    fixed = {
+        "_data": cfg.data if is_s3(cfg.data) else str(Path(cfg.data).absolute()),
+        "_category": cfg.category,
+        "_store": feat_store if is_s3(feat_store) else str(Path(feat_store).absolute()),
+        "_names": names,
+        "_endpoint": store.endpoint_url,
+        "_search": dataclasses.asdict(cfg.trial),
+        "_device": cfg.device,
+    }
     if cfg.search == "grid":
-        space = {"alpha": tune.grid_search(list(cfg.alphas)), "tau": tune.grid_search(list(cfg.taus)), **fixed}
+        space = {
+            "alpha": tune.grid_search(list(cfg.alphas)),
+            "tau": tune.grid_search(list(cfg.taus)),
+            **fixed,
+        }
     elif cfg.search == "random":
-        space = {"alpha": tune.uniform(0.0, 1.0), "tau": tune.loguniform(min(cfg.taus), max(cfg.taus)), **fixed}
+        space = {
+            "alpha": tune.uniform(0.0, 1.0),
+            "tau": tune.loguniform(min(cfg.taus), max(cfg.taus)),
+            **fixed,
+        }
     else:
         raise ValueError(f"search must be 'grid' or 'random', got {cfg.search!r}")
     init_ray()
@@ -134,9 +170,14 @@ def run_sweep(cfg: SweepConfig, features: FeaturesConfig | None = None) -> dict:
     else:
         total = ray.cluster_resources().get("CPU", 1)
         tuner = tune.Tuner(
-            trainable, param_space=space,
-            tune_config=tune.TuneConfig(metric="cycle_deg", mode="min", num_samples=cfg.num_samples,
-                                        max_concurrent_trials=max(1, int(total // max(cfg.cpus_per_trial, 1e-3)))),
+            trainable,
+            param_space=space,
+            tune_config=tune.TuneConfig(
+                metric="cycle_deg",
+                mode="min",
+                num_samples=cfg.num_samples,
+                max_concurrent_trials=max(1, int(total // max(cfg.cpus_per_trial, 1e-3))),
+            ),
             run_config=tune.RunConfig(name=name, storage_path=storage_path, storage_filesystem=fs),
         )
     grid = tuner.fit()
@@ -144,9 +185,17 @@ def run_sweep(cfg: SweepConfig, features: FeaturesConfig | None = None) -> dict:
     for r in grid:
         if r.error or not r.metrics or "cycle_deg" not in r.metrics:
             continue
-        rows.append({"alpha": float(r.config["alpha"]), "tau": float(r.config["tau"]),
-                     **{k: r.metrics[k] for k in ("cycle_deg", "sync_agree", "mean_cost", "acc_pi_6", "acc_pi_18",
-                                                   "median_deg") if k in r.metrics}})
+        rows.append(
+            {
+                "alpha": float(r.config["alpha"]),
+                "tau": float(r.config["tau"]),
+                **{
+                    k: r.metrics[k]
+                    for k in ("cycle_deg", "sync_agree", "mean_cost", "acc_pi_6", "acc_pi_18", "median_deg")
+                    if k in r.metrics
+                },
+            }
+        )
     if not rows:
         raise RuntimeError(f"every trial of {run_dir} failed: {[str(r.error) for r in grid]}")
     rows.sort(key=lambda r: (r["cycle_deg"], -r["sync_agree"]))
@@ -166,9 +215,15 @@ def sweep_fingerprint(cfg: SweepConfig, names: list[str], search: dict, fman) ->
 
     space = {"alphas": list(cfg.alphas), "taus": list(cfg.taus), "search": cfg.search,
              "num_samples": cfg.num_samples, "seed": cfg.seed, "names": names, "align": search}
-    return fp.make(space, {"features": {n: [fman.items[n].get("fingerprint"), fman.items[n].get("signature")]
-                                        for n in names},
-                                      "ground truth": fp.file_token(Store(cfg.data, cfg.endpoint_url), GT_FILE) or ""})
+    return fp.make(
+        space,
+        {
+            "features": {
+                n: [fman.items[n].get("fingerprint"), fman.items[n].get("signature")] for n in names
+            },
+            "ground truth": fp.file_token(Store(cfg.data, cfg.endpoint_url), GT_FILE) or "",
+        },
+    )
 
 
 def _sweep_unchanged(store: Store, name: str, fingerprint: dict, restorable: bool) -> bool:
@@ -190,7 +245,8 @@ def write_results(out: Path, rows: list[dict], best: dict, names: list[str]) -> 
     import yaml
 
     has_gt = "acc_pi_6" in rows[0]
-    head = "| α | τ | cycle error (°) | sync agreement |" + (" Acc@π/6 (GT) | Acc@π/18 (GT) | median (GT) |" if has_gt else "")
+    head = "| α | τ | cycle error (°) | sync agreement |" + (" Acc@π/6 (GT) | Acc@π/18 (GT) | median (GT) "
+                                                             "|" if has_gt else "")
     lines = [f"# α/τ sweep on {len(names)} videos ({len(names) * (len(names) - 1) // 2} pairs)", "",
              "Chosen by the label-free cycle error (lower is better); ground truth is only reported.", "",
              head, "|---" * (head.count("|") - 1) + "|"]

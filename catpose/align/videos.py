@@ -72,10 +72,13 @@ class VideoState:
     fv: torch.Tensor  # [q] long, the vertex of each row
     subs: list[tuple[torch.Tensor, torch.Tensor]]  # (subset [s], each vertex's nearest kept vertex [n])
     # for the coarse search's subsets: coarse_vertices, then prefilter_vertices
-    k: int = 0  # 0: F holds the visible rows; K > 0: F [n·K, C] vertex-major (row i·K + frame, see prepare_states)
+    # 0: F holds the visible rows; K > 0: F [n·K, C] vertex-major (row i·K + frame, see prepare_states)
+    k: int = 0
 
     def nbytes(self) -> int:
-        return sum(x.numel() * x.element_size() for x in (self.V, self.F, self.f2, self.fv, *sum(self.subs, ())))
+        return sum(
+            x.numel() * x.element_size() for x in (self.V, self.F, self.f2, self.fv, *sum(self.subs, ()))
+        )
 
 
 def video_arrays(sf: SurfaceFeatures, cfg: SearchConfig) -> dict:
@@ -101,12 +104,15 @@ def video_arrays(sf: SurfaceFeatures, cfg: SearchConfig) -> dict:
             "F": np.ascontiguousarray(sf.features[:, i][kk, ii]), "fv": ii.astype(np.int64)}
 
 
-def upload_video(arr: dict, device: str | torch.device = "cpu", feature_dtype: torch.dtype | None = None) -> VideoState:
+def upload_video(
+    arr: dict, device: str | torch.device = "cpu", feature_dtype: torch.dtype | None = None
+) -> VideoState:
     """The device part of a video's state (from :func:`video_arrays`): tensors, diam(V), and each
     vertex's nearest kept vertex of every subset."""
     dev = torch.device(device)
     if feature_dtype is None:
-        feature_dtype = torch.float32  # fp16 products flip near-tied ψ (measured on the GPU): not exact enough
+        # fp16 products flip near-tied ψ (measured on the GPU): not exact enough
+        feature_dtype = torch.float32
     F = torch.as_tensor(arr["F"], device=dev).to(feature_dtype)
     Vt = torch.as_tensor(arr["V"], device=dev)
     subs = []
@@ -134,7 +140,8 @@ def stack_videos(states: list[VideoState]) -> VideoBatch:
     C = states[0].F.shape[1]
     for st in states:
         if st.F.shape[1] != C:
-            raise ValueError(f"video '{st.name}' has {st.F.shape[1]} feature channels, '{states[0].name}' has {C}: "
+            raise ValueError(f"video '{st.name}' has {st.F.shape[1]} feature channels, '{states[0].name}' "
+                             f"has {C}: "
                              "one chunk needs one backbone")
     dev = states[0].V.device
     nv = len(states)
@@ -160,9 +167,20 @@ def stack_videos(states: list[VideoState]) -> VideoBatch:
         F[v, :q], f2[v, :q] = st.F, st.f2
         if not K:
             fv[v, :q] = st.fv
-    return VideoBatch([st.name for st in states], V, valid, valid.sum(1), torch.stack([st.diam for st in states]),
-                      np.stack([st.centre for st in states]), np.asarray([st.scale for st in states]), F, f2, fv,
-                      [_stack_subset(states, level, N) for level in range(len(states[0].subs))], K)
+    return VideoBatch(
+        [st.name for st in states],
+        V,
+        valid,
+        valid.sum(1),
+        torch.stack([st.diam for st in states]),
+        np.stack([st.centre for st in states]),
+        np.asarray([st.scale for st in states]),
+        F,
+        f2,
+        fv,
+        [_stack_subset(states, level, N) for level in range(len(states[0].subs))],
+        K,
+    )
 
 
 def _repad_frames(st: VideoState, K: int) -> VideoState:
@@ -173,7 +191,9 @@ def _repad_frames(st: VideoState, K: int) -> VideoState:
     F[:, :st.k] = st.F.view(n, st.k, C)
     f2 = st.f2.new_full((n, K), float("inf"))
     f2[:, :st.k] = st.f2.view(n, st.k)
-    return VideoState(st.name, st.V, st.diam, st.centre, st.scale, F.view(n * K, C), f2.view(n * K), st.fv, st.subs, K)
+    return VideoState(
+        st.name, st.V, st.diam, st.centre, st.scale, F.view(n * K, C), f2.view(n * K), st.fv, st.subs, K
+    )
 
 
 def _stack_subset(states: list[VideoState], level: int, N: int) -> Subset:
@@ -209,7 +229,9 @@ def prepare_videos(videos: list[SurfaceFeatures], cfg: SearchConfig, device: str
     :func:`video_arrays_many`) and padded to common sizes."""
     if fused.available(device) and feature_dtype is None:  # on the GPU, all at once (prepare_states)
         return stack_videos(prepare_states(videos, cfg, device))
-    return stack_videos([upload_video(a, device, feature_dtype) for a in video_arrays_many(videos, cfg, workers)])
+    return stack_videos(
+        [upload_video(a, device, feature_dtype) for a in video_arrays_many(videos, cfg, workers)]
+    )
 
 
 def farthest_points(X: torch.Tensor, count: torch.Tensor, n: int) -> torch.Tensor:
@@ -229,7 +251,9 @@ def farthest_points(X: torch.Tensor, count: torch.Tensor, n: int) -> torch.Tenso
     return out
 
 
-def _subset_indices(X: torch.Tensor, count: torch.Tensor, n: int, seq: torch.Tensor | None = None) -> torch.Tensor:
+def _subset_indices(
+    X: torch.Tensor, count: torch.Tensor, n: int, seq: torch.Tensor | None = None
+) -> torch.Tensor:
     """The FPS subset of at most n points of each cloud, sorted (as ``farthest_point_sample``), padded
     with its first index; all real points where count ≤ n → [B, min(n, N)] long."""
     B, N, _ = X.shape
@@ -282,8 +306,12 @@ def _prepare_block(videos, cfg, dev, errors) -> list[VideoState]:
     cnt_raw = torch.as_tensor(counts, device=dev)
     n_sel = np.minimum(counts, cfg.vertices) if cfg.vertices > 0 else counts
     N = int(n_sel.max())
-    idx = _subset_indices(Vr_t, cnt_raw, N) if cfg.vertices > 0 else \
-        torch.arange(N, device=dev)[None].expand(nv, N) * (torch.arange(N, device=dev)[None] < cnt_raw[:, None])
+    idx = (
+        _subset_indices(Vr_t, cnt_raw, N)
+        if cfg.vertices > 0
+        else torch.arange(N, device=dev)[None].expand(nv, N)
+        * (torch.arange(N, device=dev)[None] < cnt_raw[:, None])
+    )
     cnt = torch.as_tensor(n_sel, device=dev)
     valid = torch.arange(N, device=dev)[None] < cnt[:, None]
     V = torch.gather(Vr_t, 1, idx[..., None].expand(nv, N, 3))
@@ -291,7 +319,13 @@ def _prepare_block(videos, cfg, dev, errors) -> list[VideoState]:
     d = torch.where(valid, (V - c[:, None]).norm(dim=-1), torch.zeros_like(V[..., 0])).amax(1) * 2
     Vn = (V - c[:, None]) / d[:, None, None]
     Vn = torch.where(valid[..., None], Vn, Vn[:, :1])  # padding copies vertex 0
-    diam = _sqdist(Vn, Vn).masked_fill_(~(valid[:, :, None] & valid[:, None]), 0).amax((1, 2)).clamp_min(0).sqrt()
+    diam = (
+        _sqdist(Vn, Vn)
+        .masked_fill_(~(valid[:, :, None] & valid[:, None]), 0)
+        .amax((1, 2))
+        .clamp_min(0)
+        .sqrt()
+    )
     levels = [cfg.coarse_vertices, cfg.prefilter_vertices or cfg.coarse_vertices]
     seq = farthest_points(Vn, cnt, min(N, max(levels)))
     subs_idx, subs_near = [], []

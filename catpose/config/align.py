@@ -70,7 +70,8 @@ class SweepConfig(RunContext):
     category: str = "car"
     """Category to tune on."""
     out: str = "runs/tune"
-    """Sweep storage (local folder or s3://bucket/prefix): Tune trials, results table, heatmaps, best config."""
+    """Sweep storage (local folder or s3://bucket/prefix): Tune trials, results table, heatmaps, best
+    config."""
     features: str = ""
     """Surface-feature store (default: OUT/features; computed on the way where absent; local path)."""
     alphas: tuple[float, ...] = (0.0, 0.1, 0.2, 0.4, 0.7, 1.0)

@@ -111,7 +111,8 @@ def apply_dict(obj, values: dict, source: str, prefix: str = ""):
 
 
     if not isinstance(values, dict):
-        raise ConfigError(source, f"expected a mapping of fields, got {type(values).__name__}", field=prefix or None)
+        raise ConfigError(source, "expected a mapping of fields, got "
+                                  f"{type(values).__name__}", field=prefix or None)
     hints = typing.get_type_hints(type(obj))
     names = {f.name for f in dataclasses.fields(obj)}
     changes = {}

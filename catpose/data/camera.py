@@ -46,7 +46,8 @@ class Camera:
         self.principal_point = np.asarray(self.principal_point, dtype=np.float64).reshape(2)
         self.image_size = (int(self.image_size[0]), int(self.image_size[1]))
         if self.intrinsics_format not in INTRINSICS_FORMATS:
-            raise ValueError(f"intrinsics_format must be one of {INTRINSICS_FORMATS}, got {self.intrinsics_format!r}")
+            raise ValueError(f"intrinsics_format must be one of {INTRINSICS_FORMATS}, got "
+                             f"{self.intrinsics_format!r}")
 
     # ---------------------------------------------------------------- construction / conversion
     @classmethod

@@ -36,7 +36,8 @@ class HullSettings:
     view_share: float = 0.5
     """... and inside the image of at least this share of the frames (what the orbit looks at)."""
     half_size: float = 0.75
-    """Half the cube's side as a multiple of the cameras' view size (:func:`catpose.data.cleaning.view_size`)."""
+    """Half the cube's side as a multiple of the cameras' view size
+    (:func:`catpose.data.cleaning.view_size`)."""
 
 
 def _stack(cams: list[Camera]):

@@ -14,7 +14,8 @@ and outliers; some videos see only part of the object. Two ways to find the obje
   :func:`up_direction`, with the rest of the cloud above it) and everything below it.
 
 In both cases isolated points (:func:`isolated_points`) go last. (The masks alone decide where they
-exist: objects often reach out of some frames, which a common-view test would cut.) :func:`clean_object_points` is the driver; it returns the mask
+exist: objects often reach out of some frames, which a common-view test would cut.)
+:func:`clean_object_points` is the driver; it returns the mask
 of kept points and the share removed by each step (which the features and ingest manifests record).
 """
 
@@ -120,7 +121,9 @@ def in_view_share(points: np.ndarray, cams: list[Camera]) -> np.ndarray:
     return inside.double().mean(0).numpy()
 
 
-def mask_vote(points: np.ndarray, cams: list[Camera], masks: list[np.ndarray], tol: float) -> tuple[np.ndarray, np.ndarray]:
+def mask_vote(
+    points: np.ndarray, cams: list[Camera], masks: list[np.ndarray], tol: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Per point: (frames that see it and put it inside the mask, frames that see it), both [P].
 
     "Sees" = in front, inside the image, and not more than ``tol`` behind the z-buffer of the cloud

@@ -95,11 +95,17 @@ class Co3dFrame:
 
     @property
     def mask_path(self) -> Path | str | None:
-        return None if self.annotation.mask is None else _file(self.root, self.store, self.annotation.mask.path)
+        return (
+            None if self.annotation.mask is None else _file(self.root, self.store, self.annotation.mask.path)
+        )
 
     @property
     def depth_path(self) -> Path | str | None:
-        return None if self.annotation.depth is None else _file(self.root, self.store, self.annotation.depth.path)
+        return (
+            None
+            if self.annotation.depth is None
+            else _file(self.root, self.store, self.annotation.depth.path)
+        )
 
     def _field(self, name: str) -> str:
         return f"frame '{self.sequence_name}'/{self.frame_number}: {name}"
@@ -115,7 +121,11 @@ class Co3dFrame:
         return _bytes(self.root, self.store, self.annotation.image.path, "image")
 
     def mask_bytes(self) -> bytes | None:
-        return None if self.mask_path is None else _bytes(self.root, self.store, self.annotation.mask.path, "mask")
+        return (
+            None
+            if self.mask_path is None
+            else _bytes(self.root, self.store, self.annotation.mask.path, "mask")
+        )
 
     def load_image(self) -> np.ndarray:
         """(H, W, 3) uint8; checks the size against the annotation."""
@@ -187,7 +197,11 @@ class Co3dSequence:
 
     @property
     def has_cloud_file(self) -> bool:
-        return self.store.exists(self._cloud_rel) if self.store is not None else Path(self.point_cloud_path).is_file()
+        return (
+            self.store.exists(self._cloud_rel)
+            if self.store is not None
+            else Path(self.point_cloud_path).is_file()
+        )
 
     @property
     def cloud_source(self) -> str | None:
@@ -200,7 +214,8 @@ class Co3dSequence:
         one unless the frames have depth maps to make it from (CO3D has videos without ``pointcloud.ply``)."""
         if not self.has_cloud_file:
             if _cloud_source(False, self.frames) is None:
-                raise MissingFileError(str(self.point_cloud_path), "point cloud (and no depth maps to make one from)")
+                raise MissingFileError(str(self.point_cloud_path), "point cloud (and no depth maps to make "
+                                                                   "one from)")
             from catpose.data.quality import cloud_from_depth
 
             k = (str(self.root), self.category, self.name, len(self.frames))
@@ -302,7 +317,8 @@ class Co3dCategory:
             for i, fa in recs:
                 if fa.frame_number in seen:
                     excluded[name] = str(DataFormatError(
-                        fpath, f"records [{seen[fa.frame_number]}] and [{i}] are both frame {fa.frame_number} of "
+                        fpath, f"records [{seen[fa.frame_number]}] and [{i}] are both frame "
+                               f"{fa.frame_number} of "
                         f"sequence '{name}'; video excluded", field="frame_number"))
                     break
                 seen[fa.frame_number] = i
@@ -311,25 +327,30 @@ class Co3dCategory:
                 for i, fa in recs:  # a mask-less frame would let the background into the video's features
                     if fa.mask is None:
                         skipped[f"{name}/{fa.frame_number}"] = str(DataFormatError(
-                            fpath, f"null while {len(with_mask)} other frames of sequence '{name}' have masks; "
+                            fpath, f"null while {len(with_mask)} other frames of sequence '{name}' have "
+                                   "masks; "
                             "frame skipped", field=f"frame_annotations[{i}].mask"))
                 by_seq[name] = [(i, fa) for i, fa in recs if fa.mask is not None]
         seq_anns: dict[str, SequenceAnnotation] = {}
         spath = self.sequence_annotations_path
         if (self.store.exists(f"{self.category}/sequence_annotations.jgz") if self.store is not None
                 else spath.is_file()):
-            sgood, sbad, swarn = read_sequence_annotations(spath, data=self._annotation_bytes("sequence_annotations.jgz"))
+            sgood, sbad, swarn = read_sequence_annotations(
+                spath, data=self._annotation_bytes("sequence_annotations.jgz")
+            )
             warnings += swarn
             first: dict[str, int] = {}
             for i, sa in sgood:
                 name = sa.sequence_name
                 if name_problem(name) is not None:  # never matches a usable video; named, not used
                     warnings.append(str(DataFormatError(str(spath), f"{shown_name(name)} is not a plain name "
-                                    f"({name_problem(name)}); record ignored", field=f"sequence_annotations[{i}].sequence_name")))
+                                    f"({name_problem(name)}); record "
+                                    "ignored", field=f"sequence_annotations[{i}].sequence_name")))
                     continue
                 if name in first:
                     excluded[name] = str(DataFormatError(
-                        str(spath), f"records [{first[name]}] and [{i}] both name sequence '{name}'; video excluded "
+                        str(spath), f"records [{first[name]}] and [{i}] both name sequence '{name}'; video "
+                                    "excluded "
                         "(neither record is trusted)", field="sequence_name"))
                     continue
                 first[name] = i
@@ -342,7 +363,9 @@ class Co3dCategory:
         for name in excluded:
             by_seq.pop(name, None)
             seq_anns.pop(name, None)
-        frames = {n: [fa for _, fa in sorted(v, key=lambda r: r[1].frame_number)] for n, v in by_seq.items() if v}
+        frames = {
+            n: [fa for _, fa in sorted(v, key=lambda r: r[1].frame_number)] for n, v in by_seq.items() if v
+        }
         return {"frames": frames, "sequences": seq_anns, "excluded": excluded, "skipped": skipped,
                 "warnings": warnings}
 
@@ -359,8 +382,14 @@ class Co3dCategory:
         names = list(self._index["frames"])
         if self.store is not None:
             listed = set(self.store.glob(f"{self.category}/*/pointcloud.ply"))
-            has = {n: (self._cloud_rel(n) in listed) or (not self._cloud_rel(n).endswith(f"/{n}/pointcloud.ply")
-                                                          and self.store.exists(self._cloud_rel(n))) for n in names}
+            has = {
+                n: (self._cloud_rel(n) in listed)
+                or (
+                    not self._cloud_rel(n).endswith(f"/{n}/pointcloud.ply")
+                    and self.store.exists(self._cloud_rel(n))
+                )
+                for n in names
+            }
         else:
             has = {n: (Path(self.root) / self._cloud_rel(n)).is_file() for n in names}
         return {n: _cloud_source(has[n], self._index["frames"][n]) for n in names}
@@ -373,14 +402,16 @@ class Co3dCategory:
     @property
     def no_cloud(self) -> dict[str, str]:
         """Videos excluded for having neither a point cloud nor depth maps: name -> reason."""
-        return {n: f"{_file(self.root, self.store, self._cloud_rel(n))}: no point cloud and no depth maps to make "
+        return {n: f"{_file(self.root, self.store, self._cloud_rel(n))}: no point cloud and no depth maps to "
+                   "make "
                    "one from; video excluded" for n, s in self._clouds.items() if s is None}
 
     def cloud_summary(self) -> str:
         """One line: clouds made from depth maps and videos without any (empty when none)."""
         parts = []
         if self.clouds_from_depth:
-            parts.append(f"{len(self.clouds_from_depth)} videos without pointcloud.ply, their clouds made from depth "
+            parts.append(f"{len(self.clouds_from_depth)} videos without pointcloud.ply, their clouds made "
+                         "from depth "
                          f"maps ({', '.join(self.clouds_from_depth)})")
         if self.no_cloud:
             parts.append(f"{len(self.no_cloud)} videos excluded: no point cloud nor depth maps "
@@ -397,7 +428,11 @@ class Co3dCategory:
         """Usable frame records of the usable videos, by sequence, sorted by frame number (a video with
         neither a point cloud nor depth maps is not usable: :attr:`no_cloud`)."""
         gone = self.no_cloud
-        return {n: v for n, v in self._index["frames"].items() if n not in gone} if gone else self._index["frames"]
+        return (
+            {n: v for n, v in self._index["frames"].items() if n not in gone}
+            if gone
+            else self._index["frames"]
+        )
 
     @property
     def excluded(self) -> dict[str, str]:
@@ -419,7 +454,8 @@ class Co3dCategory:
         """One line: what the annotation records cost (empty when nothing)."""
         parts = []
         if self._index["excluded"]:
-            parts.append(f"{len(self._index['excluded'])} videos excluded ({', '.join(sorted(self._index['excluded']))})")
+            parts.append(f"{len(self._index['excluded'])} videos excluded "
+                         f"({', '.join(sorted(self._index['excluded']))})")
         if self.skipped_frames:
             parts.append(f"{len(self.skipped_frames)} frame records skipped")
         if self.annotation_warnings:

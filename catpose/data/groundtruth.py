@@ -15,7 +15,8 @@ GT_FILE = "catpose_gt.json"
 
 
 def has_ground_truth(root, endpoint_url: str | None = None) -> bool:
-    """Whether a dataset root (local, ``s3://`` or a :class:`~catpose.storage.Store`) has ``catpose_gt.json``."""
+    """Whether a dataset root (local, ``s3://`` or a :class:`~catpose.storage.Store`) has
+    ``catpose_gt.json``."""
     from catpose.storage import Store
 
     return Store(root, endpoint_url).exists(GT_FILE)
@@ -51,7 +52,8 @@ def load_ground_truth(root, category: str, endpoint_url: str | None = None) -> d
         raise DataFormatError(str(path), f"no ground truth for category '{category}'",
                               field=f"categories.{category}.sequences") from e
     if not isinstance(seqs, dict):
-        raise DataFormatError(str(path), f"not a mapping of sequence names to similarities ({type(seqs).__name__})",
+        raise DataFormatError(str(path), "not a mapping of sequence names to similarities "
+                                         f"({type(seqs).__name__})",
                               field=f"categories.{category}.sequences")
     return {k: _similarity(v, str(path), f"categories.{category}.sequences.{k}") for k, v in seqs.items()}
 
@@ -61,7 +63,8 @@ def _similarity(d, path: str, where: str) -> Similarity:
     import numpy as np
 
     if not isinstance(d, dict):
-        raise DataFormatError(path, f"a similarity record must be an object, got {type(d).__name__}", field=where)
+        raise DataFormatError(path, "a similarity record must be an object, got "
+                                    f"{type(d).__name__}", field=where)
     for name, shape in (("rotation", (3, 3)), ("translation", (3,)), ("scale", ())):
         try:
             a = np.asarray(d[name], np.float64)
@@ -102,6 +105,7 @@ def load_point_labels(root, category: str, sequence: str, endpoint_url: str | No
         raise DataFormatError(st.url(key), f"not a readable .npy file of point labels ({type(e).__name__}: "
                                            f"{e})") from e
     if labels.ndim != 1 or labels.dtype.kind not in "bui":
-        raise DataFormatError(st.url(key), f"point labels must be one flag per point, got {labels.dtype} of shape "
+        raise DataFormatError(st.url(key), f"point labels must be one flag per point, got {labels.dtype} of "
+                                           "shape "
                                            f"{list(labels.shape)}")
     return labels.astype(bool)

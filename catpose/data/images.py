@@ -34,12 +34,14 @@ def _open(data: bytes, path: str, max_pixels: int) -> Image.Image:
             im = Image.open(io.BytesIO(data))
             w, h = im.size
             if w * h > max_pixels:
-                raise DataFormatError(path, f"image declares {w} x {h} pixels, more than the limit of {max_pixels} "
+                raise DataFormatError(path, f"image declares {w} x {h} pixels, more than the limit of "
+                                            f"{max_pixels} "
                                       "(a decompression bomb?); file skipped")
             im.load()
             return ImageOps.exif_transpose(im)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise DataFormatError(path, f"image declares more pixels than the limit of {max_pixels} (a decompression "
+        raise DataFormatError(path, f"image declares more pixels than the limit of {max_pixels} (a "
+                                    "decompression "
                               f"bomb? {e}); file skipped") from e
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as e:
         raise DataFormatError(path, f"cannot decode image ({e})") from e

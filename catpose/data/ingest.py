@@ -155,7 +155,9 @@ def _fit_size(hw: tuple[int, int], max_size: int) -> tuple[int, int]:
     return max(1, round(h * s)), max(1, round(w * s))
 
 
-def prepare_frames(name: str, src: Path, cfg: IngestConfig, seq_dir: Path) -> tuple[list[str], list[str | None]]:
+def prepare_frames(
+    name: str, src: Path, cfg: IngestConfig, seq_dir: Path
+) -> tuple[list[str], list[str | None]]:
     """Writes the chosen frames (and masks) as JPEG/PNG into the CO3D sequence folder."""
     (seq_dir / "images").mkdir(parents=True, exist_ok=True)
     images: list[np.ndarray] = []
@@ -170,7 +172,11 @@ def prepare_frames(name: str, src: Path, cfg: IngestConfig, seq_dir: Path) -> tu
         for i in _select(files, cfg.max_frames):
             f = files[i]
             images.append(decode_image(f.read_bytes(), str(f)))
-            mp = next((m for m in (src / "masks").glob(f.stem + ".*")), None) if (src / "masks").is_dir() else None
+            mp = (
+                next((m for m in (src / "masks").glob(f.stem + ".*")), None)
+                if (src / "masks").is_dir()
+                else None
+            )
             masks.append(None if mp is None else decode_image(mp.read_bytes(), str(mp), mode="L"))
             stems.append(f.stem)
     if len(images) < 3:
@@ -195,7 +201,8 @@ def run_sfm(name: str, image_dir: Path, work: Path, matcher: str = "exhaustive",
     """pycolmap SIFT + matching + incremental mapping; returns the largest reconstruction.
 
     ``robust``: the settings for sparse captures (about 20 frames over 360°, 18° apart): twice the
-    SIFT features at a lower peak threshold (more points on weakly textured objects too), guided matching, and a relaxed mapper (initial pair from
+    SIFT features at a lower peak threshold (more points on weakly textured objects too), guided matching,
+    and a relaxed mapper (initial pair from
     50 inliers and 8° of triangulation angle, frames registered from 15 inliers at 15 %, and COLMAP's
     structure-less fallback). On synthetic sparse orbits (6 videos, 160 px) they register 120 of 120
     frames against 90 with COLMAP's defaults.
@@ -314,7 +321,8 @@ def ingest_sequence(name: str, src: Path, cfg: IngestConfig) -> dict:
     pts = np.array([p.xyz for p in rec.points3D.values()], dtype=np.float64).reshape(-1, 3)
     cols = np.array([p.color for p in rec.points3D.values()], dtype=np.uint8).reshape(-1, 3)
     given = masks if all(m is not None for m in masks) else None
-    cleaning = clean_object_points(pts, cams, given, settings_from(cfg), source=f"sequence '{name}' (SfM cloud)")
+    cleaning = clean_object_points(pts, cams, given, settings_from(cfg), source=f"sequence '{name}' (SfM "
+                                                                                "cloud)")
     keep = cleaning.keep
     cloud = PointCloud(pts[keep].astype(np.float32), cols[keep])
     write_ply(seq_dir / "pointcloud.ply", cloud)
@@ -329,7 +337,9 @@ def ingest_sequence(name: str, src: Path, cfg: IngestConfig) -> dict:
             stem = Path(frames[i].image.path).stem
             (seq_dir / "masks").mkdir(exist_ok=True)
             Image.fromarray((gm * 255).astype(np.uint8)).save(seq_dir / "masks" / f"{stem}.png")
-            frames[i] = dataclasses.replace(frames[i], mask=MaskAnnotation(f"{rel}/masks/{stem}.png", float(gm.sum())))
+            frames[i] = dataclasses.replace(
+                frames[i], mask=MaskAnnotation(f"{rel}/masks/{stem}.png", float(gm.sum()))
+            )
             masks[i] = gm.astype(np.float32)
 
     grabcut_all(cloud.points)
@@ -393,7 +403,9 @@ def grabcut_mask(image: np.ndarray, camera: Camera, points: np.ndarray, plane: l
     else:
         fuv = np.zeros((0, 2))
     uv, z = camera.project(points)
-    ok = (z > 0) & np.isfinite(uv).all(1) & (uv[:, 0] >= 0) & (uv[:, 0] < W) & (uv[:, 1] >= 0) & (uv[:, 1] < H)
+    ok = (
+        (z > 0) & np.isfinite(uv).all(1) & (uv[:, 0] >= 0) & (uv[:, 0] < W) & (uv[:, 1] >= 0) & (uv[:, 1] < H)
+    )
     uv = uv[ok]
     if len(uv) < 3:
         return np.zeros((H, W), bool)
@@ -473,7 +485,8 @@ def ingest(cfg: IngestConfig) -> Manifest:
     seqs = find_sequences(cfg.frames, cfg.endpoint_url)
     for name in [n for n in seqs if name_problem(n) is not None]:  # a folder or video name that is no
         src = seqs.pop(name)  # plain name never becomes a path in the store: that sequence fails, named
-        err = DataFormatError(src, f"sequence name {shown_name(name)} is not a plain name ({name_problem(name)})")
+        err = DataFormatError(src, f"sequence name {shown_name(name)} is not a plain name "
+                                   f"({name_problem(name)})")
         print(f"ingest: {err}; sequence skipped", flush=True)
         man.record(shown_name(name), "failed", error=f"DataFormatError: {err}", save=False)
     fa_key, sa_key = f"{cat}/frame_annotations.jgz", f"{cat}/sequence_annotations.jgz"
@@ -481,14 +494,22 @@ def ingest(cfg: IngestConfig) -> Manifest:
     if store.exists(fa_key) and store.exists(sa_key):
         frames = [parse_frame_annotation(d, store.url(fa_key), i)
                   for i, d in enumerate(load_jgz(store.url(fa_key), store.read_bytes(fa_key)))]
-        seq_anns = {s.sequence_name: s for s in (parse_sequence_annotation(d, store.url(sa_key), i) for i, d
-                                                 in enumerate(load_jgz(store.url(sa_key), store.read_bytes(sa_key))))}
+        seq_anns = {
+            s.sequence_name: s
+            for s in (
+                parse_sequence_annotation(d, store.url(sa_key), i)
+                for i, d in enumerate(load_jgz(store.url(sa_key), store.read_bytes(sa_key)))
+            )
+        }
     fps = sequence_fingerprints(cfg, seqs)
     log = fp.ResumeLog(f"ingest {cat}", "sequences")
     todo = []
     for n, p in seqs.items():
-        why = "missing" if man.status(n) != "ok" or n not in seq_anns else fp.change(man.items[n].get("fingerprint"),
-                                                                                      fps[n])
+        why = (
+            "missing"
+            if man.status(n) != "ok" or n not in seq_anns
+            else fp.change(man.items[n].get("fingerprint"), fps[n])
+        )
         if why is None:
             log.keep()
             continue
@@ -496,15 +517,29 @@ def ingest(cfg: IngestConfig) -> Manifest:
         todo.append((n, p, cfg))
     log.say()
     t0 = time.perf_counter()
-    for (name, _, _), res, err, sec in map_items(_ingest_task, todo, workers=cfg.workers, desc="ingest (SfM)"):
+    for (name, _, _), res, err, sec in map_items(
+        _ingest_task, todo, workers=cfg.workers, desc="ingest (SfM)"
+    ):
         if err:  # a video whose cleaning leaves too little of the cloud is skipped with that reason
-            man.record(name, "skipped" if err.startswith("CleaningError") else "failed", error=err, seconds=sec)
+            man.record(
+                name, "skipped" if err.startswith("CleaningError") else "failed", error=err, seconds=sec
+            )
             store.remove(f"{cat}/{name}", recursive=True)
             continue
         frames = [f for f in frames if f.sequence_name != name] + res["frames"]
         seq_anns[name] = res["sequence"]
-        man.record(name, "ok", seconds=sec, fingerprint=fps[name], registered=res["registered"], frames=res["total"],
-                   cleaning=res["cleaning"], masks_made=res["masks_made"], sfm=res["sfm"], dense=res["dense"])
+        man.record(
+            name,
+            "ok",
+            seconds=sec,
+            fingerprint=fps[name],
+            registered=res["registered"],
+            frames=res["total"],
+            cleaning=res["cleaning"],
+            masks_made=res["masks_made"],
+            sfm=res["sfm"],
+            dense=res["dense"],
+        )
         store.write_bytes(fa_key, jgz_bytes(frames))
         store.write_bytes(sa_key, jgz_bytes(list(seq_anns.values())))
     man.info["seconds"] = round(time.perf_counter() - t0, 2)

@@ -29,7 +29,8 @@ def snap_mask_edges(image: np.ndarray, mask: np.ndarray, band: int, max_side: in
 
     Segmentation masks of real captures are a few pixels too wide or too narrow; a mask that is too wide
     carries a fringe of floor into every composite of the training augmentation, which the object then
-    seems to have (most of the realistic car's in-the-wild gap to clean videos, see README). Pixels deeper than
+    seems to have (most of the realistic car's in-the-wild gap to clean videos, see README). Pixels deeper
+    than
     ``band`` inside the mask are object for sure, pixels farther than ``band`` outside background for sure;
     GrabCut decides the band between them from the colours of both sides. Large frames are cut to the
     object's box and scaled so that its longer side is at most ``max_side`` pixels (the band with them).

@@ -50,8 +50,11 @@ def read_ply(path: str | Path, require_points: bool = True, data: bytes | None =
         path = Path(path)
         if not path.is_file():
             raise MissingFileError(str(path), "point cloud")
-    return _cloud(_plyfile_vertices(io.BytesIO(data) if data is not None else str(path), path, max_points), path,
-                  require_points)
+    return _cloud(
+        _plyfile_vertices(io.BytesIO(data) if data is not None else str(path), path, max_points),
+        path,
+        require_points,
+    )
 
 
 def read_ply_stream(fh, path: str | Path, require_points: bool = True, max_points: int | None = MAX_POINTS
@@ -115,7 +118,8 @@ def _stream_vertices(fh, path: str, max_points: int | None, block: int = 64 << 2
         stop = min(n, start + rows_per_block)
         raw = fh.read((stop - start) * dtype.itemsize)
         if len(raw) < (stop - start) * dtype.itemsize:
-            raise DataFormatError(path, f"the file ends within its vertices (row {start + len(raw) // dtype.itemsize}"
+            raise DataFormatError(path, "the file ends within its vertices (row "
+                                        f"{start + len(raw) // dtype.itemsize}"
                                         f" of {n})", field="vertex")
         rows = np.frombuffer(raw, dtype)
         if idx is None:
@@ -128,7 +132,8 @@ def _stream_vertices(fh, path: str, max_points: int | None, block: int = 64 << 2
 
 
 def _plyfile_vertices(src, path, max_points: int | None) -> np.ndarray:
-    """The vertex rows (at most ``max_points``) of a PLY file read by ``plyfile`` (a local file memory-mapped)."""
+    """The vertex rows (at most ``max_points``) of a PLY file read by ``plyfile`` (a local file
+    memory-mapped)."""
     from plyfile import PlyData
 
     try:

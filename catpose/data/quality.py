@@ -92,7 +92,9 @@ def pick_frames(seq, k: int) -> tuple[list, list[np.ndarray], dict[str, str]]:
     return [frames[i] for i in order], [images[i] for i in order], blank
 
 
-def cloud_from_depth(seq, max_frames: int = 40, max_points: int = 100_000, voxel_share: float = 1 / 200) -> PointCloud:
+def cloud_from_depth(
+    seq, max_frames: int = 40, max_points: int = 100_000, voxel_share: float = 1 / 200
+) -> PointCloud:
     """A point cloud for a sequence without ``pointcloud.ply``, made from its depth maps and cameras.
 
     Up to ``max_frames`` frames evenly spread (blank ones left out); in each, the pixels with a depth
@@ -104,7 +106,8 @@ def cloud_from_depth(seq, max_frames: int = 40, max_points: int = 100_000, voxel
 
     frames = [f for f in seq.frames if f.depth_path is not None]
     if not frames:
-        raise DataFormatError(seq.source, f"sequence '{seq.name}' has no pointcloud.ply and no depth maps to make "
+        raise DataFormatError(seq.source, f"sequence '{seq.name}' has no pointcloud.ply and no depth maps to "
+                                          "make "
                               "one from", field="depth")
     if len(frames) > max_frames:
         idx = np.unique(np.linspace(0, len(frames) - 1, max_frames).round().astype(int))
@@ -124,7 +127,12 @@ def cloud_from_depth(seq, max_frames: int = 40, max_points: int = 100_000, voxel
             if m.shape != d.shape:
                 from PIL import Image
 
-                m = np.asarray(Image.fromarray((m * 255).astype(np.uint8)).resize(d.shape[::-1], Image.NEAREST)) / 255.0
+                m = (
+                    np.asarray(
+                        Image.fromarray((m * 255).astype(np.uint8)).resize(d.shape[::-1], Image.NEAREST)
+                    )
+                    / 255.0
+                )
             take &= m > 0.5
         if not take.any():
             continue
@@ -135,7 +143,8 @@ def cloud_from_depth(seq, max_frames: int = 40, max_points: int = 100_000, voxel
         cols.append(img[iv, iu])
     if not pts:
         raise DataFormatError(seq.source, f"sequence '{seq.name}' has no pointcloud.ply and none of its "
-                              f"{len(frames)} depth maps looked at has a foreground pixel with a depth", field="depth")
+                              f"{len(frames)} depth maps looked at has a foreground pixel with a "
+                              "depth", field="depth")
     P = np.concatenate(pts)
     C = np.concatenate(cols).astype(np.uint8)
     diag = float(np.linalg.norm(P.max(0) - P.min(0))) or 1.0
@@ -193,10 +202,15 @@ def bad_masks(checks: list[MaskCheck], name: str) -> dict[str, str]:
         return {}
     med = float(np.median([c.score for c in checks]))
     lim = max(MASK_FLOOR, MASK_RELATIVE * med)
-    return {f"{name}/{c.frame_number}": (f"mask disagrees with the cloud's projection: {c.in_mask:.0%} of the "
-                                          f"projected points inside it, {c.covered:.0%} of it covered "
-                                          f"(video median {med:.0%}, limit {lim:.0%})")
-            for c in checks if c.score < lim}
+    return {
+        f"{name}/{c.frame_number}": (
+            f"mask disagrees with the cloud's projection: {c.in_mask:.0%} of the "
+            f"projected points inside it, {c.covered:.0%} of it covered "
+            f"(video median {med:.0%}, limit {lim:.0%})"
+        )
+        for c in checks
+        if c.score < lim
+    }
 
 
 @dataclass

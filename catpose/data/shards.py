@@ -56,12 +56,14 @@ def frame_row(frame: Co3dFrame, verify: bool = True) -> dict:
     if verify:
         arr = decode_image(img, str(frame.image_path))
         if arr.shape[:2] != tuple(frame.image_size):
-            raise DataFormatError(str(frame.image_path), f"image is {arr.shape[:2]}, annotation says {frame.image_size}")
+            raise DataFormatError(str(frame.image_path), f"image is {arr.shape[:2]}, annotation says "
+                                                         f"{frame.image_size}")
         check_blank(arr, str(frame.image_path))  # an all-black or near-constant frame is skipped, counted
         if mask is not None:  # checked against its frame as `catpose info` does: training needs both to agree
             m = decode_image(mask, str(frame.mask_path), mode="L")
             if m.shape != arr.shape[:2]:
-                raise DataFormatError(str(frame.mask_path), f"mask is {m.shape}, its frame {frame.image_path} is "
+                raise DataFormatError(str(frame.mask_path), f"mask is {m.shape}, its frame "
+                                                            f"{frame.image_path} is "
                                       f"{arr.shape[:2]}")
     return {
         "sequence_name": frame.sequence_name,
@@ -197,7 +199,9 @@ def write_shards(cfg: ShardConfig, progress: bool = True) -> dict:
             keys = [f"{r['sequence_name']}/{r['frame_number']}" for r in rows]
             done = manifest["shards"].get(rel)
             # kept only when it holds exactly these rows (every field, image and mask bytes included)
-            new_fp = fp.make({"schema": SCHEMA.names}, {f"frames {keys[0]}..{keys[-1]}": fp.digest_rows(rows)})
+            new_fp = fp.make(
+                {"schema": SCHEMA.names}, {f"frames {keys[0]}..{keys[-1]}": fp.digest_rows(rows)}
+            )
             change = fp.change(done.get("fingerprint"), new_fp) if done else "missing"
             why = verify_shard(store, rel, len(rows)) if change is None else None
             if why:
@@ -218,7 +222,9 @@ def write_shards(cfg: ShardConfig, progress: bool = True) -> dict:
                     rows.append(frame_row(frame))
                 except (DataFormatError, FileNotFoundError, OSError) as e:
                     blank += isinstance(e, BlankFrameError)
-                    skipped[f"{category}/{frame.sequence_name}/{frame.frame_number}"] = f"{type(e).__name__}: {e}"
+                    skipped[f"{category}/{frame.sequence_name}/{frame.frame_number}"] = (
+                        f"{type(e).__name__}: {e}"
+                    )
                 bar.update(1)
                 if len(rows) >= cfg.rows_per_shard:
                     flush()
@@ -230,10 +236,19 @@ def write_shards(cfg: ShardConfig, progress: bool = True) -> dict:
         for rel in store.glob(f"category={category}/part-*.parquet"):
             if rel not in shards:
                 store.remove(rel)
-        info = {"frames": sum(v["rows"] for v in shards.values()), "skipped": len(skipped), "shards": shard_idx, "seconds": round(time.perf_counter() - t0, 2),
-                "blank_frames": blank, "clouds_from_depth": cat.clouds_from_depth, "no_cloud": sorted(cat.no_cloud)}
-        store.write_json(_category_record(category), {"category": category, "shards": shards, "skipped": skipped,
-                                                      "info": info})
+        info = {
+            "frames": sum(v["rows"] for v in shards.values()),
+            "skipped": len(skipped),
+            "shards": shard_idx,
+            "seconds": round(time.perf_counter() - t0, 2),
+            "blank_frames": blank,
+            "clouds_from_depth": cat.clouds_from_depth,
+            "no_cloud": sorted(cat.no_cloud),
+        }
+        store.write_json(
+            _category_record(category),
+            {"category": category, "shards": shards, "skipped": skipped, "info": info},
+        )
         merged = load_manifest(store)  # with the entries other runs wrote meanwhile
         merged["failed"] = manifest["failed"]
         manifest = merged
@@ -278,7 +293,9 @@ def read_shards_ray(uri: str, endpoint_url: str | None = None, columns: list[str
 
     store = Store(uri, endpoint_url)
     return ray.data.read_parquet(
-        [store.path(rel) for rel in _category_files(store, categories)], filesystem=store.arrow_fs, columns=columns,
+        [store.path(rel) for rel in _category_files(store, categories)],
+        filesystem=store.arrow_fs,
+        columns=columns,
         partitioning=ray.data.datasource.Partitioning("hive", base_dir=store.root),
     )
 

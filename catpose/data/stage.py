@@ -192,9 +192,12 @@ def _validate_rows(a: ValidateArtifact) -> list[str]:
 
 
 def _validate_table(a: ValidateArtifact) -> list[str]:
-    return ["| category | sequences | frames | mean points | cloud in masks | unusable |", "|---|---|---|---|---|---|",
-            *_validate_rows(a), "Reading: 'cloud in masks' is the share of each video's point cloud that projects "
-            "inside its object masks (cameras, clouds and masks agree; ground truth: the data's own masks); good: above "
+    return ["| category | sequences | frames | mean points | cloud in masks | unusable "
+            "|", "|---|---|---|---|---|---|",
+            *_validate_rows(a), "Reading: 'cloud in masks' is the share of each video's point cloud that "
+                                "projects "
+            "inside its object masks (cameras, clouds and masks agree; ground truth: the data's own masks); "
+            "good: above "
             "95 %, and no unusable video."]
 
 
@@ -233,15 +236,53 @@ def _shard_results(a: ShardsArtifact) -> dict:
 
 
 STAGES = [
-    Stage("ingest", (), DataArtifact, lambda c: what(c.ingest), _ingest_run, provides="data",
-          included=lambda c: c.raw_frames is not None),
-    Stage("synth", (), DataArtifact, lambda c: what(c.synth), _synth_run, provides="data",
-          included=lambda c: c.raw_frames is None and c.data is None),
+    Stage(
+        "ingest",
+        (),
+        DataArtifact,
+        lambda c: what(c.ingest),
+        _ingest_run,
+        provides="data",
+        included=lambda c: c.raw_frames is not None,
+    ),
+    Stage(
+        "synth",
+        (),
+        DataArtifact,
+        lambda c: what(c.synth),
+        _synth_run,
+        provides="data",
+        included=lambda c: c.raw_frames is None and c.data is None,
+    ),
     # a dataset given by --data: read every run (its files' fingerprint is what later stages hash)
-    Stage("given data", (), DataArtifact, lambda c: {}, _given_data, provides="data", recorded=False,
-          included=lambda c: c.raw_frames is None and c.data is not None),
-    Stage("validate", ("data",), ValidateArtifact, lambda c: {}, _validate_run, _validate_section, _validate_table,
-          summary=_validate_summary, results=_validate_results),
-    Stage("shard", ("data", "validate"), ShardsArtifact, lambda c: what(c.shard), _shard_run, _shard_section,
-          results=_shard_results),
+    Stage(
+        "given data",
+        (),
+        DataArtifact,
+        lambda c: {},
+        _given_data,
+        provides="data",
+        recorded=False,
+        included=lambda c: c.raw_frames is None and c.data is not None,
+    ),
+    Stage(
+        "validate",
+        ("data",),
+        ValidateArtifact,
+        lambda c: {},
+        _validate_run,
+        _validate_section,
+        _validate_table,
+        summary=_validate_summary,
+        results=_validate_results,
+    ),
+    Stage(
+        "shard",
+        ("data", "validate"),
+        ShardsArtifact,
+        lambda c: what(c.shard),
+        _shard_run,
+        _shard_section,
+        results=_shard_results,
+    ),
 ]

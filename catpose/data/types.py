@@ -103,7 +103,9 @@ class _Fields:
 
     def get(self, d: Any, name: str, required: bool = True) -> Any:
         if not isinstance(d, dict):
-            raise self.fail(name.rsplit(".", 1)[0] if "." in name else "", f"expected an object, got {type(d).__name__}")
+            raise self.fail(
+                name.rsplit(".", 1)[0] if "." in name else "", f"expected an object, got {type(d).__name__}"
+            )
         key = name.rsplit(".", 1)[-1]
         if key not in d or d[key] is None:
             if required:
@@ -160,7 +162,9 @@ class _Fields:
         for row in v:
             if not isinstance(row, (list, tuple)) or len(row) != 3:
                 raise self.fail(name, f"expected a 3x3 matrix, got {v!r}")
-            if any(isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x) for x in row):
+            if any(
+                isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x) for x in row
+            ):
                 raise self.fail(name, f"expected finite numbers, got {v!r}")
             rows.append(tuple(float(x) for x in row))
         return tuple(rows)
@@ -176,7 +180,9 @@ def check_rotation(R: tuple[tuple[float, float, float], ...], f: _Fields) -> Non
     m = np.asarray(R, dtype=np.float64)
     err = float(np.abs(m @ m.T - np.eye(3)).max())
     if err > ROTATION_TOL:
-        raise f.fail("viewpoint.R", f"not a rotation matrix (|R Rᵀ − I| = {err:.3g}), got {[list(r) for r in R]}")
+        raise f.fail(
+            "viewpoint.R", f"not a rotation matrix (|R Rᵀ − I| = {err:.3g}), got {[list(r) for r in R]}"
+        )
     det = float(np.linalg.det(m))
     if abs(det - 1.0) > ROTATION_TOL:
         raise f.fail("viewpoint.R", f"not a rotation matrix (determinant {det:.3g}, a reflection?)")
@@ -192,7 +198,9 @@ def _optional(warnings: list[str] | None, fn, *args, **kw):
         return None
 
 
-def parse_frame_annotation(d: Any, path: str, index: int, warnings: list[str] | None = None) -> FrameAnnotation:
+def parse_frame_annotation(
+    d: Any, path: str, index: int, warnings: list[str] | None = None
+) -> FrameAnnotation:
     """One record of ``frame_annotations.jgz``; ``index`` is its position in the file (for errors).
     Optional metadata (``frame_timestamp``, ``mask.mass``, ``meta``) never blocks: a malformed value is
     dropped, with a note in ``warnings``."""
@@ -338,7 +346,8 @@ def load_frame_annotations(path: str | Path) -> list[FrameAnnotation]:
 def load_sequence_annotations(path: str | Path) -> list[SequenceAnnotation]:
     data = load_jgz(path)
     if not isinstance(data, list):
-        raise DataFormatError(str(path), f"expected a list of sequence annotations, got {type(data).__name__}")
+        raise DataFormatError(str(path), "expected a list of sequence annotations, got "
+                                         f"{type(data).__name__}")
     return [parse_sequence_annotation(d, str(path), i) for i, d in enumerate(data)]
 
 
@@ -383,7 +392,8 @@ def read_sequence_annotations(path: str | Path, data: bytes | None = None
     not, and warnings about dropped optional metadata. ``data``: the file's bytes (from a store)."""
     data = load_jgz(path, data)
     if not isinstance(data, list):
-        raise DataFormatError(str(path), f"expected a list of sequence annotations, got {type(data).__name__}")
+        raise DataFormatError(str(path), "expected a list of sequence annotations, got "
+                                         f"{type(data).__name__}")
     good, bad, warnings = [], [], []
     for i, d in enumerate(data):
         try:

@@ -149,9 +149,17 @@ class DinoV2(Backbone):
 
     patch = 14
 
-    def __init__(self, arch: str = "dinov2_vits14", layer: int = -1, facet: str = "token", input_size: int = 448,
-                 num_register_tokens: int = 0, spec: ViTSpec | None = None,
-                 interpolate_offset: float | None = None, interpolate_antialias: bool | None = None):
+    def __init__(
+        self,
+        arch: str = "dinov2_vits14",
+        layer: int = -1,
+        facet: str = "token",
+        input_size: int = 448,
+        num_register_tokens: int = 0,
+        spec: ViTSpec | None = None,
+        interpolate_offset: float | None = None,
+        interpolate_antialias: bool | None = None,
+    ):
         super().__init__()
         if spec is None and arch not in DINOV2_SPECS:
             raise ValueError(f"unknown DINOv2 architecture {arch!r}; choose from {sorted(DINOV2_SPECS)}")
@@ -170,7 +178,9 @@ class DinoV2(Backbone):
         self.patch_embed = _PatchEmbed(spec.dim, self.patch)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, spec.dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + 37 * 37, spec.dim))  # trained at 518 px
-        self.register_tokens = nn.Parameter(torch.zeros(1, num_register_tokens, spec.dim)) if num_register_tokens else None
+        self.register_tokens = (
+            nn.Parameter(torch.zeros(1, num_register_tokens, spec.dim)) if num_register_tokens else None
+        )
         self.mask_token = nn.Parameter(torch.zeros(1, spec.dim))
         self.blocks = nn.ModuleList(_Block(spec.dim, spec.heads) for _ in range(spec.depth))
         self.norm = nn.LayerNorm(spec.dim, eps=1e-6)
@@ -190,14 +200,21 @@ class DinoV2(Backbone):
                 kw = {"scale_factor": ((h + self.interpolate_offset) / n, (w + self.interpolate_offset) / n)}
             else:
                 kw = {"size": (h, w)}
-            grid = F.interpolate(grid, mode="bicubic", antialias=self.interpolate_antialias, **kw).to(cls.dtype)
+            grid = F.interpolate(grid, mode="bicubic", antialias=self.interpolate_antialias, **kw).to(
+                cls.dtype
+            )
             grid = grid.permute(0, 2, 3, 1).reshape(1, h * w, -1)
         return torch.cat([cls, grid], dim=1)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         B = images.shape[0]
-        x = F.interpolate(images, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False,
-                          antialias=True)
+        x = F.interpolate(
+            images,
+            size=(self.input_size, self.input_size),
+            mode="bilinear",
+            align_corners=False,
+            antialias=True,
+        )
         x = (x - self.mean) / self.std
         h = w = self.input_size // self.patch
         t = self.patch_embed(x)
@@ -260,12 +277,15 @@ def load_dinov2(arch: str = "dinov2_vits14", weights: str | Path | None = None, 
     except (KeyError, AttributeError, IndexError) as e:
         raise CatposeError(f"{path}: not a DINOv2 checkpoint (no {e})") from e
     n_reg = state["register_tokens"].shape[1] if "register_tokens" in state else 0
-    model = DinoV2(arch, layer=layer, facet=facet, input_size=input_size, num_register_tokens=n_reg, spec=spec)
+    model = DinoV2(
+        arch, layer=layer, facet=facet, input_size=input_size, num_register_tokens=n_reg, spec=spec
+    )
     if "pos_embed" in state and state["pos_embed"].shape != model.pos_embed.shape:
         model.pos_embed = nn.Parameter(torch.zeros_like(state["pos_embed"]))
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise CatposeError(f"{path}: does not match {arch} (missing {missing[:5]}, unexpected {unexpected[:5]})")
+        raise CatposeError(f"{path}: does not match {arch} (missing {missing[:5]}, unexpected "
+                           f"{unexpected[:5]})")
     return model.eval()
 
 
@@ -290,9 +310,14 @@ class ColorSift(Backbone):
         # larger windows = the same descriptor on a downscaled image (a pyramid); every level is
         # computed on a grid of about ``stride`` pixels and resampled to one grid of H/stride x W/stride
         self.bin_size, self.sift_scales, self.blur, self.stride = bin_size, sift_scales, blur, stride
-        self.sift = nn.ModuleDict({
-            str(s): DenseSIFTDescriptor(spatial_bin_size=bin_size, padding=0, stride=max(1, round(stride / s)))
-            for s in sift_scales})
+        self.sift = nn.ModuleDict(
+            {
+                str(s): DenseSIFTDescriptor(
+                    spatial_bin_size=bin_size, padding=0, stride=max(1, round(stride / s))
+                )
+                for s in sift_scales
+            }
+        )
         n = 8 * bin_size + 16
         probe = DenseSIFTDescriptor(spatial_bin_size=bin_size, padding=0, stride=1)(torch.zeros(1, 1, n, n))
         self.window = n - probe.shape[-1] + 1  # pixels under one descriptor
@@ -328,9 +353,15 @@ class ColorSift(Backbone):
         H, W = images.shape[-2:]
         out_hw = (max(1, round(H / self.stride)), max(1, round(W / self.stride)))
         gray = kornia.color.rgb_to_grayscale(images)
-        feats = [self.w_sift * F.normalize(self._sift_level(gray, s, out_hw), dim=1) / math.sqrt(len(self.sift_scales))
-                 for s in self.sift_scales]
-        lab = kornia.color.rgb_to_lab(images) / torch.tensor([100.0, 128.0, 128.0], device=images.device).view(1, 3, 1, 1)
+        feats = [
+            self.w_sift
+            * F.normalize(self._sift_level(gray, s, out_hw), dim=1)
+            / math.sqrt(len(self.sift_scales))
+            for s in self.sift_scales
+        ]
+        lab = kornia.color.rgb_to_lab(images) / torch.tensor(
+            [100.0, 128.0, 128.0], device=images.device
+        ).view(1, 3, 1, 1)
         cols = []
         for s in self.blur:
             ks = int(2 * math.ceil(3 * s) + 1)
@@ -353,7 +384,9 @@ class RandomCNN(Backbone):
         for i in range(4):
             conv = nn.Conv2d(chans[i], chans[i + 1], 3, stride=2 if i < 2 else 1, padding=1)
             with torch.no_grad():
-                conv.weight.copy_(torch.randn(conv.weight.shape, generator=g) * math.sqrt(2.0 / (9 * chans[i])))
+                conv.weight.copy_(
+                    torch.randn(conv.weight.shape, generator=g) * math.sqrt(2.0 / (9 * chans[i]))
+                )
                 conv.bias.zero_()
             layers += [conv, nn.ReLU()] if i < 3 else [conv]
         self.net = nn.Sequential(*layers)

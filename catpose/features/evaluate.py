@@ -69,7 +69,9 @@ def off_object_share(vertices: np.ndarray, cloud_points: np.ndarray, on_object: 
     return float(1.0 - np.asarray(on_object)[idx].mean()) if len(idx) else 0.0
 
 
-def cleaning_summary(data_root, category: str, manifest, store_uri: str, endpoint_url: str | None = None) -> dict:
+def cleaning_summary(
+    data_root, category: str, manifest, store_uri: str, endpoint_url: str | None = None
+) -> dict:
     """What the cleaning removed over a category's finished videos (mean share, from the features
     manifest) and, for synthetic data with point labels, the mean share of feature vertices off the
     object (ground truth, evaluation only)."""

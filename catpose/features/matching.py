@@ -28,7 +28,9 @@ def appearance_distance(fa: torch.Tensor, va: torch.Tensor, fb: torch.Tensor, vb
     for i0 in range(0, N, rows_per):
         i1 = min(N, i0 + rows_per)
         ai = fa[:, i0:i1].float().reshape(-1, C)  # [K*n, C]
-        a2 = torch.where(va[:, i0:i1].reshape(-1), (ai * ai).sum(-1), torch.tensor(float("inf"), device=b.device))
+        a2 = torch.where(
+            va[:, i0:i1].reshape(-1), (ai * ai).sum(-1), torch.tensor(float("inf"), device=b.device)
+        )
         d2 = torch.addmm(b2[None], ai, b.T, alpha=-2.0)  # |b|^2 - 2 a.b  [K*n, L*M]
         d2.add_(a2[:, None])
         out[i0:i1] = d2.view(K, i1 - i0, L, M).amin(dim=(0, 2))

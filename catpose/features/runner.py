@@ -33,7 +33,17 @@ _BACKBONES: dict = {}
 
 def signature(cfg: FeaturesConfig) -> dict:
     """The settings that change a sequence's features (a mismatch recomputes it)."""
-    keys = ("backbone", "layer", "facet", "input_size", "vertices", "frames", "outlier_k", "outlier_std", "vis_tol")
+    keys = (
+        "backbone",
+        "layer",
+        "facet",
+        "input_size",
+        "vertices",
+        "frames",
+        "outlier_k",
+        "outlier_std",
+        "vis_tol",
+    )
     sig = {k: getattr(cfg, k) for k in keys}
     # the cleaning section under the keys stored features were signed with before it was one section
     sig.update({f"clean_{k}": v for k, v in dataclasses.asdict(cfg.cleaning).items()})
@@ -50,7 +60,9 @@ def get_backbone(cfg: FeaturesConfig, device: str):
 
     key = (cfg.backbone, str(cfg.weights), cfg.layer, cfg.facet, cfg.input_size, device)
     if key not in _BACKBONES:
-        _BACKBONES[key] = build_backbone(cfg.backbone, cfg.weights, cfg.layer, cfg.facet, cfg.input_size).to(device)
+        _BACKBONES[key] = build_backbone(cfg.backbone, cfg.weights, cfg.layer, cfg.facet, cfg.input_size).to(
+            device
+        )
     return _BACKBONES[key]
 
 
@@ -83,7 +95,9 @@ def _task(args: tuple[FeaturesConfig, str, str]) -> dict:
     return res
 
 
-def sequence_fingerprints(cfg: FeaturesConfig, cat: Co3dCategory, category: str, sig: dict) -> dict[str, dict]:
+def sequence_fingerprints(
+    cfg: FeaturesConfig, cat: Co3dCategory, category: str, sig: dict
+) -> dict[str, dict]:
     """Each video's fingerprint (:mod:`catpose.fingerprint`): the settings ``sig`` and its inputs — its
     records in frame_annotations.jgz and sequence_annotations.jgz and its files (one listing of the
     category's folder or prefix: sizes and times, or ETags)."""
@@ -117,7 +131,9 @@ def verify_feature_file(store: Store, category: str, name: str, item: dict) -> s
     return None
 
 
-def run_features(cfg: FeaturesConfig, progress: bool = True, keep_existing: bool = False) -> dict[str, Manifest]:
+def run_features(
+    cfg: FeaturesConfig, progress: bool = True, keep_existing: bool = False
+) -> dict[str, Manifest]:
     """Surface features of every sequence of ``cfg.category`` into the store; finished sequences with
     the same settings are skipped, and with ``keep_existing`` any finished sequence is kept whatever
     its settings (later stages use a store as they find it and only fill in what is missing)."""
@@ -155,7 +171,8 @@ def run_features(cfg: FeaturesConfig, progress: bool = True, keep_existing: bool
             invalid = {n: why for n, why in zip(done, pool.map(
                 lambda n: verify_feature_file(store, category, n, man.items[n]), done)) if why}
         for n, why in invalid.items():
-            print(f"features {category}: '{n}' was done but its output is invalid ({why}); recomputing", flush=True)
+            print(f"features {category}: '{n}' was done but its output is invalid ({why}); "
+                  "recomputing", flush=True)
             man.record(n, "invalid", error=why, save=False)
             why_redo[n] = "output invalid"
         done = [n for n in done if n not in invalid]
@@ -166,8 +183,14 @@ def run_features(cfg: FeaturesConfig, progress: bool = True, keep_existing: bool
         log.say()
         task_cfg = dataclasses.replace(cfg, device="cuda" if use_gpu else cfg.device)
         todo = [(task_cfg, c, n) for _, c, n in todo]
-        for (_, _, name), res, err, sec in map_items(_task, todo, workers=cfg.workers, desc=f"features {category}",
-                                                     num_gpus=0.25 if use_gpu else 0, progress=progress):
+        for (_, _, name), res, err, sec in map_items(
+            _task,
+            todo,
+            workers=cfg.workers,
+            desc=f"features {category}",
+            num_gpus=0.25 if use_gpu else 0,
+            progress=progress,
+        ):
             if err and err.startswith("CleaningError"):  # too little object left: skipped, the reason kept
                 man.record(name, "skipped", error=err, seconds=sec)
             elif err:
@@ -224,7 +247,8 @@ def store_settings(cfg: FeaturesConfig, category: str) -> tuple[FeaturesConfig, 
         (a, sa), (b, sb) = list(sigs.values())[:2]
         raise DataFormatError(store.url(f"{category}/_manifest.json"),
                               f"features of '{a}' were made with {sa} and of '{b}' with {sb}; "
-                              "recompute the store with one setting (catpose features --out NEW)", field="signature")
+                              "recompute the store with one setting (catpose features --out "
+                              "NEW)", field="signature")
     sig = next(iter(sigs.values()))[1]
     known = {f.name for f in dataclasses.fields(FeaturesConfig)}
     cleaning = {f.name for f in dataclasses.fields(CleaningConfig)}  # signed as clean_<field>

@@ -30,8 +30,12 @@ class FeaturesArtifact(Artifact):
 def features_cfg(ctx: Ctx) -> FeaturesConfig:
     """The run's features settings, with its data, store and categories."""
     cfg = ctx.cfg
-    return ctx.section(cfg.features, data=ctx.arts["data"].uri, out=cfg.features.out or ctx.store.url("features"),
-                       category=tuple(cfg.features.category) or tuple(ctx.categories))
+    return ctx.section(
+        cfg.features,
+        data=ctx.arts["data"].uri,
+        out=cfg.features.out or ctx.store.url("features"),
+        category=tuple(cfg.features.category) or tuple(ctx.categories),
+    )
 
 
 def _features_run(ctx: Ctx) -> FeaturesArtifact:
@@ -82,7 +86,8 @@ def _features_rows(a: FeaturesArtifact) -> list[str]:
     return out
 
 
-FEATURES_HEADER = ["| category | backbone | videos ok | failed | visible / frame | appearance match acc@10% | chance "
+FEATURES_HEADER = ["| category | backbone | videos ok | failed | visible / frame | appearance match acc@10% "
+                   "| chance "
                    "| cloud cleaned away | vertices off object |", "|---|---|---|---|---|---|---|---|---|"]
 
 
@@ -90,25 +95,42 @@ def _features_section(a: FeaturesArtifact) -> list[str]:
     return ["## Surface features", "", *FEATURES_HEADER, *_features_rows(a), "",
             "Backbones: " + "; ".join(sorted({r["backbone"] for r in a.rows})),
             ("acc@10%: share of vertices whose nearest feature in another video (min over frame pairs) "
-             "lies within 10 % of the object size of the same point on that instance. Cloud cleaned away: mean "
-             "share of each video's point cloud removed as ground, background or outliers; vertices off object: "
+             "lies within 10 % of the object size of the same point on that instance. Cloud cleaned away: "
+             "mean "
+             "share of each video's point cloud removed as ground, background or outliers; vertices off "
+             "object: "
              "share of the surface-feature vertices not on the object (synthetic ground truth)."),
             "", *[f"![cleaning {r['category']}](plots/cleaning_{r['category']}.png)" for r in a.rows]]
 
 
 def _features_table(a: FeaturesArtifact) -> list[str]:
-    return [*FEATURES_HEADER, *_features_rows(a), "Backbones: " + "; ".join(sorted({r["backbone"] for r in a.rows})),
-            "Reading: acc@10% is how often a vertex's nearest feature in another video lands on the same part "
-            "of that object (within 10 % of its size); good: far above chance, colorsift reaches about 50 % on the car."]
+    return [
+        *FEATURES_HEADER,
+        *_features_rows(a),
+        "Backbones: " + "; ".join(sorted({r["backbone"] for r in a.rows})),
+        "Reading: acc@10% is how often a vertex's nearest feature in another video lands on the same "
+        "part "
+        "of that object (within 10 % of its size); good: far above chance, colorsift reaches about 50 % "
+        "on the car.",
+    ]
 
 
 def _features_headline(a: FeaturesArtifact) -> str | None:
-    parts = [f"{r['category']} {r['acc@10%']:.0%} (chance {r['chance']:.0%})" for r in a.rows if "acc@10%" in r]
+    parts = [f"{r['category']} {r['acc@10%']:.0%} (chance "
+             f"{r['chance']:.0%})" for r in a.rows if "acc@10%" in r]
     return ("appearance matching acc@10%: " + ", ".join(parts)) if parts else None
 
 
 STAGES = [
-    Stage("features", ("data", "validate"), FeaturesArtifact, lambda c: {**what(c.features), "eval": c.eval_pairs},
-          _features_run, _features_section, _features_table, _features_headline,
-          results=lambda a: {"features": a.rows}),
+    Stage(
+        "features",
+        ("data", "validate"),
+        FeaturesArtifact,
+        lambda c: {**what(c.features), "eval": c.eval_pairs},
+        _features_run,
+        _features_section,
+        _features_table,
+        _features_headline,
+        results=lambda a: {"features": a.rows},
+    ),
 ]

@@ -3,7 +3,8 @@
 * ``V``: N vertices, from the sequence's point cloud cleaned to the object
   (:func:`catpose.data.cleaning.clean_object_points`: a vote of the masks over the frames, or without
   masks the supporting plane and what lies outside the common view removed) and after statistical
-  outlier removal, by farthest point sampling (``fpsample``; pytorch3d's ``sample_farthest_points`` when installed).
+  outlier removal, by farthest point sampling (``fpsample``; pytorch3d's ``sample_farthest_points`` when
+  installed).
 * ``F``: for each of K frames, ``f_i^k`` = the backbone's feature at the projection of ``v_i`` in frame
   k, bilinearly sampled, kept only where ``v_i`` is visible in frame k: in front of the camera, inside
   the image and the mask, and not behind the surface by a z-buffer test against the dense cloud
@@ -47,9 +48,13 @@ class SurfaceFeatures:
 
     def to_bytes(self) -> bytes:
         buf = io.BytesIO()
-        arrays = dict(vertices=self.vertices, features=self.features, visible=self.visible,
-                      frame_numbers=self.frame_numbers,
-                      meta=np.frombuffer(json.dumps({"sequence": self.sequence, **self.meta}).encode(), np.uint8))
+        arrays = dict(
+            vertices=self.vertices,
+            features=self.features,
+            visible=self.visible,
+            frame_numbers=self.frame_numbers,
+            meta=np.frombuffer(json.dumps({"sequence": self.sequence, **self.meta}).encode(), np.uint8),
+        )
         if self.normals is not None:
             arrays["normals"] = self.normals
         np.savez(buf, **arrays)
@@ -63,7 +68,8 @@ class SurfaceFeatures:
             return cls(meta.pop("sequence"), z["vertices"], z["features"], z["visible"], z["frame_numbers"],
                        z["normals"] if "normals" in z else None, meta)
         except Exception as e:
-            raise DataFormatError(source, f"not a catpose surface-feature file ({type(e).__name__}: {e})") from e
+            raise DataFormatError(source, f"not a catpose surface-feature file ({type(e).__name__}: "
+                                          f"{e})") from e
 
     def check(self, source: str, vertices: int | None = None, frames: int | None = None) -> None:
         """Raises :class:`DataFormatError` naming ``source`` unless the arrays have consistent shapes
@@ -99,7 +105,9 @@ def sequence_vertices(cloud: PointCloud, n: int, outlier_k: int = 16, outlier_st
     return dense[idx].astype(np.float32), normals, dense.astype(np.float32)
 
 
-def clean_sequence_cloud(seq: Co3dSequence, settings: CleanSettings = DEFAULT_CLEAN) -> tuple[PointCloud, dict]:
+def clean_sequence_cloud(
+    seq: Co3dSequence, settings: CleanSettings = DEFAULT_CLEAN
+) -> tuple[PointCloud, dict]:
     """The sequence's cloud with only the object's points (see :mod:`catpose.data.cleaning`) and the
     cleaning's summary (share removed by each step). Masks are used when every frame has one.
     Raises :class:`~catpose.errors.CleaningError` when too little is left."""
@@ -118,10 +126,19 @@ def clean_sequence_cloud(seq: Co3dSequence, settings: CleanSettings = DEFAULT_CL
 
 
 @torch.no_grad()
-def compute_surface_features(seq: Co3dSequence, backbone, n_vertices: int = 1000, n_frames: int = 8,
-                             batch: int = 8, device: str = "cpu", outlier_k: int = 16, outlier_std: float = 2.0,
-                             vis_tol: float = 0.05, max_dense: int = 20000,
-                             clean: CleanSettings = DEFAULT_CLEAN) -> SurfaceFeatures:
+def compute_surface_features(
+    seq: Co3dSequence,
+    backbone,
+    n_vertices: int = 1000,
+    n_frames: int = 8,
+    batch: int = 8,
+    device: str = "cpu",
+    outlier_k: int = 16,
+    outlier_std: float = 2.0,
+    vis_tol: float = 0.05,
+    max_dense: int = 20000,
+    clean: CleanSettings = DEFAULT_CLEAN,
+) -> SurfaceFeatures:
     """The surface features of one sequence (frames evenly subsampled to ``n_frames``), on its cloud
     cleaned by ``clean`` (``CleanSettings(mode="off")``: the cloud as it is)."""
     cloud, cleaning = clean_sequence_cloud(seq, clean)
@@ -146,14 +163,20 @@ def compute_surface_features(seq: Co3dSequence, backbone, n_vertices: int = 1000
     mask_np = [f.load_mask() for f in frames] if all(f.mask_path is not None for f in frames) else None
     masks = t(mask_np) if mask_np is not None else None
     checked = dense[np.random.default_rng(1).choice(len(dense), min(len(dense), 3000), replace=False)]
-    bad = bad_masks([mask_agreement(checked, f, m) for f, m in zip(frames, mask_np)], seq.name) if mask_np else {}
+    bad = (
+        bad_masks([mask_agreement(checked, f, m) for f, m in zip(frames, mask_np)], seq.name)
+        if mask_np
+        else {}
+    )
     depths = None
     if any(f.depth_path is not None for f in frames):  # a frame without depth: no depth test there (0)
         depths = t([f.load_depth() if f.depth_path is not None else np.zeros(hw, np.float32) for f in frames])
     vis = visibility(uv, z, hw, zb, tol=vis_tol * diam, masks=masks, depths=depths)
     if not bool(vis.any()):  # all-zero features must never pass as a result
-        raise DataFormatError(seq.source, f"sequence '{seq.name}': no vertex of the point cloud is visible in any of "
-                              f"its {len(frames)} frames (wrong cameras, masks or point cloud?)", field="viewpoint")
+        raise DataFormatError(seq.source, f"sequence '{seq.name}': no vertex of the point cloud is visible "
+                                          "in any of "
+                              f"its {len(frames)} frames (wrong cameras, masks or point "
+                              "cloud?)", field="viewpoint")
     feats = []
     for s in range(0, len(frames), batch):
         imgs = torch.as_tensor(np.stack(images[s:s + batch]), device=device)

@@ -1,4 +1,5 @@
-"""The geometry every stage shares, as pure functions, batched where the stages batch (numpy for small per-video transforms,
+"""The geometry every stage shares, as pure functions, batched where the stages batch (numpy for small
+per-video transforms,
 torch for the batched work), in the manner of ``pytorch3d.ops`` and ``kornia.geometry``:
 
 * :mod:`~catpose.geometry.similarity` — :class:`Similarity` ``x' = s·R·x + t`` (pairwise and absolute
@@ -21,7 +22,21 @@ from catpose.geometry.similarity import Similarity, apply_similarity
 from catpose.geometry.so3 import fit_frame, geodesic_deg, project_so3, so3_grid
 
 __all__ = [
-    "BOX_MARGIN", "Similarity", "apply_similarity", "crop_image", "farthest_point_sample", "fit_frame", "geodesic_deg",
-    "mask_boxes", "object_box", "object_crops", "pose_metrics", "project", "project_so3", "remove_outliers", "so3_grid",
-    "visibility", "zbuffer",
+    "BOX_MARGIN",
+    "Similarity",
+    "apply_similarity",
+    "crop_image",
+    "farthest_point_sample",
+    "fit_frame",
+    "geodesic_deg",
+    "mask_boxes",
+    "object_box",
+    "object_crops",
+    "pose_metrics",
+    "project",
+    "project_so3",
+    "remove_outliers",
+    "so3_grid",
+    "visibility",
+    "zbuffer",
 ]

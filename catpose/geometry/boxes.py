@@ -14,8 +14,13 @@ BOX_MARGIN = 1.15
 """A box's side over the object's larger extent, for training crops and pose estimation alike."""
 
 
-def object_box(image_shape: tuple[int, int], bbox=None, mask: np.ndarray | None = None, margin: float = BOX_MARGIN,
-               source: str = "<image>") -> np.ndarray:
+def object_box(
+    image_shape: tuple[int, int],
+    bbox=None,
+    mask: np.ndarray | None = None,
+    margin: float = BOX_MARGIN,
+    source: str = "<image>",
+) -> np.ndarray:
     """Square crop (centre u, centre v, side) around ``bbox`` (x0, y0, x1, y1 pixels), else around the
     mask's object, else the whole image. Empty masks and empty boxes raise :class:`NoObjectError`."""
     H, W = image_shape
@@ -39,8 +44,14 @@ def crop_image(image: np.ndarray, box: np.ndarray, size: int) -> torch.Tensor:
     """[1, 3, S, S] float crop of an [H, W, 3] uint8 image: pixel ``uv`` → ``(uv − c)·S/side + S/2``."""
     img = torch.as_tensor(np.ascontiguousarray(image).copy()).permute(2, 0, 1)[None].float() / 255
     H, W = image.shape[:2]
-    out, _, _, _ = object_crops(img, torch.zeros(1, H, W), torch.zeros(1, 0, 2), torch.zeros(1, 0, dtype=torch.bool),
-                                size, torch.as_tensor(box, dtype=torch.float32)[None])
+    out, _, _, _ = object_crops(
+        img,
+        torch.zeros(1, H, W),
+        torch.zeros(1, 0, 2),
+        torch.zeros(1, 0, dtype=torch.bool),
+        size,
+        torch.as_tensor(box, dtype=torch.float32)[None],
+    )
     return out
 
 
@@ -66,10 +77,21 @@ def mask_boxes(masks: torch.Tensor, fallback: torch.Tensor | None = None, margin
     full = torch.tensor([0.0, float(W), 0.0, float(H)], device=dev).expand(B, 4)
     box = torch.where((m.flatten(1).sum(1) >= 4)[:, None], torch.stack([u0, u1, v0, v1], 1), full)
     if fallback is not None and fallback.shape[1]:
-        ok = torch.ones(fallback.shape[:2], dtype=torch.bool, device=dev) if fallback_valid is None else fallback_valid
+        ok = (
+            torch.ones(fallback.shape[:2], dtype=torch.bool, device=dev)
+            if fallback_valid is None
+            else fallback_valid
+        )
         f = fallback.float()
-        fb = torch.stack([torch.where(ok, f[..., 0], inf).amin(1), torch.where(ok, f[..., 0], -inf).amax(1),
-                          torch.where(ok, f[..., 1], inf).amin(1), torch.where(ok, f[..., 1], -inf).amax(1)], 1)
+        fb = torch.stack(
+            [
+                torch.where(ok, f[..., 0], inf).amin(1),
+                torch.where(ok, f[..., 0], -inf).amax(1),
+                torch.where(ok, f[..., 1], inf).amin(1),
+                torch.where(ok, f[..., 1], -inf).amax(1),
+            ],
+            1,
+        )
         use = (m.flatten(1).sum(1) < 4) & ok.any(1)
         box = torch.where(use[:, None], fb, box)
     u0, u1, v0, v1 = box.unbind(1)
@@ -101,7 +123,9 @@ def object_crops(images: torch.Tensor, masks: torch.Tensor, uv: torch.Tensor, vi
     grid = torch.stack([(u_in / W * 2 - 1)[:, None, :].expand(B, size, size),
                         (v_in / H * 2 - 1)[:, :, None].expand(B, size, size)], dim=-1)
     img = F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    msk = F.grid_sample(masks[:, None].float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False)[:, 0]
+    msk = F.grid_sample(
+        masks[:, None].float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False
+    )[:, 0]
     uv2 = (uv - c[:, None]) * (size / side[:, None]) + size / 2
     inside = (uv2 >= 0).all(-1) & (uv2 < size).all(-1)
     return img, msk, uv2, vis & inside

@@ -71,7 +71,9 @@ class Similarity:
     def compose(self, other: Similarity) -> Similarity:
         """``self ∘ other``: first ``other``, then ``self`` (this transform's other fields are kept)."""
         if self.R.ndim == 2 and other.R.ndim == 2:
-            return self._evolve(self.R @ other.R, (self.scale * self.R) @ other.t + self.t, self.scale * other.scale)
+            return self._evolve(
+                self.R @ other.R, (self.scale * self.R) @ other.t + self.t, self.scale * other.scale
+            )
         R = self.R @ other.R
         t = ((self._s * self.R) @ other.t[..., None])[..., 0] + self.t
         return self._evolve(R, t, np.asarray(self.scale) * np.asarray(other.scale))
@@ -98,8 +100,12 @@ class Similarity:
 
     @classmethod
     def from_json(cls, d: dict, **fields) -> Similarity:
-        return cls(np.reshape(d["rotation"], (3, 3)), np.asarray(d["translation"], np.float64), float(d["scale"]),
-                   **fields)
+        return cls(
+            np.reshape(d["rotation"], (3, 3)),
+            np.asarray(d["translation"], np.float64),
+            float(d["scale"]),
+            **fields,
+        )
 
 
 def apply_similarity(V: torch.Tensor, s: torch.Tensor, R: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

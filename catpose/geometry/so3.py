@@ -23,7 +23,8 @@ def so3_grid(n: int, device=None, dtype=torch.float32) -> torch.Tensor:
     s = torch.arange(n, dtype=torch.float64) + 0.5
     r, Rr = torch.sqrt(s / n), torch.sqrt(1.0 - s / n)
     a, b = 2 * math.pi * s / phi, 2 * math.pi * s / psi
-    q = torch.stack([r * torch.sin(a), r * torch.cos(a), Rr * torch.sin(b), Rr * torch.cos(b)], dim=-1)  # xyzw
+    # xyzw
+    q = torch.stack([r * torch.sin(a), r * torch.cos(a), Rr * torch.sin(b), Rr * torch.cos(b)], dim=-1)
     return roma.unitquat_to_rotmat(q).to(device=device, dtype=dtype)
 
 

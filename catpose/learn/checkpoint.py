@@ -40,7 +40,9 @@ def _jsonable(cfg) -> dict:
     return json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
 
 
-def save_trained(store: Store, name: str, cfg: TrainConfig, model: ContrastiveModel, tpl: Template, epochs: int) -> None:
+def save_trained(
+    store: Store, name: str, cfg: TrainConfig, model: ContrastiveModel, tpl: Template, epochs: int
+) -> None:
     """``NAME/model.pt`` (Φ, Θ, vertices, settings, as a safetensors tensorfile: no pickle) and
     ``NAME/template.npz`` with the learned θ_j: what :func:`load_trained` reads."""
     tpl = dataclasses.replace(tpl, features=model.template.vertex_features().detach().cpu().numpy())
@@ -50,7 +52,9 @@ def save_trained(store: Store, name: str, cfg: TrainConfig, model: ContrastiveMo
         "vertices": np.asarray(tpl.vertices), "config": _jsonable(cfg), "epochs": epochs}, kind="model"))
 
 
-def load_trained(run: str, endpoint_url: str | None = None, device: str = "cpu") -> tuple[ContrastiveModel, Template]:
+def load_trained(
+    run: str, endpoint_url: str | None = None, device: str = "cpu"
+) -> tuple[ContrastiveModel, Template]:
     """The trained Φ/Θ and template of a finished run (a folder or s3:// URI ending in the run name)."""
     store = Store(run, endpoint_url)
     if not store.exists("model.pt"):
@@ -59,7 +63,9 @@ def load_trained(run: str, endpoint_url: str | None = None, device: str = "cpu")
     state = require(unpack(store.read_bytes("model.pt"), where, kind="model"),
                     ("encoder", "template", "vertices", "config"), where)
     c = state["config"]
-    cfg = TrainConfig(**{k: v for k, v in c.items() if k in {f.name for f in dataclasses.fields(TrainConfig)}})
+    cfg = TrainConfig(
+        **{k: v for k, v in c.items() if k in {f.name for f in dataclasses.fields(TrainConfig)}}
+    )
     cfg = dataclasses.replace(cfg, weights=Path(cfg.weights) if cfg.weights else None,
                               alignment=str(cfg.alignment), ground_truth=None)
     model = build_model(cfg, torch.as_tensor(state["vertices"]), backbone_weights=False)  # the state has them

@@ -42,8 +42,12 @@ class VideoTargets:
 
 
 def _camera(batch: dict, i: int):
-    return row_camera({k: batch[k][i] for k in ("R", "T", "focal_length", "principal_point", "height", "width",
-                                                 "intrinsics_format")})
+    return row_camera(
+        {
+            k: batch[k][i]
+            for k in ("R", "T", "focal_length", "principal_point", "height", "width", "intrinsics_format")
+        }
+    )
 
 
 def prepare_batch(batch: dict, videos: dict[str, VideoTargets], size: int = 128,
@@ -58,7 +62,9 @@ def prepare_batch(batch: dict, videos: dict[str, VideoTargets], size: int = 128,
     (:func:`~catpose.learn.frames.refine_masks`), and with ``mask_snap`` their boundaries moved to the
     image's edges (:func:`~catpose.learn.frames.snap_masks`).
     """
-    gen = torch.Generator().manual_seed(int.from_bytes(os.urandom(8), "little") >> 1 if seed is None else seed)
+    gen = torch.Generator().manual_seed(
+        int.from_bytes(os.urandom(8), "little") >> 1 if seed is None else seed
+    )
     # decode, then compute the targets of each video's frames in one batched call
     decoded: dict[str, list] = {}
     for i, name in enumerate(batch["sequence_name"]):
@@ -70,8 +76,11 @@ def prepare_batch(batch: dict, videos: dict[str, VideoTargets], size: int = 128,
             img = decode_image(batch["image"][i], what, "RGB")
             img = torch.from_numpy(img.copy()).permute(2, 0, 1).float() / 255
             m = batch["mask"][i]
-            msk = (torch.from_numpy(decode_image(m, what + " mask", "L").copy()).float() / 255 if m is not None
-                   else torch.ones(img.shape[1:]))
+            msk = (
+                torch.from_numpy(decode_image(m, what + " mask", "L").copy()).float() / 255
+                if m is not None
+                else torch.ones(img.shape[1:])
+            )
         except DataFormatError:  # an undecodable frame is dropped (the shard stage verifies frames)
             continue
         decoded.setdefault(name, []).append((i, img, msk, _camera(batch, i)))
@@ -92,9 +101,13 @@ def prepare_batch(batch: dict, videos: dict[str, VideoTargets], size: int = 128,
                 msk = refine_masks(msk, t(v.dense), R, T, f, pp)
             if mask_snap > 0:
                 msk = snap_masks((img * 255).round().to(torch.uint8), msk, mask_snap)
-            uv, vis = frame_targets(t(v.points), torch.as_tensor(v.valid), t(v.dense), R, T, f, pp, hw, msk, tol=tol)
+            uv, vis = frame_targets(
+                t(v.points), torch.as_tensor(v.valid), t(v.dense), R, T, f, pp, hw, msk, tol=tol
+            )
             boxes = torch.cat([mask_boxes(msk[k:k + 1], uv[k][vis[k]][None]) for k in range(len(group))])
-            ci, cm, cuv, cvis = object_crops(img, msk, uv, vis, size, boxes, gen, jit.scale_jitter, jit.shift_jitter)
+            ci, cm, cuv, cvis = object_crops(
+                img, msk, uv, vis, size, boxes, gen, jit.scale_jitter, jit.shift_jitter
+            )
             imgs += list(ci)
             masks += list(cm)
             uvs += list(cuv)
@@ -116,8 +129,13 @@ def prepare_batch(batch: dict, videos: dict[str, VideoTargets], size: int = 128,
             "sequence_name": np.array(names, dtype=object), "frame_number": np.array(numbers, np.int64)}
 
 
-def training_dataset(shards: str, category: str, videos: dict[str, VideoTargets], endpoint_url: str | None = None,
-                     batch_rows: int = 64):
+def training_dataset(
+    shards: str,
+    category: str,
+    videos: dict[str, VideoTargets],
+    endpoint_url: str | None = None,
+    batch_rows: int = 64,
+):
     """Ray Data pipeline of the encoded rows (``COLUMNS``) of ``videos``' frames in the category's shards.
 
     Only reading, filtering and shuffling run in Ray Data (on the CPU); decoding, targets, crops and

@@ -50,7 +50,9 @@ def mean_vertex_features(encode: Callable, batches: list[dict], n_vertices: int,
     for b in batches:
         img = torch.as_tensor(b["image"], device=device).float() / 255
         fmap = encode(img).float()
-        f = F.normalize(sample_features(fmap, torch.as_tensor(b["uv"], device=device), img.shape[-2:]), dim=-1)
+        f = F.normalize(
+            sample_features(fmap, torch.as_tensor(b["uv"], device=device), img.shape[-2:]), dim=-1
+        )
         vis = torch.as_tensor(b["vis"], device=device)[..., None].float()
         s = (f * vis).sum(0)
         acc = s if acc is None else acc + s
@@ -58,7 +60,9 @@ def mean_vertex_features(encode: Callable, batches: list[dict], n_vertices: int,
 
 
 @torch.no_grad()
-def matching_errors(encode: Callable, theta: torch.Tensor, batches: list[dict], device: str) -> tuple[np.ndarray, np.ndarray]:
+def matching_errors(
+    encode: Callable, theta: torch.Tensor, batches: list[dict], device: str
+) -> tuple[np.ndarray, np.ndarray]:
     """Per-vertex pixel errors [F, N] (inf where not visible) and per-frame counts of visible vertices."""
     errs = []
     for b in batches:
@@ -81,8 +85,15 @@ def category_rows(cfg: TrainConfig) -> list[dict]:
     return list(iter_shard_rows(cfg.data, cfg.endpoint_url, columns=COLUMNS, categories=[cfg.category]))
 
 
-def load_frames(cfg: TrainConfig, rows: list[dict], targets: dict, augment: AugmentConfig | None = None,
-                seed: int = 0, max_frames: int | None = None, batch: int = 16) -> tuple[list[dict], list[dict]]:
+def load_frames(
+    cfg: TrainConfig,
+    rows: list[dict],
+    targets: dict,
+    augment: AugmentConfig | None = None,
+    seed: int = 0,
+    max_frames: int | None = None,
+    batch: int = 16,
+) -> tuple[list[dict], list[dict]]:
     """Crops of the frames of ``targets``' videos among ``rows``, and the row of each crop (same order)."""
     rows = [r for r in rows if r["sequence_name"] in targets]
     if max_frames is not None and len(rows) > max_frames:
@@ -91,8 +102,15 @@ def load_frames(cfg: TrainConfig, rows: list[dict], targets: dict, augment: Augm
     out, metas = [], []
     for s in range(0, len(rows), batch):
         chunk = rows[s:s + batch]
-        b = prepare_batch({c: [r[c] for r in chunk] for c in COLUMNS}, targets, cfg.size, augment, seed=seed + s,
-                          mask_fill=cfg.mask_fill, mask_snap=cfg.mask_snap)
+        b = prepare_batch(
+            {c: [r[c] for r in chunk] for c in COLUMNS},
+            targets,
+            cfg.size,
+            augment,
+            seed=seed + s,
+            mask_fill=cfg.mask_fill,
+            mask_snap=cfg.mask_snap,
+        )
         by_key = {(r["sequence_name"], r["frame_number"]): r for r in chunk}
         metas += [by_key[(n, f)] for n, f in zip(b["sequence_name"], b["frame_number"])]
         out.append(b)
@@ -132,8 +150,13 @@ def evaluate_run(cfg: TrainConfig, prep: dict, model, store, name: str, device: 
         "untrained network": (untrained.encoder, None),
         "colorsift (alignment features)": (colorsift, None),
     }
-    results: dict = {"threshold_px": cfg.eval_threshold, "crop_px": cfg.size, "held_out_videos": len(prep["held_targets"]),
-                     "frames": int(sum(len(b["image"]) for b in clean)), "methods": {}}
+    results: dict = {
+        "threshold_px": cfg.eval_threshold,
+        "crop_px": cfg.size,
+        "held_out_videos": len(prep["held_targets"]),
+        "frames": int(sum(len(b["image"]) for b in clean)),
+        "methods": {},
+    }
     az = None
     if cfg.ground_truth is not None:
         gt = load_ground_truth(cfg.ground_truth, cfg.category, cfg.endpoint_url)
@@ -144,8 +167,11 @@ def evaluate_run(cfg: TrainConfig, prep: dict, model, store, name: str, device: 
             theta = mean_vertex_features(enc, train_frames, N, device)
         E, _ = matching_errors(enc, theta, clean, device)
         Ew, _ = matching_errors(enc, theta, wild, device)
-        r = {"accuracy": accuracy(E, cfg.eval_threshold), "accuracy_composited": accuracy(Ew, cfg.eval_threshold),
-             "median_px": float(np.median(E[np.isfinite(E)])) if np.isfinite(E).any() else float("nan")}
+        r = {
+            "accuracy": accuracy(E, cfg.eval_threshold),
+            "accuracy_composited": accuracy(Ew, cfg.eval_threshold),
+            "median_px": float(np.median(E[np.isfinite(E)])) if np.isfinite(E).any() else float("nan"),
+        }
         if az is not None:
             bins = (az // (360 / AZIMUTH_BINS)).astype(int)
             r["by_azimuth"] = [accuracy(E[bins == k], cfg.eval_threshold) for k in range(AZIMUTH_BINS)]
@@ -170,12 +196,15 @@ def format_table(results: dict, category: str) -> str:
     if "by_azimuth" in first:
         w = 360 // AZIMUTH_BINS
         lines += ["", "By camera azimuth (canonical frame, 0° = front):", "",
-                  "| features | " + " | ".join(f"{k * w}–{(k + 1) * w}°" for k in range(AZIMUTH_BINS)) + " | min/max |",
+                  "| features | "
+                  "" + " | ".join(f"{k * w}–{(k + 1) * w}°" for k in range(AZIMUTH_BINS)) + " | min/max |",
                   "|---|" + "---|" * (AZIMUTH_BINS + 1)]
         for k, r in results["methods"].items():
             v = np.array(r["by_azimuth"], float)
             ratio = np.nanmin(v) / np.nanmax(v) if np.isfinite(v).any() and np.nanmax(v) > 0 else float("nan")
-            lines.append(f"| {k} | " + " | ".join("–" if np.isnan(x) else f"{x:.0%}" for x in v) + f" | {ratio:.2f} |")
+            lines.append(
+                f"| {k} | " + " | ".join("–" if np.isnan(x) else f"{x:.0%}" for x in v) + f" | {ratio:.2f} |"
+            )
     return "\n".join(lines) + "\n"
 
 

@@ -118,7 +118,9 @@ def composite_batch(images: torch.Tensor, masks: torch.Tensor, uv: torch.Tensor,
     m = masks[:, None]
     if B:
         other = images.roll(1, dims=0) if B > 1 else images
-        bgs = torch.where((r[:, 1] < 0.3)[:, None, None, None] & (B > 1), other, sample_backgrounds(bank, B, generator))
+        bgs = torch.where(
+            (r[:, 1] < 0.3)[:, None, None, None] & (B > 1), other, sample_backgrounds(bank, B, generator)
+        )
         out = torch.where((r[:, 0] < p_background)[:, None, None, None], m * images + (1 - m) * bgs, images)
     else:
         out = images
@@ -126,7 +128,11 @@ def composite_batch(images: torch.Tensor, masks: torch.Tensor, uv: torch.Tensor,
     obj = (masks > 0.5).flatten(1)
     has = obj.sum(1) >= 4
     weights = obj.float() + (~has).float()[:, None]  # any pixel where there is no object (not used then)
-    k = torch.multinomial(weights, 1, generator=generator)[:, 0] if B else torch.zeros(0, dtype=torch.long, device=dev)
+    k = (
+        torch.multinomial(weights, 1, generator=generator)[:, 0]
+        if B
+        else torch.zeros(0, dtype=torch.long, device=dev)
+    )
     cx, cy = (k % S).float() + 0.5, (k // S).float() + 0.5
     rx, ry = S * (0.08 + 0.17 * r[:, 2]), S * (0.08 + 0.17 * r[:, 3])
     pix = torch.arange(S, device=dev, dtype=torch.float32) + 0.5
@@ -134,7 +140,10 @@ def composite_batch(images: torch.Tensor, masks: torch.Tensor, uv: torch.Tensor,
     dy = (pix[None, :, None] - cy[:, None, None]) / ry[:, None, None]  # [B, S, 1]
     rect = (dx.abs() < 1) & (dy.abs() < 1)
     ellipse = dx ** 2 + dy ** 2 < 1
-    occ = torch.where((r[:, 4] < 0.5)[:, None, None], rect, ellipse) & ((r[:, 5] < p_occluder) & has)[:, None, None]
+    occ = (
+        torch.where((r[:, 4] < 0.5)[:, None, None], rect, ellipse)
+        & ((r[:, 5] < p_occluder) & has)[:, None, None]
+    )
     tex = (torch.rand(B, 3, 1, 1, generator=generator, device=dev)
            + 0.15 * torch.randn(B, 3, S, S, generator=generator, device=dev)).clamp(0, 1)
     out = torch.where(occ[:, None], tex, out)
@@ -158,11 +167,28 @@ class DeviceFeed:
     ``key`` (sequence, frame) per crop; ``stats`` counts decoded, cached and dropped frames.
     """
 
-    def __init__(self, videos: dict, size: int = 128, augment: AugmentConfig | None = None,
-                 device: str | torch.device = "cpu", seed: int = 0, cache_mb: float = 2048, tol: float = 0.05,
-                 backgrounds: int = 0, nvjpeg: bool | None = None, mask_fill: bool = True, mask_snap: float = 0.0):
+    def __init__(
+        self,
+        videos: dict,
+        size: int = 128,
+        augment: AugmentConfig | None = None,
+        device: str | torch.device = "cpu",
+        seed: int = 0,
+        cache_mb: float = 2048,
+        tol: float = 0.05,
+        backgrounds: int = 0,
+        nvjpeg: bool | None = None,
+        mask_fill: bool = True,
+        mask_snap: float = 0.0,
+    ):
         self.device = torch.device(device)
-        self.size, self.augment, self.tol, self.mask_fill, self.mask_snap = size, augment, tol, mask_fill, mask_snap
+        self.size, self.augment, self.tol, self.mask_fill, self.mask_snap = (
+            size,
+            augment,
+            tol,
+            mask_fill,
+            mask_snap,
+        )
         t = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float32, device=self.device)  # noqa: E731
         self.videos = {n: (t(v.points), torch.as_tensor(np.asarray(v.valid), device=self.device), t(v.dense))
                        for n, v in videos.items()}
@@ -237,8 +263,20 @@ class DeviceFeed:
                 self.stats["dropped"] += 1
                 continue
             try:
-                cam = row_camera({k: batch[k][i] for k in ("R", "T", "focal_length", "principal_point", "height",
-                                                            "width", "intrinsics_format")})
+                cam = row_camera(
+                    {
+                        k: batch[k][i]
+                        for k in (
+                            "R",
+                            "T",
+                            "focal_length",
+                            "principal_point",
+                            "height",
+                            "width",
+                            "intrinsics_format",
+                        )
+                    }
+                )
             except (DataFormatError, ValueError, KeyError, TypeError):
                 self.stats["dropped"] += 1
                 continue
@@ -317,9 +355,13 @@ class DeviceFeed:
         S, N = self.size, self.n_vertices
         dev = self.device
         if not frames:
-            return {"image": torch.zeros(0, 3, S, S, device=dev), "uv": torch.zeros(0, N, 2, device=dev),
-                    "vis": torch.zeros(0, N, dtype=torch.bool, device=dev), "fg": torch.zeros(0, S, S, device=dev),
-                    "key": []}
+            return {
+                "image": torch.zeros(0, 3, S, S, device=dev),
+                "uv": torch.zeros(0, N, 2, device=dev),
+                "vis": torch.zeros(0, N, dtype=torch.bool, device=dev),
+                "fg": torch.zeros(0, S, S, device=dev),
+                "key": [],
+            }
         jit = self.augment or AugmentConfig(scale_jitter=0, shift_jitter=0)
         by_size: dict[tuple, list] = {}
         for j, (_, f) in enumerate(frames):
@@ -329,8 +371,17 @@ class DeviceFeed:
             fs = [frames[j][1] for j in idx]
             img = torch.stack([f.image for f in fs]).float() / 255
             msk = torch.stack([f.mask for f in fs]).float() / 255
-            out = object_crops(img, msk, torch.stack([f.uv for f in fs]), torch.stack([f.vis for f in fs]), S,
-                               torch.stack([f.box for f in fs]), self.generator, jit.scale_jitter, jit.shift_jitter)
+            out = object_crops(
+                img,
+                msk,
+                torch.stack([f.uv for f in fs]),
+                torch.stack([f.vis for f in fs]),
+                S,
+                torch.stack([f.box for f in fs]),
+                self.generator,
+                jit.scale_jitter,
+                jit.shift_jitter,
+            )
             parts.append(out)
             order += idx
         img, msk, uv, vis = (torch.cat([p[k] for p in parts]) for k in range(4))
@@ -342,8 +393,9 @@ class DeviceFeed:
         if self.augment is not None:
             if self.bank is None:  # no background replacement: the bank is never drawn from
                 self.bank = torch.zeros(1, 3, S, S, dtype=torch.uint8, device=dev)
-            img, msk, vis = composite_batch(img, msk, uv, vis, self.generator, self.bank, self.augment.background,
-                                            self.augment.occluder)
+            img, msk, vis = composite_batch(
+                img, msk, uv, vis, self.generator, self.bank, self.augment.background, self.augment.occluder
+            )
             img = colour_jitter(img, self.generator, self.augment.colour)
         return {"image": img, "uv": uv, "vis": vis, "fg": msk, "key": [k for k, _ in frames]}
 

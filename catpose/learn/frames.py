@@ -3,7 +3,8 @@
 For a frame of video i, template vertex j should be seen at the projection of its instance
 correspondent ``c_ij`` (:func:`catpose.learn.template.instance_correspondents`) with the frame's
 camera, when visible: in front of the camera, inside the image and the mask, and not behind the
-z-buffer of the video's own vertices. :func:`catpose.geometry.object_crops` then cuts a square around the object
+z-buffer of the video's own vertices. :func:`catpose.geometry.object_crops` then cuts a square around the
+object
 (scale and shift jitter when training) and resamples image, mask and targets to ``S × S``;
 :func:`composite` pastes the object on other backgrounds and adds occluders, and
 :func:`colour_jitter` changes the lighting — the compositional augmentation that narrows the gap

@@ -2,7 +2,8 @@
 
 Φ maps an image to unit-length features at stride 4 or 2: ``small``, a U-Net (optionally fed with a
 frozen DINOv2's patch features when local weights exist); ``base``, a frozen DINOv2 ViT with a trainable
-convolutional head; ``resnet``, a ResNet-18-style encoder with an FPN decoder, from scratch. The neural template holds one learnable unit
+convolutional head; ``resnet``, a ResNet-18-style encoder with an FPN decoder, from scratch. The neural
+template holds one learnable unit
 feature θ_j per template vertex t_j and M background prototypes β_m. For a visible vertex j of a
 training crop, at its target pixel p_j, the loss is a softmax over all vertices and prototypes::
 
@@ -29,8 +30,14 @@ from catpose.features.backbones import load_dinov2, sample_features
 
 
 def _block(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.GroupNorm(8, cout), nn.ReLU(inplace=True),
-                         nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.GroupNorm(8, cout), nn.ReLU(inplace=True))
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, stride, 1, bias=False),
+        nn.GroupNorm(8, cout),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(cout, cout, 3, 1, 1, bias=False),
+        nn.GroupNorm(8, cout),
+        nn.ReLU(inplace=True),
+    )
 
 
 class FeatureNet(nn.Module):
@@ -71,11 +78,19 @@ class FeatureNet(nn.Module):
             with torch.no_grad():
                 self.context.eval()
                 c = self.context(images)
-            e3 = e3 + self.ctx_proj(F.interpolate(c.float(), size=e3.shape[-2:], mode="bilinear", align_corners=False))
+            e3 = e3 + self.ctx_proj(
+                F.interpolate(c.float(), size=e3.shape[-2:], mode="bilinear", align_corners=False)
+            )
         m = self.mid(e3)
-        d2 = self.dec2(torch.cat([F.interpolate(m, size=e2.shape[-2:], mode="bilinear", align_corners=False), e2], 1))
+        d2 = self.dec2(
+            torch.cat([F.interpolate(m, size=e2.shape[-2:], mode="bilinear", align_corners=False), e2], 1)
+        )
         if self.dec1 is not None:
-            d2 = self.dec1(torch.cat([F.interpolate(d2, size=e1.shape[-2:], mode="bilinear", align_corners=False), e1], 1))
+            d2 = self.dec1(
+                torch.cat(
+                    [F.interpolate(d2, size=e1.shape[-2:], mode="bilinear", align_corners=False), e1], 1
+                )
+            )
         return F.normalize(self.head(d2), dim=1)
 
 
@@ -90,8 +105,11 @@ class _Basic(nn.Module):
         self.n1 = nn.GroupNorm(min(32, cout // 4), cout)
         self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
         self.n2 = nn.GroupNorm(min(32, cout // 4), cout)
-        self.short = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.GroupNorm(min(32, cout // 4), cout))
-                      if stride != 1 or cin != cout else nn.Identity())
+        self.short = (
+            nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.GroupNorm(min(32, cout // 4), cout))
+            if stride != 1 or cin != cout
+            else nn.Identity()
+        )
 
     def forward(self, x):
         y = F.relu(self.n1(self.conv1(x)), inplace=True)
@@ -116,7 +134,9 @@ class ResNetFeatureNet(nn.Module):
             self.stages.append(nn.Sequential(_Basic(cin, c, 1 if i == 0 else 2), _Basic(c, c)))
             cin = c
         self.lateral = nn.ModuleList(nn.Conv2d(c, fpn, 1) for c in chans)
-        self.smooth = nn.Sequential(nn.Conv2d(fpn, fpn, 3, 1, 1, bias=False), nn.GroupNorm(8, fpn), nn.ReLU(inplace=True))
+        self.smooth = nn.Sequential(
+            nn.Conv2d(fpn, fpn, 3, 1, 1, bias=False), nn.GroupNorm(8, fpn), nn.ReLU(inplace=True)
+        )
         self.head = nn.Conv2d(fpn, dim, 1)
         self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
@@ -162,7 +182,9 @@ class DinoFeatureNet(nn.Module):
         with torch.no_grad():
             tokens = self.vit(images)
         s = self.stem((images - self.mean) / self.std)
-        t = F.interpolate(self.proj(tokens.to(s.dtype)), size=s.shape[-2:], mode="bilinear", align_corners=False)
+        t = F.interpolate(
+            self.proj(tokens.to(s.dtype)), size=s.shape[-2:], mode="bilinear", align_corners=False
+        )
         return F.normalize(self.head(self.fuse(torch.cat([s, t], 1))), dim=1)
 
 
@@ -188,7 +210,9 @@ def neighbour_mask(vertices: torch.Tensor, radius: float) -> torch.Tensor:
     return (d < radius) & ~torch.eye(len(vertices), dtype=torch.bool, device=vertices.device)
 
 
-def sample_background(fg: torch.Tensor, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def sample_background(
+    fg: torch.Tensor, n: int, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``n`` random pixel centres per image outside the visible object (fg < 0.5): uv [B, n, 2] and
     valid [B, n] (false where an image has no background at all)."""
     B, S, _ = fg.shape

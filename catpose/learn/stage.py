@@ -39,11 +39,19 @@ def _train_run(ctx: Ctx) -> TrainArtifact:
                                                          or cfg.train.backbone else None))
         res = run_train(tcfg, replace_changed=True)
         art.runs[c] = res["run"]
-        art.rows.append({"category": c, "run": res["run"], "epochs": res["epochs"],
-                         "loss": [res["history"][0]["loss"], res["history"][-1]["loss"]] if res["history"] else [],
-                         "evaluation": res.get("evaluation")})
+        art.rows.append(
+            {
+                "category": c,
+                "run": res["run"],
+                "epochs": res["epochs"],
+                "loss": [res["history"][0]["loss"], res["history"][-1]["loss"]] if res["history"] else [],
+                "evaluation": res.get("evaluation"),
+            }
+        )
         run_store = Store(res["run"], tcfg.endpoint_url)
-        art.rows[-1]["plots"] = []  # the report names only the plots the run made (no evaluation: no viewpoints)
+        art.rows[-1][
+            "plots"
+        ] = []  # the report names only the plots the run made (no evaluation: no viewpoints)
         for f in ("training_curves.png", "viewpoint_accuracy.png"):
             if run_store.exists(f):
                 art.rows[-1]["plots"].append(ctx.plot(f"{f[:-4]}_{c}.png", run_store.read_bytes(f)))
@@ -61,7 +69,8 @@ def _train_section(a: TrainArtifact) -> list[str]:
             lines += format_table(r["evaluation"], r["category"]).splitlines() + [""]
         c = r["category"]
         plots = r.get("plots", [f"plots/training_curves_{c}.png", f"plots/viewpoint_accuracy_{c}.png"])
-        lines += [f"![{'training' if 'training_curves' in p else 'viewpoints'} {c}]({p})" for p in plots] + [""]
+        lines += [f"![{'training' if 'training_curves' in p else 'viewpoints'} "
+                  f"{c}]({p})" for p in plots] + [""]
     return lines
 
 
@@ -74,9 +83,12 @@ def _train_table(a: TrainArtifact) -> list[str]:
             t = format_table(r["evaluation"], r["category"]).splitlines()
             j = next((k for k, ln in enumerate(t) if ln.startswith("By camera azimuth")), len(t))
             lines += [ln for ln in t[:j] if ln]
-    return lines + ["Reading: accuracy is the share of template vertices whose best-matching pixel in a held-out "
-                    "frame lies within the threshold of the truth (ground truth: the held-out videos' cameras, aligned "
-                    "by the synthetic truth when the data has it, else by the alignment); good: well above the "
+    return lines + ["Reading: accuracy is the share of template vertices whose best-matching pixel in a "
+                    "held-out "
+                    "frame lies within the threshold of the truth (ground truth: the held-out videos' "
+                    "cameras, aligned "
+                    "by the synthetic truth when the data has it, else by the alignment); good: well above "
+                    "the "
                     "untrained network and "
                     "colorsift rows (a GPU-trained car reaches about 44 %)."] if lines else []
 
@@ -92,7 +104,17 @@ def _train_headline(a: TrainArtifact) -> str | None:
 
 
 STAGES = [
-    Stage("train", ("shard", "align"), TrainArtifact, lambda c: {**what(c.train), "categories": list(c.train_categories)},
-          _train_run, _train_section, _train_table, _train_headline, results=lambda a: {"train": a.rows},
-          included=lambda c: bool(c.train_categories), applies=lambda ctx: bool(_train_categories(ctx))),
+    Stage(
+        "train",
+        ("shard", "align"),
+        TrainArtifact,
+        lambda c: {**what(c.train), "categories": list(c.train_categories)},
+        _train_run,
+        _train_section,
+        _train_table,
+        _train_headline,
+        results=lambda a: {"train": a.rows},
+        included=lambda c: bool(c.train_categories),
+        applies=lambda ctx: bool(_train_categories(ctx)),
+    ),
 ]

@@ -86,7 +86,8 @@ def build_template(clouds: list[np.ndarray], n_vertices: int = 1000, voxel: floa
     picks ``n_vertices`` of them. Raises when fewer than 4 cells survive.
 
     When the template comes out more than ``size_ratio`` times the typical instance (the 60th
-    percentile of the clouds' robust diameters: partial videos are smaller than the instance), a :class:`UserWarning` says so and ``meta["size_warning"]`` keeps it:
+    percentile of the clouds' robust diameters: partial videos are smaller than the instance), a
+    :class:`UserWarning` says so and ``meta["size_warning"]`` keeps it:
     the symptom of ground or background left in some of the videos' clouds. When every cloud holds
     the ground the clouds alone cannot tell; ``instance_sizes`` (per video, in the reference frame:
     how large a thing its cameras frame, ``alignment scale × SurfaceFeatures.meta["view_size"]``)
@@ -134,7 +135,8 @@ def build_template(clouds: list[np.ndarray], n_vertices: int = 1000, voxel: floa
         typical = float(np.percentile(diameters, 60)) if diameters else float("nan")
     tpl.meta["instance_diameter"] = typical
     if typical > 0 and tpl.diameter > size_ratio * typical:
-        msg = (f"the template ({tpl.diameter:.3g} across) is {tpl.diameter / typical:.1f}× the typical instance "
+        msg = (f"the template ({tpl.diameter:.3g} across) is {tpl.diameter / typical:.1f}× the typical "
+               "instance "
                f"({typical:.3g}): ground or background left in the videos' clouds, or a broken alignment?")
         tpl.meta["size_warning"] = msg
         warnings.warn(msg, stacklevel=2)

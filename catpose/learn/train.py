@@ -93,16 +93,30 @@ def run_fingerprint(cfg: TrainConfig) -> dict:
     from catpose.manifest import Manifest
 
     settings = {k: v for k, v in _jsonable(cfg).items() if k not in OPERATIONAL}
-    table = cfg.alignment if str(cfg.alignment).endswith(".parquet") else join_uri(cfg.alignment, "alignment.parquet")
+    table = (
+        cfg.alignment
+        if str(cfg.alignment).endswith(".parquet")
+        else join_uri(cfg.alignment, "alignment.parquet")
+    )
     parent, leaf = table.rstrip("/").rsplit("/", 1)
     st = Store(parent, cfg.endpoint_url)
     shards = load_manifest(Store(cfg.data, cfg.endpoint_url))["shards"]
-    fman = Manifest.load_or_new(f"{cfg.category}/_manifest.json", "features",
-                                store=Store(cfg.features or join_uri(cfg.alignment, "features"), cfg.endpoint_url))
-    inputs = {"alignment": st.read_bytes(leaf) if st.exists(leaf) else b"(missing)",
-              "shards": {r: v.get("fingerprint", v) for r, v in shards.items() if r.startswith(f"category={cfg.category}/")},
-              "features": {n: [v.get("fingerprint"), v.get("signature")] for n, v in fman.items.items()
-                           if v.get("status") == "ok"}}
+    fman = Manifest.load_or_new(
+        f"{cfg.category}/_manifest.json",
+        "features",
+        store=Store(cfg.features or join_uri(cfg.alignment, "features"), cfg.endpoint_url),
+    )
+    inputs = {
+        "alignment": st.read_bytes(leaf) if st.exists(leaf) else b"(missing)",
+        "shards": {
+            r: v.get("fingerprint", v) for r, v in shards.items() if r.startswith(f"category={cfg.category}/")
+        },
+        "features": {
+            n: [v.get("fingerprint"), v.get("signature")]
+            for n, v in fman.items.items()
+            if v.get("status") == "ok"
+        },
+    }
     return {"settings": settings, "inputs": fp.digest({k: fp.digest(v) for k, v in inputs.items()})}
 
 
@@ -136,7 +150,8 @@ def prepare(cfg: TrainConfig) -> dict:
     if cfg.skip_ambiguous:
         left_out = {n: s for n, s in ambiguous_videos(cfg.alignment, cfg.endpoint_url).items() if n in train}
         for n, (agree, edges) in left_out.items():
-            print(f"train {cfg.category}: {n} left out of training: only {agree} of its {edges} pairwise alignments "
+            print(f"train {cfg.category}: {n} left out of training: only {agree} of its {edges} pairwise "
+                  "alignments "
                   "agree with its rotation (often a near-symmetric object seen from one side)", flush=True)
         train = [n for n in train if n not in left_out]
     if not train:
@@ -144,8 +159,11 @@ def prepare(cfg: TrainConfig) -> dict:
     # the size check of the template against the instances: the framed sizes in the reference frame
     # (alignment scale x view size) when every training video has one; else the clouds' own diameters
     sizes = [float(transforms[n].scale) * float(framed[n]) for n in train if framed[n] is not None]
-    template = build_template([transforms[n].apply(vertices[n]).astype(np.float32) for n in train], cfg.vertices,
-                              instance_sizes=sizes if len(sizes) == len(train) else None)
+    template = build_template(
+        [transforms[n].apply(vertices[n]).astype(np.float32) for n in train],
+        cfg.vertices,
+        instance_sizes=sizes if len(sizes) == len(train) else None,
+    )
     held_tf = transforms
     if cfg.ground_truth is not None:
         held_tf = ground_truth_to_reference(cfg.ground_truth, cfg.category, reference, cfg.endpoint_url)
@@ -186,7 +204,9 @@ def train_loop_per_worker(config: dict) -> None:
     device = ray.train.torch.get_device()
     if device.type == "cpu":
         torch.set_num_threads(max(1, int(round(cfg.cpus_per_worker))))
-    model = build_model(cfg, torch.as_tensor(config["vertices"]), backbone_weights=not config.get("random_backbone"))
+    model = build_model(
+        cfg, torch.as_tensor(config["vertices"]), backbone_weights=not config.get("random_backbone")
+    )
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
                             weight_decay=cfg.weight_decay)
     start, history = 0, []
@@ -231,7 +251,8 @@ def train_loop_per_worker(config: dict) -> None:
         if seen is not None:
             flags = torch.tensor([float(feed.complete), float(seen)], device=device)
             if world > 1 and torch.distributed.is_initialized():
-                torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MIN)  # equal steps on all ranks
+                # equal steps on all ranks
+                torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MIN)
             if flags[0].item() > 0:
                 steps = int(flags[1].item()) // cfg.batch_size
         if steps:
@@ -251,8 +272,15 @@ def train_loop_per_worker(config: dict) -> None:
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            sums += torch.stack([loss.detach().float(), parts["loss_vertex"].float(), parts["loss_background"].float(),
-                                 parts["vertex_acc"].float(), torch.ones((), device=device)])
+            sums += torch.stack(
+                [
+                    loss.detach().float(),
+                    parts["loss_vertex"].float(),
+                    parts["loss_background"].float(),
+                    parts["vertex_acc"].float(),
+                    torch.ones((), device=device),
+                ]
+            )
             n_img += images.shape[0]
         if device.type == "cuda":
             torch.cuda.synchronize(device)  # the epoch's kernels are done before its time is taken
@@ -280,7 +308,9 @@ def train_loop_per_worker(config: dict) -> None:
         # controller takes the result (measured ~1.7 s a call on an H200, against 0.3 s of a short epoch).
         # Every rank reports together, so rank 0's clock decides for all.
         now = time.perf_counter()
-        due = torch.tensor([float(epoch == cfg.epochs - 1 or now - last_ckpt >= cfg.checkpoint_every_s)], device=device)
+        due = torch.tensor(
+            [float(epoch == cfg.epochs - 1 or now - last_ckpt >= cfg.checkpoint_every_s)], device=device
+        )
         if world > 1 and torch.distributed.is_initialized():
             torch.distributed.broadcast(due, src=0)
         due = bool(due.item())
@@ -290,18 +320,27 @@ def train_loop_per_worker(config: dict) -> None:
             tb.flush()
             _upload_dir(store, tb_dir, f"{name}/tensorboard")
             ckpt_dir = tempfile.mkdtemp(prefix="catpose-ckpt-")
-            write_state(os.path.join(ckpt_dir, "state.pt"), {"model": core.state_dict(), "optimizer": opt.state_dict(),
-                                                             "epoch": epoch, "history": history})
+            write_state(
+                os.path.join(ckpt_dir, "state.pt"),
+                {
+                    "model": core.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "epoch": epoch,
+                    "history": history,
+                },
+            )
             checkpoint = ray.train.Checkpoint.from_directory(ckpt_dir)
         if rank == 0 and config.get("progress") is not None:  # the driver's training bar
             config["progress"].post.remote(n=epoch + 1, postfix=f"loss {metrics['loss']:.3f}, "
                                            f"{metrics['images_per_s']:.0f} crops/s"
-                                           + (f", {metrics['dropped_frames']} frames dropped" if metrics["dropped_frames"] else ""))
+                                           + (f", {metrics['dropped_frames']} frames "
+                                              "dropped" if metrics["dropped_frames"] else ""))
         if rank == 0 and config.get("verbose"):  # one line per epoch (--verbose)
             print(f"train {cfg.category}: epoch {epoch + 1}/{cfg.epochs}  loss {metrics['loss']:.3f}  "
                   f"vertex acc {metrics['train_vertex_acc']:.1%}  {metrics['images_per_s']:.0f} crops/s "
                   f"({world} worker{'s' if world > 1 else ''})"
-                  + (f"  {metrics['dropped_frames']} undecodable frame(s) dropped" if metrics["dropped_frames"] else ""),
+                  + (f"  {metrics['dropped_frames']} undecodable frame(s) "
+                     "dropped" if metrics["dropped_frames"] else ""),
                   flush=True)
         if due:
             ray.train.report(metrics, checkpoint=checkpoint)  # uploads the checkpoint before returning
@@ -350,7 +389,10 @@ def placement(cfg: TrainConfig, use_gpu: bool, poll_s: float = 5.0) -> int:
         workers = cfg.num_workers
         if workers <= 0:
             workers = max(1, int(have.get("GPU", 0) // max(gpus_each, 1e-9))) if use_gpu else 2
-        need = {"CPU": workers * cfg.cpus_per_worker + DATA_CPUS, **({"GPU": workers * gpus_each} if gpus_each else {})}
+        need = {
+            "CPU": workers * cfg.cpus_per_worker + DATA_CPUS,
+            **({"GPU": workers * gpus_each} if gpus_each else {}),
+        }
         short = {k: (v, have.get(k, 0.0)) for k, v in need.items() if have.get(k, 0.0) + 1e-9 < v}
         if not short:
             return workers
@@ -359,10 +401,12 @@ def placement(cfg: TrainConfig, use_gpu: bool, poll_s: float = 5.0) -> int:
         if waited >= cfg.wait_for_resources:
             raise CatposeError(
                 f"train {cfg.category}: {workers} worker(s) × {cfg.cpus_per_worker:g} CPU"
-                + (f" + {gpus_each:g} GPU" if gpus_each else "") + f", and {DATA_CPUS:g} CPU for reading the shards, "
+                + (f" + {gpus_each:g} "
+                   "GPU" if gpus_each else "") + f", and {DATA_CPUS:g} CPU for reading the shards, "
                 f"need {what}; waited {waited:.0f} s. "
                 "Lower --num-workers (0: one per GPU), --cpus-per-worker or --gpus-per-worker, or add nodes.")
-        print(f"train {cfg.category}: waiting for {what} — an autoscaling cluster adds nodes; otherwise lower "
+        print(f"train {cfg.category}: waiting for {what} — an autoscaling cluster adds nodes; otherwise "
+              "lower "
               f"--num-workers (gives up in {cfg.wait_for_resources - waited:.0f} s)", flush=True)
         time.sleep(min(poll_s, max(0.0, cfg.wait_for_resources - waited)))
 
@@ -422,7 +466,8 @@ def run_train(cfg: TrainConfig, replace_changed: bool = False) -> dict:
         store.remove(name, recursive=True)
     done = finished_run(cfg, store, name)
     if done is not None:
-        print(f"train {cfg.category}: {store.url(name)} finished its {done['epochs']} epochs before; kept", flush=True)
+        print(f"train {cfg.category}: {store.url(name)} finished its {done['epochs']} epochs before; "
+              "kept", flush=True)
         return done
     prep = prepare(cfg)
     tpl: Template = prep["template"]
@@ -435,8 +480,11 @@ def run_train(cfg: TrainConfig, replace_changed: bool = False) -> dict:
           f"template of {len(tpl.vertices)} vertices, {workers} worker(s) on {'GPU' if use_gpu else 'CPU'}, "
           f"run {store.url(name)}", flush=True)
     t0 = time.perf_counter()
-    with remote_progress(cfg.epochs, f"train {cfg.category} (epochs)") as board:  # loss and crops/s on the bar
-        trainer = make_trainer(cfg, ds, tpl.vertices, name, use_gpu, workers, prep["train_targets"], progress=board)
+    with remote_progress(cfg.epochs, f"train {cfg.category} "
+                                     "(epochs)") as board:  # loss and crops/s on the bar
+        trainer = make_trainer(
+            cfg, ds, tpl.vertices, name, use_gpu, workers, prep["train_targets"], progress=board
+        )
         result = trainer.fit()
     if result.error:
         raise RuntimeError(f"training run {store.url(name)} failed: {result.error}")
@@ -460,7 +508,9 @@ def run_train(cfg: TrainConfig, replace_changed: bool = False) -> dict:
     return out
 
 
-def write_split(store: Store, name: str, cfg: TrainConfig, prep: dict, fingerprint: dict | None = None) -> None:
+def write_split(
+    store: Store, name: str, cfg: TrainConfig, prep: dict, fingerprint: dict | None = None
+) -> None:
     """``NAME/template.npz`` (before training) and ``NAME/split.json``: the training and held-out videos,
     the reference video, the run's settings (the pose evaluation reads them) and its fingerprint."""
     store.write_bytes(f"{name}/template.npz", prep["template"].to_bytes())

@@ -55,7 +55,8 @@ def read_record(path: Path) -> tuple[str, list]:
     try:
         rec = scipy.io.loadmat(str(path), squeeze_me=True, struct_as_record=False)["record"]
     except Exception as e:  # scipy raises several types for truncated or foreign files
-        raise DataFormatError(str(path), f"not a PASCAL3D+/ObjectNet3D annotation file ({type(e).__name__}: {e})") from e
+        raise DataFormatError(str(path), f"not a PASCAL3D+/ObjectNet3D annotation file ({type(e).__name__}: "
+                                         f"{e})") from e
     objs = _field(rec, "objects")
     if objs is None:
         raise DataFormatError(str(path), "no objects", "record.objects")
@@ -70,15 +71,24 @@ def _sample_from(obj, name: str, image: Path, path: Path, k: int, real_camera: b
     az, el, th = (_field(vp, n) for n in ("azimuth", "elevation", "theta"))
     dist = float(_field(vp, "distance", 0) or 0)
     if dist == 0 or az is None or el is None:
-        raise DataFormatError(str(path), "only a coarse viewpoint (distance 0)", f"record.objects({k + 1}).viewpoint")
+        raise DataFormatError(str(path), "only a coarse viewpoint (distance "
+                                         "0)", f"record.objects({k + 1}).viewpoint")
     th = 0.0 if th is None else float(th)
     bb = np.asarray(_field(obj, "bbox"), np.float64).ravel()
     if bb.size != 4 or not np.isfinite(bb).all():
-        raise DataFormatError(str(path), f"bbox must have 4 numbers, got {bb.tolist()}", f"record.objects({k + 1}).bbox")
+        raise DataFormatError(str(path), "bbox must have 4 numbers, got "
+                                         f"{bb.tolist()}", f"record.objects({k + 1}).bbox")
     bbox = np.array([bb[0] - 1, bb[1] - 1, bb[2], bb[3]])
-    meta = {"azimuth": float(az), "elevation": float(el), "theta": th, "distance": dist,
-            "occluded": int(_field(obj, "occluded", 0) or 0), "truncated": int(_field(obj, "truncated", 0) or 0),
-            "difficult": int(_field(obj, "difficult", 0) or 0), "annotation": str(path)}
+    meta = {
+        "azimuth": float(az),
+        "elevation": float(el),
+        "theta": th,
+        "distance": dist,
+        "occluded": int(_field(obj, "occluded", 0) or 0),
+        "truncated": int(_field(obj, "truncated", 0) or 0),
+        "difficult": int(_field(obj, "difficult", 0) or 0),
+        "annotation": str(path),
+    }
     f = float(_field(vp, "focal", 0) or 0) * float(_field(vp, "viewport", 0) or 0)
     pp = np.array([float(_field(vp, "px", 0) or 0) - 0.5, float(_field(vp, "py", 0) or 0) - 0.5])
     return PoseSample(name, str(image), bbox, viewpoint_to_rotation(float(az), float(el), th), None,
@@ -99,7 +109,10 @@ def _objects(path: Path, image_dir: Path, category: str, name: str, real_camera:
         return
     image = image_dir / fname if fname else None
     if image is None or not image.is_file():
-        image = next((image_dir / f"{name}{x}" for x in exts if (image_dir / f"{name}{x}").is_file()), image_dir / f"{name}.jpg")
+        image = next(
+            (image_dir / f"{name}{x}" for x in exts if (image_dir / f"{name}{x}").is_file()),
+            image_dir / f"{name}.jpg",
+        )
     for k, obj in enumerate(objs):
         if str(_field(obj, "class", "")).lower() != category.lower():
             continue
@@ -138,7 +151,11 @@ def load_pascal3d(root: str | Path, category: str, sources: tuple[str, ...] | No
     ann_root = root / "Annotations"
     if not ann_root.is_dir():
         raise FileNotFoundError(f"{ann_root}: not a PASCAL3D+ folder (no Annotations/)")
-    dirs = sorted(ann_root.glob(f"{category}_*")) if sources is None else [ann_root / f"{category}_{s}" for s in sources]
+    dirs = (
+        sorted(ann_root.glob(f"{category}_*"))
+        if sources is None
+        else [ann_root / f"{category}_{s}" for s in sources]
+    )
     dirs = [d for d in dirs if d.is_dir()]
     if not dirs:
         raise FileNotFoundError(f"{ann_root}: no {category}_* annotation folders")
@@ -155,7 +172,9 @@ def load_pascal3d(root: str | Path, category: str, sources: tuple[str, ...] | No
     return samples, problems
 
 
-def load_objectnet3d(root: str | Path, category: str, split: str | None = "val") -> tuple[list[PoseSample], list[dict]]:
+def load_objectnet3d(
+    root: str | Path, category: str, split: str | None = "val"
+) -> tuple[list[PoseSample], list[dict]]:
     """Objects of ``category`` in an ObjectNet3D folder (``Annotations/<id>.mat``, ``Images/<id>.JPEG``,
     ``Image_sets/<split>.txt``; ``split=None``: every annotation file)."""
     root = Path(root)
@@ -177,7 +196,8 @@ def load_objectnet3d(root: str | Path, category: str, split: str | None = "val")
     for n in names:
         if name_problem(n) is not None:  # a line of the image set that would point outside Annotations/
             problems.append({"item": shown_name(n), "error": str(DataFormatError(
-                str(lst if split else ann), f"annotation name {shown_name(n)} is not a plain name ({name_problem(n)})"))})
+                str(lst if split else ann), f"annotation name {shown_name(n)} is not a plain name "
+                                            f"({name_problem(n)})"))})
             continue
         path = ann / f"{n}.mat"
         if not path.is_file():
@@ -204,7 +224,8 @@ def load_co3d(root: str | Path, category: str, sequences: list[str], every: int 
     elif to_reference is not None:
         transforms, frame = to_reference, "template"
     else:
-        raise FileNotFoundError(f"{root}: no {GT_FILE} and no alignment given: CO3D frames have no pose to compare with")
+        raise FileNotFoundError(f"{root}: no {GT_FILE} and no alignment given: CO3D frames have no pose to "
+                                "compare with")
     samples, problems = [], []
     for name in sequences:
         if name not in transforms:

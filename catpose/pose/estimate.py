@@ -52,8 +52,19 @@ from catpose.config import PoseConfig
 from catpose.data.co3d import decode_image, read_file_bytes
 from catpose.devices import resolve_device
 from catpose.errors import CatposeError, DataFormatError, NoObjectError
-from catpose.geometry import object_box, object_crops, project, so3_grid, visibility, zbuffer
+from catpose.geometry import object_box, object_crops, project, so3_grid
 from catpose.learn.checkpoint import load_trained
+from catpose.pose.scores import (  # noqa: F401 (the batched scores; names kept importable from here)
+    descriptor,
+    distinct_batch,
+    fit_translation,
+    fit_translation_batch,
+    pooled_descriptor,
+    render_compare_batch,
+    sample_similarity_batch,
+    similarity_maps_batch,
+    template_visibility_batch,
+)
 from catpose.pose.viewpoint import rotation_to_viewpoint
 
 
@@ -75,9 +86,16 @@ class PoseEstimate:
     timings: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
-        d = {"R": self.R.tolist(), "T": self.T.tolist(), "confidence": self.confidence, "distance": self.distance,
-             "focal_px": self.focal_px, "principal_px": self.principal_px.tolist(), "box": self.box.tolist(),
-             "object_fraction": self.object_fraction}
+        d = {
+            "R": self.R.tolist(),
+            "T": self.T.tolist(),
+            "confidence": self.confidence,
+            "distance": self.distance,
+            "focal_px": self.focal_px,
+            "principal_px": self.principal_px.tolist(),
+            "box": self.box.tolist(),
+            "object_fraction": self.object_fraction,
+        }
         if self.azimuth is not None:
             d.update(azimuth=self.azimuth, elevation=self.elevation, theta=self.theta)
         return d
@@ -100,35 +118,6 @@ def load_mask(path: str | Path, shape: tuple[int, int] | None = None) -> np.ndar
 
 
 # ------------------------------------------------------------------------------------------ scoring
-def fit_translation(vertices: torch.Tensor, R: torch.Tensor, f: float | torch.Tensor, pp: torch.Tensor,
-                    target: torch.Tensor, extent: float, iters: int = 3) -> torch.Tensor:
-    """T [B, 3] that puts the projected bounding box of the template (rotated by R [B, 3, 3]) on the box
-    with centre ``target`` (crop pixels) and longer side ``extent``. The camera: focal length ``f`` (a
-    number, or [B] with one per pose) and principal point ``pp`` ([2], or [B, 2])."""
-    B = R.shape[0]
-    m = (vertices.amax(0) + vertices.amin(0)) / 2
-    diam = (vertices.amax(0) - vertices.amin(0)).norm()
-    dev = R.device
-    if torch.is_tensor(f) and f.ndim > 0:  # a camera per pose
-        d = (f.float() * diam / extent).to(dev).expand(B).clone()
-        fc = f.float().to(dev)[:, None]  # [B, 1]
-        fB = fc.expand(B, 2)
-    else:
-        d = torch.full((B,), float(f * diam / extent), device=dev)
-        fc, fB = f, torch.full((B, 2), float(f), device=dev)
-    f = fc
-    aim = target.expand(B, 2).clone()
-    for _ in range(iters):
-        ray = torch.cat([(pp - aim) / f, torch.ones(B, 1, device=dev)], 1)
-        T = d[:, None] * ray - m @ R
-        uv, _ = project(vertices, R, T, fB, pp.expand(B, 2))
-        lo, hi = uv.amin(1), uv.amax(1)
-        d = d * (hi - lo).amax(1) / extent
-        aim = aim - ((lo + hi) / 2 - target)
-    ray = torch.cat([(pp - aim) / f, torch.ones(B, 1, device=dev)], 1)
-    return d[:, None] * ray - m @ R
-
-
 def extreme_vertices(vertices: torch.Tensor) -> torch.Tensor:
     """The vertices of the template's convex hull [H, 3] (all vertices when the hull is degenerate).
 
@@ -155,118 +144,36 @@ def crop_batch(images: list[np.ndarray], boxes: list[np.ndarray], size: int, dev
         groups.setdefault(im.shape, []).append(i)
     for shape, idx in groups.items():
         H, W = shape[:2]
-        imgs = torch.from_numpy(np.stack([images[i] for i in idx])).to(device).permute(0, 3, 1, 2).float() / 255
+        imgs = (
+            torch.from_numpy(np.stack([images[i] for i in idx])).to(device).permute(0, 3, 1, 2).float() / 255
+        )
         b = torch.as_tensor(np.stack([boxes[i] for i in idx]), dtype=torch.float32, device=device)
         n = len(idx)
-        crops = object_crops(imgs, torch.zeros((n, H, W), device=device), torch.zeros((n, 0, 2), device=device),
-                             torch.zeros((n, 0), dtype=torch.bool, device=device), size, b)[0]
+        crops = object_crops(
+            imgs,
+            torch.zeros((n, H, W), device=device),
+            torch.zeros((n, 0, 2), device=device),
+            torch.zeros((n, 0), dtype=torch.bool, device=device),
+            size,
+            b,
+        )[0]
         out[torch.as_tensor(idx, device=device)] = crops
     return out
 
 
-@torch.no_grad()
-def descriptor(encoder, crops: torch.Tensor, grid: int = 4) -> torch.Tensor:
-    """Pooled features of crops [B, 3, S, S]: the feature map averaged to ``grid × grid``, flattened, unit."""
-    return pooled_descriptor(encoder(crops).float(), grid)
-
-
-def pooled_descriptor(fmap: torch.Tensor, grid: int = 4) -> torch.Tensor:
-    """:func:`descriptor` from feature maps fmap [B, D, h, w] already computed: [B, D·grid²], unit."""
-    return F.normalize(F.adaptive_avg_pool2d(fmap.float(), grid).flatten(1), dim=1)
-
-
-# ------------------------------------------------------------------------------ batched scoring
-# The scores for B images × P poses each in one pass; tests/pose/reference.py keeps the one-image
-# versions that tests/pose/test_batched.py compares these with.
-def similarity_maps_batch(fmap: torch.Tensor, theta: torch.Tensor, beta: torch.Tensor | None, size: int):
-    """s_j [B, N, size, size] and b [B, M, size, size] (M = 1, all −1, without β) from unit features
-    fmap [B, D, h, w]: each crop's per-vertex similarity maps s_j = θ_j · f and background score
-    b = β_m · f on a size × size grid."""
-    f = F.normalize(F.interpolate(fmap.float(), size=(size, size), mode="bilinear", align_corners=False), dim=1)
-    sim = torch.einsum("nd,bdhw->bnhw", theta.float(), f)
-    bg = (torch.einsum("md,bdhw->bmhw", beta.float(), f) if beta is not None
-          else torch.full((len(f), 1, size, size), -1.0, device=f.device))
-    return sim, bg
-
-
-def sample_similarity_batch(sims: torch.Tensor, uv: torch.Tensor, crop_size: int) -> torch.Tensor:
-    """s_j of image b at the projections uv [B, P, N, 2] of its P poses (crop pixels), bilinear, from
-    sims [B, N, S, S]: [B, P, N] (0 outside the crop)."""
-    B, P, N, _ = uv.shape
-    g = (uv / crop_size * 2 - 1).permute(0, 2, 1, 3).reshape(B * N, P, 1, 2)
-    out = F.grid_sample(sims.reshape(B * N, 1, *sims.shape[-2:]), g.to(sims.dtype), mode="bilinear",
-                        padding_mode="zeros", align_corners=False)  # [B·N, 1, P, 1]
-    return out.view(B, N, P).transpose(1, 2)
-
-
-def template_visibility_batch(uv: torch.Tensor, z: torch.Tensor, size: int, diameter: float, n_vertices: int,
-                              valid: torch.Tensor | None = None) -> torch.Tensor:
-    """The vertices that the template's own point z-buffer shows, for B images × P poses: uv [B, P, N, 2],
-    z [B, P, N] → [B, P, N] bool. Each image's z-buffer cell comes from the mean projected box of its own P
-    poses (of those ``valid`` [B, P] only, when given)."""
-    B, P, N = z.shape
-    area = (uv.amax(2) - uv.amin(2)).clamp(min=1).prod(-1)  # [B, P]
-    span = area.mean(1) if valid is None else (area * valid).sum(1) / valid.sum(1).clamp_min(1)
-    cell = torch.round((span.double() / max(n_vertices / 4, 1)).sqrt()).clamp_min(1).long().repeat_interleave(P)
-    tol = 0.04 * diameter
-    uvf, zf = uv.reshape(B * P, N, 2), z.reshape(B * P, N)
-    zb = zbuffer(uvf, zf, (size, size), cell=cell, fill=2, margin=2 * tol)
-    return visibility(uvf, zf, (size, size), zb, tol=tol, cell=cell).view(B, P, N)
-
-
-def render_compare_batch(sims: torch.Tensor, vertices: torch.Tensor, R: torch.Tensor, T: torch.Tensor,
-                         f: torch.Tensor, pp: torch.Tensor, size: int, diameter: float,
-                         valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """E(R, T) = mean over visible vertices V of s_j(π(t_j; R, T)) for B images × P poses each:
-    sims [B, N, S, S] (image b's s_j), R [B, P, 3, 3], T [B, P, 3], image b's scoring camera f [B],
-    pp [B, 2]; ``valid`` [B, P] (optional) names the poses that choose the z-buffer cell.
-    Returns (E [B, P], vis [B, P, N]); E = −1 where too few vertices are visible."""
-    B, P = R.shape[:2]
-    N = len(vertices)
-    cam = lambda x: x[:, None].expand(B, P, 2).reshape(B * P, 2)
-    uv, z = project(vertices, R.reshape(B * P, 3, 3), T.reshape(B * P, 3), cam(f[:, None].expand(B, 2)), cam(pp))
-    uv, z = uv.view(B, P, N, 2), z.view(B, P, N)
-    with torch.no_grad():
-        vis = template_visibility_batch(uv, z, size, diameter, N, valid)
-    s = sample_similarity_batch(sims, uv, size)
-    n = vis.sum(2)
-    E = (s * vis).sum(2) / n.clamp_min(1)
-    return torch.where(n >= max(4, N // 20), E, torch.full_like(E, -1.0)), vis
-
-
-def fit_translation_batch(vertices: torch.Tensor, R: torch.Tensor, f: torch.Tensor, pp: torch.Tensor,
-                          target: torch.Tensor, extent: float) -> torch.Tensor:
-    """:func:`fit_translation` for B images × P rotations R [B, P, 3, 3], image b's camera f [B], pp [B, 2]:
-    T [B, P, 3]."""
-    B, P = R.shape[:2]
-    T = fit_translation(vertices, R.reshape(B * P, 3, 3), f.repeat_interleave(P), pp.repeat_interleave(P, 0),
-                        target, extent)
-    return T.view(B, P, 3)
-
-
-def distinct_batch(grid: torch.Tensor, scores: torch.Tensor, k: int,
-                   min_deg: float = 20.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each image's ``k`` best grid rotations that are at least ``min_deg`` apart (greedy
-    non-maximum suppression written with tensors), from scores [B, G] of the
-    rotations grid [G, 3, 3]: (indices [B, k], valid [B, k]). Where fewer than ``k`` exist, the
-    rest repeat the best one and are not valid. Tensor ops only: ``k`` rounds, none per candidate."""
-    cos_min = float(np.cos(np.radians(min_deg)))
-    free = scores.clone()
-    idx, ok = [], []
-    for _ in range(k):
-        best, i = free.max(1)  # the best rotation not within min_deg of one chosen before
-        idx.append(i)
-        ok.append(torch.isfinite(best))
-        cos = (torch.einsum("bij,gij->bg", grid[i], grid) - 1) / 2
-        free = free.masked_fill(cos >= cos_min, float("-inf"))
-    idx, ok = torch.stack(idx, 1), torch.stack(ok, 1)
-    return torch.where(ok, idx, idx[:, :1]), ok
-
-
-def search_poses(sims: torch.Tensor, vertices: torch.Tensor, f: torch.Tensor, pp: torch.Tensor, size: int,
-                 margin: float, cfg: PoseConfig, grid: torch.Tensor | None = None, prior: torch.Tensor | None = None,
-                 max_points: int = 0, box_vertices: torch.Tensor | None = None
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def search_poses(
+    sims: torch.Tensor,
+    vertices: torch.Tensor,
+    f: torch.Tensor,
+    pp: torch.Tensor,
+    size: int,
+    margin: float,
+    cfg: PoseConfig,
+    grid: torch.Tensor | None = None,
+    prior: torch.Tensor | None = None,
+    max_points: int = 0,
+    box_vertices: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Coarse search and refinement for B images at once: coarse scores E(R, T) of every image × grid
     rotation, each image's ``cfg.top_k`` distinct hypotheses, all B × top_k refined together in one
     optimisation of ``cfg.refine_steps`` steps, each image's best.
@@ -302,7 +209,9 @@ def search_poses(sims: torch.Tensor, vertices: torch.Tensor, f: torch.Tensor, pp
                 nb = min(B, b + per) - b
                 Rb = Rc[None].expand(nb, len(Rc), 3, 3)
                 Tb = fit_translation_batch(bv, Rb, f[b:b + nb], pp[b:b + nb], target, extent)
-                E, _ = render_compare_batch(sims[b:b + nb], vertices, Rb, Tb, f[b:b + nb], pp[b:b + nb], size, diam)
+                E, _ = render_compare_batch(
+                    sims[b : b + nb], vertices, Rb, Tb, f[b : b + nb], pp[b : b + nb], size, diam
+                )
                 scores[b:b + nb, s:s + len(Rc)] = E
                 Ts[b:b + nb, s:s + len(Rc)] = Tb
     bonus = torch.zeros(B, G, device=dev) if prior is None else prior.to(dev).float()
@@ -328,7 +237,10 @@ def search_poses(sims: torch.Tensor, vertices: torch.Tensor, f: torch.Tensor, pp
         if cfg.translation == "box":
             return R, fit_translation_batch(bv, R, f, pp, target, extent)
         d = logd.exp()
-        c = torch.cat([(pp[:, None] - uv) / f[:, None, None], torch.ones(B, K, 1, device=dev)], 2) * d[..., None]
+        c = (
+            torch.cat([(pp[:, None] - uv) / f[:, None, None], torch.ones(B, K, 1, device=dev)], 2)
+            * d[..., None]
+        )
         return R, c - m @ R
 
     for _ in range(cfg.refine_steps):  # a fixed number of steps for all B × K hypotheses
@@ -355,10 +267,13 @@ class PoseEstimator:
     def __init__(self, encoder, theta, vertices, beta=None, size: int = 128, cfg: PoseConfig | None = None,
                  frame: np.ndarray | None = None):
         cfg = cfg or PoseConfig()
-        self.cfg = dataclasses.replace(cfg, device=resolve_device(cfg.device))  # auto → the GPU this process has
+        # auto → the GPU this process has
+        self.cfg = dataclasses.replace(cfg, device=resolve_device(cfg.device))
         self.encoder = encoder
         self.theta = F.normalize(torch.as_tensor(theta).float(), dim=1).to(self.cfg.device)
-        self.beta = None if beta is None else F.normalize(torch.as_tensor(beta).float(), dim=1).to(self.cfg.device)
+        self.beta = (
+            None if beta is None else F.normalize(torch.as_tensor(beta).float(), dim=1).to(self.cfg.device)
+        )
         self.vertices = torch.as_tensor(vertices).float().to(self.cfg.device)
         self.box_vertices = extreme_vertices(self.vertices)  # what fits the translations (the same T)
         self.size = size
@@ -372,7 +287,10 @@ class PoseEstimator:
         camera rotations [V, 3, 3]; each grid rotation keeps the views within ``prior_radius`` of it."""
         Rv = torch.as_tensor(np.asarray(rotations), dtype=torch.float32)
         cos = (torch.einsum("gij,vij->gv", self.grid.cpu(), Rv) - 1) / 2
-        self.view_descriptors, self.view_rotations = torch.as_tensor(descriptors).float(), np.asarray(rotations)
+        self.view_descriptors, self.view_rotations = (
+            torch.as_tensor(descriptors).float(),
+            np.asarray(rotations),
+        )
         self.views = (self.view_descriptors, cos > np.cos(np.radians(self.cfg.prior_radius)))
 
     def retrieval_priors(self, crop_descs: torch.Tensor) -> torch.Tensor | None:
@@ -406,8 +324,15 @@ class PoseEstimator:
     def features(self, crops: torch.Tensor) -> torch.Tensor:
         return self.encoder(crops.to(self.cfg.device)).float()
 
-    def estimate(self, image: np.ndarray, bbox=None, mask: np.ndarray | None = None, focal_px: float | None = None,
-                 principal_px=None, source: str = "<image>") -> PoseEstimate:
+    def estimate(
+        self,
+        image: np.ndarray,
+        bbox=None,
+        mask: np.ndarray | None = None,
+        focal_px: float | None = None,
+        principal_px=None,
+        source: str = "<image>",
+    ) -> PoseEstimate:
         """Pose of the object in ``image`` [H, W, 3] uint8 (see the module docstring): :meth:`estimate_batch`
         of a batch of one; its error (bad shape, empty box or mask, no object) is raised."""
         out = self.estimate_batch([image], [bbox], [mask], [focal_px], [principal_px], sources=[source])[0]
@@ -415,8 +340,15 @@ class PoseEstimator:
             raise out
         return out
 
-    def estimate_batch(self, images: list[np.ndarray], bboxes=None, masks=None, focal_px=None, principal_px=None,
-                       sources: list[str] | None = None) -> list[PoseEstimate | CatposeError]:
+    def estimate_batch(
+        self,
+        images: list[np.ndarray],
+        bboxes=None,
+        masks=None,
+        focal_px=None,
+        principal_px=None,
+        sources: list[str] | None = None,
+    ) -> list[PoseEstimate | CatposeError]:
         """Poses of the objects in B images [H_b, W_b, 3] uint8 together: :meth:`estimate` for each, with
         one encoder pass over the B crops and :func:`search_poses` scoring and refining all B × top_k
         hypotheses as one tensor. ``bboxes``, ``masks``, ``focal_px``, ``principal_px``, ``sources``: None
@@ -436,7 +368,8 @@ class PoseEstimator:
         for i, image in enumerate(images):  # per image on the CPU: checks and boxes
             try:
                 if image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) < 8:
-                    raise DataFormatError(sources[i], f"expected an RGB image of at least 8x8 pixels, got shape "
+                    raise DataFormatError(sources[i], "expected an RGB image of at least 8x8 pixels, got "
+                                                      "shape "
                                                       f"{image.shape}")
                 box = object_box(image.shape[:2], bboxes[i], masks[i], self.cfg.margin, sources[i])
             except CatposeError as e:
@@ -456,8 +389,10 @@ class PoseEstimator:
             # without a box or mask the features decide whether there is an object; a given box is trusted
             if (self.beta is not None and bboxes[i] is None and masks[i] is None
                     and objectness[j] < self.cfg.min_object):
-                out[i] = NoObjectError(sources[i], f"no object found: {objectness[j]:.1%} of the crop looks like "
-                                                   f"the category (at least {self.cfg.min_object:.0%} needed)")
+                out[i] = NoObjectError(sources[i], f"no object found: {objectness[j]:.1%} of the crop looks "
+                                                   "like "
+                                                   f"the category (at least {self.cfg.min_object:.0%} "
+                                                   "needed)")
             else:
                 go.append(j)
         if not go:
@@ -481,8 +416,18 @@ class PoseEstimator:
             prior = self.retrieval_priors(pooled_descriptor(fmap[sel]))
         f_t = torch.tensor(f_crop, dtype=torch.float32, device=self.cfg.device) * r
         pp_t = torch.as_tensor(np.stack(pp_crop), dtype=torch.float32, device=self.cfg.device) * r
-        R, T, E = search_poses(sims[sel], self.vertices, f_t, pp_t, self.cfg.sim_size, self.cfg.margin, self.cfg,
-                               self.grid, prior, box_vertices=self.box_vertices)
+        R, T, E = search_poses(
+            sims[sel],
+            self.vertices,
+            f_t,
+            pp_t,
+            self.cfg.sim_size,
+            self.cfg.margin,
+            self.cfg,
+            self.grid,
+            prior,
+            box_vertices=self.box_vertices,
+        )
         R, T, E = R.cpu().numpy().astype(np.float64), T.cpu().numpy().astype(np.float64), E.tolist()
         t2 = time.perf_counter()
         m = (self.vertices.amax(0) + self.vertices.amin(0)).cpu().numpy() / 2
@@ -490,8 +435,17 @@ class PoseEstimator:
                    "batch": len(go)}
         for n, j in enumerate(go):
             i = keep[j]
-            p = PoseEstimate(R[n], T[n], E[n], float(np.linalg.norm(m @ R[n] + T[n])), f_img[n], pp_img[n], boxes[j],
-                             objectness[j], timings=dict(timings))
+            p = PoseEstimate(
+                R[n],
+                T[n],
+                E[n],
+                float(np.linalg.norm(m @ R[n] + T[n])),
+                f_img[n],
+                pp_img[n],
+                boxes[j],
+                objectness[j],
+                timings=dict(timings),
+            )
             if self.frame is not None:
                 a, e, t = rotation_to_viewpoint(self.frame @ R[n])
                 p.azimuth, p.elevation, p.theta = float(a), float(e), float(t)
@@ -519,8 +473,12 @@ class PoseEstimator:
                 except (CatposeError, OSError, ValueError) as e:
                     res[i] = str(e)
             if loaded:
-                poses = self.estimate_batch([x[1] for x in loaded], [x[2] for x in loaded], [x[3] for x in loaded],
-                                            sources=[str(images[x[0]]) for x in loaded])
+                poses = self.estimate_batch(
+                    [x[1] for x in loaded],
+                    [x[2] for x in loaded],
+                    [x[3] for x in loaded],
+                    sources=[str(images[x[0]]) for x in loaded],
+                )
                 for x, p in zip(loaded, poses):
                     res[x[0]] = p if isinstance(p, PoseEstimate) else str(p)
             for i in idx:

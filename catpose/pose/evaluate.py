@@ -47,7 +47,9 @@ from catpose.tensorfile import pack, require, unpack
 DATASETS = ("synth-wild", "pascal3d", "objectnet3d", "co3d")
 
 
-def load_samples(cfg: PoseEvalConfig, split: dict | None, to_reference=None) -> tuple[list[PoseSample], list[dict], str]:
+def load_samples(
+    cfg: PoseEvalConfig, split: dict | None, to_reference=None
+) -> tuple[list[PoseSample], list[dict], str]:
     """The objects of ``cfg.dataset`` and the frame their rotations are in (canonical or template)."""
     if cfg.dataset == "synth-wild":
         s, p = load_pascal3d(cfg.root, cfg.category, ("synth",), cfg.split, real_camera=True)
@@ -56,13 +58,16 @@ def load_samples(cfg: PoseEvalConfig, split: dict | None, to_reference=None) -> 
         levels = paper_split(cfg.split)  # the paper's protocol (catpose.pose.protocol): one level at a time
         if levels is not None:
             if len(levels) != 1:
-                raise ValueError(f"--split {cfg.split}: one level at a time here (catpose evaluate scores each)")
+                raise ValueError(f"--split {cfg.split}: one level at a time here (catpose evaluate scores "
+                                 "each)")
             s, p = load_pascal3d_paper(cfg.root, cfg.category, levels[0])
         else:
             s, p = load_pascal3d(cfg.root, cfg.category, None, cfg.split)
         return s, p, "canonical"
     if cfg.dataset == "objectnet3d":
-        s, p = load_objectnet3d(cfg.root, cfg.category, "test" if cfg.split == "paper" else cfg.split or "val")
+        s, p = load_objectnet3d(
+            cfg.root, cfg.category, "test" if cfg.split == "paper" else cfg.split or "val"
+        )
         return s, p, "canonical"
     if cfg.dataset == "co3d":
         seqs = list(cfg.sequences) or (split or {}).get("held_out", [])
@@ -94,7 +99,9 @@ def training_views(estimator: PoseEstimator, run_cfg, split: dict, max_frames: i
 
     transforms, _ = read_alignment(run_cfg.alignment, run_cfg.endpoint_url)
     train = set(split["train"])
-    rows = [r for r in category_rows(run_cfg) if r["sequence_name"] in train and r["sequence_name"] in transforms]
+    rows = [
+        r for r in category_rows(run_cfg) if r["sequence_name"] in train and r["sequence_name"] in transforms
+    ]
     if len(rows) > max_frames:
         rows = [rows[i] for i in np.linspace(0, len(rows) - 1, max_frames).round().astype(int)]
     descs, rots = [], []
@@ -104,7 +111,9 @@ def training_views(estimator: PoseEstimator, run_cfg, split: dict, max_frames: i
             img = decode_image(r["image"], f"{r['sequence_name']}/{r['frame_number']}")
             mask = decode_image(r["mask"], f"{r['sequence_name']}/{r['frame_number']} mask", "L") / 255.0 \
                 if r.get("mask") else None
-            crops.append(crop_image(img, object_box(img.shape[:2], None, mask, estimator.cfg.margin), estimator.size))
+            crops.append(
+                crop_image(img, object_box(img.shape[:2], None, mask, estimator.cfg.margin), estimator.size)
+            )
             rots.append(np.asarray(transforms[r["sequence_name"]].R) @ row_camera(r).R)
         descs.append(descriptor(estimator.encoder, torch.cat(crops).to(estimator.cfg.device)).cpu())
     return torch.cat(descs), np.stack(rots)
@@ -115,10 +124,14 @@ def views_key(store: Store) -> dict:
     training videos and the fingerprint of its shards and alignment) they are made from."""
     from catpose import fingerprint as fp
 
-    return fp.make({"views": 1}, {f: store.read_bytes(f) if store.exists(f) else b"" for f in ("model.pt", "split.json")})
+    return fp.make(
+        {"views": 1}, {f: store.read_bytes(f) if store.exists(f) else b"" for f in ("model.pt", "split.json")}
+    )
 
 
-def attach_views(est: PoseEstimator, run: str, endpoint_url: str | None = None, progress: bool = True) -> bool:
+def attach_views(
+    est: PoseEstimator, run: str, endpoint_url: str | None = None, progress: bool = True
+) -> bool:
     """Gives ``est`` the run's training views for the retrieval prior (and the baseline): read from
     ``RUN/retrieval_views.pt``, else computed from the run's training frames (its shards and alignment)
     and cached there. Returns False, with a message, where neither is possible."""
@@ -126,7 +139,8 @@ def attach_views(est: PoseEstimator, run: str, endpoint_url: str | None = None, 
     key = views_key(store)
     cached = store.exists("retrieval_views.pt")
     if cached and store.read_json("retrieval_views.key.json", default=None) != key:
-        print(f"retrieval views: {store.url('retrieval_views.pt')} was made from another model.pt or training "
+        print(f"retrieval views: {store.url('retrieval_views.pt')} was made from another model.pt or "
+              "training "
               "split than the run's; recomputing it", flush=True)
         cached = False
     if cached:
@@ -161,7 +175,8 @@ def check_category(trained: str, images: str, allow: bool, checkpoint: str, endp
     if not same_category(trained, images) and not allow:
         raise ConfigError(Store(checkpoint, endpoint_url).url("model.pt"),
                           f"the run was trained on category '{trained}', not '{images}'; "
-                          f"give --allow-other-category to {what} another category's images", field="config.category")
+                          f"give --allow-other-category to {what} another category's "
+                          "images", field="config.category")
 
 
 def evaluate_pose(cfg: PoseEvalConfig, progress: bool = True) -> dict:
@@ -193,15 +208,17 @@ def evaluate_pose(cfg: PoseEvalConfig, progress: bool = True) -> dict:
         if G is not None:
             frame_how = "gt"
         elif cfg.frame == "gt":
-            raise FileNotFoundError("frame=gt: the run's training data has no catpose_gt.json (use frame=fit)")
+            raise FileNotFoundError("frame=gt: the run's training data has no catpose_gt.json (use "
+                                    "frame=fit)")
         else:
             frame_how = "fit"
     n_cal = int(np.ceil(cfg.calibration * len(samples))) if frame_how == "fit" else 0
     order = np.random.default_rng(0).permutation(len(samples))
     calib = set(order[:n_cal].tolist())
 
-    attached = (cfg.baseline or cfg.pose.prior_weight > 0) and attach_views(est, cfg.checkpoint, cfg.endpoint_url,
-                                                                              progress)
+    attached = (cfg.baseline or cfg.pose.prior_weight > 0) and attach_views(
+        est, cfg.checkpoint, cfg.endpoint_url, progress
+    )
     views = (est.view_descriptors, est.view_rotations) if attached and cfg.baseline else None
 
     out = Path(cfg.out)
@@ -220,7 +237,9 @@ def evaluate_pose(cfg: PoseEvalConfig, progress: bool = True) -> dict:
                        **{k: v for k, v in s.meta.items() if k in ("occluded", "truncated")}}
             try:
                 img = load_image(s.image)
-                loaded.append((i, img, load_mask(s.mask, img.shape[:2]) if s.mask and s.bbox is None else None))
+                loaded.append(
+                    (i, img, load_mask(s.mask, img.shape[:2]) if s.mask and s.bbox is None else None)
+                )
             except (CatposeError, OSError, ValueError) as e:
                 recs[i]["failed"] = str(e)
         if loaded:
@@ -247,7 +266,9 @@ def evaluate_pose(cfg: PoseEvalConfig, progress: bool = True) -> dict:
                     continue
                 cap = None
                 if G is not None:
-                    cap = f"error {float(geodesic_deg(G @ p.R, samples[i].R)):.0f} deg  conf {p.confidence:.2f}"
+                    cap = (
+                        f"error {float(geodesic_deg(G @ p.R, samples[i].R)):.0f} deg  conf {p.confidence:.2f}"
+                    )
                 try:
                     overlay(img, p, tpl.vertices, cap).save(out / "overlays" / f"{i:04d}.png")
                 except (OSError, ValueError) as e:
@@ -262,21 +283,40 @@ def evaluate_pose(cfg: PoseEvalConfig, progress: bool = True) -> dict:
         ok = [r for r in records if key in r and r["calibration"]]
         Gm = G
         if frame_how == "fit":
-            Gm = fit_frame(np.array([r[key] for r in ok]), np.array([r["R_gt"] for r in ok])) if len(ok) >= 1 else None
+            Gm = (
+                fit_frame(np.array([r[key] for r in ok]), np.array([r["R_gt"] for r in ok]))
+                if len(ok) >= 1
+                else None
+            )
         scored = [r for r in records if not r["calibration"]]
-        e = np.array([float(geodesic_deg(Gm @ np.array(r[key]), np.array(r["R_gt"]))) if key in r and Gm is not None
-                      else np.nan for r in scored])
+        e = np.array(
+            [
+                float(geodesic_deg(Gm @ np.array(r[key]), np.array(r["R_gt"])))
+                if key in r and Gm is not None
+                else np.nan
+                for r in scored
+            ]
+        )
         return e, Gm, scored
 
     e_m, G_m, scored = errors("R_template")
     for r, e in zip(scored, e_m):
         r["error_deg"] = None if np.isnan(e) else float(e)
-    results = {"dataset": cfg.dataset, "root": str(cfg.root), "category": cfg.category, "run": cfg.checkpoint,
-               "frame": frame_how, "objects": len(samples), "scored": len(scored), "calibration": n_cal,
-               "failed": sum("failed" in r for r in scored), "skipped_annotations": len(problems),
-               "methods": {"catpose (features + render-and-compare)": pose_metrics(e_m)},
-               "seconds_per_image": float(np.mean([r["seconds"] for r in records if "seconds" in r] or [np.nan])),
-               "device": cfg.pose.device}
+    results = {
+        "dataset": cfg.dataset,
+        "root": str(cfg.root),
+        "category": cfg.category,
+        "run": cfg.checkpoint,
+        "frame": frame_how,
+        "objects": len(samples),
+        "scored": len(scored),
+        "calibration": n_cal,
+        "failed": sum("failed" in r for r in scored),
+        "skipped_annotations": len(problems),
+        "methods": {"catpose (features + render-and-compare)": pose_metrics(e_m)},
+        "seconds_per_image": float(np.mean([r["seconds"] for r in records if "seconds" in r] or [np.nan])),
+        "device": cfg.pose.device,
+    }
     hist = {"catpose (features + render-and-compare)": e_m}
     if views is not None:
         e_b, _, _ = errors("R_baseline_template")
@@ -301,8 +341,16 @@ def evaluate_pose(cfg: PoseEvalConfig, progress: bool = True) -> dict:
     return results
 
 
-def pose_stage(run: str, category: str, out: Path, images: int, pose: PoseConfig | None = None,
-               endpoint_url: str | None = None, wild: WildConfig | None = None, progress: bool = True) -> dict:
+def pose_stage(
+    run: str,
+    category: str,
+    out: Path,
+    images: int,
+    pose: PoseConfig | None = None,
+    endpoint_url: str | None = None,
+    wild: WildConfig | None = None,
+    progress: bool = True,
+) -> dict:
     """The main job's pose stage for one trained category: a synthetic in-the-wild set of ``images``
     images (unseen instances on clutter, with occluders; ``wild`` for other image settings) in
     ``OUT/wild/<category>``, scored with catpose and the nearest-training-view baseline of the same run
@@ -318,7 +366,9 @@ def pose_stage(run: str, category: str, out: Path, images: int, pose: PoseConfig
                                        out=out / "pose" / category, endpoint_url=endpoint_url,
                                        pose=pose or PoseConfig()), progress=progress)
     (out / "plots").mkdir(parents=True, exist_ok=True)
-    (out / "plots" / f"pose_errors_{category}.png").write_bytes((out / "pose" / category / "errors.png").read_bytes())
+    (out / "plots" / f"pose_errors_{category}.png").write_bytes(
+        (out / "pose" / category / "errors.png").read_bytes()
+    )
     return res
 
 

@@ -38,9 +38,20 @@ from catpose.pose.datasets import PoseSample, _objects, _read_list, read_record
 
 PAPER_CATEGORIES = ("bicycle", "bus", "car", "chair", "motorbike", "sofa", "tvmonitor")
 """The paper's 7 PASCAL3D+ categories (PASCAL3D+ class names)."""
-CO3D_NAMES = {"bicycle": "bicycle", "bus": "bus", "car": "car", "chair": "chair", "motorbike": "motorcycle",
-              "sofa": "couch", "tvmonitor": "tv", "aeroplane": "airplane", "bottle": "bottle", "train": "train",
-              "boat": "boat", "diningtable": "dining_table"}
+CO3D_NAMES = {
+    "bicycle": "bicycle",
+    "bus": "bus",
+    "car": "car",
+    "chair": "chair",
+    "motorbike": "motorcycle",
+    "sofa": "couch",
+    "tvmonitor": "tv",
+    "aeroplane": "airplane",
+    "bottle": "bottle",
+    "train": "train",
+    "boat": "boat",
+    "diningtable": "dining_table",
+}
 """PASCAL3D+ class name → CO3D (and od3d) category name."""
 LEVELS = ("L0", "L1", "L2", "L3")
 OCCLUDED_DIR = "OccludedPASCAL3D"
@@ -67,7 +78,8 @@ def paper_split(split: str | None) -> list[str] | None:
     lvl = split[len("paper-"):]
     if split.startswith("paper-") and lvl in LEVELS:
         return [lvl]
-    raise ValueError(f"--split {split!r}: the paper's protocol is paper (L0), paper-L0..paper-L3 or paper-occ "
+    raise ValueError(f"--split {split!r}: the paper's protocol is paper (L0), paper-L0..paper-L3 or "
+                     "paper-occ "
                      "(every level)")
 
 
@@ -75,7 +87,8 @@ def categories(spec: str, dataset: str) -> list[str]:
     """``--category``: one class, a comma list, or ``paper`` (PASCAL3D+: the paper's 7)."""
     if spec == "paper":
         if dataset != "pascal3d":
-            raise ValueError(f"--category paper: the paper's category list is PASCAL3D+'s; name the {dataset} "
+            raise ValueError("--category paper: the paper's category list is PASCAL3D+'s; name the "
+                             f"{dataset} "
                              "categories (a comma list)")
         return list(PAPER_CATEGORIES)
     return [c.strip() for c in spec.split(",") if c.strip()]
@@ -85,7 +98,8 @@ def occluded_root(root: Path) -> Path:
     for cand in (root / OCCLUDED_DIR, root.parent / OCCLUDED_DIR):
         if (cand / "lists").is_dir():
             return cand
-    raise FileNotFoundError(f"occlusion levels L1-L3 need OccludedPASCAL3D+ (its lists/, images/, annotations/) "
+    raise FileNotFoundError("occlusion levels L1-L3 need OccludedPASCAL3D+ (its lists/, images/, "
+                            "annotations/) "
                             f"at {root / OCCLUDED_DIR} or {root.parent / OCCLUDED_DIR}")
 
 
@@ -101,11 +115,14 @@ def occluded_share(path: Path) -> float:
     except Exception as e:  # zipfile/format errors of a truncated file
         raise DataFormatError(str(path), f"not a readable .npz file ({type(e).__name__}: {e})") from e
     if mask.shape != occ.shape:
-        raise DataFormatError(str(path), f"mask is {mask.shape}, occluder_mask {occ.shape}", field="occluder_mask")
+        raise DataFormatError(str(path), f"mask is {mask.shape}, occluder_mask "
+                                         f"{occ.shape}", field="occluder_mask")
     return float((mask & occ).sum() / max(1, mask.sum()))
 
 
-def load_pascal3d_paper(root: str | Path, category: str, level: str = "L0") -> tuple[list[PoseSample], list[dict]]:
+def load_pascal3d_paper(
+    root: str | Path, category: str, level: str = "L0"
+) -> tuple[list[PoseSample], list[dict]]:
     """The objects of ``category`` at occlusion ``level`` by the paper's protocol (module docstring)."""
     root = Path(root)
     ann_dir = root / "Annotations" / f"{category}_imagenet"
@@ -137,8 +154,13 @@ def load_pascal3d_paper(root: str | Path, category: str, level: str = "L0") -> t
             problems.append({"item": n, "error": str(e)})
             continue
         if len(objs) != 1:
-            problems.append({"item": n, "error": f"{path}: {len(objs)} objects; the protocol keeps images of one "
-                                                 "object", "field": "record.objects"})
+            problems.append(
+                {
+                    "item": n,
+                    "error": f"{path}: {len(objs)} objects; the protocol keeps images of one object",
+                    "field": "record.objects",
+                }
+            )
             continue
         got: list[PoseSample] = []
         _objects(path, image_dir, category, n, False, got, problems, exts=(".JPEG", ".jpg", ".png"))
@@ -150,7 +172,9 @@ def load_pascal3d_paper(root: str | Path, category: str, level: str = "L0") -> t
                 problems.append({"item": n, "error": str(e)})
                 continue
         for s in got:
-            s.meta.update({"level": level, **({"occluded_share": round(share, 4)} if share is not None else {})})
+            s.meta.update(
+                {"level": level, **({"occluded_share": round(share, 4)} if share is not None else {})}
+            )
             s.mask = None  # PASCAL3D+'s own masks are not the protocol's input
         samples += got
     return samples, problems
@@ -189,7 +213,12 @@ def summary_table(rows: dict[str, dict[str, dict]], dataset: str = "pascal3d") -
         if means[lv] else "–" for lv in levels) + " |")
     if dataset == "pascal3d":
         got = sorted(rows) == sorted(PAPER_CATEGORIES)
-        lines += ["", f"The paper's means over its 7 categories at L0{'' if got else ' (not the categories above)'}:",
-                  "", "| method | Acc@π/6 |", "|---|---|"]
+        lines += [
+            "",
+            f"The paper's means over its 7 categories at L0{'' if got else ' (not the categories above)'}:",
+            "",
+            "| method | Acc@π/6 |",
+            "|---|---|",
+        ]
         lines += [f"| {m} | {v['acc30']:.1f} % |" for m, v in paper_numbers().items()]
     return "\n".join(lines) + "\n"

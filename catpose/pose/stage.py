@@ -48,7 +48,11 @@ def _pose_section(a: PoseArtifact) -> list[str]:
 
     lines = ["## Pose estimation on synthetic in-the-wild images (unseen instances, clutter, occlusion)", ""]
     for r in a.rows:
-        lines += format_table(r).splitlines() + ["", f"![pose errors {r['category']}](plots/pose_errors_{r['category']}.png)", ""]
+        lines += format_table(r).splitlines() + [
+            "",
+            f"![pose errors {r['category']}](plots/pose_errors_{r['category']}.png)",
+            "",
+        ]
     return lines
 
 
@@ -56,7 +60,8 @@ def _pose_table(a: PoseArtifact) -> list[str]:
     from catpose.pose.evaluate import format_table
 
     lines = [ln for r in a.rows for ln in format_table(r).splitlines() if ln]
-    return lines + ["Reading: Acc@π/6 is the share of images whose estimated rotation is within 30° of the truth "
+    return lines + ["Reading: Acc@π/6 is the share of images whose estimated rotation is within 30° of the "
+                    "truth "
                     "(ground truth: the synthetic in-the-wild images' rendered viewpoints); "
                     "good: the catpose row above the nearest-training-view baseline."] if lines else []
 

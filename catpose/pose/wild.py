@@ -36,7 +36,9 @@ from catpose.learn.frames import colour_jitter, random_backgrounds
 from catpose.pose.viewpoint import viewpoint_to_rotation
 
 
-def _record(name: str, category: str, H: int, W: int, bbox, az, el, th, dist, f_px, px, py, occluded, truncated):
+def _record(
+    name: str, category: str, H: int, W: int, bbox, az, el, th, dist, f_px, px, py, occluded, truncated
+):
     obj = np.zeros((1,), dtype=[("class", "O"), ("bbox", "O"), ("viewpoint", "O"), ("occluded", "O"),
                                 ("truncated", "O"), ("difficult", "O")])
     obj[0] = (category, np.asarray(bbox, np.float64),
@@ -67,7 +69,9 @@ def render_wild_image(cfg: WildConfig, index: int) -> dict:
     a, e = np.radians(az), np.radians(el)
     C = centre + dist * np.array([np.cos(e) * np.sin(a), -np.cos(e) * np.cos(a), np.sin(e)])
     s = min(H, W) / 2
-    cam = Camera(R, -C @ R, (f_px / s, f_px / s), ((W / 2 - px) / s, (H / 2 - py) / s), (H, W), "ndc_isotropic")
+    cam = Camera(
+        R, -C @ R, (f_px / s, f_px / s), ((W / 2 - px) / s, (H / 2 - py) / s), (H, W), "ndc_isotropic"
+    )
     out = renderer.render(cam, supersample=cfg.supersample)
     g = torch.Generator().manual_seed(int(rng.integers(2**31)))
     side = max(H, W)
@@ -130,9 +134,25 @@ def generate_wild(cfg: WildConfig, progress: bool = True) -> dict:
             continue
         Image.fromarray(r["image"]).save(root / "Images" / sub / f"{name}.jpg", quality=92)
         Image.fromarray(r["mask"]).save(root / "Masks" / sub / f"{name}.png")
-        scipy.io.savemat(str(ann), _record(name, cfg.category, cfg.height, cfg.width, r["bbox"], r["azimuth"],
-                                           r["elevation"], r["theta"], r["distance"], r["f_px"], r["px"], r["py"],
-                                           r["occluded"], r["truncated"]))
+        scipy.io.savemat(
+            str(ann),
+            _record(
+                name,
+                cfg.category,
+                cfg.height,
+                cfg.width,
+                r["bbox"],
+                r["azimuth"],
+                r["elevation"],
+                r["theta"],
+                r["distance"],
+                r["f_px"],
+                r["px"],
+                r["py"],
+                r["occluded"],
+                r["truncated"],
+            ),
+        )
         names.append(name)
     (root / "Image_sets" / f"{sub}_val.txt").write_text("".join(n + "\n" for n in names))
     info = {"category": cfg.category, "images": len(names), "skipped": skipped, "seed": cfg.seed,

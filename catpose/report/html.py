@@ -93,7 +93,9 @@ def _aligned_clouds(store: Store, endpoint: str | None, data: dict | None = None
             step = max(1, len(V) // MAX_POINTS_PER_VIDEO)
             X = T.apply(V)[::step]
             err = errors.get(name)
-            label = name + (" (reference)" if name == ref else "") + (f" · {err:.1f}°" if err is not None else "")
+            label = (
+                name + (" (reference)" if name == ref else "") + (f" · {err:.1f}°" if err is not None else "")
+            )
             col = PALETTE[n % len(PALETTE)]
             by_video.append(col)
             by_error.append(_error_rgb(err))
@@ -133,38 +135,77 @@ def _training(store: Store, endpoint: str | None) -> list[dict]:
             tpl = Template.from_bytes(r_store.read_bytes("template.npz"), r_store.url("template.npz"))
             V = tpl.vertices.astype(np.float64)
             colors = [_rgb(c) for c in _pca_rgb(tpl.features)] if tpl.features is not None else "#1f77b4"
-            item["template"] = {"data": [{"type": "scatter3d", "mode": "markers", "name": "template vertices",
-                                          "x": np.round(V[:, 0], 4).tolist(), "y": np.round(V[:, 1], 4).tolist(),
-                                          "z": np.round(V[:, 2], 4).tolist(),
-                                          "marker": {"size": 3, "color": colors}}],
-                                "layout": {"title": {"text": f"{cat}: template, {len(V)} vertices coloured by "
-                                                             "a PCA of their learned features"},
-                                           "scene": {"aspectmode": "data"}, "height": 520,
-                                           "margin": {"l": 0, "r": 0, "t": 50, "b": 0}}}
+            item["template"] = {
+                "data": [
+                    {
+                        "type": "scatter3d",
+                        "mode": "markers",
+                        "name": "template vertices",
+                        "x": np.round(V[:, 0], 4).tolist(),
+                        "y": np.round(V[:, 1], 4).tolist(),
+                        "z": np.round(V[:, 2], 4).tolist(),
+                        "marker": {"size": 3, "color": colors},
+                    }
+                ],
+                "layout": {
+                    "title": {
+                        "text": f"{cat}: template, {len(V)} vertices coloured by "
+                        "a PCA of their learned features"
+                    },
+                    "scene": {"aspectmode": "data"},
+                    "height": 520,
+                    "margin": {"l": 0, "r": 0, "t": 50, "b": 0},
+                },
+            }
         except Exception as e:  # noqa: BLE001
             item["template_error"] = f"{type(e).__name__}: {e}"
         hist = r_store.read_json("history.json", default=None) if r_store.exists("history.json") else None
         if isinstance(hist, list) and hist:
             ep = [h.get("epoch", i) + 1 for i, h in enumerate(hist)]
-            item["curves"] = {"data": [
-                {"type": "scatter", "mode": "lines", "name": "loss", "x": ep, "y": [h.get("loss") for h in hist]},
-                {"type": "scatter", "mode": "lines", "name": "train vertex accuracy", "yaxis": "y2", "x": ep,
-                 "y": [h.get("train_vertex_acc") for h in hist]}],
-                "layout": {"title": {"text": f"{cat}: training"}, "xaxis": {"title": {"text": "epoch"}},
-                           "yaxis": {"title": {"text": "loss"}},
-                           "yaxis2": {"title": {"text": "vertex accuracy"}, "overlaying": "y", "side": "right"},
-                           "height": 380}}
+            item["curves"] = {
+                "data": [
+                    {
+                        "type": "scatter",
+                        "mode": "lines",
+                        "name": "loss",
+                        "x": ep,
+                        "y": [h.get("loss") for h in hist],
+                    },
+                    {
+                        "type": "scatter",
+                        "mode": "lines",
+                        "name": "train vertex accuracy",
+                        "yaxis": "y2",
+                        "x": ep,
+                        "y": [h.get("train_vertex_acc") for h in hist],
+                    },
+                ],
+                "layout": {
+                    "title": {"text": f"{cat}: training"},
+                    "xaxis": {"title": {"text": "epoch"}},
+                    "yaxis": {"title": {"text": "loss"}},
+                    "yaxis2": {"title": {"text": "vertex accuracy"}, "overlaying": "y", "side": "right"},
+                    "height": 380,
+                },
+            }
         ev = (rows.get(cat) or {}).get("evaluation") or {}
         bars = [{"type": "bar", "name": k, "y": m["by_azimuth"],
                  "x": [f"{int(360 * i / len(m['by_azimuth']))}°" for i in range(len(m["by_azimuth"]))]}
                 for k, m in ev.get("methods", {}).items() if m.get("by_azimuth")]
         if bars:
-            item["viewpoint"] = {"data": bars, "layout": {
-                "title": {"text": f"{cat}: held-out matching by camera azimuth (ground truth: the held-out videos' "
-                                  "cameras and alignment)"},
-                "xaxis": {"title": {"text": "azimuth bin start (0° = front)"}},
-                "yaxis": {"title": {"text": f"matched within {ev.get('threshold_px', '?')} px"}},
-                "barmode": "group", "height": 380}}
+            item["viewpoint"] = {
+                "data": bars,
+                "layout": {
+                    "title": {
+                        "text": f"{cat}: held-out matching by camera azimuth "
+                        "(ground truth: the held-out videos' cameras and alignment)"
+                    },
+                    "xaxis": {"title": {"text": "azimuth bin start (0° = front)"}},
+                    "yaxis": {"title": {"text": f"matched within {ev.get('threshold_px', '?')} px"}},
+                    "barmode": "group",
+                    "height": 380,
+                },
+            }
         out.append(item)
     return out
 
@@ -190,8 +231,13 @@ def _poses(store: Store, endpoint: str | None) -> list[dict]:
             key = f"overlays/{i:04d}.png"
             if not p_store.exists(key):
                 continue
-            gallery.append({"src": "data:image/png;base64," + base64.b64encode(p_store.read_bytes(key)).decode(),
-                            "error": rec.get("error_deg"), "baseline": rec.get("baseline_error_deg")})
+            gallery.append(
+                {
+                    "src": "data:image/png;base64," + base64.b64encode(p_store.read_bytes(key)).decode(),
+                    "error": rec.get("error_deg"),
+                    "baseline": rec.get("baseline_error_deg"),
+                }
+            )
         out.append({"category": cat, "row": rows.get(cat, {}), "gallery": gallery})
     return out
 
@@ -200,9 +246,12 @@ def _methods_table(row: dict) -> str:
     m = row.get("methods") or {}
     if not m:
         return ""
-    body = "".join(f"<tr><td>{html.escape(k)}</td><td>{v.get('acc_pi_6', float('nan')):.1%}</td>"
-                   f"<td>{v.get('acc_pi_18', float('nan')):.1%}</td><td>{v.get('median_deg', float('nan')):.1f}</td></tr>"
-                   for k, v in m.items())
+    body = "".join(
+        f"<tr><td>{html.escape(k)}</td><td>{v.get('acc_pi_6', float('nan')):.1%}</td>"
+        f"<td>{v.get('acc_pi_18', float('nan')):.1%}</td>"
+        f"<td>{v.get('median_deg', float('nan')):.1f}</td></tr>"
+        for k, v in m.items()
+    )
     return ("<table><tr><th>method</th><th>Acc@π/6</th><th>Acc@π/18</th><th>median error (°)</th></tr>"
             f"{body}</table>")
 
@@ -224,10 +273,18 @@ def render_report_html(store: Store, summary: list[str] | None = None, endpoint_
     endpoint = endpoint_url or store.endpoint_url
     if summary is None:
         text = store.read_text("report.md") if store.exists("report.md") else ""
-        summary = text.split("## Summary", 1)[1].split("\n## ", 1)[0].strip().splitlines() if "## Summary" in text else []
+        summary = (
+            text.split("## Summary", 1)[1].split("\n## ", 1)[0].strip().splitlines()
+            if "## Summary" in text
+            else []
+        )
     figs: list[tuple[str, dict]] = []
-    parts = ["<h1>catpose run report</h1>", f"<p class='note'>store: <code>{html.escape(store.uri)}</code></p>",
-             "<h2>Summary</h2>", "<pre>" + html.escape("\n".join(ln for ln in summary if ln.strip())) + "</pre>"]
+    parts = [
+        "<h1>catpose run report</h1>",
+        f"<p class='note'>store: <code>{html.escape(store.uri)}</code></p>",
+        "<h2>Summary</h2>",
+        "<pre>" + html.escape("\n".join(ln for ln in summary if ln.strip())) + "</pre>",
+    ]
 
     def fig(title: str, f: dict) -> str:
         figs.append((f"fig{len(figs)}", f))
@@ -239,7 +296,8 @@ def render_report_html(store: Store, summary: list[str] | None = None, endpoint_
         parts.append("<p class='note'>The alignment stage did not run: no aligned clouds.</p>")
     for c in clouds:
         if "error" in c:
-            parts.append(f"<p class='note'>{html.escape(c['category'])}: not drawn ({html.escape(c['error'])})</p>")
+            parts.append(f"<p class='note'>{html.escape(c['category'])}: not drawn "
+                         f"({html.escape(c['error'])})</p>")
             continue
         parts.append(fig(f"aligned {c['category']}", c["figure"]))
         if not c["ground_truth"]:
@@ -261,11 +319,13 @@ def render_report_html(store: Store, summary: list[str] | None = None, endpoint_
         parts.append("<p class='note'>The pose stage did not run: no pose results.</p>")
     for p in poses:
         parts.append(f"<h3>{html.escape(p['category'])}</h3>" + _methods_table(p["row"])
-                     + "<p class='note'>Ground truth: the synthetic in-the-wild images' viewpoints, in the template's "
+                     + "<p class='note'>Ground truth: the synthetic in-the-wild images' viewpoints, in the "
+                       "template's "
                        "frame; a failed image counts as wrong.</p>")
         cells = "".join(f"<figure><img src='{g['src']}' alt='pose overlay'><figcaption>error "
                         + (f"{g['error']:.1f}°" if isinstance(g["error"], (int, float)) else "n/a")
-                        + (f" · nearest view {g['baseline']:.1f}°" if isinstance(g["baseline"], (int, float)) else "")
+                        + (" · nearest view "
+                           f"{g['baseline']:.1f}°" if isinstance(g["baseline"], (int, float)) else "")
                         + "</figcaption></figure>" for g in p["gallery"])
         parts.append(f"<div class='gallery'>{cells}</div>")
     script = "\n".join(f"Plotly.newPlot({json.dumps(i)}, {json.dumps(f['data'])}, {json.dumps(f['layout'])}, "

@@ -60,13 +60,23 @@ class PipelineConfig(RunContext):
     """Sweep settings for --tune (data, category, out and features are set per category by the job)."""
     train_categories: tuple[str, ...] = ("car",)
     """Categories whose template features are learned with Ray Train (empty: no training stage)."""
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(data="", out="", epochs=50, size=64, vertices=300,
-                                                                   batch_size=8, cpus_per_worker=0.5,
-                                                                   eval_frames=64))
+    train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(
+            data="",
+            out="",
+            epochs=50,
+            size=64,
+            vertices=300,
+            batch_size=8,
+            cpus_per_worker=0.5,
+            eval_frames=64,
+        )
+    )
     """Training settings (data, alignment, features, category and out are set by the job). The demo's
     defaults fit 2 CPU cores: 64 px crops and a template of 300 vertices (a step costs about 1/7 of one
     with 1000 vertices, whose [B, N, N] contrastive logits dominate on a CPU), 50 epochs from the
-    workers' frame caches in steps of 2 × 8 crops (twice the steps of 2 × 16 for the same crops); on GPU clusters use larger crops and templates (see README)."""
+    workers' frame caches in steps of 2 × 8 crops (twice the steps of 2 × 16 for the same crops); on GPU
+    clusters use larger crops and templates (see README)."""
     pose_images: int = 60
     """Synthetic in-the-wild images per trained synthetic category, scored by the pose stage (0: no stage)."""
     pose: PoseConfig = field(default_factory=lambda: PoseConfig(prior_weight=1.0))
@@ -82,7 +92,8 @@ def read_yaml_config(path: Path) -> dict:
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
-        raise ConfigError(str(path), "not valid YAML: " + " ".join(str(e).replace('"<unicode string>", ', "").split()))
+        raise ConfigError(str(path), "not valid YAML: "
+                                     "" + " ".join(str(e).replace('"<unicode string>", ', "").split()))
     except UnicodeDecodeError as e:
         raise ConfigError(str(path), f"not a text file ({e})")
     if data is None:
@@ -118,7 +129,8 @@ def check_config(cfg: PipelineConfig, source: str = "flags") -> None:
                                   f"{getattr(obj, k)}' at the top level instead", field=f"{sec}.{k}")
     unknown = [c for c in cfg.train_categories if known is not None and c not in known]
     if unknown and tuple(cfg.train_categories) != PipelineConfig().train_categories:  # named by the user
-        raise ConfigError(source, f"{unknown} are not among the run's categories {known}", field="train_categories")
+        raise ConfigError(source, f"{unknown} are not among the run's categories "
+                                  f"{known}", field="train_categories")
 
 
 def load_config(argv: list[str] | None = None) -> PipelineConfig:

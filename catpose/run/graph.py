@@ -26,8 +26,22 @@ from catpose.storage import Store
 CONTEXT_FIELDS = tuple(f.name for f in dataclasses.fields(RunContext))
 # how, not what: changing them never reruns a stage (data, features, alignment and ground_truth are set by
 # the job from the input artifacts, which are hashed themselves)
-RUNTIME_FIELDS = {"workers", "endpoint_url", "data", "features", "alignment", "ground_truth", "config", "num_workers",
-                  "cpus_per_worker", "gpus_per_worker", "wait_for_resources", "max_failures", "batch", "chunk"}
+RUNTIME_FIELDS = {
+    "workers",
+    "endpoint_url",
+    "data",
+    "features",
+    "alignment",
+    "ground_truth",
+    "config",
+    "num_workers",
+    "cpus_per_worker",
+    "gpus_per_worker",
+    "wait_for_resources",
+    "max_failures",
+    "batch",
+    "chunk",
+}
 
 
 def what(obj) -> dict:
@@ -62,7 +76,8 @@ class Ctx:
     cfg: Any  # catpose.run.config.PipelineConfig
     store: Store
     scratch: Path
-    arts: dict[str, Any] = field(default_factory=dict)  # artifacts of the stages run or skipped so far, by name
+    # artifacts of the stages run or skipped so far, by name
+    arts: dict[str, Any] = field(default_factory=dict)
 
     def section(self, obj, **overrides):
         """A copy of a stage's config section with the run context applied (where it has the field)."""

@@ -20,9 +20,14 @@ def assemble_report(cfg, ctx: Ctx, graph: list[Stage], times: dict, skipped: lis
         if isinstance(a, Artifact):
             failed.update(a.lost_categories())
     ran = [s.name for s in graph if s.name in times]
-    summary = ["# catpose pipeline report", "",
-               "## Summary", "",
-               f"- **Ran**: {' → '.join(ran)}" + (f" ({', '.join(skipped)} done before, skipped)" if skipped else "")]
+    summary = [
+        "# catpose pipeline report",
+        "",
+        "## Summary",
+        "",
+        f"- **Ran**: {' → '.join(ran)}"
+        + (f" ({', '.join(skipped)} done before, skipped)" if skipped else ""),
+    ]
     summary += [ln for s, a in done for ln in s.summary(a, arts)]
     summary += [f"- **Time**: {sum(times.values()):.0f} s of stages (this invocation {wall:.0f} s): "
                 + ", ".join(f"{k} {v:.0f}" for k, v in times.items()),
@@ -30,7 +35,8 @@ def assemble_report(cfg, ctx: Ctx, graph: list[Stage], times: dict, skipped: lis
                 f"{store.url('config.yaml')}`)"]
     heads = [h for s, a in done if (h := s.headline(a))]
     summary += [f"- {h}" for h in heads] or ["- no accuracy measured (no ground truth)"]
-    summary += [f"- **Pictures**: `{store.url('plots')}/` (frames with their clouds, aligned clouds, error histograms, "
+    summary += [f"- **Pictures**: `{store.url('plots')}/` (frames with their clouds, aligned clouds, error "
+                "histograms, "
                 "training curves, pose errors)"]
     if failed:
         summary += ["", "**Failed categories** (left out of every later stage):", ""] + [

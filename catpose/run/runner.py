@@ -93,22 +93,27 @@ def _join_cluster(cfg: PipelineConfig, store: Store) -> None:
     folder as the store of a cluster of several nodes is said."""
     from catpose.parallel import init_ray
 
-    if cfg.workers > 0 and os.environ.get("RAY_ADDRESS"):  # on a cluster: join it now (else Ray starts when needed)
+    if cfg.workers > 0 and os.environ.get(
+        "RAY_ADDRESS"
+    ):  # on a cluster: join it now (else Ray starts when needed)
         init_ray()
     if cfg.workers > 0 and "ray" in sys.modules and sys.modules["ray"].is_initialized():
         import ray
 
         nodes = [n for n in ray.nodes() if n.get("Alive")]
         if len(nodes) > 1 and not store.is_s3:  # said, not an error: the folder may be a shared mount
-            print(f"warning: the run's store {store.uri} is a local folder but the Ray cluster has {len(nodes)} "
-                  "nodes; unless it is a mount every node shares, give an s3:// store (--out s3://...)", flush=True)
+            print(f"warning: the run's store {store.uri} is a local folder but the Ray cluster has "
+                  f"{len(nodes)} "
+                  "nodes; unless it is a mount every node shares, give an s3:// store (--out "
+                  "s3://...)", flush=True)
 
 
 def _run(cfg: PipelineConfig) -> dict:
     """:func:`run`, with the store's lease held."""
     check_config(cfg)  # also when run() is called directly
     store = Store(str(cfg.out), cfg.endpoint_url)
-    store.check()  # a file in the way, a read-only folder, an unreachable bucket: one clear error before any work
+    # a file in the way, a read-only folder, an unreachable bucket: one clear error before any work
+    store.check()
     if cfg.endpoint_url:  # driver-side readers that are not handed the endpoint find it too
         os.environ.setdefault("CATPOSE_S3_ENDPOINT", cfg.endpoint_url)
     store.write_text("config.yaml", config_yaml(cfg))
@@ -130,7 +135,8 @@ def _run(cfg: PipelineConfig) -> dict:
             if man.status(st.name) == "ok" and man.items[st.name].get("hash") == h:
                 art, stored_hash = _load_artifact(store, st)
                 if art is not None and stored_hash == h:
-                    print(f"== {st.name}: done before with the same settings and inputs (skipped)", flush=True)
+                    print(f"== {st.name}: done before with the same settings and inputs "
+                          "(skipped)", flush=True)
                     ctx.arts[st.key] = art
                     times[st.name] = man.items[st.name].get("seconds", 0.0)
                     skipped.append(st.name)
@@ -140,7 +146,9 @@ def _run(cfg: PipelineConfig) -> dict:
             try:
                 art = st.run(ctx)
             except Exception as e:
-                man.record(st.name, "failed", error=f"{type(e).__name__}: {e}", seconds=time.perf_counter() - t0)
+                man.record(
+                    st.name, "failed", error=f"{type(e).__name__}: {e}", seconds=time.perf_counter() - t0
+                )
                 raise
             sec = time.perf_counter() - t0
             store.write_json(f"stages/{st.name}.json", {"hash": h, "artifact": _jsonable(art)})

@@ -38,14 +38,22 @@ def videos(synth_root):
     out = []
     for c in ("car", "mug"):
         cat = Co3dCategory(synth_root, c)
-        out += [compute_surface_features(cat[n], ColorSift(), n_vertices=300, n_frames=8) for n in cat.sequence_names]
+        out += [
+            compute_surface_features(cat[n], ColorSift(), n_vertices=300, n_frames=8)
+            for n in cat.sequence_names
+        ]
     return out
 
 
 def cut(sf: SurfaceFeatures, n_vertices: int, n_frames: int) -> SurfaceFeatures:
     """A smaller video (fewer vertices and frames), to exercise the engine's padding."""
-    return SurfaceFeatures(sf.sequence + f"_cut{n_vertices}", sf.vertices[:n_vertices], sf.features[:n_frames, :n_vertices],
-                           sf.visible[:n_frames, :n_vertices], sf.frame_numbers[:n_frames])
+    return SurfaceFeatures(
+        sf.sequence + f"_cut{n_vertices}",
+        sf.vertices[:n_vertices],
+        sf.features[:n_frames, :n_vertices],
+        sf.visible[:n_frames, :n_vertices],
+        sf.frame_numbers[:n_frames],
+    )
 
 
 CFG = SearchConfig(rotations=512, vertices=200)
@@ -109,9 +117,17 @@ def test_a_known_similarity_is_recovered_in_a_batch(videos, device):
     src, pairs, truth, vids = videos[0], [], [], [videos[0]]
     for seed in range(4):
         R = Rotation.random(random_state=seed).as_matrix()
-        s, tr = float(np.exp(np.random.default_rng(seed).uniform(-1, 1))), np.random.default_rng(seed).normal(0, 3, 3)
-        copy = SurfaceFeatures(f"copy{seed}", (s * src.vertices.astype(np.float64) @ R.T + tr).astype(np.float32),
-                               src.features, src.visible, src.frame_numbers)
+        s, tr = (
+            float(np.exp(np.random.default_rng(seed).uniform(-1, 1))),
+            np.random.default_rng(seed).normal(0, 3, 3),
+        )
+        copy = SurfaceFeatures(
+            f"copy{seed}",
+            (s * src.vertices.astype(np.float64) @ R.T + tr).astype(np.float32),
+            src.features,
+            src.visible,
+            src.frame_numbers,
+        )
         vids.append(copy)
         pairs.append((src.sequence, copy.sequence))
         truth.append((s, R, tr))

@@ -45,7 +45,9 @@ def stand_in(tmp_path):
             A[-1] = A[-1] @ Rotation.from_euler("z", TILT, degrees=True).as_matrix()
         for s, l, a in zip(SEQS, L, A):
             _save(labels_root / cat / s / "tform_obj.pt", _tform(l))
-            _save(od3d_root / cat / s / "tform_obj.pt", _tform(a, 0.6, rng.normal(size=3)))  # od3d: similarities
+            _save(
+                od3d_root / cat / s / "tform_obj.pt", _tform(a, 0.6, rng.normal(size=3))
+            )  # od3d: similarities
         (tmp_path / "catpose" / cat).mkdir(parents=True)
         write_alignment(tmp_path / "catpose" / cat / "alignment.parquet",
                         {s: Similarity(a, rng.normal(size=3), 1.3) for s, a in zip(SEQS, A)}, SEQS[0])
@@ -54,7 +56,12 @@ def stand_in(tmp_path):
 
 
 def _expected_pair_errors(L, A):
-    return {(r, s): float(geodesic_deg(A[r].T @ A[s], L[r].T @ L[s])) for r in range(len(L)) for s in range(len(L)) if r != s}
+    return {
+        (r, s): float(geodesic_deg(A[r].T @ A[s], L[r].T @ L[s]))
+        for r in range(len(L))
+        for s in range(len(L))
+        if r != s
+    }
 
 
 @pytest.mark.parametrize("source", ["catpose", "od3d"])
@@ -93,7 +100,9 @@ def test_shipped_labels_score_themselves():
     est = {c: {s: G @ R for s, R in seqs.items()} for c, seqs in labels.items()}
     res = score_alignments(est, "co3d-paper")
     assert len(res["categories"]) == 28
-    assert all(r["acc10"] == 1.0 and max(r["pair_errors"].values()) <= 0.1 for r in res["categories"].values())
+    assert all(
+        r["acc10"] == 1.0 and max(r["pair_errors"].values()) <= 0.1 for r in res["categories"].values()
+    )
     assert pairwise_errors({}, {}) == {}
 
 

@@ -34,7 +34,12 @@ def torch_path(monkeypatch):
 
 @pytest.fixture(scope="module")
 def videos():
-    return [fake_video(150, 6, 32, 0), fake_video(90, 8, 32, 1), fake_video(200, 5, 32, 2), fake_video(130, 7, 32, 3)]
+    return [
+        fake_video(150, 6, 32, 0),
+        fake_video(90, 8, 32, 1),
+        fake_video(200, 5, 32, 2),
+        fake_video(130, 7, 32, 3),
+    ]
 
 
 def test_farthest_points_match_fpsample(device):
@@ -51,10 +56,16 @@ def test_weighted_similarity_matches_roma(device):
     g = torch.Generator().manual_seed(0)
     src = torch.randn(5, 40, 3, generator=g)
     R = roma.random_rotmat(5)
-    dst = 1.7 * src @ R.transpose(1, 2) + torch.randn(5, 1, 3, generator=g) + 0.01 * torch.randn(5, 40, 3, generator=g)
+    dst = (
+        1.7 * src @ R.transpose(1, 2)
+        + torch.randn(5, 1, 3, generator=g)
+        + 0.01 * torch.randn(5, 40, 3, generator=g)
+    )
     w = torch.rand(5, 40, generator=g)
     R1, t1, s1 = B.weighted_similarity(src.to(device), dst.to(device), w.to(device))
-    R2, t2, s2 = roma.rigid_points_registration(src.double(), dst.double(), weights=w.double(), compute_scaling=True)
+    R2, t2, s2 = roma.rigid_points_registration(
+        src.double(), dst.double(), weights=w.double(), compute_scaling=True
+    )
     torch.testing.assert_close(R1.cpu(), R2, atol=1e-5, rtol=0)
     torch.testing.assert_close(t1.cpu(), t2, atol=1e-5, rtol=0)
     torch.testing.assert_close(s1.cpu(), s2, atol=1e-5, rtol=1e-5)
@@ -96,7 +107,12 @@ def test_kernels_match_the_torch_path(videos, device, monkeypatch):
         D = B.batched_coarse_cost(ct, rot, CFG.alpha)
         cand = D.topk(16, dim=1, largest=False).indices
         Dc = B.batched_coarse_cost(ct, rot, CFG.alpha, cand)
-        TV = B._apply(t.V, torch.ones(len(ia), 2, device=device), rot[cand[:, :2]], torch.zeros(len(ia), 2, 3, device=device))
+        TV = B._apply(
+            t.V,
+            torch.ones(len(ia), 2, device=device),
+            rot[cand[:, :2]],
+            torch.zeros(len(ia), 2, 3, device=device),
+        )
         Dn, chi, chi_bar = B.batched_cost(TV, t, CFG.alpha, nearest=True)
         return A, D, Dc, Dn, chi, chi_bar
 

@@ -11,7 +11,9 @@ from catpose.geometry import geodesic_deg
 
 def make_edges(n=12, noise_deg=3.0, corrupt=4, seed=0):
     rng = np.random.default_rng(seed)
-    truth = {f"v{i:02d}": Rotation.random(random_state=seed + i).as_matrix() for i in range(n)}  # video -> world
+    truth = {
+        f"v{i:02d}": Rotation.random(random_state=seed + i).as_matrix() for i in range(n)
+    }  # video -> world
     edges = []
     for k, (a, b) in enumerate(pair_graph(sorted(truth), partners=0)):
         R_ab = truth[b].T @ truth[a]  # a's frame into b's frame
@@ -50,7 +52,12 @@ def test_synchronisation_beats_paths_with_wrong_edges():
 
 def test_reference_is_the_medoid():
     mk = lambda c: Alignment(np.eye(3), np.zeros(3), 1.0, c)  # noqa: E731
-    edges = [Edge("a", "b", mk(1.0)), Edge("b", "c", mk(1.0)), Edge("a", "c", mk(5.0)), Edge("c", "d", mk(1.0))]
+    edges = [
+        Edge("a", "b", mk(1.0)),
+        Edge("b", "c", mk(1.0)),
+        Edge("a", "c", mk(5.0)),
+        Edge("c", "d", mk(1.0)),
+    ]
     assert choose_reference(edges) == "b"
 
 

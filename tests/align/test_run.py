@@ -29,21 +29,34 @@ def cars(tmp_path_factory):
 
 def test_align_outputs_accuracy_and_resume(cars, tmp_path, ray_local):
     out = tmp_path / "align"
-    cfg = AlignConfig(data=cars, category="car", out=out, search=SearchConfig(rotations=1024), chunk=4, workers=2)
+    cfg = AlignConfig(
+        data=cars, category="car", out=out, search=SearchConfig(rotations=1024), chunk=4, workers=2
+    )
     res = align(cfg)
     assert res["videos"] == 6 and res["pairs"] == 15 and not res["failed_chunks"]
     t = pq.read_table(out / "alignment.parquet")
-    assert t.column_names == ["sequence_name", "rotation", "translation", "scale", "cost", "is_reference", "edges",
-                              "edges_agreeing"]
+    assert t.column_names == [
+        "sequence_name",
+        "rotation",
+        "translation",
+        "scale",
+        "cost",
+        "is_reference",
+        "edges",
+        "edges_agreeing",
+    ]
     assert t.column("edges").to_pylist() == [5] * 6  # all pairs of 6 videos
     assert all(0 <= g <= 5 for g in t.column("edges_agreeing").to_pylist())
     rows = t.to_pylist()
     assert sum(r["is_reference"] for r in rows) == 1 and all(len(r["rotation"]) == 9 for r in rows)
     p = pq.read_table(out / "pairs.parquet")
-    assert p.num_rows == 15 and {"seq_i", "seq_j", "rotation", "translation", "scale", "cost"} <= set(p.column_names)
+    assert p.num_rows == 15 and {"seq_i", "seq_j", "rotation", "translation", "scale", "cost"} <= set(
+        p.column_names
+    )
     assert (out / "aligned_clouds.png").is_file()
     r = evaluate_alignment(out / "alignment.parquet", cars, "car", plot=out / "errors.png")
-    print(f"\nalign 6 cars: Acc@pi/6 {r['acc_pi_6']:.2f}, Acc@pi/18 {r['acc_pi_18']:.2f}, median {r['median_deg']:.1f}")
+    print(f"\nalign 6 cars: Acc@pi/6 {r['acc_pi_6']:.2f}, Acc@pi/18 {r['acc_pi_18']:.2f}, median "
+          f"{r['median_deg']:.1f}")
     assert r["acc_pi_6"] >= 5 / 6 and r["median_deg"] < 10
     # an interrupted run: one chunk's result is lost; the rerun redoes only that chunk
     chunks = sorted((out / "pairs").glob("*/chunk-*.json"))
@@ -57,7 +70,9 @@ def test_align_outputs_accuracy_and_resume(cars, tmp_path, ray_local):
             assert c.stat().st_mtime_ns == mtimes[c]
     assert chunks[2].is_file()
     again = {r["sequence_name"]: r["rotation"] for r in pq.read_table(out / "alignment.parquet").to_pylist()}
-    np.testing.assert_allclose([again[r["sequence_name"]] for r in rows], [r["rotation"] for r in rows], atol=1e-6)
+    np.testing.assert_allclose(
+        [again[r["sequence_name"]] for r in rows], [r["rotation"] for r in rows], atol=1e-6
+    )
     assert json.loads(chunks[0].read_text())["pairs"][0][0].startswith("car_")
 
 
@@ -87,15 +102,18 @@ def test_align_cli_with_one_usable_video_exits_2_with_one_line(synth_root, tmp_p
     shutil.copytree(synth_root, data)
     for name in Co3dCategory(data, "mug").sequence_names[1:]:
         write_ply(data / "mug" / name / "pointcloud.ply", PointCloud(np.zeros((0, 3), np.float32)))
-    rc = cli.main(["align", "--data", str(data), "--category", "mug", "--out", str(tmp_path / "a"), "--workers", "0"])
+    rc = cli.main(
+        ["align", "--data", str(data), "--category", "mug", "--out", str(tmp_path / "a"), "--workers", "0"]
+    )
     err = capsys.readouterr().err
     assert rc == 2
     assert "catpose: error: category 'mug' has 1 usable videos; alignment needs 2 or more" in err
     assert "Traceback" not in err
 
 
-def test_a_truncated_feature_file_is_recomputed_and_an_unreadable_one_costs_its_video_only(cars, tmp_path, ray_local,
-                                                                                          capsys):
+def test_a_truncated_feature_file_is_recomputed_and_an_unreadable_one_costs_its_video_only(
+    cars, tmp_path, ray_local, capsys
+):
     """A feature file truncated after the features stage is not trusted on resume: it is recomputed
     (and the run says so), all six videos are aligned. A file that cannot be read when the alignment
     reads it (the summaries pass) costs that video only, with the file named."""
@@ -112,17 +130,30 @@ def test_a_truncated_feature_file_is_recomputed_and_an_unreadable_one_costs_its_
     victim.write_bytes(victim.read_bytes()[:1000])
     capsys.readouterr()
     out = tmp_path / "again"
-    res = align(AlignConfig(data=cars, category="car", out=out, features=str(feats), search=SearchConfig(rotations=1024),
-                            workers=2))
+    res = align(
+        AlignConfig(
+            data=cars,
+            category="car",
+            out=out,
+            features=str(feats),
+            search=SearchConfig(rotations=1024),
+            workers=2,
+        )
+    )
     printed = capsys.readouterr().out
-    assert f"'{victim.stem}' was done but its output is invalid ({victim}" in printed and "recomputing" in printed
+    assert (
+        f"'{victim.stem}' was done but its output is invalid ({victim}" in printed
+        and "recomputing" in printed
+    )
     assert res["unreadable"] == {} and res["videos"] == 6 and res["pairs"] == 15 and not res["failed_pairs"]
     r = evaluate_alignment(out / "alignment.parquet", cars, "car")
     assert r["videos"] == 6 and r["acc_pi_6"] >= 0.8
     victim.write_bytes(victim.read_bytes()[:1000])  # unreadable when the alignment itself reads it
     names = sorted(p.stem for p in (feats / "car").glob("*.npz"))
     summ = video_summaries(names, str(feats), "car", None, workers=2, progress=False, batch=2)
-    assert [n for n, s in summ.items() if s["error"]] == [victim.stem] and str(victim) in summ[victim.stem]["error"]
+    assert [n for n, s in summ.items() if s["error"]] == [victim.stem] and str(victim) in summ[victim.stem][
+        "error"
+    ]
     assert all(len(s["centroid"]) == 3 for n, s in summ.items() if n != victim.stem)
 
 
@@ -137,8 +168,10 @@ def test_the_engine_aligns_the_features_given_and_catpose_align_fills_in_the_mis
     from catpose.features.runner import load_surface_features, run_features
 
     feats = tmp_path / "features"
-    run_features(FeaturesConfig(data=cars, category=("car",), out=str(feats), vertices=300, frames=5, workers=0),
-                 progress=False)
+    run_features(
+        FeaturesConfig(data=cars, category=("car",), out=str(feats), vertices=300, frames=5, workers=0),
+        progress=False,
+    )
     man_path = feats / "car" / "_manifest.json"
     man = json.loads(man_path.read_text())
     gone = sorted(man["items"])[1]
@@ -149,7 +182,9 @@ def test_the_engine_aligns_the_features_given_and_catpose_align_fills_in_the_mis
     cfg = AlignConfig(data=cars, category="car", out=tmp_path / "a", features=str(feats),
                       search=SearchConfig(rotations=512), workers=0)
     given = run_align(cfg, progress=False)
-    assert given["videos"] == 5 and not (feats / "car" / f"{gone}.npz").exists()  # nothing computed on the way
+    assert (
+        given["videos"] == 5 and not (feats / "car" / f"{gone}.npz").exists()
+    )  # nothing computed on the way
     res = align(cfg)
     assert res["videos"] == 6
     redone = load_surface_features(str(feats), "car", gone)
@@ -177,7 +212,9 @@ def test_a_rerun_with_another_alpha_or_rotation_count_into_the_same_out_reuses_n
         res = align(AlignConfig(data=synth_root, category="car", out=out, workers=0, features=features,
                                 search=SearchConfig(**{"rotations": 256, **search})))
         said = capsys.readouterr().out
-        costs = {(r["seq_i"], r["seq_j"]): r["cost"] for r in pq.read_table(out / "pairs.parquet").to_pylist()}
+        costs = {
+            (r["seq_i"], r["seq_j"]): r["cost"] for r in pq.read_table(out / "pairs.parquet").to_pylist()
+        }
         return res, said, costs
 
     out = tmp_path / "align"
@@ -195,6 +232,7 @@ def test_a_rerun_with_another_alpha_or_rotation_count_into_the_same_out_reuses_n
 
 def test_the_engine_on_an_empty_feature_store_says_where_it_looked(synth_root, tmp_path):
     """The engine computes no features: without any it stops before any work, naming the store."""
-    with pytest.raises(ValueError, match=r"category 'car' has no features in .*features \(its car/_manifest.json"):
+    with pytest.raises(ValueError, match=r"category 'car' has no features in .*features \(its "
+                                         r"car/_manifest.json"):
         run_align(AlignConfig(data=synth_root, category="car", out=tmp_path / "a", workers=0), progress=False)
     assert not (tmp_path / "a" / "features").exists() and not (tmp_path / "a" / "pairs").exists()

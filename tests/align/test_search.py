@@ -13,12 +13,19 @@ from catpose.features.surface import SurfaceFeatures, compute_surface_features
 @pytest.fixture(scope="module")
 def car_features(synth_root):
     cat = Co3dCategory(synth_root, "car")
-    return [compute_surface_features(cat[n], ColorSift(), n_vertices=400, n_frames=8) for n in cat.sequence_names]
+    return [
+        compute_surface_features(cat[n], ColorSift(), n_vertices=400, n_frames=8) for n in cat.sequence_names
+    ]
 
 
 def transformed_copy(sf, s, R, t):
-    return SurfaceFeatures(sf.sequence + "_copy", (s * sf.vertices.astype(np.float64) @ R.T + t).astype(np.float32),
-                           sf.features, sf.visible, sf.frame_numbers)
+    return SurfaceFeatures(
+        sf.sequence + "_copy",
+        (s * sf.vertices.astype(np.float64) @ R.T + t).astype(np.float32),
+        sf.features,
+        sf.visible,
+        sf.frame_numbers,
+    )
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

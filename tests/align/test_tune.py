@@ -25,8 +25,15 @@ def test_triangle_cycle_error():
 def test_tiny_sweep(tmp_path, ray_local):
     data = tmp_path / "data"
     generate(SynthConfig(workers=0, out=data, category=("car",), videos=4, frames=6, size=96, seed=5))
-    cfg = SweepConfig(data=data, category="car", out=str(tmp_path / "tune"), alphas=(0.2, 1.0), taus=(0.1, 10.0),
-                      videos=4, trial=SearchConfig(rotations=256))
+    cfg = SweepConfig(
+        data=data,
+        category="car",
+        out=str(tmp_path / "tune"),
+        alphas=(0.2, 1.0),
+        taus=(0.1, 10.0),
+        videos=4,
+        trial=SearchConfig(rotations=256),
+    )
     res = run_sweep(cfg)
     assert len(res["rows"]) == 4 and res["videos"] == sorted(res["videos"])
     # each row is what its trial's (alpha, tau) gives: the same metrics computed here, out of Tune
@@ -48,7 +55,9 @@ def test_tiny_sweep(tmp_path, ray_local):
     # every trial's results as they were (Tune rewrites the files on restoring; a trial that ran again would
     # have reported new times and timestamps)
     def trials():
-        return {p.parent.name: p.read_bytes() for p in (tmp_path / "tune" / "sweep-car").glob("*/result.json")}
+        return {
+            p.parent.name: p.read_bytes() for p in (tmp_path / "tune" / "sweep-car").glob("*/result.json")
+        }
 
     before = trials()
     assert len(before) == 4

@@ -21,12 +21,17 @@ def _orbit(n=24, size=96):
 def _box_masks(cams):
     import cv2
 
-    corners = np.array(np.meshgrid(*[[-d / 2, d / 2] for d in DIMS], indexing="ij")).reshape(3, -1).T + [0, 0, 0.3]
+    corners = np.array(np.meshgrid(*[[-d / 2, d / 2] for d in DIMS], indexing="ij")).reshape(3, -1).T + [
+        0,
+        0,
+        0.3,
+    ]
     masks = []
     for c in cams:
         uv, _ = c.project(corners)
         m = np.zeros(c.image_size, np.uint8)
-        cv2.fillConvexPoly(m, cv2.convexHull(np.round(uv).astype(np.int32)), 1)  # a convex box: its silhouette
+        # a convex box: its silhouette
+        cv2.fillConvexPoly(m, cv2.convexHull(np.round(uv).astype(np.int32)), 1)
         masks.append(m.astype(np.float32))
     return masks
 
@@ -41,7 +46,9 @@ def _box_distance(p):
 def test_visual_hull_of_a_box_from_its_silhouettes():
     cams = _orbit()
     masks = _box_masks(cams)
-    pts = visual_hull(cams, masks, np.array([0.0, 0.0, 0.3]), 1.5, plane=[0, 0, 1, 0.0], settings=HullSettings(64))
+    pts = visual_hull(
+        cams, masks, np.array([0.0, 0.0, 0.3]), 1.5, plane=[0, 0, 1, 0.0], settings=HullSettings(64)
+    )
     assert len(pts) > 2000
     # on the box's surface, up to what 24 perspective views leave of a visual hull (it bulges a little
     # where no view grazes the surface): 90 % within 4 % of the box's diagonal

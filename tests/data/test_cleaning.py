@@ -22,7 +22,12 @@ from catpose.errors import CleaningError
 def _videos(root, category):
     gts = load_ground_truth(root, category)
     for seq in Co3dCategory(root, category):
-        yield seq, seq.load_point_cloud().points.astype(np.float64), load_point_labels(root, category, seq.name), gts[seq.name]
+        yield (
+            seq,
+            seq.load_point_cloud().points.astype(np.float64),
+            load_point_labels(root, category, seq.name),
+            gts[seq.name],
+        )
 
 
 def _world_up(gt):

@@ -87,7 +87,8 @@ def test_empty_and_broken_point_clouds(tmp_path):
     with pytest.raises(DataFormatError, match="empty") as e:
         read_ply(p)
     assert str(p) in str(e.value)
-    p.write_bytes(b"ply\nformat binary_little_endian 1.0\nelement vertex 10\nproperty float x\nend_header\n\x00")
+    p.write_bytes(b"ply\nformat binary_little_endian 1.0\nelement vertex 10\nproperty float "
+                  b"x\nend_header\n\x00")
     with pytest.raises(DataFormatError, match="pointcloud.ply"):
         read_ply(p)
     with pytest.raises(MissingFileError, match="missing.ply"):
@@ -96,8 +97,11 @@ def test_empty_and_broken_point_clouds(tmp_path):
 
 def test_ply_round_trip_with_colors_and_normals(tmp_path):
     rng = np.random.default_rng(0)
-    c = PointCloud(rng.normal(size=(100, 3)).astype(np.float32), rng.integers(0, 255, (100, 3)).astype(np.uint8),
-                   rng.normal(size=(100, 3)).astype(np.float32))
+    c = PointCloud(
+        rng.normal(size=(100, 3)).astype(np.float32),
+        rng.integers(0, 255, (100, 3)).astype(np.uint8),
+        rng.normal(size=(100, 3)).astype(np.float32),
+    )
     write_ply(tmp_path / "a.ply", c)
     r = read_ply(tmp_path / "a.ply")
     np.testing.assert_array_equal(r.points, c.points)

@@ -36,7 +36,9 @@ def test_synth_writes_into_a_bucket(s3_bucket):
 
     endpoint, bucket = s3_bucket
     uri = f"s3://{bucket}/synth"
-    man = generate(SynthConfig(workers=0, out=uri, endpoint_url=endpoint, category=("car",), videos=2, frames=2, size=32))["car"]
+    man = generate(
+        SynthConfig(workers=0, out=uri, endpoint_url=endpoint, category=("car",), videos=2, frames=2, size=32)
+    )["car"]
     assert man.summary() == {"ok": 2}
     cat = Co3dCategory(uri, "car", endpoint)
     assert len(cat) == 2 and cat["car_0001"].frames[1].load_image().shape == (32, 32, 3)

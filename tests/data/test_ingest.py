@@ -116,7 +116,10 @@ def test_videos_are_decoded_streaming_keeping_only_the_sampled_frames(tmp_path):
     assert got == [int(i) for i in np.linspace(0, 479, 12).round()]  # the evenly spread frames, in order
     assert all(f.shape == (32, 32, 3) for f in frames)
     # memory does not grow with the video's length: 8 × the frames, about the same peak
-    p_short, p_long = _peak_bytes(lambda: read_video_frames(short, 12)), _peak_bytes(lambda: read_video_frames(long, 12))
+    p_short, p_long = (
+        _peak_bytes(lambda: read_video_frames(short, 12)),
+        _peak_bytes(lambda: read_video_frames(long, 12)),
+    )
     frame_bytes = 32 * 32 * 3
     assert p_long < p_short + 20 * frame_bytes, (p_short, p_long)
     assert p_long < 100 * frame_bytes  # holding all 480 frames would be 480 × frame_bytes

@@ -23,7 +23,9 @@ def ingested_raw(tmp_path_factory):
     raw.mkdir(parents=True)
     for fr in truth.frames:  # images only: no masks
         shutil.copy(fr.image_path, raw / fr.image_path.name)
-    man = ingest(IngestConfig(frames=str(tmp / "raw"), out=str(tmp / "out"), category="car", max_frames=20, workers=0))
+    man = ingest(
+        IngestConfig(frames=str(tmp / "raw"), out=str(tmp / "out"), category="car", max_frames=20, workers=0)
+    )
     return tmp / "out", man, truth
 
 
@@ -39,7 +41,10 @@ def test_raw_frames_get_masks_and_an_object_cloud(ingested_raw):
     clean = item["cleaning"]
     assert clean["mode"] == "geometry" and "plane" in clean and clean["removed_share"] > 0.2
     # the cloud written is the visual hull carved from the masks: dense where SfM left a few dozen points
-    assert item["dense"]["cloud"] == "visual hull" and item["dense"]["points"] > 10 * item["dense"]["sfm_object_points"]
+    assert (
+        item["dense"]["cloud"] == "visual hull"
+        and item["dense"]["points"] > 10 * item["dense"]["sfm_object_points"]
+    )
     seq = Co3dCategory(out, "car")[truth.name]
     by_name = {f.image_path.name: f for f in truth.frames}
     cloud = seq.load_point_cloud().points
@@ -70,8 +75,19 @@ def test_sparse_orbits_register_with_the_robust_retry(tmp_path):
     the retry with more features, guided matching and a relaxed mapper registers ≥ 80 %."""
     from catpose.data.ingest import run_sfm
 
-    generate(SynthConfig(out=tmp_path / "synth", category=("car",), videos=1, frames=20, size=160, depth=False,
-                         realistic=True, partial_share=0.0, seed=5))
+    generate(
+        SynthConfig(
+            out=tmp_path / "synth",
+            category=("car",),
+            videos=1,
+            frames=20,
+            size=160,
+            depth=False,
+            realistic=True,
+            partial_share=0.0,
+            seed=5,
+        )
+    )
     seq = next(iter(Co3dCategory(tmp_path / "synth", "car")))
     images = tmp_path / "images"
     images.mkdir()

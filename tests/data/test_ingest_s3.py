@@ -15,8 +15,9 @@ def raw_frames(tmp_path_factory):
     return raw, truth
 
 
-def test_ingest_into_a_bucket_through_ray_tasks_and_resume(raw_frames, s3_bucket, ray_local, tmp_path, monkeypatch,
-                                                           capsys):
+def test_ingest_into_a_bucket_through_ray_tasks_and_resume(
+    raw_frames, s3_bucket, ray_local, tmp_path, monkeypatch, capsys
+):
     from catpose import cli
     from catpose.manifest import Manifest
     from catpose.storage import Store
@@ -32,7 +33,9 @@ def test_ingest_into_a_bucket_through_ray_tasks_and_resume(raw_frames, s3_bucket
     store = Store(uri, endpoint)
     keys = store.glob("car/**")
     assert not [k for k in keys if k.startswith("car/blank")]  # the failed sequence left nothing behind
-    assert {"car/frame_annotations.jgz", "car/sequence_annotations.jgz", "car/good/pointcloud.ply"} <= set(keys)
+    assert {"car/frame_annotations.jgz", "car/sequence_annotations.jgz", "car/good/pointcloud.ply"} <= set(
+        keys
+    )
     man = Manifest.load_or_new("car/catpose_manifest_ingest.json", "ingest", store=store)
     assert man.status("good") == "ok" and man.status("blank") == "failed" and "blank" in man.failed["blank"]
     # the dataset reads back from the bucket, frame by frame, with SfM's cameras close to the truth
@@ -78,7 +81,9 @@ def test_main_job_ingest_stage_writes_into_the_run_store(raw_frames, s3_bucket, 
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     art = _ingest_run(Ctx(cfg, Store(uri, endpoint), scratch))
-    assert art.uri == f"{uri}/data" and art.categories == ["car"] and art.made["car"] == {"ok": 1, "failed": 1}
+    assert (
+        art.uri == f"{uri}/data" and art.categories == ["car"] and art.made["car"] == {"ok": 1, "failed": 1}
+    )
     assert Store(art.uri, endpoint).exists("car/good/pointcloud.ply") and not any(scratch.iterdir())
     assert len(Co3dCategory(art.uri, "car", endpoint)["good"].frames) >= 16
     from catpose.manifest import Manifest

@@ -54,7 +54,8 @@ def test_planted_pickle_payload_does_not_run(tmp_path):
     seq.mkdir(parents=True)
     f = seq / "tform_obj.pt"
     f.write_bytes(_planted(tmp_path, _Payload(marker)))
-    with pytest.raises(DataFormatError, match=r"tform_obj\.pt.*refused global 'posix\.system'|refused global"):
+    with pytest.raises(DataFormatError, match=r"tform_obj\.pt.*refused global 'posix\.system'|refused "
+                                              r"global"):
         read_transform(f)
     assert not marker.exists()
     # a payload nested inside an otherwise plausible tensor record is refused as well
@@ -98,7 +99,9 @@ def test_shipped_labels_are_rotations():
         if n_cat:
             assert len(labels) == n_cat
         np.testing.assert_allclose(np.linalg.det(R), 1, atol=1e-5)
-        np.testing.assert_allclose(R @ np.transpose(R, (0, 2, 1)), np.broadcast_to(np.eye(3), R.shape), atol=1e-5)
+        np.testing.assert_allclose(
+            R @ np.transpose(R, (0, 2, 1)), np.broadcast_to(np.eye(3), R.shape), atol=1e-5
+        )
     assert paper_results()["co3d_alignment"]["methods"]["ours (paper)"] == {"acc30": 77.0, "acc15": 61.6}
 
 

@@ -41,7 +41,8 @@ def test_a_mask_on_the_edges_is_left_as_given():
 
 
 def test_large_frames_are_snapped_on_a_scaled_crop():
-    """A 1200 × 1600 frame, 20 px too wide: GrabCut runs on the object's box scaled to 256 px, the band with it."""
+    """A 1200 × 1600 frame, 20 px too wide: GrabCut runs on the object's box scaled to 256 px, the band with
+    it."""
     img, truth = _scene(1200, 1600, seed=1)
     disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (41, 41))
     given = cv2.dilate(truth.astype(np.uint8), disk) > 0

@@ -20,7 +20,8 @@ def test_a_cloud_above_the_cap_is_subsampled_while_read(tmp_path):
     write_ply(path, cloud)
     got = read_ply(path, max_points=3000)
     idx = got.points[:, 0].astype(int)
-    assert len(got) == 3000 and len(np.unique(idx)) == 3000 and np.all(np.diff(idx) > 0)  # distinct, in file order
+    # distinct, in file order
+    assert len(got) == 3000 and len(np.unique(idx)) == 3000 and np.all(np.diff(idx) > 0)
     assert np.array_equal(got.points, cloud.points[idx]) and np.array_equal(got.colors, cloud.colors[idx])
     assert idx.min() < 1000 and idx.max() > 19_000  # spread over the whole file
     again = read_ply(path, max_points=3000)
@@ -68,7 +69,10 @@ def test_an_ascii_or_truncated_cloud_read_from_a_file(tmp_path):
                               read_ply(tmp_path / "a.ply", max_points=100).points)
     data = ply_bytes(cloud)
     (tmp_path / "t.ply").write_bytes(data[: len(data) - 100])
-    with open(tmp_path / "t.ply", "rb") as fh, pytest.raises(DataFormatError, match="t.ply.*ends within its vertices"):
+    with (
+        open(tmp_path / "t.ply", "rb") as fh,
+        pytest.raises(DataFormatError, match="t.ply.*ends within its vertices"),
+    ):
         read_ply_stream(fh, tmp_path / "t.ply")
 
 

@@ -28,7 +28,8 @@ def real_like(tmp_path_factory):
     s0, s1, s2 = (cat[n] for n in cat.sequence_names)
     truth = read_ply(s0.point_cloud_path)
     (root / "car" / s0.name / "pointcloud.ply").unlink()
-    for k, value in ((2, 0), (3, 3), (5, 128)):  # all black, black with a little noise-free dark, constant grey
+    # all black, black with a little noise-free dark, constant grey
+    for k, value in ((2, 0), (3, 3), (5, 128)):
         fr = s1.frames[k]
         buf = io.BytesIO()
         Image.fromarray(np.full((64, 64, 3), value, np.uint8)).save(buf, format="JPEG", quality=95)
@@ -63,7 +64,10 @@ def test_blank_frames_and_broken_mask_are_named(real_like):
     q1 = sequence_quality(cat[s1])
     assert sorted(q1.blank_frames) == [f"{s1}/2", f"{s1}/3", f"{s1}/5"] and q1.bad_masks == {}
     q2 = sequence_quality(cat[s2])
-    assert list(q2.bad_masks) == [f"{s2}/4"] and "disagrees with the cloud's projection" in q2.bad_masks[f"{s2}/4"]
+    assert (
+        list(q2.bad_masks) == [f"{s2}/4"]
+        and "disagrees with the cloud's projection" in q2.bad_masks[f"{s2}/4"]
+    )
     assert q2.blank_frames == {}
     q0 = sequence_quality(cat[s0])  # the cloud made from depth agrees with its own masks
     assert q0.cloud == "depth" and q0.bad_masks == {} and q0.blank_frames == {}
@@ -74,9 +78,14 @@ def test_info_and_shard_manifest_count_and_name_them(real_like, tmp_path, capsys
     assert main(["info", "--data", str(root), "--check-files"]) == 1  # problems found: exit 1
     out = capsys.readouterr().out
     assert f"their clouds made from depth maps ({s0})" in out
-    assert "car: 3 blank frames (skipped by shard and features), 1 masks at odds with the cloud's projection" in out
+    assert (
+        "car: 3 blank frames (skipped by shard and features), 1 masks at odds with the cloud's projection"
+        in out
+    )
     assert f"{s1}/2: " in out and "all black" in out and f"{s2}/4: " in out
-    man = write_shards(ShardConfig(data=root, out=str(tmp_path / "shards"), category=("car",)), progress=False)
+    man = write_shards(
+        ShardConfig(data=root, out=str(tmp_path / "shards"), category=("car",)), progress=False
+    )
     info = man["categories"]["car"]
     assert info["blank_frames"] == 3 and info["clouds_from_depth"] == [s0] and info["frames"] == 21
     assert "blank frame: all black" in man["skipped"][f"car/{s1}/2"]
@@ -96,4 +105,6 @@ def test_features_manifest_names_them(real_like, tmp_path):
     assert sorted(man.items[s1]["blank_frames"]) == [f"{s1}/2", f"{s1}/3", f"{s1}/5"]
     assert man.items[s1]["frames"] == 5  # 8 asked, 3 blank, no other frame left to take their place
     dq = man.info["data_quality"]
-    assert dq["clouds_from_depth"] == [s0] and dq["blank_frames"] == 3 and list(dq["bad_masks"]) == [f"{s2}/4"]
+    assert (
+        dq["clouds_from_depth"] == [s0] and dq["blank_frames"] == 3 and list(dq["bad_masks"]) == [f"{s2}/4"]
+    )

@@ -20,7 +20,11 @@ def source_bytes(root):
     for c in ("car", "mug"):
         for seq in Co3dCategory(root, c):
             for fr in seq.frames:
-                out[(seq.name, fr.frame_number)] = (fr.image_path.read_bytes(), fr.mask_path.read_bytes(), fr.camera)
+                out[(seq.name, fr.frame_number)] = (
+                    fr.image_path.read_bytes(),
+                    fr.mask_path.read_bytes(),
+                    fr.camera,
+                )
     return out
 
 
@@ -47,7 +51,9 @@ def test_s3_shards_equal_local_shards(synth_root, tmp_path, s3_bucket, ray_local
     local = str(tmp_path / "shards")
     uri = f"s3://{bucket}/catpose/shards"
     write_shards(ShardConfig(data=synth_root, out=local, rows_per_shard=10), progress=False)
-    write_shards(ShardConfig(data=synth_root, out=uri, rows_per_shard=10, endpoint_url=endpoint), progress=False)
+    write_shards(
+        ShardConfig(data=synth_root, out=uri, rows_per_shard=10, endpoint_url=endpoint), progress=False
+    )
     store = Store(uri, endpoint)
     files = shard_files(uri, endpoint)
     assert files == shard_files(local)
@@ -82,7 +88,10 @@ def test_bad_frames_are_skipped_and_recorded(synth_root, tmp_path):
     assert man["categories"]["car"]["frames"] == 21
     skipped = man["skipped"]
     assert set(skipped) == {f"car/{seq.name}/3", f"car/{seq.name}/4", f"car/{seq.name}/6"}
-    assert "viewpoint" in skipped[f"car/{seq.name}/6"] and "frame_annotations.jgz" in skipped[f"car/{seq.name}/6"]
+    assert (
+        "viewpoint" in skipped[f"car/{seq.name}/6"]
+        and "frame_annotations.jgz" in skipped[f"car/{seq.name}/6"]
+    )
     assert str(bad_img) in skipped[f"car/{seq.name}/3"]
     assert "mask not found" in skipped[f"car/{seq.name}/4"]
     assert len(list(iter_shard_rows(out))) == 21

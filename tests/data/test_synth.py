@@ -79,7 +79,9 @@ def test_resume_renders_only_missing_videos(tmp_path):
     kept = tmp_path / "car" / "car_0000" / "images" / "frame000001.jpg"
     mtime = kept.stat().st_mtime_ns
     (tmp_path / "car" / ".synth" / "car_0001.json").unlink()
-    man = generate(SynthConfig(out=tmp_path, category=("car",), videos=3, frames=2, size=32, workers=0))["car"]
+    man = generate(SynthConfig(out=tmp_path, category=("car",), videos=3, frames=2, size=32, workers=0))[
+        "car"
+    ]
     assert man.summary() == {"ok": 3}
     assert kept.stat().st_mtime_ns == mtime
     assert len(Co3dCategory(tmp_path, "car")) == 3
@@ -98,7 +100,9 @@ def test_generation_through_ray_tasks(tmp_path, ray_local):
     import time
 
     before = _ray_tasks(ray_local)
-    man = generate(SynthConfig(out=tmp_path, category=("car",), videos=2, frames=2, size=32, workers=2))["car"]
+    man = generate(SynthConfig(out=tmp_path, category=("car",), videos=2, frames=2, size=32, workers=2))[
+        "car"
+    ]
     assert man.summary() == {"ok": 2}
     assert len(Co3dCategory(tmp_path, "car")) == 2
     # one Ray task per video ran, in Ray's worker processes (task events reach the GCS within a second)

@@ -17,7 +17,10 @@ def test_crate_shape_is_four_fold_symmetric_and_its_colours_are_not():
     lo, hi = mesh.bounds
     assert np.isclose(hi[0] - lo[0], hi[1] - lo[1]) and np.allclose((lo + hi)[:2], 0) and np.isclose(lo[2], 0)
     cols = np.array([p.albedo for p in inst.parts])
-    assert len(inst.parts) == 4 and min(np.linalg.norm(a - b) for i, a in enumerate(cols) for b in cols[i + 1:]) > 0.2
+    assert (
+        len(inst.parts) == 4
+        and min(np.linalg.norm(a - b) for i, a in enumerate(cols) for b in cols[i + 1 :]) > 0.2
+    )
     # front (+x) quarters are red and yellow: the turn moves them onto other colours
     centres = np.array([p.mesh.bounds.mean(0) for p in inst.parts])
     assert (centres[:2, 0] > 0).all() and (centres[2:, 0] < 0).all()

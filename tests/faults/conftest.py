@@ -29,7 +29,11 @@ def edit_records(path: Path, fn) -> list:
 
 
 def frame_index(records: list, sequence: str, frame_number: int) -> int:
-    return next(i for i, r in enumerate(records) if r["sequence_name"] == sequence and r["frame_number"] == frame_number)
+    return next(
+        i
+        for i, r in enumerate(records)
+        if r["sequence_name"] == sequence and r["frame_number"] == frame_number
+    )
 
 
 @pytest.fixture

@@ -20,12 +20,20 @@ CATPOSE = [sys.executable, "-m", "catpose.cli"]
 
 
 def _cli(*args):
-    return subprocess.run([*CATPOSE, *map(str, args)], capture_output=True, text=True, timeout=600, check=False)
+    return subprocess.run(
+        [*CATPOSE, *map(str, args)], capture_output=True, text=True, timeout=600, check=False
+    )
 
 
 def _bomb(path):
     def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+        return (
+            struct.pack(">I", len(body))
+            + kind
+            + body
+            + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+        )
+
     ihdr = struct.pack(">IIBBBBB", 40000, 40000, 8, 2, 0, 0, 0)
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
                      + chunk(b"IEND", b""))
@@ -45,7 +53,9 @@ def test_bad_frames_cost_themselves_only_and_are_named(data, tmp_path):
     from .conftest import edit_records
 
     def repoint(recs):
-        r = next(r for r in recs if r["sequence_name"] == "car_0002" and r["frame_number"] == deep.frame_number)
+        r = next(
+            r for r in recs if r["sequence_name"] == "car_0002" and r["frame_number"] == deep.frame_number
+        )
         r["image"]["path"] = "car/car_0002/images/deep.png"
 
     edit_records(recs_path, repoint)

@@ -40,7 +40,8 @@ def test_align_with_one_usable_video(data, tmp_path):
                        "--workers", "0", "--rotations", "256"])
     line = one_clear_line(r)
     assert "category 'mug' has 1 usable videos; alignment needs 2 or more" in line
-    assert "left out: {'mug_0001': " in line and "mug_0002/pointcloud.ply: field 'vertex'" in line  # each named
+    # each named
+    assert "left out: {'mug_0001': " in line and "mug_0002/pointcloud.ply: field 'vertex'" in line
 
 
 @pytest.mark.parametrize("text, expected", [

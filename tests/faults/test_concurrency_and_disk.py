@@ -37,8 +37,12 @@ man.save()
 def test_two_processes_recording_into_one_manifest_lose_no_entry(tmp_path):
     path = tmp_path / "m" / "_manifest.json"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(path), who, "40"], env=env, stderr=subprocess.PIPE,
-                              text=True) for who in ("a", "b")]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(path), who, "40"], env=env, stderr=subprocess.PIPE, text=True
+        )
+        for who in ("a", "b")
+    ]
     for p in procs:
         assert p.wait(timeout=120) == 0, p.stderr.read()
     man = Manifest.load_or_new(path, "stage")
@@ -72,7 +76,9 @@ def test_two_shard_runs_on_one_store_keep_both_manifests(data, tmp_path):
     def run(cat):
         try:
             for _ in range(3):  # rerun a few times so that the writes overlap
-                write_shards(ShardConfig(data=data, out=out, category=(cat,), rows_per_shard=4), progress=False)
+                write_shards(
+                    ShardConfig(data=data, out=out, category=(cat,), rows_per_shard=4), progress=False
+                )
         except Exception as e:  # noqa: BLE001 - collected and asserted below
             errors.append(e)
 
@@ -142,4 +148,6 @@ def test_a_full_disk_names_the_file_and_leaves_no_temporary_file(tmp_path):
                        text=True, timeout=120)
     assert r.returncode == 3, r.stderr
     assert f"{tmp_path / 'f' / 'car' / 'car_0000.npz'}: cannot write: File too large" in r.stdout
-    assert not list((tmp_path / "f").rglob("*.tmp")) and not (tmp_path / "f" / "car" / "car_0000.npz").exists()
+    assert (
+        not list((tmp_path / "f").rglob("*.tmp")) and not (tmp_path / "f" / "car" / "car_0000.npz").exists()
+    )

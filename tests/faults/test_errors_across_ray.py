@@ -19,7 +19,9 @@ REPO = Path(__file__).resolve().parents[2]
 # one instance of every catpose error class, made as catpose makes them
 SAMPLES = {
     "CatposeError": lambda c: c("train car: no checkpoint"),
-    "DataFormatError": lambda c: c("/data/car/frame_annotations.jgz", "not a number", field="frames[3].focal"),
+    "DataFormatError": lambda c: c(
+        "/data/car/frame_annotations.jgz", "not a number", field="frames[3].focal"
+    ),
     "MissingFileError": lambda c: c("/data/car/mug_1/pointcloud.ply", "point cloud"),
     "SfMError": lambda c: c("car_0001", "no image pairs"),
     "StorageError": lambda c: c("s3://bucket/runs", "disk full"),
@@ -90,7 +92,9 @@ except OSError as e:
     print("write failed:", e.errno, e)
     sys.exit(3)
 """
-    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=120, check=False)
+    r = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=120, check=False
+    )
     assert r.returncode == 3, (r.stdout, r.stderr)
     assert "File too large" in r.stdout
     state = read_state(path)

@@ -28,19 +28,27 @@ def test_a_ground_truth_file_that_is_no_json_is_named(data):
         load_ground_truth(data, "car")
 
 
-@pytest.mark.parametrize("edit, field, why", [
-    (lambda r: r.pop("rotation"), "rotation", "missing"),
-    (lambda r: r.__setitem__("rotation", [[1, 0, 0], [0, 1, 0]]), "rotation", r"shape \[2, 3\], expected \[3, 3\]"),
-    (lambda r: r.__setitem__("translation", [0, "a", 0]), "translation", "not numbers"),
-    (lambda r: r.__setitem__("translation", [0, float("nan"), 0]), "translation", "not finite"),
-    (lambda r: r.__setitem__("scale", -1), "scale", "scale -1 is not positive"),
-])
+@pytest.mark.parametrize(
+    "edit, field, why",
+    [
+        (lambda r: r.pop("rotation"), "rotation", "missing"),
+        (
+            lambda r: r.__setitem__("rotation", [[1, 0, 0], [0, 1, 0]]),
+            "rotation",
+            r"shape \[2, 3\], expected \[3, 3\]",
+        ),
+        (lambda r: r.__setitem__("translation", [0, "a", 0]), "translation", "not numbers"),
+        (lambda r: r.__setitem__("translation", [0, float("nan"), 0]), "translation", "not finite"),
+        (lambda r: r.__setitem__("scale", -1), "scale", "scale -1 is not positive"),
+    ],
+)
 def test_a_malformed_similarity_record_names_the_file_and_field(data, edit, field, why):
     gt = _gt(data)
     name = sorted(gt["categories"]["car"]["sequences"])[1]
     edit(gt["categories"]["car"]["sequences"][name])
     (data / GT_FILE).write_text(json.dumps(gt))
-    with pytest.raises(DataFormatError, match=f"{data / GT_FILE}: field 'categories.car.sequences.{name}.{field}': "
+    with pytest.raises(DataFormatError, match=f"{data / GT_FILE}: field "
+                                              f"'categories.car.sequences.{name}.{field}': "
                                               f"{why}"):
         load_ground_truth(data, "car")
     assert len(load_ground_truth(data, "mug")) == 3  # the other category's records still read
@@ -52,7 +60,8 @@ def test_sequences_that_are_no_mapping_and_a_missing_category(data):
     (data / GT_FILE).write_text(json.dumps(gt))
     with pytest.raises(DataFormatError, match="field 'categories.car.sequences': not a mapping"):
         load_ground_truth(data, "car")
-    with pytest.raises(DataFormatError, match="field 'categories.bike.sequences': no ground truth for category 'bike'"):
+    with pytest.raises(DataFormatError, match="field 'categories.bike.sequences': no ground truth for "
+                                              "category 'bike'"):
         load_ground_truth(data, "bike")
 
 

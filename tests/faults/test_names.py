@@ -135,7 +135,9 @@ def test_names_read_from_pose_datasets_stay_inside_them(tmp_path):
     scipy.io.savemat(ann / "n2.mat", {"record": {"filename": "n2.JPEG", "objects": obj}})
     samples, problems = load_pascal3d(root, "car")
     assert [s.name for s in samples] == ["n2#0"] and all("secret" not in s.image for s in samples)
-    assert problems[0]["item"] == "n1" and f"{ann / 'n1.mat'}: field 'record.filename'" in problems[0]["error"]
+    assert (
+        problems[0]["item"] == "n1" and f"{ann / 'n1.mat'}: field 'record.filename'" in problems[0]["error"]
+    )
     assert "'../../../secret.JPEG' is not a plain name" in problems[0]["error"]
     for kw in ({"category": "../car"}, {"category": "*"}, {"category": "car", "split": "../list.txt"},
                {"category": "car", "sources": ("../x",)}):
@@ -148,4 +150,7 @@ def test_names_read_from_pose_datasets_stay_inside_them(tmp_path):
     (on3d / "Image_sets" / "val.txt").write_text("../../up\n")
     samples, problems = load_objectnet3d(on3d, "car")
     assert samples == [] and problems[0]["item"] == "'../../up'"
-    assert f"{on3d / 'Image_sets' / 'val.txt'}: annotation name '../../up' is not a plain name" in problems[0]["error"]
+    assert (
+        f"{on3d / 'Image_sets' / 'val.txt'}: annotation name '../../up' is not a plain name"
+        in problems[0]["error"]
+    )

@@ -66,7 +66,9 @@ def copy_run(trained, tmp_path) -> Path:
 
 def run_cli(args):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run(CATPOSE + args, capture_output=True, text=True, timeout=300, env=env, cwd=REPO, check=False)
+    return subprocess.run(
+        CATPOSE + args, capture_output=True, text=True, timeout=300, env=env, cwd=REPO, check=False
+    )
 
 
 def test_a_real_run_loads_and_its_files_are_no_pickles(trained):
@@ -84,7 +86,9 @@ def test_a_real_run_loads_and_its_files_are_no_pickles(trained):
 def test_a_payload_in_model_pt_does_not_run(trained, tmp_path, kind):
     run = copy_run(trained, tmp_path)
     marker = tmp_path / "ran"
-    (run / "model.pt").write_bytes(torch_payload(marker) if kind == "torch.save" else pickle.dumps(Payload(marker)))
+    (run / "model.pt").write_bytes(
+        torch_payload(marker) if kind == "torch.save" else pickle.dumps(Payload(marker))
+    )
     with pytest.raises(DataFormatError) as e:
         load_trained(str(run))
     assert not marker.exists()
@@ -101,8 +105,10 @@ def test_a_legacy_pickle_model_is_refused_with_what_to_do(trained, tmp_path):
     """An older catpose's model.pt (torch.save of real tensors, no payload) is not unpickled either."""
     run = copy_run(trained, tmp_path)
     buf = io.BytesIO()
-    torch.save({"encoder": {}, "template": {}, "vertices": np.zeros((3, 3), np.float32), "config": {}, "epochs": 1},
-               buf)
+    torch.save(
+        {"encoder": {}, "template": {}, "vertices": np.zeros((3, 3), np.float32), "config": {}, "epochs": 1},
+        buf,
+    )
     (run / "model.pt").write_bytes(buf.getvalue())
     with pytest.raises(DataFormatError, match="Retrain the run with this catpose, or convert") as e:
         load_trained(str(run))
@@ -158,7 +164,12 @@ def test_a_pickled_object_array_in_the_template_or_features_does_not_run(trained
     run = copy_run(trained, tmp_path)
     marker = tmp_path / "ran"
     buf = io.BytesIO()
-    np.savez(buf, vertices=np.array([Payload(marker)], dtype=object), support=np.zeros(1), meta=np.zeros(1, np.uint8))
+    np.savez(
+        buf,
+        vertices=np.array([Payload(marker)], dtype=object),
+        support=np.zeros(1),
+        meta=np.zeros(1, np.uint8),
+    )
     (run / "template.npz").write_bytes(buf.getvalue())
     with pytest.raises(DataFormatError, match="not a catpose template file") as e:
         load_trained(str(run))

@@ -58,7 +58,10 @@ def _named(msg: str, *files) -> bool:
 
 
 def test_random_record_mutations_cost_only_the_touched_records_items(synth_root, tmp_path):
-    fpath0, spath0 = synth_root / "car" / "frame_annotations.jgz", synth_root / "car" / "sequence_annotations.jgz"
+    fpath0, spath0 = (
+        synth_root / "car" / "frame_annotations.jgz",
+        synth_root / "car" / "sequence_annotations.jgz",
+    )
     frames0, seqs0 = read_records(fpath0), read_records(spath0)
     total = len(frames0)
     lost_total = 0
@@ -85,7 +88,9 @@ def test_random_record_mutations_cost_only_the_touched_records_items(synth_root,
         ctx = f"round {seed}: {what}"
 
         cat = Co3dCategory(root, "car")
-        touched_videos = {frames0[i]["sequence_name"] for i in touched_f} | {seqs0[i]["sequence_name"] for i in touched_s}
+        touched_videos = {frames0[i]["sequence_name"] for i in touched_f} | {
+            seqs0[i]["sequence_name"] for i in touched_s
+        }
         assert set(cat.excluded) <= touched_videos, ctx
         kept = {(n, f.frame_number): f for n, fs in cat.frame_annotations.items() for f in fs}
         for i, rec in enumerate(frames0):
@@ -96,7 +101,9 @@ def test_random_record_mutations_cost_only_the_touched_records_items(synth_root,
                 assert i in touched_f or name in cat.excluded, ctx  # lost only through its own record
         for i, rec in enumerate(seqs0):
             if rec["sequence_name"] not in touched_videos:
-                assert cat.sequence_annotations[rec["sequence_name"]] == parse_sequence_annotation(rec, str(spath), i)
+                assert cat.sequence_annotations[rec["sequence_name"]] == parse_sequence_annotation(
+                    rec, str(spath), i
+                )
         for msg in list(cat.excluded.values()) + list(cat.skipped_frames.values()):
             assert _named(msg, fpath, spath), (ctx, msg)
         for w in cat.annotation_warnings:

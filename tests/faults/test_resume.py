@@ -73,9 +73,15 @@ def test_a_truncated_feature_file_is_recomputed_not_trusted(data, tmp_path, caps
     capsys.readouterr()
     man = run_features(fcfg, progress=False)["car"]
     printed = capsys.readouterr().out
-    assert f"'car_0002' was done but its output is invalid ({victim}: not a catpose surface-feature file" in printed
+    assert (
+        f"'car_0002' was done but its output is invalid ({victim}: not a catpose surface-feature file"
+        in printed
+    )
     assert "recomputing" in printed
-    assert "features car: 2 of 3 videos kept (inputs and settings unchanged), 1 recomputed (output invalid)" in printed
+    assert (
+        "features car: 2 of 3 videos kept (inputs and settings unchanged), 1 recomputed (output invalid)"
+        in printed
+    )
     assert man.summary() == {"ok": 3}
     again = load_surface_features(str(tmp_path / "f"), "car", "car_0002")
     assert again.features.shape == good.features.shape and (again.vertices == good.vertices).all()
@@ -89,13 +95,17 @@ def test_a_feature_file_with_wrong_shapes_is_recomputed(data, tmp_path, capsys):
     run_features(fcfg, progress=False)
     store = Store(str(tmp_path / "f"))
     sf = load_surface_features(str(tmp_path / "f"), "car", "car_0000")
-    cut = dataclasses.replace(sf, vertices=sf.vertices[:50], features=sf.features[:, :50], visible=sf.visible[:, :50])
+    cut = dataclasses.replace(
+        sf, vertices=sf.vertices[:50], features=sf.features[:, :50], visible=sf.visible[:, :50]
+    )
     store.write_bytes("car/car_0000.npz", cut.to_bytes())
     capsys.readouterr()
     run_features(fcfg, progress=False)
     printed = capsys.readouterr().out
-    assert "'car_0000' was done but its output is invalid" in printed and "field 'features': 50 vertices, the " \
-        "manifest says 200" in printed
+    assert (
+        "'car_0000' was done but its output is invalid" in printed
+        and "field 'features': 50 vertices, the manifest says 200" in printed
+    )
     assert load_surface_features(str(tmp_path / "f"), "car", "car_0000").vertices.shape == (200, 3)
 
 

@@ -38,12 +38,27 @@ def _line(printed: str, start: str) -> str:
 
 def test_synth_rerun_with_other_settings_regenerates_the_videos(tmp_path, capsys):
     out = tmp_path / "synth"
-    base = ["synth", "--out", str(out), "--category", "car", "--videos", "2", "--workers", "0", "--supersample", "1"]
+    base = [
+        "synth",
+        "--out",
+        str(out),
+        "--category",
+        "car",
+        "--videos",
+        "2",
+        "--workers",
+        "0",
+        "--supersample",
+        "1",
+    ]
     assert cli.main(base + ["--frames", "4", "--size", "48"]) == 0
     capsys.readouterr()
     assert cli.main(base + ["--frames", "6", "--size", "64"]) == 0
     line = _line(capsys.readouterr().out, "synth car:")
-    assert line == "synth car: 0 of 2 videos kept (inputs and settings unchanged), 2 recomputed (settings changed)"
+    assert (
+        line
+        == "synth car: 0 of 2 videos kept (inputs and settings unchanged), 2 recomputed (settings changed)"
+    )
     frames = json.loads(Store(str(out)).read_bytes("car/.synth/car_0000.json"))["frames"]
     assert len(frames) == 6 and frames[0]["image"]["size"] == [64, 64]
     img = Image.open(out / frames[-1]["image"]["path"])
@@ -74,8 +89,13 @@ def test_shard_of_another_dataset_with_the_same_names_rewrites_the_shards(data, 
     line = _line(capsys.readouterr().out, "shard car:")
     assert line.startswith("shard car: 0 of 2 shards kept") and "2 recomputed (source changed: frames" in line
     rows = _shard_images(out)
-    want = {(f"car_{i:04d}", k): (other_data / "car" / f"car_{i:04d}" / "images" / f"frame{1 + 3 * k:06d}.jpg")
-            .read_bytes() for i in range(3) for k in range(8)}
+    want = {
+        (f"car_{i:04d}", k): (
+            other_data / "car" / f"car_{i:04d}" / "images" / f"frame{1 + 3 * k:06d}.jpg"
+        ).read_bytes()
+        for i in range(3)
+        for k in range(8)
+    }
     assert rows == want  # every row is the other dataset's
     # one changed image costs its shard only; nothing changed keeps everything
     img = other_data / "car" / "car_0002" / "images" / "frame000001.jpg"
@@ -92,7 +112,10 @@ def test_shard_of_another_dataset_with_the_same_names_rewrites_the_shards(data, 
         img.write_bytes(saved)
     assert cli.main(args + ["--data", str(other_data)]) == 0
     assert cli.main(args + ["--data", str(other_data)]) == 0
-    assert _line(capsys.readouterr().out, "shard car:") == "shard car: 2 of 2 shards kept (inputs and settings unchanged)"
+    assert (
+        _line(capsys.readouterr().out, "shard car:")
+        == "shard car: 2 of 2 shards kept (inputs and settings unchanged)"
+    )
 
 
 def _features(data, out, *extra):
@@ -133,7 +156,9 @@ def test_features_of_another_dataset_into_the_same_store_are_recomputed(data, ot
                          0, recs[frame_index(recs, "car_0002", 0)]["viewpoint"]["T"][0] - 0.01))
 
 
-def test_align_rerun_with_other_settings_or_features_reuses_no_stale_chunk(data, other_data, tmp_path, capsys):
+def test_align_rerun_with_other_settings_or_features_reuses_no_stale_chunk(
+    data, other_data, tmp_path, capsys
+):
     feats, out = tmp_path / "f", tmp_path / "align"
     assert cli.main(_features(data, feats)) == 0
     args = ["align", "--data", str(data), "--category", "car", "--out", str(out), "--features", str(feats),
@@ -165,10 +190,20 @@ def test_run_with_another_synth_seed_remakes_the_data_and_every_later_stage(tmp_
 
     out = tmp_path / "run"
     conf = tmp_path / "small.yaml"
-    conf.write_text(yaml.safe_dump({
-        "out": str(out), "workers": 0, "train_categories": [], "pose_images": 0, "eval_pairs": 0,
-        "synth": {"category": ["car"], "videos": 3, "frames": 6, "size": 48, "supersample": 1},
-        "features": {"vertices": 150, "frames": 3}, "align": {"search": {"rotations": 128, "vertices": 100}, "partners": 0}}))
+    conf.write_text(
+        yaml.safe_dump(
+            {
+                "out": str(out),
+                "workers": 0,
+                "train_categories": [],
+                "pose_images": 0,
+                "eval_pairs": 0,
+                "synth": {"category": ["car"], "videos": 3, "frames": 6, "size": 48, "supersample": 1},
+                "features": {"vertices": 150, "frames": 3},
+                "align": {"search": {"rotations": 128, "vertices": 100}, "partners": 0},
+            }
+        )
+    )
     assert cli.main(["run", "--config", str(conf)]) == 0
     gt0 = (out / "data" / "catpose_gt.json").read_text()
     capsys.readouterr()
@@ -183,8 +218,13 @@ def test_run_with_another_synth_seed_remakes_the_data_and_every_later_stage(tmp_
     printed = capsys.readouterr().out
     assert "(skipped)" not in printed
     assert "== synth (settings changed)" in printed
-    assert "synth car: 0 of 3 videos kept (inputs and settings unchanged), 3 recomputed (settings changed)" in printed
-    assert "== validate (inputs changed: data)" in printed and "== align (inputs changed: features)" in printed
+    assert (
+        "synth car: 0 of 3 videos kept (inputs and settings unchanged), 3 recomputed (settings changed)"
+        in printed
+    )
+    assert (
+        "== validate (inputs changed: data)" in printed and "== align (inputs changed: features)" in printed
+    )
     assert (out / "data" / "catpose_gt.json").read_text() != gt0  # other instances, other world frames
     assert yaml.safe_load((out / "config.yaml").read_text())["synth"]["seed"] == 1
     print(f"\nrerun timings: nothing changed {t_same:.1f} s, synth seed changed {t_seed:.1f} s")
@@ -237,7 +277,10 @@ def test_tune_rerun_with_another_space_runs_a_new_sweep(tmp_path, ray_local, cap
     before = trials()
     assert len(before) == 2
     assert cli.main(args + ["--alphas", "0.2", "1.0"]) == 0  # nothing changed: Tune restores, no trial reruns
-    assert _line(capsys.readouterr().out, "tune car:") == "tune car: 1 of 1 sweeps kept (inputs and settings unchanged)"
+    assert (
+        _line(capsys.readouterr().out, "tune car:")
+        == "tune car: 1 of 1 sweeps kept (inputs and settings unchanged)"
+    )
     assert trials() == before
     assert cli.main(args + ["--alphas", "0.0", "0.5", "1.0"]) == 0  # another space: a new sweep, no old trial
     printed = capsys.readouterr().out
@@ -249,7 +292,9 @@ def test_tune_rerun_with_another_space_runs_a_new_sweep(tmp_path, ray_local, cap
 
 
 @pytest.mark.slow  # Ray Train
-def test_train_rerun_keeps_resumes_or_refuses_by_the_runs_fingerprint(synth_root, tmp_path, ray_local, capsys):
+def test_train_rerun_keeps_resumes_or_refuses_by_the_runs_fingerprint(
+    synth_root, tmp_path, ray_local, capsys
+):
     from catpose.errors import ConfigError
     from catpose.learn.train import run_train
     from tests.training_inputs import training_config, training_inputs
@@ -265,7 +310,10 @@ def test_train_rerun_keeps_resumes_or_refuses_by_the_runs_fingerprint(synth_root
     t_model = model.stat().st_mtime_ns
     capsys.readouterr()
     assert run_train(cfg)["epochs"] == 1  # nothing changed: kept, not trained again
-    assert "finished its 1 epochs before; kept" in capsys.readouterr().out and model.stat().st_mtime_ns == t_model
+    assert (
+        "finished its 1 epochs before; kept" in capsys.readouterr().out
+        and model.stat().st_mtime_ns == t_model
+    )
     # more epochs (a setting of how long, not of what): resumed from its checkpoint, one more epoch
     res = run_train(dataclasses.replace(cfg, epochs=2))
     assert res["epochs"] == 2 and len(res["history"]) == 2

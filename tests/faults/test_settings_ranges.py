@@ -19,7 +19,9 @@ CATPOSE = [sys.executable, "-m", "catpose.cli"]
 
 
 def run(args):
-    return subprocess.run(CATPOSE + args, capture_output=True, text=True, timeout=120, env=ENV, cwd=REPO, check=False)
+    return subprocess.run(
+        CATPOSE + args, capture_output=True, text=True, timeout=120, env=ENV, cwd=REPO, check=False
+    )
 
 
 def one_clear_line(r) -> str:
@@ -37,7 +39,10 @@ CASES = [
     (["features", "--cleaning.vote", "1.5"], "field 'cleaning.vote': 1.5 is out of range; allowed: [0, 1]"),
     (["align", "--workers", "-1"], "field 'workers': -1 is out of range; allowed: >= 0"),
     (["features", "--vertices", "0"], "field 'vertices': 0 is out of range; allowed: >= 1"),
-    (["tune", "--alphas", "0.2", "1.5"], "field 'alphas': (0.2, 1.5) is out of range; allowed: values in [0, 1]"),
+    (
+        ["tune", "--alphas", "0.2", "1.5"],
+        "field 'alphas': (0.2, 1.5) is out of range; allowed: values in [0, 1]",
+    ),
     (["train", "--epochs", "-1"], "field 'epochs': -1 is out of range; allowed: >= 1"),
     (["train", "--num-workers", "-1"], "field 'num_workers': -1 is out of range; allowed: >= 0"),
     (["features", "--device", "gpu"], "field 'device': unknown device 'gpu'; use auto, cpu, cuda or cuda:N"),
@@ -49,7 +54,11 @@ CASES = [
 def test_a_setting_out_of_range_stops_before_any_work(tmp_path, args, expected):
     out = tmp_path / "out"
     t0 = time.perf_counter()
-    r = run([*args, "--out", str(out)] if args[0] != "train" else [*args, "--out", str(out), "--data", str(tmp_path)])
+    r = run(
+        [*args, "--out", str(out)]
+        if args[0] != "train"
+        else [*args, "--out", str(out), "--data", str(tmp_path)]
+    )
     line = one_clear_line(r)
     assert line.startswith("catpose: error: flags: ") and expected in line, line
     assert not out.exists()  # nothing was started
@@ -68,10 +77,19 @@ def test_cuda_without_a_gpu_stops_before_any_work(tmp_path, command):
 def test_the_main_job_checks_the_ranges_of_a_yaml_file(tmp_path):
     cfg = tmp_path / "exp.yaml"
     cfg.write_text("align: {search: {alpha: 1.5}}\n")
-    r = subprocess.run(CATPOSE + ["run", "--config", str(cfg), "--out", str(tmp_path / "run")], capture_output=True,
-                       text=True, timeout=120, env=ENV, cwd=REPO, check=False)
+    r = subprocess.run(
+        CATPOSE + ["run", "--config", str(cfg), "--out", str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=ENV,
+        cwd=REPO,
+        check=False,
+    )
     assert r.returncode == 2, r.stderr[-2000:]
-    assert f"{cfg} (or its flags): field 'align.search.alpha': 1.5 is out of range; allowed: [0, 1]" in r.stderr, r.stderr
+    assert (
+        f"{cfg} (or its flags): field 'align.search.alpha': 1.5 is out of range; allowed: [0, 1]" in r.stderr
+    ), r.stderr
     assert not (tmp_path / "run").exists()
 
 
@@ -107,14 +125,44 @@ def test_a_run_of_one_category_is_not_scored_on_another(tmp_path):
     model = build_model(cfg, torch.as_tensor(tpl.vertices), backbone_weights=False)
     save_trained(Store(str(tmp_path / "runs")), "train-car", cfg, model, tpl, 1)
     run_dir = tmp_path / "runs" / "train-car"
-    r = run(["evaluate", "--checkpoint", str(run_dir), "--dataset", "synth-wild", "--root", str(tmp_path / "none"),
-             "--category", "mug", "--out", str(tmp_path / "eval")])
+    r = run(
+        [
+            "evaluate",
+            "--checkpoint",
+            str(run_dir),
+            "--dataset",
+            "synth-wild",
+            "--root",
+            str(tmp_path / "none"),
+            "--category",
+            "mug",
+            "--out",
+            str(tmp_path / "eval"),
+        ]
+    )
     line = one_clear_line(r)
-    assert f"{run_dir / 'model.pt'}: field 'config.category': the run was trained on category 'car', not 'mug'" in line
+    assert (
+        f"{run_dir / 'model.pt'}: field 'config.category': the run was trained on category 'car', not 'mug'"
+        in line
+    )
     assert "--allow-other-category" in line and not (tmp_path / "eval").exists()
     # asked for: the category check lets it through (it then stops at the missing image set, named)
-    r = run(["evaluate", "--checkpoint", str(run_dir), "--dataset", "synth-wild", "--root", str(tmp_path / "none"),
-             "--category", "mug", "--out", str(tmp_path / "eval"), "--allow-other-category"])
+    r = run(
+        [
+            "evaluate",
+            "--checkpoint",
+            str(run_dir),
+            "--dataset",
+            "synth-wild",
+            "--root",
+            str(tmp_path / "none"),
+            "--category",
+            "mug",
+            "--out",
+            str(tmp_path / "eval"),
+            "--allow-other-category",
+        ]
+    )
     line = one_clear_line(r)
     assert "trained on category" not in line and str(tmp_path / "none") in line, line
     # estimate takes the images' category when it is known (--category): the same rule
@@ -122,10 +170,29 @@ def test_a_run_of_one_category_is_not_scored_on_another(tmp_path):
     r = run(["estimate", "--checkpoint", str(run_dir), "--image", str(img), "--category", "mug",
              "--out", str(tmp_path / "est")])
     line = one_clear_line(r)
-    assert f"{run_dir / 'model.pt'}: field 'config.category': the run was trained on category 'car', not 'mug'" in line
+    assert (
+        f"{run_dir / 'model.pt'}: field 'config.category': the run was trained on category 'car', not 'mug'"
+        in line
+    )
     assert "give --allow-other-category to estimate on another category's images" in line
     assert not (tmp_path / "est").exists()
     for extra in (["--category", "mug", "--allow-other-category"], ["--category", "car"], []):
-        r = run(["estimate", "--checkpoint", str(run_dir), "--image", str(img), "--out", str(tmp_path / "est"),
-                 "--pose.prior-weight", "0", *extra])
-        assert "trained on category" not in r.stdout + r.stderr and str(img) in r.stdout, (extra, r.stdout, r.stderr)
+        r = run(
+            [
+                "estimate",
+                "--checkpoint",
+                str(run_dir),
+                "--image",
+                str(img),
+                "--out",
+                str(tmp_path / "est"),
+                "--pose.prior-weight",
+                "0",
+                *extra,
+            ]
+        )
+        assert "trained on category" not in r.stdout + r.stderr and str(img) in r.stdout, (
+            extra,
+            r.stdout,
+            r.stderr,
+        )

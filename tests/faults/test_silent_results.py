@@ -44,7 +44,11 @@ def test_duplicated_frame_numbers_exclude_their_video_naming_both_records(data):
     edit_records(fpath, fn)
     cat = Co3dCategory(data, "car")
     msg = cat.excluded["car_0000"]
-    assert msg.startswith(str(fpath)) and f"records [{idx['a']}] and [{idx['b']}]" in msg and "'frame_number'" in msg
+    assert (
+        msg.startswith(str(fpath))
+        and f"records [{idx['a']}] and [{idx['b']}]" in msg
+        and "'frame_number'" in msg
+    )
     assert cat.sequence_names == ["car_0001", "car_0002"]
 
 
@@ -54,12 +58,17 @@ def test_an_all_zero_rotation_fails_its_frames_and_a_video_without_cameras(data,
 
     def fn(recs):
         for r in recs:
-            if r["sequence_name"] == "car_0002" or (r["sequence_name"] == "car_0000" and r["frame_number"] == 4):
+            if r["sequence_name"] == "car_0002" or (
+                r["sequence_name"] == "car_0000" and r["frame_number"] == 4
+            ):
                 r["viewpoint"]["R"] = [[0, 0, 0], [0, 0, 0], [0, 0, 0]]
 
     edit_records(fpath, fn)
     cat = Co3dCategory(data, "car")
-    assert "viewpoint.R" in cat.skipped_frames["car_0000/4"] and "not a rotation matrix" in cat.skipped_frames["car_0000/4"]
+    assert (
+        "viewpoint.R" in cat.skipped_frames["car_0000/4"]
+        and "not a rotation matrix" in cat.skipped_frames["car_0000/4"]
+    )
     assert cat.excluded["car_0002"].startswith("no usable frame record (8 bad; first: " + str(fpath))
     assert "viewpoint.R" in cat.excluded["car_0002"]
     man = run_features(fast_features(data, tmp_path / "f"), progress=False)["car"]
@@ -82,7 +91,11 @@ def test_a_mask_null_frame_is_skipped_and_named_not_masks_off(data, tmp_path):
     edit_records(fpath, fn)
     cat = Co3dCategory(data, "car")
     msg = cat.skipped_frames["car_0001/7"]
-    assert msg.startswith(str(fpath)) and f"field 'frame_annotations[{idx['i']}].mask'" in msg and "skipped" in msg
+    assert (
+        msg.startswith(str(fpath))
+        and f"field 'frame_annotations[{idx['i']}].mask'" in msg
+        and "skipped" in msg
+    )
     assert all(f.mask_path is not None for f in cat["car_0001"].frames) and len(cat["car_0001"]) == 7
     man = run_features(fast_features(data, tmp_path / "f", frames=8), progress=False)["car"]
     assert man.summary() == {"ok": 3} and man.items["car_0001"]["skipped_frames"] == {"car_0001/7": msg}
@@ -106,7 +119,9 @@ def test_a_config_with_the_wrong_type_fails_before_any_work(tmp_path, values, fi
     cfg.write_text(yaml.safe_dump(values))
     with pytest.raises(ConfigError) as e:
         load_config(["--config", str(cfg), "--out", str(tmp_path / "run")])
-    assert str(e.value).startswith(str(cfg)) and f"field '{field}'" in str(e.value) and expected in str(e.value)
+    assert (
+        str(e.value).startswith(str(cfg)) and f"field '{field}'" in str(e.value) and expected in str(e.value)
+    )
     assert not (tmp_path / "run").exists()  # nothing ran
 
 
@@ -122,7 +137,8 @@ def test_a_category_whose_every_video_fails_is_not_an_ok_run(data, tmp_path):
     for n in ("mug_0000", "mug_0001", "mug_0002"):
         write_ply(data / "mug" / n / "pointcloud.ply", PointCloud(np.zeros((0, 3), np.float32)))
     out = tmp_path / "run"
-    with pytest.raises(CatposeError, match=r"the run finished without \['mug'\]: features: no video of category "
+    with pytest.raises(CatposeError, match=r"the run finished without \['mug'\]: features: no video of "
+                                           r"category "
                                            r"'mug' could be computed \(first, 'mug_0000': .*pointcloud.ply"):
         run(PipelineConfig(out=out, data=data, workers=0, train_categories=(), eval_pairs=0,
                            align=AlignConfig(search=SearchConfig(rotations=256, vertices=200))))

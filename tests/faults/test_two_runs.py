@@ -15,10 +15,27 @@ from catpose.lease import LEASE
 def test_a_second_catpose_on_the_same_store_stops_naming_the_first(tmp_path):
     out = tmp_path / "synth"
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
-    cmd = [sys.executable, "-m", "catpose.cli", "synth", "--out", str(out), "--category", "car", "--workers", "0",
-           "--frames", "6", "--size", "64", "--supersample", "1"]
-    first = subprocess.Popen(cmd + ["--videos", "10"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             env=env)
+    cmd = [
+        sys.executable,
+        "-m",
+        "catpose.cli",
+        "synth",
+        "--out",
+        str(out),
+        "--category",
+        "car",
+        "--workers",
+        "0",
+        "--frames",
+        "6",
+        "--size",
+        "64",
+        "--supersample",
+        "1",
+    ]
+    first = subprocess.Popen(
+        cmd + ["--videos", "10"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
     for _ in range(300):  # until the first holds the lease
         if (out / LEASE).exists() or first.poll() is not None:
             break
@@ -45,10 +62,20 @@ def test_a_second_catpose_run_on_the_same_store_stops_before_any_stage(tmp_path)
 
     out = tmp_path / "run"
     conf = tmp_path / "small.yaml"
-    conf.write_text(yaml.safe_dump({
-        "out": str(out), "workers": 0, "train_categories": [], "pose_images": 0, "eval_pairs": 0,
-        "synth": {"category": ["car"], "videos": 3, "frames": 6, "size": 48, "supersample": 1},
-        "features": {"vertices": 150, "frames": 3}, "align": {"rotations": 128, "vertices": 100, "partners": 0}}))
+    conf.write_text(
+        yaml.safe_dump(
+            {
+                "out": str(out),
+                "workers": 0,
+                "train_categories": [],
+                "pose_images": 0,
+                "eval_pairs": 0,
+                "synth": {"category": ["car"], "videos": 3, "frames": 6, "size": 48, "supersample": 1},
+                "features": {"vertices": 150, "frames": 3},
+                "align": {"rotations": 128, "vertices": 100, "partners": 0},
+            }
+        )
+    )
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
     cmd = [sys.executable, "-m", "catpose", "run", "--config", str(conf)]
     first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
@@ -67,6 +94,8 @@ def test_a_second_catpose_run_on_the_same_store_stops_before_any_stage(tmp_path)
     assert not (out / LEASE).exists()
     import yaml as _y
 
-    assert _y.safe_load((out / "config.yaml").read_text())["synth"]["seed"] == 0  # the first run's settings only
+    assert (
+        _y.safe_load((out / "config.yaml").read_text())["synth"]["seed"] == 0
+    )  # the first run's settings only
     man = json.loads((out / "pipeline_manifest.json").read_text())
     assert all(v.get("status") == "ok" for v in man["items"].values()), man

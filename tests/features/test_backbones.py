@@ -105,7 +105,9 @@ def test_colorsift_features_sit_where_they_are_sampled(device):
     assert err_aligned < 0.35 * (a - c).norm(dim=-1).mean()
 
 
-def published_pos_embed(pos_embed: torch.Tensor, rows: int, cols: int, offset: float, antialias: bool) -> torch.Tensor:
+def published_pos_embed(
+    pos_embed: torch.Tensor, rows: int, cols: int, offset: float, antialias: bool
+) -> torch.Tensor:
     """The published DINOv2 rule (``interpolate_pos_encoding`` of facebookresearch/dinov2), written out:
     unchanged for the trained grid; else bicubic over the M × M grid with scale factors
     ``(grid + offset) / M`` when ``offset`` is non-zero, or the target size when it is zero (the register
@@ -128,7 +130,8 @@ def published_pos_embed(pos_embed: torch.Tensor, rows: int, cols: int, offset: f
 def test_dinov2_position_embeddings_follow_the_published_rule(registers, offset, antialias, device):
     torch.manual_seed(1)
     model = DinoV2("dinov2_vits14", spec=ViTSpec(64, 1, 1), num_register_tokens=registers).to(device)
-    assert (model.interpolate_offset, model.interpolate_antialias) == (offset, antialias)  # the hub's settings
+    # the hub's settings
+    assert (model.interpolate_offset, model.interpolate_antialias) == (offset, antialias)
     with torch.no_grad():
         model.pos_embed.normal_()
     for grid in (4, 16, 32, 37, 40):  # 56 … 560 px inputs, the trained 518 px among them
@@ -141,7 +144,9 @@ def test_dinov2_position_embeddings_follow_the_published_rule(registers, offset,
         assert (model._pos_embed(32, 32) - by_size).abs().max() > 1e-3
 
 
-def published_patch_tokens(state: dict, images: torch.Tensor, heads: int, offset: float, antialias: bool) -> torch.Tensor:
+def published_patch_tokens(
+    state: dict, images: torch.Tensor, heads: int, offset: float, antialias: bool
+) -> torch.Tensor:
     """The published DINOv2 forward pass (facebookresearch/dinov2's ``forward_features``:
     ``x_norm_patchtokens``), written out functionally from its description over a checkpoint's tensors,
     in float64: stride-14 patch embedding; the class token, plus position embeddings resampled by
@@ -155,7 +160,9 @@ def published_patch_tokens(state: dict, images: torch.Tensor, heads: int, offset
     h, w = x.shape[2] // 14, x.shape[3] // 14
     t = torch.nn.functional.conv2d(x, S["patch_embed.proj.weight"], S["patch_embed.proj.bias"], stride=14)
     t = t.flatten(2).transpose(1, 2)
-    t = torch.cat([S["cls_token"].expand(B, -1, -1), t], 1) + published_pos_embed(S["pos_embed"], h, w, offset, antialias)
+    t = torch.cat([S["cls_token"].expand(B, -1, -1), t], 1) + published_pos_embed(
+        S["pos_embed"], h, w, offset, antialias
+    )
     R = S["register_tokens"].shape[1] if "register_tokens" in S else 0
     if R:
         t = torch.cat([t[:, :1], S["register_tokens"].expand(B, -1, -1), t[:, 1:]], 1)
@@ -165,7 +172,11 @@ def published_patch_tokens(state: dict, images: torch.Tensor, heads: int, offset
     depth = 1 + max(int(k.split(".")[1]) for k in S if k.startswith("blocks."))
     for i in range(depth):
         p = f"blocks.{i}"
-        q, k, v = lin(ln(t, p + ".norm1"), p + ".attn.qkv").reshape(B, -1, 3, heads, C // heads).permute(2, 0, 3, 1, 4)
+        q, k, v = (
+            lin(ln(t, p + ".norm1"), p + ".attn.qkv")
+            .reshape(B, -1, 3, heads, C // heads)
+            .permute(2, 0, 3, 1, 4)
+        )
         a = torch.softmax(q @ k.transpose(-1, -2) / (C // heads) ** 0.5, -1) @ v
         t = t + S[p + ".ls1.gamma"] * lin(a.transpose(1, 2).reshape(B, -1, C), p + ".attn.proj")
         m = lin(torch.nn.functional.gelu(lin(ln(t, p + ".norm2"), p + ".mlp.fc1")), p + ".mlp.fc2")

@@ -35,7 +35,9 @@ def test_features_on_realistic_clouds_stay_on_the_object(realistic_root, tmp_pat
             assert off_object_share(sf.vertices, pts, load_point_labels(data, c, name)) < 0.05
         assert 0.3 < mans[c].info["cleaning_removed_share"]["mean"] < 0.95
     # the cleaning settings belong to the features' signature: a later stage fills in with them
-    again, sig = store_settings(FeaturesConfig(data=data, out=str(out), cleaning=CleaningConfig(vote=0.9)), "mug")
+    again, sig = store_settings(
+        FeaturesConfig(data=data, out=str(out), cleaning=CleaningConfig(vote=0.9)), "mug"
+    )
     assert sig["clean_mode"] == "auto" and again.cleaning.vote == 0.5
     # without masks: geometry (supporting plane, common view) keeps the vertices on the object too
     geo = FeaturesConfig(data=data, category=("mug",), out=str(tmp_path / "geo"), vertices=300, frames=4,

@@ -30,7 +30,9 @@ def accuracies(cars):
     out = {}
     for name in ("colorsift", "random_cnn"):
         bb = build_backbone(name)
-        feats = {s: compute_surface_features(cat[s], bb, n_vertices=500, n_frames=8) for s in cat.sequence_names}
+        feats = {
+            s: compute_surface_features(cat[s], bb, n_vertices=500, n_frames=8) for s in cat.sequence_names
+        }
         out[name] = correspondence_accuracy(feats, gts)
     return out
 

@@ -55,8 +55,17 @@ def test_features_stage_with_a_dinov2_backbone_end_to_end(synth_root, tmp_path):
     from tests.features.test_backbones import tiny_vit
 
     _, weights = tiny_vit(tmp_path)
-    cfg = FeaturesConfig(data=synth_root, category=("car",), out=str(tmp_path / "features"), backbone="dinov2_vits14",
-                         weights=weights, input_size=56, vertices=150, frames=3, workers=0)
+    cfg = FeaturesConfig(
+        data=synth_root,
+        category=("car",),
+        out=str(tmp_path / "features"),
+        backbone="dinov2_vits14",
+        weights=weights,
+        input_size=56,
+        vertices=150,
+        frames=3,
+        workers=0,
+    )
     man = run_features(cfg, progress=False)["car"]
     assert man.summary() == {"ok": 3}
     assert "dinov2_vits14" in man.info["backbone"]
@@ -66,6 +75,16 @@ def test_features_stage_with_a_dinov2_backbone_end_to_end(synth_root, tmp_path):
         f = sf.features.astype(np.float32)
         assert np.isfinite(f).all() and not f[~sf.visible].any() and (np.abs(f[sf.visible]).sum(-1) > 0).all()
         assert sf.visible.mean() > 0.2
-    res = run_align(AlignConfig(data=synth_root, category="car", out=tmp_path / "align", features=cfg.out,
-                                search=SearchConfig(rotations=128), workers=0), made_with=signature(cfg), progress=False)
+    res = run_align(
+        AlignConfig(
+            data=synth_root,
+            category="car",
+            out=tmp_path / "align",
+            features=cfg.out,
+            search=SearchConfig(rotations=128),
+            workers=0,
+        ),
+        made_with=signature(cfg),
+        progress=False,
+    )
     assert res["videos"] == 3 and res["pairs"] == 3 and not res["failed_chunks"]

@@ -17,7 +17,12 @@ def rendered_visibility(sf, seq):
         uv, z = fr.camera.project(sf.vertices)
         mask, depth = fr.load_mask(), fr.load_depth()
         u, v = np.floor(uv[:, 0]).astype(int).clip(0, 95), np.floor(uv[:, 1]).astype(int).clip(0, 95)
-        yield v, u, mask, (mask[v, u] > 0.5) & (np.abs(depth[v, u] - z) < 0.05 * sf.meta["diameter"]) & (z > 0)
+        yield (
+            v,
+            u,
+            mask,
+            (mask[v, u] > 0.5) & (np.abs(depth[v, u] - z) < 0.05 * sf.meta["diameter"]) & (z > 0),
+        )
 
 
 def test_visible_vertices_land_in_masks_and_agree_with_depth(synth_root):
@@ -46,7 +51,9 @@ def test_visibility_without_depth_maps_still_matches_rendered_depth(synth_root, 
     for a in fa:
         a.depth = None
     dump_annotations(root / "car" / "frame_annotations.jgz", fa)
-    sf = compute_surface_features(next(iter(Co3dCategory(root, "car"))), ColorSift(), n_vertices=400, n_frames=6)
+    sf = compute_surface_features(
+        next(iter(Co3dCategory(root, "car"))), ColorSift(), n_vertices=400, n_frames=6
+    )
     truth = rendered_visibility(sf, next(iter(Co3dCategory(synth_root, "car"))))
     assert np.mean([(gt == sf.visible[k]).mean() for k, (_, _, _, gt) in enumerate(truth)]) > 0.9
 

@@ -19,14 +19,20 @@ def test_object_crop_moves_targets_with_the_pixels():
     assert torch.allclose(box[0], torch.tensor([50.0, 25.0, BOX_MARGIN * 40]))
     ci, cm, cuv, cvis = object_crops(img, mask, uv, torch.ones(1, 1, dtype=torch.bool), S, box)
     peak = torch.nonzero(ci[0, 0] == ci[0, 0].max())[0]  # (row, col) of the brightest crop pixel
-    assert abs(peak[1].item() + 0.5 - cuv[0, 0, 0].item()) <= 0.5 and abs(peak[0].item() + 0.5 - cuv[0, 0, 1].item()) <= 0.5
+    assert (
+        abs(peak[1].item() + 0.5 - cuv[0, 0, 0].item()) <= 0.5
+        and abs(peak[0].item() + 0.5 - cuv[0, 0, 1].item()) <= 0.5
+    )
     assert cvis.all() and cm.max() > 0.99
     # jittered crops stay consistent too, and points pushed outside the crop become invisible
     g = torch.Generator().manual_seed(3)
     far = torch.tensor([[[51.5, 23.5], [-100.0, 5.0]]])
     ci, _, cuv, cvis = object_crops(img, mask, far, torch.ones(1, 2, dtype=torch.bool), S, box, g, 0.3, 0.2)
     peak = torch.nonzero(ci[0, 0] == ci[0, 0].max())[0]
-    assert abs(peak[1].item() + 0.5 - cuv[0, 0, 0].item()) <= 1.0 and abs(peak[0].item() + 0.5 - cuv[0, 0, 1].item()) <= 1.0
+    assert (
+        abs(peak[1].item() + 0.5 - cuv[0, 0, 0].item()) <= 1.0
+        and abs(peak[0].item() + 0.5 - cuv[0, 0, 1].item()) <= 1.0
+    )
     assert cvis[0, 0] and not cvis[0, 1]
 
 
@@ -39,7 +45,8 @@ def test_one_box_rule_for_masks_given_boxes_and_training_crops():
     np.testing.assert_allclose(one, batch, rtol=1e-6)
     np.testing.assert_allclose(one, [42.0, 17.5, BOX_MARGIN * 44])
     np.testing.assert_allclose(object_box(mask.shape, (20, 5, 64, 30)), one)  # the same object as a bbox
-    np.testing.assert_allclose(object_box(mask.shape), [35.0, 25.0, 70.0])  # no box: the whole image, no margin
+    # no box: the whole image, no margin
+    np.testing.assert_allclose(object_box(mask.shape), [35.0, 25.0, 70.0])
 
 
 def test_empty_boxes_and_masks_are_no_object():

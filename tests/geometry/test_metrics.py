@@ -1,4 +1,5 @@
-"""Acc@π/6, Acc@π/18 and the median (catpose.geometry.metrics), as both the alignment and pose stages report them."""
+"""Acc@π/6, Acc@π/18 and the median (catpose.geometry.metrics), as both the alignment and pose stages report
+them."""
 
 import numpy as np
 

@@ -19,7 +19,9 @@ def fibonacci_sphere(n):
 def cams_looking_at_origin(eyes, size=(64, 64)):
     out = []
     for e in eyes:
-        R = look_at_rotation(e, np.zeros(3), up=(0, 0, 1) if abs(e[2]) < 0.9 * np.linalg.norm(e) else (0, 1, 0))
+        R = look_at_rotation(
+            e, np.zeros(3), up=(0, 0, 1) if abs(e[2]) < 0.9 * np.linalg.norm(e) else (0, 1, 0)
+        )
         out.append(Camera(R, -np.asarray(e) @ R, (2.5, 2.5), (0, 0), size))
     return out
 
@@ -65,7 +67,9 @@ def test_gradcheck_projection_and_the_refinement_rotation(device):
     torch.manual_seed(0)
     X = torch.randn(7, 3, dtype=torch.float64, device=device)
     R0 = roma.random_rotmat(2, dtype=torch.float64, device=device)
-    T = torch.tensor([[0.1, -0.2, 5.0], [0.0, 0.3, 4.0]], dtype=torch.float64, device=device, requires_grad=True)
+    T = torch.tensor(
+        [[0.1, -0.2, 5.0], [0.0, 0.3, 4.0]], dtype=torch.float64, device=device, requires_grad=True
+    )
     omega = (0.1 * torch.randn(2, 3, dtype=torch.float64, device=device)).requires_grad_(True)
     f = torch.tensor([[60.0, 60.0]] * 2, dtype=torch.float64, device=device)
     pp = torch.tensor([[32.0, 32.0]] * 2, dtype=torch.float64, device=device)

@@ -77,7 +77,8 @@ def test_one_point_and_the_old_formulas_bit_for_bit():
     A, B = random_similarity(11), random_similarity(12)
     x = np.random.default_rng(13).normal(size=(6, 3))
     assert A.apply(x[0]).shape == (3,)
-    np.testing.assert_allclose(A.apply(x[0]), A.apply(x)[0], rtol=1e-12, atol=1e-12)  # BLAS may round [1, 3] differently
+    # BLAS may round [1, 3] differently
+    np.testing.assert_allclose(A.apply(x[0]), A.apply(x)[0], rtol=1e-12, atol=1e-12)
     np.testing.assert_array_equal(A.apply(x), (A.scale * x) @ A.R.T + A.t)
     C = A.compose(B)
     np.testing.assert_array_equal(C.t, A.scale * A.R @ B.t + A.t)

@@ -1,4 +1,5 @@
-"""The SO(3) grid, geodesic distances, projection onto SO(3) and the robust frame fit (catpose.geometry.so3)."""
+"""The SO(3) grid, geodesic distances, projection onto SO(3) and the robust frame fit
+(catpose.geometry.so3)."""
 
 import math
 
@@ -17,7 +18,9 @@ def test_so3_grid_is_rotations_on_every_device(device):
         assert R.shape == (1024, 3, 3) and R.dtype == dtype and R.device.type == torch.device(device).type
         eye = torch.eye(3, dtype=dtype, device=device).expand(1024, 3, 3)
         torch.testing.assert_close(R @ R.transpose(1, 2), eye, rtol=tol, atol=tol)
-        torch.testing.assert_close(torch.det(R), torch.ones(1024, dtype=dtype, device=device), rtol=tol, atol=tol)
+        torch.testing.assert_close(
+            torch.det(R), torch.ones(1024, dtype=dtype, device=device), rtol=tol, atol=tol
+        )
     np.testing.assert_allclose(so3_grid(256, device=device).cpu().numpy(), so3_grid(256).numpy(), atol=1e-6)
 
 
@@ -29,7 +32,8 @@ def test_so3_grid_covers_so3_evenly():
     # 1024 uniform rotations: covering radius about 1.5 x (8 pi^2 / 1024)^(1/3) rad
     assert worst < 1.6 * math.degrees((8 * math.pi**2 / 1024) ** (1 / 3))
     g = R.numpy()
-    assert geodesic_deg(g[:200, None], g[None, :200])[~np.eye(200, dtype=bool)].min() > 2.0  # no near-duplicates
+    # no near-duplicates
+    assert geodesic_deg(g[:200, None], g[None, :200])[~np.eye(200, dtype=bool)].min() > 2.0
 
 
 @pytest.mark.parametrize("n, spacing_deg", [(1024, 22.5), (4096, 10.7), (32768, 5.5)])

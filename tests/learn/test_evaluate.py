@@ -33,7 +33,10 @@ def test_match_vertices_agrees_with_the_naive_search_on_random_features():
     th = F.normalize(theta, dim=1)
     for b in range(B):
         for j in range(N):
-            best = max(((x, y) for y in range(S) for x in range(S)), key=lambda p: float(th[j] @ up[b, :, p[1], p[0]]))
+            best = max(
+                ((x, y) for y in range(S) for x in range(S)),
+                key=lambda p: float(th[j] @ up[b, :, p[1], p[0]]),
+            )
             assert tuple(uv[b, j].tolist()) == (best[0] + 0.5, best[1] + 0.5)
 
 

@@ -70,7 +70,9 @@ def test_a_corrupt_frame_is_dropped_and_counted(rows_and_targets, device):
     outs = list(prefetched([batch, batch], feed))
     assert feed.stats["dropped"] == 2  # once per pass: a bad frame is never cached
     for out in outs:
-        assert len(out["key"]) == 7 and (batch["sequence_name"][3], batch["frame_number"][3]) not in out["key"]
+        assert (
+            len(out["key"]) == 7 and (batch["sequence_name"][3], batch["frame_number"][3]) not in out["key"]
+        )
         assert out["image"].shape == (7, 3, 64, 64) and 0 <= out["image"].min() and out["image"].max() <= 1
         assert out["fg"].shape == (7, 64, 64) and out["vis"].any()
 
@@ -86,7 +88,9 @@ def test_composite_batch_replaces_background_and_occludes_targets():
     ys, xs = torch.meshgrid(torch.arange(12, 36), torch.arange(12, 36), indexing="ij")
     uv = torch.stack([xs.flatten(), ys.flatten()], -1).float().expand(B, -1, -1) + 0.5
     vis = torch.ones(B, uv.shape[1], dtype=torch.bool)
-    out, fg, vis2 = composite_batch(img, mask, uv, vis, g, background_bank(8, S, 0, torch.device("cpu")), 1.0, 1.0)
+    out, fg, vis2 = composite_batch(
+        img, mask, uv, vis, g, background_bank(8, S, 0, torch.device("cpu")), 1.0, 1.0
+    )
     for b in range(B):
         occluded = (mask[b] > 0.5) & (fg[b] < 0.5)
         assert occluded.any()

@@ -18,8 +18,16 @@ def test_frame_targets_project_and_hide_the_far_side():
     cam = Camera(R, -eye @ R, (3.0, 3.0), (0.0, 0.0), (96, 128), "ndc_isotropic")
     pts, dense = _sphere(400, 1), _sphere(4000, 2)
     t = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float32)
-    uv, vis = frame_targets(t(pts), torch.ones(400, dtype=torch.bool), t(dense), t(cam.R)[None], t(cam.T)[None],
-                            t(cam.focal_px)[None], t(cam.principal_point_px)[None], cam.image_size)
+    uv, vis = frame_targets(
+        t(pts),
+        torch.ones(400, dtype=torch.bool),
+        t(dense),
+        t(cam.R)[None],
+        t(cam.T)[None],
+        t(cam.focal_px)[None],
+        t(cam.principal_point_px)[None],
+        cam.image_size,
+    )
     uv_ref, _ = cam.project(pts)
     assert np.allclose(uv[0].numpy(), uv_ref, atol=1e-3)
     facing = (pts @ (eye / np.linalg.norm(eye)))  # cosine between the normal and the direction to the camera
@@ -124,7 +132,8 @@ def test_refine_masks_fills_imperfect_masks_from_the_video_geometry(synth_root):
             after.append(iou(out[0].numpy() > 0.5, truth))
             kept.append(iou(out[1].numpy() > 0.5, truth))
             assert bool((out[2] == 1).all())  # no mask given: nothing to refine
-        print(f"\n{cat}: mask IoU {np.mean(before):.3f} -> {np.mean(after):.3f} (true masks {np.mean(kept):.3f})")
+        print(f"\n{cat}: mask IoU {np.mean(before):.3f} -> {np.mean(after):.3f} (true masks "
+              f"{np.mean(kept):.3f})")
         assert np.mean(after) > np.mean(before) + 0.03 and min(after) > min(before)
         assert np.mean(kept) > 0.98
     # the last mug: its cloud without the lowest quarter along the camera's up axis keeps the true mask
@@ -141,7 +150,8 @@ def test_refine_masks_fills_imperfect_masks_from_the_video_geometry(synth_root):
 def test_snap_masks_moves_boundaries_to_the_object_edges(synth_root):
     """Masks 1-3 px too wide or too narrow (and holed, as the realistic synthesis makes them), filled from
     the geometry and then snapped, come out closer to the true masks than filled alone; true masks stay
-    (nearly all) as they are; pixels outside the band never change, and frames without a mask are left alone."""
+    (nearly all) as they are; pixels outside the band never change, and frames without a mask are left
+    alone."""
     import cv2
 
     from catpose.learn.frames import refine_masks, snap_masks

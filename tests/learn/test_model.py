@@ -44,7 +44,9 @@ def test_loss_matches_the_definition_written_out():
         if not vis[0, j]:
             continue
         f = f_at(*uv[0, j])
-        den = sum(math.exp(f @ theta[k] / T) for k in range(N) if not excl[j, k]) + sum(math.exp(f @ b / T) for b in beta)
+        den = sum(math.exp(f @ theta[k] / T) for k in range(N) if not excl[j, k]) + sum(
+            math.exp(f @ b / T) for b in beta
+        )
         lv.append(-math.log(math.exp(f @ theta[j] / T) / den))
     lb = []
     for u, v in bg_uv[0]:
@@ -71,7 +73,9 @@ def test_one_batch_is_learned(device):
     torch.manual_seed(0)
     N, S = 30, 32
     vertices = torch.rand(N, 3)
-    model = ContrastiveModel(FeatureNet(16, 8), NeuralTemplate(N, 16), vertices, exclude_radius=0.0).to(device)
+    model = ContrastiveModel(FeatureNet(16, 8), NeuralTemplate(N, 16), vertices, exclude_radius=0.0).to(
+        device
+    )
     images = torch.rand(4, 3, S, S, device=device)
     uv = (torch.rand(4, N, 2, device=device) * (S - 8) + 4).floor() + 0.5
     vis = torch.rand(4, N, device=device) > 0.3

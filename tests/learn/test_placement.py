@@ -18,7 +18,8 @@ def test_auto_workers_on_cpus(ray_local):
 def test_workers_that_take_every_cpu_leave_none_for_reading(ray_local):
     """2 workers × 1 CPU on 2 CPUs would start, and then wait forever for Ray Data's first read."""
     cfg = TrainConfig(data="", category="car", num_workers=2, cpus_per_worker=1, wait_for_resources=0)
-    with pytest.raises(CatposeError, match=r"2 worker\(s\) × 1 CPU, and 1 CPU for reading the shards, need 3 CPUs "
+    with pytest.raises(CatposeError, match=r"2 worker\(s\) × 1 CPU, and 1 CPU for reading the shards, need 3 "
+                                           r"CPUs "
                                            r"\(the cluster has 2\)"):
         placement(cfg, use_gpu=False)
 
@@ -26,7 +27,8 @@ def test_workers_that_take_every_cpu_leave_none_for_reading(ray_local):
 def test_more_cpus_than_the_cluster_has_is_a_clear_error_within_the_wait(ray_local, capsys):
     cfg = TrainConfig(data="", category="car", num_workers=4, cpus_per_worker=1, wait_for_resources=1.5)
     t0 = time.monotonic()
-    with pytest.raises(CatposeError, match=r"train car: 4 worker\(s\) × 1 CPU, and 1 CPU for reading the shards, need 5 CPUs "
+    with pytest.raises(CatposeError, match=r"train car: 4 worker\(s\) × 1 CPU, and 1 CPU for reading the "
+                                           r"shards, need 5 CPUs "
                                            r"\(the cluster has 2\); "
                                            r"waited \d s\. Lower --num-workers"):
         placement(cfg, use_gpu=False, poll_s=0.5)

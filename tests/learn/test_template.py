@@ -27,13 +27,17 @@ def test_template_is_the_shared_shape_of_aligned_clouds():
     for i in range(6):
         X = _box_surface(rng, 3000, dims * rng.uniform(0.95, 1.05, 3))
         # the video's own frame: a random similarity away from the reference
-        T_ref = Similarity(Rotation.random(random_state=i).as_matrix(), rng.normal(size=3), float(rng.uniform(0.5, 2)))
+        T_ref = Similarity(
+            Rotation.random(random_state=i).as_matrix(), rng.normal(size=3), float(rng.uniform(0.5, 2))
+        )
         V = ((X - T_ref.t) @ T_ref.R) / T_ref.scale  # inverse map: x_ref = s R x + t
         clouds.append(V.astype(np.float32))
         transforms.append(T_ref)
     # one video carries an extra part the others lack: it must not enter the template
     stray = np.array([[0, 0, 3.0]]) + rng.normal(0, 0.05, (300, 3))
-    clouds[0] = np.concatenate([clouds[0], ((stray - transforms[0].t) @ transforms[0].R / transforms[0].scale)]).astype(np.float32)
+    clouds[0] = np.concatenate(
+        [clouds[0], ((stray - transforms[0].t) @ transforms[0].R / transforms[0].scale)]
+    ).astype(np.float32)
     aligned = [T.apply(V).astype(np.float32) for T, V in zip(transforms, clouds)]
     tpl = build_template(aligned, n_vertices=500)
     assert tpl.vertices.shape == (500, 3)
@@ -138,7 +142,9 @@ def test_training_checks_the_template_against_the_framed_instance_size(tmp_path)
     for i in range(5):
         disc = np.c_[rng.uniform(-3, 3, (1500, 2)), np.zeros(1500)]
         X = np.concatenate([_box_surface(rng, 1500, dims) + [0, 0, 0.3], disc])
-        T = Similarity(Rotation.random(random_state=i).as_matrix(), rng.normal(size=3), float(rng.uniform(0.5, 2)))
+        T = Similarity(
+            Rotation.random(random_state=i).as_matrix(), rng.normal(size=3), float(rng.uniform(0.5, 2))
+        )
         V = (((X - T.t) @ T.R) / T.scale).astype(np.float32)  # the video's own frame
         name = f"car_{i:04d}"
         transforms[name] = T
@@ -148,8 +154,15 @@ def test_training_checks_the_template_against_the_framed_instance_size(tmp_path)
     (tmp_path / "align").mkdir()
     write_alignment(tmp_path / "align" / "alignment.parquet", transforms, "car_0000")
     with pytest.warns(UserWarning, match="typical instance"):
-        out = prepare(TrainConfig(alignment=tmp_path / "align", features=str(tmp_path / "features"), category="car",
-                                  vertices=200, holdout=0.2))
+        out = prepare(
+            TrainConfig(
+                alignment=tmp_path / "align",
+                features=str(tmp_path / "features"),
+                category="car",
+                vertices=200,
+                holdout=0.2,
+            )
+        )
     assert out["template"].meta["instance_diameter"] == pytest.approx(2.4)
 
 
@@ -178,5 +191,7 @@ def test_training_leaves_out_videos_whose_alignment_no_majority_agrees_with(tmp_
     out = prepare(cfg)
     assert "car_0003" not in out["train"] and len(out["train"]) == 5
     assert out["left_out"] == {"car_0003": "ambiguous alignment: 2 of 5 pairs agree"}
-    assert "car_0003 left out of training: only 2 of its 5 pairwise alignments agree" in capsys.readouterr().out
+    assert (
+        "car_0003 left out of training: only 2 of its 5 pairwise alignments agree" in capsys.readouterr().out
+    )
     assert "car_0003" in prepare(dataclasses.replace(cfg, skip_ambiguous=False))["train"]

@@ -23,8 +23,12 @@ def _kill_a_worker_after_a_checkpoint(run_dir: Path, done: dict, timeout: float 
 
     t0 = time.time()
     while time.time() - t0 < timeout and not done.get("stop"):
-        if len(list(run_dir.glob("checkpoint_*"))) >= 2 and (run_dir / "checkpoint_manager_snapshot.json").is_file():
-            # only this test's Ray (started by this process): another Ray's training on the machine is not ours
+        if (
+            len(list(run_dir.glob("checkpoint_*"))) >= 2
+            and (run_dir / "checkpoint_manager_snapshot.json").is_file()
+        ):
+            # only this test's Ray (started by this process): another Ray's training on the machine is not
+            # ours
             for p in psutil.Process().children(recursive=True):
                 try:
                     cmd = " ".join(p.cmdline())
@@ -42,10 +46,21 @@ def test_train_two_workers_survives_a_killed_worker(synth_root, tmp_path, ray_lo
     feats = training_inputs(synth_root, tmp_path, shards)
     # every epoch streams Ray Data (no frame cache): cached epochs of this tiny set take milliseconds and
     # would end the run before the kill lands, leaving nothing to restart
-    cfg = training_config(synth_root, tmp_path, shards, feats, out=str(tmp_path / "runs"), epochs=8, max_failures=2,
-                          frame_cache_mb=0, checkpoint_every_s=0)
+    cfg = training_config(
+        synth_root,
+        tmp_path,
+        shards,
+        feats,
+        out=str(tmp_path / "runs"),
+        epochs=8,
+        max_failures=2,
+        frame_cache_mb=0,
+        checkpoint_every_s=0,
+    )
     state: dict = {}
-    killer = threading.Thread(target=_kill_a_worker_after_a_checkpoint, args=(tmp_path / "runs" / "train-car", state))
+    killer = threading.Thread(
+        target=_kill_a_worker_after_a_checkpoint, args=(tmp_path / "runs" / "train-car", state)
+    )
     killer.start()
     try:
         res = run_train(cfg)
@@ -83,8 +98,17 @@ def test_train_on_s3_storage_and_resume(synth_root, tmp_path, ray_local, s3_buck
     endpoint, bucket = s3_bucket
     shards = f"s3://{bucket}/shards"
     feats = training_inputs(synth_root, tmp_path, shards, endpoint)
-    cfg = training_config(synth_root, tmp_path, shards, feats, out=f"s3://{bucket}/runs", epochs=1, num_workers=1,
-                  endpoint_url=endpoint, evaluate=False)
+    cfg = training_config(
+        synth_root,
+        tmp_path,
+        shards,
+        feats,
+        out=f"s3://{bucket}/runs",
+        epochs=1,
+        num_workers=1,
+        endpoint_url=endpoint,
+        evaluate=False,
+    )
     res = run_train(cfg)
     assert res["run"] == f"s3://{bucket}/runs/train-car" and len(res["history"]) == 1
     fs = s3fs.S3FileSystem(endpoint_url=endpoint)

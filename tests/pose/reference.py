@@ -19,7 +19,9 @@ from catpose.pose.viewpoint import rotation_to_viewpoint
 
 def similarity_maps(fmap: torch.Tensor, theta: torch.Tensor, beta: torch.Tensor | None, size: int):
     """s_j [N, size, size] and b [size, size] (−1 without β) from unit features fmap [1, D, h, w]."""
-    f = F.normalize(F.interpolate(fmap.float(), size=(size, size), mode="bilinear", align_corners=False)[0], dim=0)
+    f = F.normalize(
+        F.interpolate(fmap.float(), size=(size, size), mode="bilinear", align_corners=False)[0], dim=0
+    )
     sim = torch.einsum("nd,dhw->nhw", theta.float(), f)
     bg = (torch.einsum("md,dhw->mhw", beta.float(), f) if beta is not None
           else torch.full((1, size, size), -1.0, device=f.device))
@@ -29,11 +31,15 @@ def similarity_maps(fmap: torch.Tensor, theta: torch.Tensor, beta: torch.Tensor 
 def sample_similarity(sim: torch.Tensor, uv: torch.Tensor, crop_size: int) -> torch.Tensor:
     """s_j at the projections uv [B, N, 2] (crop pixels), bilinear: [B, N] (0 outside the crop)."""
     g = (uv / crop_size * 2 - 1).permute(1, 0, 2)[:, :, None, :]  # [N, B, 1, 2]
-    out = F.grid_sample(sim[:, None], g.to(sim.dtype), mode="bilinear", padding_mode="zeros", align_corners=False)
+    out = F.grid_sample(
+        sim[:, None], g.to(sim.dtype), mode="bilinear", padding_mode="zeros", align_corners=False
+    )
     return out[:, 0, :, 0].T
 
 
-def template_visibility(uv: torch.Tensor, z: torch.Tensor, size: int, diameter: float, n_vertices: int) -> torch.Tensor:
+def template_visibility(
+    uv: torch.Tensor, z: torch.Tensor, size: int, diameter: float, n_vertices: int
+) -> torch.Tensor:
     """Vertices that the template's own point z-buffer shows: [B, N] bool."""
     span = (uv.amax(1) - uv.amin(1)).clamp(min=1).prod(-1).mean().item()
     cell = max(1, round((span / max(n_vertices / 4, 1)) ** 0.5))
@@ -42,8 +48,16 @@ def template_visibility(uv: torch.Tensor, z: torch.Tensor, size: int, diameter: 
     return visibility(uv, z, (size, size), zb, tol=tol, cell=cell)
 
 
-def render_compare(sim: torch.Tensor, vertices: torch.Tensor, R: torch.Tensor, T: torch.Tensor, f: torch.Tensor,
-                   pp: torch.Tensor, size: int, diameter: float) -> tuple[torch.Tensor, torch.Tensor]:
+def render_compare(
+    sim: torch.Tensor,
+    vertices: torch.Tensor,
+    R: torch.Tensor,
+    T: torch.Tensor,
+    f: torch.Tensor,
+    pp: torch.Tensor,
+    size: int,
+    diameter: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """E(R, T) = mean over visible vertices of s_j at their projections, for B poses: ([B], vis [B, N])."""
     B = R.shape[0]
     uv, z = project(vertices, R, T, f.expand(B, 2), pp.expand(B, 2))
@@ -67,10 +81,18 @@ def distinct(R: torch.Tensor, scores: torch.Tensor, k: int, min_deg: float = 20.
     return chosen
 
 
-def search_pose(sim: torch.Tensor, vertices: torch.Tensor, f: float, pp: torch.Tensor, size: int, margin: float,
-                cfg: PoseConfig, grid: torch.Tensor | None = None,
-                prior: torch.Tensor | None = None,
-                box_vertices: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, float]:
+def search_pose(
+    sim: torch.Tensor,
+    vertices: torch.Tensor,
+    f: float,
+    pp: torch.Tensor,
+    size: int,
+    margin: float,
+    cfg: PoseConfig,
+    grid: torch.Tensor | None = None,
+    prior: torch.Tensor | None = None,
+    box_vertices: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, float]:
     """Coarse search over ``grid`` then refinement; returns (R [3, 3], T [3], E).
 
     ``prior`` [len(grid)] (optional) is added to the coarse scores and to the final choice between the
@@ -141,15 +163,23 @@ def retrieval_prior(self: PoseEstimator, crop_desc: torch.Tensor) -> torch.Tenso
     return self.cfg.prior_weight * (per.clamp_min(c.min()) - c.max())
 
 
-def estimate(self: PoseEstimator, image: np.ndarray, bbox=None, mask: np.ndarray | None = None, focal_px: float | None = None,
-             principal_px=None, source: str = "<image>") -> PoseEstimate:
+def estimate(
+    self: PoseEstimator,
+    image: np.ndarray,
+    bbox=None,
+    mask: np.ndarray | None = None,
+    focal_px: float | None = None,
+    principal_px=None,
+    source: str = "<image>",
+) -> PoseEstimate:
     """The one-image path as it was before the batched estimator became the only one: PoseEstimator.estimate
     of ``image`` [H, W, 3] uint8, with the one-image functions above."""
     import time
 
     t0 = time.perf_counter()
     if image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) < 8:
-        raise DataFormatError(source, f"expected an RGB image of at least 8x8 pixels, got shape {image.shape}")
+        raise DataFormatError(source, "expected an RGB image of at least 8x8 pixels, got shape "
+                                      f"{image.shape}")
     H, W = image.shape[:2]
     box = object_box((H, W), bbox, mask, self.cfg.margin, source)
     S = self.size
@@ -176,8 +206,17 @@ def estimate(self: PoseEstimator, image: np.ndarray, bbox=None, mask: np.ndarray
                           self.cfg, self.grid, prior, self.box_vertices)
     R, T = R.cpu().numpy().astype(np.float64), T.cpu().numpy().astype(np.float64)
     m = (self.vertices.amax(0) + self.vertices.amin(0)).cpu().numpy() / 2
-    out = PoseEstimate(R, T, E, float(np.linalg.norm(m @ R + T)), f_img, pp_img, box, objectness,
-                       timings={"features_s": round(t1 - t0, 3), "search_s": round(time.perf_counter() - t1, 3)})
+    out = PoseEstimate(
+        R,
+        T,
+        E,
+        float(np.linalg.norm(m @ R + T)),
+        f_img,
+        pp_img,
+        box,
+        objectness,
+        timings={"features_s": round(t1 - t0, 3), "search_s": round(time.perf_counter() - t1, 3)},
+    )
     if self.frame is not None:
         a, e, t = rotation_to_viewpoint(self.frame @ R)
         out.azimuth, out.elevation, out.theta = float(a), float(e), float(t)

@@ -47,7 +47,8 @@ def rendered_batch(template, views, seed0=0):
 
 
 def test_distinct_hypotheses_as_tensors_match_the_greedy_loop(device):
-    """distinct_batch (k rounds of tensor ops over [B, G] scores) picks what reference.distinct (a Python loop over
+    """distinct_batch (k rounds of tensor ops over [B, G] scores) picks what reference.distinct (a Python
+    loop over
     the sorted candidates, one image) picks, for each image of the batch."""
     grid = so3_grid(512).to(device)
     g = torch.Generator().manual_seed(0)
@@ -106,7 +107,12 @@ def test_a_batch_with_an_unreadable_image_and_one_without_object_goes_on(templat
     est = PoseEstimator(FeaturesByGrey(fmaps), theta, V, beta, size=S,
                         cfg=PoseConfig(prior_weight=0, device=device, batch=4))
     paths = []
-    for name, level in (("car1.png", greys[0]), ("broken.jpg", None), ("street.png", 200), ("car2.png", greys[1])):
+    for name, level in (
+        ("car1.png", greys[0]),
+        ("broken.jpg", None),
+        ("street.png", 200),
+        ("car2.png", greys[1]),
+    ):
         p = tmp_path / name
         if level is None:
             p.write_bytes(b"\xff\xd8\xff not really a jpeg")
@@ -126,7 +132,9 @@ def test_a_batch_with_an_unreadable_image_and_one_without_object_goes_on(templat
         assert float(geodesic_deg(pose.R, Rs[n].numpy())) < 5.0
     # estimate_batch itself hands back the error of the image without object in its place
     res = est.estimate_batch([grey(greys[0]), grey(200)], sources=["car.png", "street.png"])
-    assert isinstance(res[0], PoseEstimate) and isinstance(res[1], NoObjectError) and "street.png" in str(res[1])
+    assert (
+        isinstance(res[0], PoseEstimate) and isinstance(res[1], NoObjectError) and "street.png" in str(res[1])
+    )
 
 
 def test_batch_with_the_retrieval_prior_matches_the_one_image_path(template, device):
@@ -147,4 +155,6 @@ def test_batch_with_the_retrieval_prior_matches_the_one_image_path(template, dev
     batch = est.estimate_batch([grey(x) for x in greys], [BOX] * 2, focal_px=focal)
     for n, x in enumerate(greys):
         one = reference.estimate(est, grey(x), bbox=BOX, focal_px=focal[n])
-        assert float(geodesic_deg(batch[n].R, one.R)) < 0.05 and abs(batch[n].confidence - one.confidence) < 1e-3
+        assert (
+            float(geodesic_deg(batch[n].R, one.R)) < 0.05 and abs(batch[n].confidence - one.confidence) < 1e-3
+        )

@@ -21,8 +21,19 @@ def _objects(*objs):
 
 
 def _vp(a, e, t, d=5.0):
-    return {"azimuth_coarse": a, "elevation_coarse": e, "azimuth": a, "elevation": e, "theta": t, "distance": d,
-            "focal": 1.0, "viewport": 3000.0, "px": 250.0, "py": 180.0, "error": 0.0}
+    return {
+        "azimuth_coarse": a,
+        "elevation_coarse": e,
+        "azimuth": a,
+        "elevation": e,
+        "theta": t,
+        "distance": d,
+        "focal": 1.0,
+        "viewport": 3000.0,
+        "px": 250.0,
+        "py": 180.0,
+        "error": 0.0,
+    }
 
 
 def test_pascal3d_fixture(tmp_path):
@@ -65,13 +76,24 @@ def test_objectnet3d_fixture(tmp_path):
     (tmp_path / "Image_sets").mkdir()
     for n, cls in (("a1", "car"), ("a2", "chair")):
         Image.new("RGB", (80, 60)).save(tmp_path / "Images" / f"{n}.JPEG")
-        scipy.io.savemat(tmp_path / "Annotations" / f"{n}.mat", {"record": {"filename": f"{n}.JPEG", "objects": _objects(
-            (cls, np.array([5.0, 6.0, 70.0, 50.0]), _vp(200.0, 25.0, 3.0), 0, 0, 0))}})
+        scipy.io.savemat(
+            tmp_path / "Annotations" / f"{n}.mat",
+            {
+                "record": {
+                    "filename": f"{n}.JPEG",
+                    "objects": _objects(
+                        (cls, np.array([5.0, 6.0, 70.0, 50.0]), _vp(200.0, 25.0, 3.0), 0, 0, 0)
+                    ),
+                }
+            },
+        )
     (tmp_path / "Image_sets" / "val.txt").write_text("a1\na2\nmissing\n")
     samples, problems = load_objectnet3d(tmp_path, "car")
     assert [s.name for s in samples] == ["a1#0"]
     np.testing.assert_allclose(samples[0].R, viewpoint_to_rotation(200.0, 25.0, 3.0), atol=1e-12)
-    assert problems == [{"item": "missing", "error": f"annotation not found: {tmp_path / 'Annotations' / 'missing.mat'}"}]
+    assert problems == [
+        {"item": "missing", "error": f"annotation not found: {tmp_path / 'Annotations' / 'missing.mat'}"}
+    ]
 
 
 def test_co3d_frames_have_canonical_rotations(synth_root):

@@ -40,7 +40,9 @@ def test_bad_images_fail_clearly_and_a_batch_goes_on(template, tmp_path):
     broken.write_bytes(b"\xff\xd8\xff not really a jpeg")
     empty = tmp_path / "empty_mask.png"
     Image.fromarray(np.zeros((S, S), np.uint8)).save(empty)
-    out = list(good.estimate_files([str(img), str(broken), str(img)], masks=[None, None, str(empty)], progress=False))
+    out = list(
+        good.estimate_files([str(img), str(broken), str(img)], masks=[None, None, str(empty)], progress=False)
+    )
     assert [o[1] is not None for o in out] == [True, False, False]
     assert str(broken) in out[1][2] and "decode" in out[1][2]
     assert "mask is empty" in out[2][2] and str(img) in out[2][2]

@@ -27,7 +27,10 @@ def test_evaluate_scores_the_wild_set_against_ground_truth_and_the_baseline(run_
     assert rc == 0
     res = json.loads((out / "evaluation.json").read_text())
     assert res["frame"] == "gt" and res["scored"] == info["images"] and res["failed"] == 1
-    assert set(res["methods"]) == {"catpose (features + render-and-compare)", "nearest training view (same features)"}
+    assert set(res["methods"]) == {
+        "catpose (features + render-and-compare)",
+        "nearest training view (same features)",
+    }
     lines = [json.loads(ln) for ln in (out / "results.jsonl").read_text().splitlines()]
     bad = [r for r in lines if "failed" in r]
     assert len(bad) == 1 and str(broken) in bad[0]["failed"]
@@ -79,8 +82,24 @@ def test_evaluate_scores_the_wild_set_against_ground_truth_and_the_baseline(run_
     # the same run estimates one image from the command line, with the frame the evaluation wrote
     img = wild / "Images" / "car_synth" / "00000.jpg"
     est_out = tmp_path / "poses"
-    rc = main(["estimate", "--checkpoint", str(run_dir), "--image", str(img), str(broken), "--out", str(est_out),
-               "--frame", str(out / "frame.json"), "--pose.grid", "512", "--pose.refine-steps", "5"])
+    rc = main(
+        [
+            "estimate",
+            "--checkpoint",
+            str(run_dir),
+            "--image",
+            str(img),
+            str(broken),
+            "--out",
+            str(est_out),
+            "--frame",
+            str(out / "frame.json"),
+            "--pose.grid",
+            "512",
+            "--pose.refine-steps",
+            "5",
+        ]
+    )
     assert rc == 0
     poses = json.loads((est_out / "poses.json").read_text())
     R = np.array(poses[str(img)]["R"])
@@ -95,15 +114,35 @@ def test_estimate_reads_an_s3_checkpoint_and_gives_the_local_runs_poses(run_dir,
     import s3fs
 
     endpoint, bucket = s3_bucket
-    s3fs.S3FileSystem(endpoint_url=endpoint).put(str(run_dir) + "/", f"{bucket}/runs/train-car/", recursive=True)
+    s3fs.S3FileSystem(endpoint_url=endpoint).put(
+        str(run_dir) + "/", f"{bucket}/runs/train-car/", recursive=True
+    )
     wild = tmp_path / "wild"
     generate_wild(WildConfig(out=wild, images=2, width=96, height=80), progress=False)
     imgs = [str(p) for p in sorted((wild / "Images" / "car_synth").glob("*.jpg"))]
     poses = {}
     for where, ckpt in (("local", str(run_dir)), ("s3", f"s3://{bucket}/runs/train-car")):
         out = tmp_path / where
-        assert main(["estimate", "--checkpoint", ckpt, "--endpoint-url", endpoint, "--image", *imgs, "--out", str(out),
-                     "--pose.grid", "512", "--pose.refine-steps", "5"]) == 0
+        assert (
+            main(
+                [
+                    "estimate",
+                    "--checkpoint",
+                    ckpt,
+                    "--endpoint-url",
+                    endpoint,
+                    "--image",
+                    *imgs,
+                    "--out",
+                    str(out),
+                    "--pose.grid",
+                    "512",
+                    "--pose.refine-steps",
+                    "5",
+                ]
+            )
+            == 0
+        )
         poses[where] = json.loads((out / "poses.json").read_text())
     assert sorted(poses["s3"]) == sorted(imgs)
     for img in imgs:

@@ -41,7 +41,9 @@ def test_pose_stage_table_has_both_rows_computed_from_per_image_errors(run_dir, 
     for r in lines:
         np.testing.assert_allclose(r["R_gt"], truth[r["name"]], atol=1e-9)
         for est, err in (("R_template", "error_deg"), ("R_baseline_template", "baseline_error_deg")):
-            assert r[err] == pytest.approx(float(geodesic_deg(G @ np.array(r[est]), np.array(r["R_gt"]))), abs=1e-6)
+            assert r[err] == pytest.approx(
+                float(geodesic_deg(G @ np.array(r[est]), np.array(r["R_gt"]))), abs=1e-6
+            )
     table = format_table(res)
     for label, key in ((METHOD, "error_deg"), (BASELINE, "baseline_error_deg")):
         errs = [r.get(key) for r in lines]
@@ -49,13 +51,17 @@ def test_pose_stage_table_has_both_rows_computed_from_per_image_errors(run_dir, 
         assert m["acc_pi_6"] == pytest.approx(_acc(errs, 30.0))
         assert m["acc_pi_18"] == pytest.approx(_acc(errs, 10.0))
         assert m["median_deg"] == pytest.approx(float(np.median(errs)))
-        row = re.search(r"^\| " + re.escape(label) + r" \| ([\d.]+)% \| ([\d.]+)% \| ([\d.]+) \|$", table, re.MULTILINE)
+        row = re.search(
+            r"^\| " + re.escape(label) + r" \| ([\d.]+)% \| ([\d.]+)% \| ([\d.]+) \|$", table, re.MULTILINE
+        )
         assert row is not None, table
         assert float(row.group(1)) == pytest.approx(100 * _acc(errs, 30.0), abs=0.05)
         assert float(row.group(3)) == pytest.approx(float(np.median(errs)), abs=0.05)
     assert (tmp_path / "plots" / "pose_errors_car.png").stat().st_size > 1000
     # the stage's evaluation on disk is the one it returned
-    assert json.loads((tmp_path / "pose" / "car" / "evaluation.json").read_text())["methods"] == res["methods"]
+    assert (
+        json.loads((tmp_path / "pose" / "car" / "evaluation.json").read_text())["methods"] == res["methods"]
+    )
 
 
 def test_main_job_pose_stage_is_placed_on_the_gpu_node(run_dir, tmp_path):
@@ -73,7 +79,9 @@ def test_main_job_pose_stage_is_placed_on_the_gpu_node(run_dir, tmp_path):
 
     if ray.is_initialized():  # another test's local Ray
         ray.shutdown()
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "num_gpus": 0, "include_dashboard": False})
+    cluster = Cluster(
+        initialize_head=True, head_node_args={"num_cpus": 1, "num_gpus": 0, "include_dashboard": False}
+    )
     gpu_node = cluster.add_node(num_cpus=1, num_gpus=1)
     try:
         ray.init(address=cluster.address, log_to_driver=False)

@@ -47,9 +47,16 @@ def _occluded(root, cat, level, name, image, share):
     Image.fromarray(img).save(occ / "images" / folder / f"{name}.JPEG")
     with open(occ / "lists" / f"{folder}.txt", "a") as fh:
         fh.write(f"{name}.JPEG\n")
-    np.savez(occ / "annotations" / folder / f"{name}.npz", source=f"../PASCAL3D+/Images/{cat}_imagenet/{name}.JPEG",
-             mask=mask, box=np.array([H // 4, 3 * H // 4, W // 4, 3 * W // 4, H, W]), occluder_mask=occluder,
-             occluder_box=np.array([[H // 4, H // 4 + rows, 0, W, H, W]]), category=cat, occluder_level=str(level))
+    np.savez(
+        occ / "annotations" / folder / f"{name}.npz",
+        source=f"../PASCAL3D+/Images/{cat}_imagenet/{name}.JPEG",
+        mask=mask,
+        box=np.array([H // 4, 3 * H // 4, W // 4, 3 * W // 4, H, W]),
+        occluder_mask=occluder,
+        occluder_box=np.array([[H // 4, H // 4 + rows, 0, W, H, W]]),
+        category=cat,
+        occluder_level=str(level),
+    )
     return occ
 
 
@@ -67,22 +74,37 @@ def test_the_paper_split_one_object_images_and_occlusion_levels(tmp_path):
     scipy.io.savemat(ann / "n0003.mat", {"record": {"filename": "n0003.JPEG", "objects": _objects(
         ("car", np.array([1.0, 1.0, 30.0, 30.0]), _vp(10.0, 5.0, 0.0), 0, 0, 0),
         ("car", np.array([40.0, 20.0, 70.0, 50.0]), _vp(90.0, 5.0, 0.0), 0, 0, 0))}})
-    scipy.io.savemat(ann / "n0004.mat", {"record": {"filename": "n0004.JPEG", "objects": _objects(  # train split
-        ("car", np.array([1.0, 1.0, 30.0, 30.0]), _vp(10.0, 5.0, 0.0), 0, 0, 0))}})
+    scipy.io.savemat(
+        ann / "n0004.mat",
+        {
+            "record": {
+                "filename": "n0004.JPEG",
+                "objects": _objects(  # train split
+                    ("car", np.array([1.0, 1.0, 30.0, 30.0]), _vp(10.0, 5.0, 0.0), 0, 0, 0)
+                ),
+            }
+        },
+    )
     (root / "Image_sets" / "car_imagenet_val.txt").write_text("n0001\nn0002\nn0003\n")
 
     samples, problems = load_pascal3d_paper(root, "car", "L0")
     assert [s.name for s in samples] == ["n0001#0", "n0002#0"]
     np.testing.assert_allclose(samples[1].R, viewpoint_to_rotation(200.0, 20.0, -3.0), atol=1e-12)
-    assert problems == [{"item": "n0003", "error": f"{ann / 'n0003.mat'}: 2 objects; the protocol keeps images of "
-                                                    "one object", "field": "record.objects"}]
+    assert problems == [
+        {
+            "item": "n0003",
+            "error": f"{ann / 'n0003.mat'}: 2 objects; the protocol keeps images of one object",
+            "field": "record.objects",
+        }
+    ]
     occ = _occluded(root, "car", 2, "n0001", img / "n0001.JPEG", 0.5)
     _occluded(root, "car", 2, "n0002", img / "n0002.JPEG", 0.4)
     samples, problems = load_pascal3d_paper(root, "car", "L2")
     assert [s.name for s in samples] == ["n0001#0", "n0002#0"] and problems == []
     assert samples[0].image == str(occ / "images" / "carFGL2_BGL2" / "n0001.JPEG")
     assert [s.meta["occluded_share"] for s in samples] == [0.5, 0.4] and samples[0].meta["level"] == "L2"
-    np.testing.assert_allclose(samples[0].R, viewpoint_to_rotation(30.0, 10.0, 2.0), atol=1e-12)  # PASCAL3D+'s pose
+    # PASCAL3D+'s pose
+    np.testing.assert_allclose(samples[0].R, viewpoint_to_rotation(30.0, 10.0, 2.0), atol=1e-12)
     # an .npz holding a pickled object array is refused, naming the file; a missing level is named
     bad = occ / "annotations" / "carFGL2_BGL2" / "n0002.npz"
     np.savez(bad, mask=np.array([[1]], dtype=object), occluder_mask=np.zeros((1, 1), bool))
@@ -103,7 +125,11 @@ def test_split_and_category_specs():
     assert categories("car, bus", "objectnet3d") == ["car", "bus"]
     with pytest.raises(ValueError, match="comma list"):
         categories("paper", "objectnet3d")
-    assert same_category("motorcycle", "motorbike") and same_category("couch", "sofa") and not same_category("car", "bus")
+    assert (
+        same_category("motorcycle", "motorbike")
+        and same_category("couch", "sofa")
+        and not same_category("car", "bus")
+    )
 
 
 def _res(acc, n=10):
@@ -117,7 +143,9 @@ def test_summary_table_next_to_the_papers_numbers():
     assert "| category | L0 | L1 |" in t and "| car | 60.0% (10) | 40.0% (10) |" in t
     assert "| sofa | 75.0% (10) | failed: FileNotFoundError: no sofa L1 list |" in t
     assert "| **mean of 7** | **65.0%** | **40.0%** (6 of 7) |" in t
-    assert "| ours (paper) | 69.2 % |" in t and "| ZSP | 46.0 % |" in t and "| VoGE (supervised) | 90.9 % |" in t
+    assert (
+        "| ours (paper) | 69.2 % |" in t and "| ZSP | 46.0 % |" in t and "| VoGE (supervised) | 90.9 % |" in t
+    )
     assert "(not the categories above)" not in t
     assert "(not the categories above)" in summary_table({"car": {"L0": _res(1.0)}})
 
@@ -143,7 +171,9 @@ def test_evaluate_by_the_protocol_from_the_cli(run_dir, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "| category | L0 | L1 | L2 | L3 |" in printed and "| ours (paper) | 69.2 % |" in printed
     summary = json.loads((out / "summary.json").read_text())
-    assert set(summary["car"]) == {"L0", "L1", "L2", "L3"} and all(v["scored"] == 3 for v in summary["car"].values())
+    assert set(summary["car"]) == {"L0", "L1", "L2", "L3"} and all(
+        v["scored"] == 3 for v in summary["car"].values()
+    )
     res = json.loads((out / "car" / "L3" / "evaluation.json").read_text())
     assert res["dataset"] == "pascal3d" and res["objects"] == 3
     assert (out / "summary.md").read_text() in printed

@@ -1,13 +1,15 @@
-"""The pose accuracy of a trained model, on the CPU: a car trained at the demo's settings (Ray Train, 2 workers,
+"""The pose accuracy of a trained model, on the CPU: a car trained at the demo's settings (Ray Train, 2
+workers,
 64-px crops, a 300-vertex template; 12 videos and 40 epochs instead of the demo's 30 and 50, to fit a test
 session) and scored on 60 synthetic in-the-wild images of unseen cars (clutter, occluders, other lights and
 lenses) against their ground truth, with the nearest-training-view baseline of the same run
 (``tests/trained_run.py``; the run is the session fixture ``trained_car``).
 
-Measured (``python -m tests.trained_run --seed S``, the training seed; 2 cores: 131 s a run on an idle machine,
+Measured (``python -m tests.trained_run --seed S``, the training seed; 2 cores: 131 s a run on an idle
+machine,
 748 and 1156 s while six other jobs shared it):
 
-| seed | held-out matching: trained / untrained | catpose Acc@π/6 / Acc@π/18 / median | nearest view Acc@π/6 / π/18 / median |
+| seed | held-out matching: trained / untrained | catpose Acc@π/6 / π/18 / median | nearest view: same |
 |---|---|---|---|
 | 0 | 49.3 % / 5.1 % | 76.7 % / 35.0 % / 16.1° | 68.3 % / 21.7 % / 17.8° |
 | 1 | 47.1 % / 5.7 % | 85.0 % / 43.3 % / 12.8° | 65.0 % / 23.3 % / 16.4° |
@@ -38,7 +40,9 @@ def test_trained_car_pose_beats_chance_and_the_nearest_view(trained_car):
     lines = [json.loads(ln) for ln in (Path(trained_car["base"]) / "pose" / "results.jsonl").open()]
     assert len(lines) == 60
     for key, label in (("error_deg", METHOD), ("baseline_error_deg", BASELINE)):
-        assert pose["methods"][label] == pose_metrics([np.nan if r.get(key) is None else r[key] for r in lines])
+        assert pose["methods"][label] == pose_metrics(
+            [np.nan if r.get(key) is None else r[key] for r in lines]
+        )
     m, b = pose["methods"][METHOD], pose["methods"][BASELINE]
     print(f"\ncatpose {m}\nnearest view {b}")
     # measured 76.7 % and 85.0 % (seeds 0, 1; the fixture trains seed 0, but Ray Train's data order varies):

@@ -21,7 +21,9 @@ SCREENSHOT_COPY = Path("/tmp/report-screenshot.png")
 def _need_chromium() -> None:
     if Path(CHROMIUM).exists() and Path(DRIVER).exists():
         return
-    msg = f"headless Chromium not installed ({CHROMIUM}, {DRIVER}): apt-get install -y chromium chromium-driver"
+    msg = (
+        f"headless Chromium not installed ({CHROMIUM}, {DRIVER}): apt-get install -y chromium chromium-driver"
+    )
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(msg + " (.ci/run installs them; under CI=true this is a failure)")
     pytest.skip(msg)
@@ -36,9 +38,15 @@ def small_run(synth_root, tmp_path_factory):
 
     base = tmp_path_factory.mktemp("htmlrun")
     shutil.copytree(synth_root, base / "data")
-    cfg = PipelineConfig(out=str(base / "run"), data=str(base / "data"), workers=0, train_categories=(), eval_pairs=2,
-                         features=FeaturesConfig(out="", category=("car",), vertices=200, frames=3),
-                         align=AlignConfig(search=SearchConfig(rotations=256, vertices=150), partners=0))
+    cfg = PipelineConfig(
+        out=str(base / "run"),
+        data=str(base / "data"),
+        workers=0,
+        train_categories=(),
+        eval_pairs=2,
+        features=FeaturesConfig(out="", category=("car",), vertices=200, frames=3),
+        align=AlignConfig(search=SearchConfig(rotations=256, vertices=150), partners=0),
+    )
     run(cfg)
     return base / "run"
 
@@ -95,7 +103,9 @@ def test_report_html_renders_in_headless_chromium(small_run, tmp_path):
             "const g = document.getElementById('fig0'); return g && g._fullLayout && "
             "g.querySelectorAll('canvas').length > 0"))
         graph = drv.find_element(By.ID, "fig0")
-        assert drv.execute_script("return document.getElementById('fig0').data.length") == 3  # one trace a video
+        assert (
+            drv.execute_script("return document.getElementById('fig0').data.length") == 3
+        )  # one trace a video
         drv.execute_script("arguments[0].scrollIntoView()", graph)
         before = _pixels(graph.screenshot_as_png)
         scene = before[80:, : int(before.shape[1] * 0.8)]  # the 3-D scene, without the title and legend
@@ -132,7 +142,9 @@ def test_template_panel_colours_vertices_by_a_pca_of_their_features(tmp_path):
     rgb = _pca_rgb(feats)
     assert rgb.shape == (100, 3) and np.abs(rgb[:50].mean(0) - rgb[50:].mean(0)).max() > 150
     store = Store(tmp_path / "run")
-    tpl = Template(rng.normal(size=(100, 3)).astype(np.float32), np.ones(100, np.float32), feats.astype(np.float32))
+    tpl = Template(
+        rng.normal(size=(100, 3)).astype(np.float32), np.ones(100, np.float32), feats.astype(np.float32)
+    )
     store.write_bytes("train/train-car/template.npz", tpl.to_bytes())
     store.write_json("train/train-car/history.json", [{"epoch": 0, "loss": 3.0, "train_vertex_acc": 0.1},
                                                       {"epoch": 1, "loss": 2.5, "train_vertex_acc": 0.2}])

@@ -27,7 +27,18 @@ def _literals(path: Path) -> set[str]:
 
 def test_the_runner_and_the_report_name_no_stage():
     names = {s.name for s in declared()} | {s.key for s in declared()}
-    assert {"synth", "ingest", "data", "validate", "shard", "features", "tune", "align", "train", "pose"} <= names
+    assert {
+        "synth",
+        "ingest",
+        "data",
+        "validate",
+        "shard",
+        "features",
+        "tune",
+        "align",
+        "train",
+        "pose",
+    } <= names
     for module in ("runner.py", "report.py"):
         named = sorted(_literals(RUN / module) & names)
         assert not named, f"catpose/run/{module} names the stages {named}"
@@ -39,8 +50,15 @@ def test_every_package_declares_its_own_stages_and_the_graph_orders_them_by_thei
     assert by_module["synth"] == by_module["validate"] == by_module["shard"] == "catpose.data.stage"
     assert by_module["tune"] == by_module["align"] == "catpose.align.stage"
     assert by_module["train"] == "catpose.learn.stage" and by_module["pose"] == "catpose.pose.stage"
-    assert [s.name for s in graph(PipelineConfig())] == ["synth", "validate", "shard", "features", "align", "train",
-                                                         "pose"]
+    assert [s.name for s in graph(PipelineConfig())] == [
+        "synth",
+        "validate",
+        "shard",
+        "features",
+        "align",
+        "train",
+        "pose",
+    ]
     cfg = PipelineConfig(raw_frames="raw", tune=True, train_categories=())
     order = graph(cfg)
     assert [s.name for s in order] == ["ingest", "validate", "shard", "features", "tune", "align"]
@@ -61,17 +79,28 @@ def _count(ctx) -> CountArtifact:
     from catpose.data.co3d import Co3dCategory
 
     data = ctx.arts["data"]
-    return CountArtifact(sum(len(Co3dCategory(data.uri, c)) for c in data.categories), f"eval_pairs {ctx.cfg.eval_pairs}")
+    return CountArtifact(
+        sum(len(Co3dCategory(data.uri, c)) for c in data.categories), f"eval_pairs {ctx.cfg.eval_pairs}"
+    )
 
 
-def test_a_stage_declared_in_a_package_is_picked_up_run_recorded_and_skipped(tmp_path, synth_root, monkeypatch,
-                                                                             capsys):
+def test_a_stage_declared_in_a_package_is_picked_up_run_recorded_and_skipped(
+    tmp_path, synth_root, monkeypatch, capsys
+):
     import catpose.align.stage as align_stage
     import catpose.data.stage as data_stage
     # one declaration added to a package's list; the other stages of that run are left out (fast)
-    count = Stage("count", ("data",), CountArtifact, lambda c: {"pairs": c.eval_pairs}, _count,
-                  section=lambda a: ["## Count", "", f"{a.videos} videos"], table=lambda a: [f"count: {a.videos}"],
-                  headline=lambda a: f"videos counted: {a.videos}", results=lambda a: {"count": a.videos})
+    count = Stage(
+        "count",
+        ("data",),
+        CountArtifact,
+        lambda c: {"pairs": c.eval_pairs},
+        _count,
+        section=lambda a: ["## Count", "", f"{a.videos} videos"],
+        table=lambda a: [f"count: {a.videos}"],
+        headline=lambda a: f"videos counted: {a.videos}",
+        results=lambda a: {"count": a.videos},
+    )
     monkeypatch.setattr(align_stage, "STAGES", [*align_stage.STAGES, count])
     assert "count" in [s.name for s in graph(PipelineConfig(data=str(synth_root)))]
     given = next(s for s in data_stage.STAGES if not s.recorded)
@@ -89,8 +118,13 @@ def test_a_stage_declared_in_a_package_is_picked_up_run_recorded_and_skipped(tmp
     assert list(first["stages"]) == ["count"] and first["skipped"] == [] and first["count"] > 0
     assert "== count\n" in printed and f"count: {first['count']}" in printed
     man = json.loads((out / "pipeline_manifest.json").read_text())["items"]
-    assert man["count"]["status"] == "ok" and man["count"]["note"] == "eval_pairs 3"  # the artifact's manifest extra
-    assert json.loads((out / "stages" / "count.json").read_text())["artifact"] == {"videos": first["count"], "note": "eval_pairs 3"}
+    assert (
+        man["count"]["status"] == "ok" and man["count"]["note"] == "eval_pairs 3"
+    )  # the artifact's manifest extra
+    assert json.loads((out / "stages" / "count.json").read_text())["artifact"] == {
+        "videos": first["count"],
+        "note": "eval_pairs 3",
+    }
     report = (out / "report.md").read_text()
     assert "## Count" in report and f"- videos counted: {first['count']}" in report
     again = run(cfg)

@@ -34,7 +34,8 @@ def paper_labels(which: str = "co3d-paper") -> dict[str, dict[str, np.ndarray]]:
 
             return {c: {s: transform_rotation(read_transform(f)) for s, f in seqs.items()}
                     for c, seqs in scan_od3d_folder(which).items()}
-        raise ValueError(f"unknown label set '{which}' (known: {', '.join(LABEL_SETS)}, or an od3d label3d folder)")
+        raise ValueError(f"unknown label set '{which}' (known: {', '.join(LABEL_SETS)}, or an od3d label3d "
+                         "folder)")
     data = _load("co3d_paper.json")[LABEL_SETS[which]]
     return {c: {s: np.asarray(v["tform_obj"], np.float64)[:3, :3] for s, v in seqs.items()}
             for c, seqs in data.items()}
@@ -63,7 +64,9 @@ def convert_od3d_labels(od3d_data: str | Path) -> dict:
                     raise DataFormatError(str(f), "3x3 part is not a rotation")
                 axis = read_tensor_file(f.with_name("axis.pt"))
                 if axis.shape != (3, 2, 3):
-                    raise DataFormatError(str(f.with_name("axis.pt")), f"expected 3x2x3 axes, got {axis.shape}")
+                    raise DataFormatError(
+                        str(f.with_name("axis.pt")), f"expected 3x2x3 axes, got {axis.shape}"
+                    )
                 out[key].setdefault(cat, {})[seq] = {
                     "tform_obj": [[float(x) for x in r] for r in T.astype(np.float32)],
                     "axis": axis.astype(np.float32).tolist()}

@@ -99,7 +99,8 @@ def read_torch_tensor(data: bytes, source: str) -> np.ndarray:
             raise DataFormatError(source, "expected exactly one '<name>/data.pkl' in the zip")
         prefix = pkls[0].filename[: -len("data.pkl")]
         if pkls[0].file_size > MAX_PICKLE_BYTES:
-            raise DataFormatError(source, f"{pkls[0].filename} is {pkls[0].file_size} bytes", field="data.pkl")
+            raise DataFormatError(source, f"{pkls[0].filename} is {pkls[0].file_size} "
+                                          "bytes", field="data.pkl")
         names = set(zf.namelist())
         if f"{prefix}byteorder" in names and zf.read(f"{prefix}byteorder").strip() != b"little":
             raise DataFormatError(source, "big-endian tensor files are not supported", field="byteorder")
@@ -108,7 +109,8 @@ def read_torch_tensor(data: bytes, source: str) -> np.ndarray:
         except Exception as e:  # any failure of the restricted reader is a format error
             raise DataFormatError(source, f"not a saved plain tensor: {e}", field="data.pkl") from e
         if not isinstance(ref, _TensorRef):
-            raise DataFormatError(source, f"pickle holds a {type(ref).__name__}, not a tensor", field="data.pkl")
+            raise DataFormatError(source, f"pickle holds a {type(ref).__name__}, not a "
+                                          "tensor", field="data.pkl")
         skey = f"{prefix}data/{ref.key}"
         if "/" in ref.key or ".." in ref.key or skey not in names:
             raise DataFormatError(source, f"storage '{ref.key}' is not in the zip", field="data.pkl")
@@ -119,9 +121,14 @@ def read_torch_tensor(data: bytes, source: str) -> np.ndarray:
     flat = np.frombuffer(raw, dt)
     if any(s < 0 for s in ref.size + ref.stride) or len(ref.size) != len(ref.stride):
         raise DataFormatError(source, f"bad shape {ref.size} / strides {ref.stride}", field="data.pkl")
-    last = ref.offset + sum((n - 1) * s for n, s in zip(ref.size, ref.stride)) if all(ref.size) else ref.offset - 1
+    last = (
+        ref.offset + sum((n - 1) * s for n, s in zip(ref.size, ref.stride))
+        if all(ref.size)
+        else ref.offset - 1
+    )
     if ref.offset < 0 or last >= len(flat):
-        raise DataFormatError(source, f"tensor {ref.size} at offset {ref.offset} exceeds its storage", field="data.pkl")
+        raise DataFormatError(source, f"tensor {ref.size} at offset {ref.offset} exceeds its "
+                                      "storage", field="data.pkl")
     out = np.lib.stride_tricks.as_strided(flat[ref.offset:], ref.size, [s * dt.itemsize for s in ref.stride])
     return np.array(out, dtype=dt.newbyteorder("="))
 
@@ -133,7 +140,8 @@ def read_tensor_file(path: str | Path) -> np.ndarray:
 
         raise MissingFileError(str(path), "od3d tensor file")
     if path.stat().st_size > MAX_FILE_BYTES:
-        raise DataFormatError(str(path), f"{path.stat().st_size} bytes; a label file is under {MAX_FILE_BYTES}")
+        raise DataFormatError(str(path), f"{path.stat().st_size} bytes; a label file is under "
+                                         f"{MAX_FILE_BYTES}")
     return read_torch_tensor(path.read_bytes(), str(path))
 
 

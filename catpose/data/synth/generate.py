@@ -221,9 +221,19 @@ def _depth_png(depth: np.ndarray) -> bytes:
 
 def sequence_fingerprint(cfg: SynthConfig, category: str, index: int) -> dict:
     """What a video is made from: the settings that change it (no inputs: it is generated)."""
-    return fp.make({"category": category, "index": index, "seed": cfg.seed, "frames": cfg.frames, "size": cfg.size,
-                    "depth": cfg.depth, "supersample": cfg.supersample, "max_points": cfg.max_points,
-                    "realism": to_jsonable(realism(cfg))})
+    return fp.make(
+        {
+            "category": category,
+            "index": index,
+            "seed": cfg.seed,
+            "frames": cfg.frames,
+            "size": cfg.size,
+            "depth": cfg.depth,
+            "supersample": cfg.supersample,
+            "max_points": cfg.max_points,
+            "realism": to_jsonable(realism(cfg)),
+        }
+    )
 
 
 def synth_store(cfg: SynthConfig) -> Store:
@@ -264,7 +274,9 @@ def generate_sequence(cfg: SynthConfig, category: str, index: int) -> dict:
             root.write_bytes(d_rel, _depth_png(np.where(out.mask > 0, depth_w, 0.0)))
             root.write_bytes(dm_rel, _png(Image.fromarray(((out.mask > 0) * 255).astype(np.uint8))))
             depth_ann = DepthAnnotation(d_rel, 1.0, dm_rel)
-        cam_written = noisy_camera(cam_w, rr, *real.camera_noise, center_w) if any(real.camera_noise) else cam_w
+        cam_written = (
+            noisy_camera(cam_w, rr, *real.camera_noise, center_w) if any(real.camera_noise) else cam_w
+        )
         frames.append(FrameAnnotation(
             sequence_name=seq, frame_number=k, frame_timestamp=round(k / 10.0, 3),
             image=ImageAnnotation(img_rel, (cfg.size, cfg.size)), depth=depth_ann,
@@ -283,7 +295,9 @@ def generate_sequence(cfg: SynthConfig, category: str, index: int) -> dict:
             on_obj.append(full[take])
     points = np.concatenate(pts) if pts else np.zeros((0, 3))
     labels = np.concatenate(on_obj) if on_obj else np.zeros(0, bool)
-    keep = _voxel_downsample(points, voxel=inst.extent / gt.scale / 150.0) if len(points) else np.zeros(0, int)
+    keep = (
+        _voxel_downsample(points, voxel=inst.extent / gt.scale / 150.0) if len(points) else np.zeros(0, int)
+    )
     if len(keep) > cfg.max_points:
         keep = np.sort(rng.choice(keep, cfg.max_points, replace=False))
     points, labels = points[keep], labels[keep]
@@ -355,7 +369,9 @@ def generate(cfg: SynthConfig) -> dict[str, Manifest]:
             why = "missing"
             if raw is not None and not isinstance(raw, Exception):
                 try:
-                    why = fp.change(json.loads(raw).get("fingerprint"), sequence_fingerprint(cfg, category, i))
+                    why = fp.change(
+                        json.loads(raw).get("fingerprint"), sequence_fingerprint(cfg, category, i)
+                    )
                 except ValueError:
                     why = "unreadable record"
             if why is None:
@@ -368,13 +384,24 @@ def generate(cfg: SynthConfig) -> dict[str, Manifest]:
                 man.items.pop(name, None)
             todo.append((cfg, category, i))
         log.say()
-        for (_, _, i), _, err, sec in map_items(_generate_task, todo, workers=cfg.workers, desc=f"synth {category}"):
-            man.record(sequence_name(category, i), "failed" if err else "ok", error=err, seconds=sec, save=False,
-                       **({} if err else {"fingerprint": sequence_fingerprint(cfg, category, i)}))
+        for (_, _, i), _, err, sec in map_items(
+            _generate_task, todo, workers=cfg.workers, desc=f"synth {category}"
+        ):
+            man.record(
+                sequence_name(category, i),
+                "failed" if err else "ok",
+                error=err,
+                seconds=sec,
+                save=False,
+                **({} if err else {"fingerprint": sequence_fingerprint(cfg, category, i)}),
+            )
         man.save()
         # assemble the category's annotation files from the per-sequence records
         frames, seqs, gts = [], [], {}
-        keys = {sequence_name(category, i): _staged(category, sequence_name(category, i)) for i in range(cfg.videos)}
+        keys = {
+            sequence_name(category, i): _staged(category, sequence_name(category, i))
+            for i in range(cfg.videos)
+        }
         got = root.cat_many(sorted(set(root.glob(f"{category}/.synth/*.json")) & set(keys.values())))
         for name, staged in keys.items():
             data = got.get(staged)
@@ -393,8 +420,12 @@ def generate(cfg: SynthConfig) -> dict[str, Manifest]:
         names = sorted(gts)
         val = set(names[::10])
         set_list = {
-            "train": [[f.sequence_name, f.frame_number, f.image.path] for f in frames if f.sequence_name not in val],
-            "val": [[f.sequence_name, f.frame_number, f.image.path] for f in frames if f.sequence_name in val],
+            "train": [
+                [f.sequence_name, f.frame_number, f.image.path] for f in frames if f.sequence_name not in val
+            ],
+            "val": [
+                [f.sequence_name, f.frame_number, f.image.path] for f in frames if f.sequence_name in val
+            ],
             "test": [],
         }
         root.write_bytes(f"{category}/set_lists/set_lists_fewview_dev.json", json.dumps(set_list).encode())

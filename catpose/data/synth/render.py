@@ -20,8 +20,15 @@ from catpose.data.synth.shapes import ObjectInstance
 class SolidNoise:
     """Smooth random function of 3D position: a sum of random sinusoids (band-limited noise)."""
 
-    def __init__(self, rng: np.random.Generator, scale: float, n: int = 24, fmin: float = 4.0, fmax: float = 24.0,
-                 contrast: float = 1.5):
+    def __init__(
+        self,
+        rng: np.random.Generator,
+        scale: float,
+        n: int = 24,
+        fmin: float = 4.0,
+        fmax: float = 24.0,
+        contrast: float = 1.5,
+    ):
         dirs = rng.normal(size=(n, 3))
         dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
         freqs = np.exp(rng.uniform(np.log(fmin), np.log(fmax), size=n)) / scale
@@ -47,7 +54,9 @@ class RenderOutput:
 class SceneRenderer:
     """An object instance on a textured ground disc, in the object's canonical frame."""
 
-    def __init__(self, instance: ObjectInstance, rng: np.random.Generator, light_dir=None, ground: bool = True):
+    def __init__(
+        self, instance: ObjectInstance, rng: np.random.Generator, light_dir=None, ground: bool = True
+    ):
         mesh, face_part = instance.merged()
         self.extent = float(np.linalg.norm(mesh.bounds[1] - mesh.bounds[0]))
         meshes, part_of_face = [mesh], [face_part]

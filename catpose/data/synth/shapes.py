@@ -3,7 +3,8 @@ the category's semantic parts with a consistent appearance (wheels are dark, hea
 the front, the mug's handle on its side...), so features can match parts across instances.
 
 Canonical category frame (what the ground truth maps each video into):
-x = the object's front (car: bonnet; mug: handle side; crate: its red and yellow quarters), y = left, z = up; the object stands on the
+x = the object's front (car: bonnet; mug: handle side; crate: its red and yellow quarters), y = left, z = up;
+the object stands on the
 plane z = 0 and its bounding box is centred on the z axis. Units are the object's own (a car is about
 4 long, a mug about 0.1): the pipeline must be scale-free.
 """
@@ -79,20 +80,43 @@ def make_car(rng: np.random.Generator) -> ObjectInstance:
         Part("body", _box([L, W, hb], [0, 0, z0 + hb / 2]), body_col, 0.4),
         Part("cabin", _box([Lc, W * 0.84, hc], [xc, 0, ztop + hc / 2]), glass, 0.35),
         Part("roof", _box([Lc * 0.9, W * 0.86, 0.06], [xc, 0, ztop + hc + 0.03]), body_col * 0.9, 0.4),
-        Part("grille", _box([0.04, W * 0.4, hb * 0.35], [L / 2 + 0.01, 0, z0 + hb * 0.45]), np.array([0.12, 0.12, 0.13]), 0.5),
+        Part(
+            "grille",
+            _box([0.04, W * 0.4, hb * 0.35], [L / 2 + 0.01, 0, z0 + hb * 0.45]),
+            np.array([0.12, 0.12, 0.13]),
+            0.5,
+        ),
     ]
     for side in (1, -1):
-        parts.append(Part("headlight", _box([0.05, W * 0.2, hb * 0.22], [L / 2 + 0.015, side * W * 0.33, z0 + hb * 0.7]),
-                          np.array([1.0, 0.95, 0.7]), 0.2))
-        parts.append(Part("taillight", _box([0.05, W * 0.18, hb * 0.2], [-L / 2 - 0.015, side * W * 0.34, z0 + hb * 0.72]),
-                          np.array([0.85, 0.08, 0.06]), 0.2))
+        parts.append(
+            Part(
+                "headlight",
+                _box([0.05, W * 0.2, hb * 0.22], [L / 2 + 0.015, side * W * 0.33, z0 + hb * 0.7]),
+                np.array([1.0, 0.95, 0.7]),
+                0.2,
+            )
+        )
+        parts.append(
+            Part(
+                "taillight",
+                _box([0.05, W * 0.18, hb * 0.2], [-L / 2 - 0.015, side * W * 0.34, z0 + hb * 0.72]),
+                np.array([0.85, 0.08, 0.06]),
+                0.2,
+            )
+        )
     xw = L / 2 - rw * rng.uniform(1.3, 1.7)
     for sx in (1, -1):
         for sy in (1, -1):
             parts.append(Part("wheel", _cylinder(rw, 0.24, [sx * xw, sy * (W / 2 - 0.08), rw], axis="y"),
                               np.array([0.09, 0.09, 0.1]), 0.5))
-            parts.append(Part("hubcap", _cylinder(rw * 0.5, 0.02, [sx * xw, sy * (W / 2 + 0.05), rw], axis="y"),
-                              np.array([0.75, 0.75, 0.78]), 0.3))
+            parts.append(
+                Part(
+                    "hubcap",
+                    _cylinder(rw * 0.5, 0.02, [sx * xw, sy * (W / 2 + 0.05), rw], axis="y"),
+                    np.array([0.75, 0.75, 0.78]),
+                    0.3,
+                )
+            )
     return ObjectInstance("car", parts, dict(length=L, width=W, wheel_radius=rw))
 
 
@@ -106,8 +130,13 @@ def make_mug(rng: np.random.Generator) -> ObjectInstance:
                                      transform=trimesh.transformations.translation_matrix([0, 0, h / 2]))
     bottom_in = _cylinder(r - wall, wall, [0, 0, wall / 2], sections=64)
     band_h = h * rng.uniform(0.12, 0.2)
-    band = trimesh.creation.annulus(r_min=r * 0.999, r_max=r * 1.012, height=band_h, sections=64,
-                                    transform=trimesh.transformations.translation_matrix([0, 0, h * rng.uniform(0.55, 0.75)]))
+    band = trimesh.creation.annulus(
+        r_min=r * 0.999,
+        r_max=r * 1.012,
+        height=band_h,
+        sections=64,
+        transform=trimesh.transformations.translation_matrix([0, 0, h * rng.uniform(0.55, 0.75)]),
+    )
     R_major = h * rng.uniform(0.25, 0.33)
     handle = trimesh.creation.torus(major_radius=R_major, minor_radius=r * rng.uniform(0.12, 0.18),
                                     major_sections=40, minor_sections=16)
