@@ -113,13 +113,13 @@ def _ray_logs_dir() -> str:
 
 def progress_bar(total: int | None, desc: str, disable: bool = False, **kw) -> tqdm:
     """The one progress bar of a stage. On a terminal it redraws as usual; into a file or a pipe (a log, CI,
-    ``ray job logs``) every redraw is a line of its own, so it draws only at each tenth of the total and at
-    the end (at most ~11 lines a bar), never on a timer."""
+    ``ray job logs``) every redraw is a line of its own, so it draws only at each quarter of the total and
+    at the end (at most 6 lines a bar), never on a timer."""
     import sys
 
     if sys.stderr.isatty():
         return tqdm(total=total, desc=desc, disable=disable, dynamic_ncols=True, mininterval=0.1, **kw)
-    step = max(1, (total or 0) // 10)
+    step = max(1, (total or 0) // 4)
     return tqdm(
         total=total,
         desc=desc,

@@ -23,8 +23,8 @@ import numpy as np
 from catpose.data.co3d import Co3dCategory
 from catpose.data.groundtruth import GT_FILE, load_ground_truth
 from catpose.errors import DataFormatError
-from catpose.storage import name_problem, safe_name, shown_name
 from catpose.pose.viewpoint import viewpoint_to_rotation
+from catpose.storage import name_problem, safe_name, shown_name
 
 
 @dataclass

@@ -457,10 +457,10 @@ class PoseEstimator:
         """Pose estimation over image files, ``batch`` (default ``cfg.batch``) at a time through
         :meth:`estimate_batch`: yields (path, PoseEstimate or None, error message or None) in order; a
         bad image is reported and the batch goes on."""
-        from tqdm import tqdm
+        from catpose.parallel import progress_bar
 
         batch = max(1, batch or self.cfg.batch)
-        bar = tqdm(total=len(images), desc="estimate", disable=not progress or len(images) < 2)
+        bar = progress_bar(len(images), "estimate", disable=not progress or len(images) < 2)
         for s in range(0, len(images), batch):
             idx = range(s, min(s + batch, len(images)))
             res: dict[int, PoseEstimate | str] = {}

@@ -39,8 +39,8 @@ from catpose.learn.checkpoint import load_trained
 from catpose.learn.evaluate import category_rows
 from catpose.plotting import png_bytes
 from catpose.pose.datasets import PoseSample, load_co3d, load_objectnet3d, load_pascal3d
-from catpose.pose.protocol import load_pascal3d_paper, paper_split, same_category
 from catpose.pose.estimate import PoseEstimate, PoseEstimator, descriptor, load_image, load_mask, overlay
+from catpose.pose.protocol import load_pascal3d_paper, paper_split, same_category
 from catpose.storage import Store
 from catpose.tensorfile import pack, require, unpack
 
@@ -94,7 +94,7 @@ def ground_truth_frame(split: dict | None, category: str) -> np.ndarray | None:
 def training_views(estimator: PoseEstimator, run_cfg, split: dict, max_frames: int = 600, batch: int = 32,
                    progress: bool = True) -> tuple[torch.Tensor, np.ndarray]:
     """Descriptors [F, D'] and template-frame camera rotations [F, 3, 3] of the run's training frames."""
-    from tqdm import tqdm
+    from catpose.parallel import progress_bar
 
 
     transforms, _ = read_alignment(run_cfg.alignment, run_cfg.endpoint_url)
@@ -105,7 +105,8 @@ def training_views(estimator: PoseEstimator, run_cfg, split: dict, max_frames: i
     if len(rows) > max_frames:
         rows = [rows[i] for i in np.linspace(0, len(rows) - 1, max_frames).round().astype(int)]
     descs, rots = [], []
-    for s in tqdm(range(0, len(rows), batch), desc="baseline: training views", disable=not progress):
+    steps = range(0, len(rows), batch)
+    for s in progress_bar(len(steps), "baseline: training views", disable=not progress, iterable=steps):
         crops = []
         for r in rows[s:s + batch]:
             img = decode_image(r["image"], f"{r['sequence_name']}/{r['frame_number']}")
@@ -224,9 +225,9 @@ def evaluate_pose(cfg: PoseEvalConfig, progress: bool = True) -> dict:
     out = Path(cfg.out)
     (out / "overlays").mkdir(parents=True, exist_ok=True)
     records = []
-    from tqdm import tqdm
+    from catpose.parallel import progress_bar
 
-    bar = tqdm(total=len(samples), desc=f"pose {cfg.category}", disable=not progress)
+    bar = progress_bar(len(samples), f"pose {cfg.category}", disable=not progress)
     batch = max(1, cfg.pose.batch)  # 0: one image at a time
     for start in range(0, len(samples), batch):  # cfg.pose.batch images estimated together
         chunk = range(start, min(start + batch, len(samples)))

@@ -113,6 +113,7 @@ def generate_wild(cfg: WildConfig, progress: bool = True) -> dict:
     """Writes ``cfg.images`` images (resuming: existing ones are kept); returns a summary."""
     import scipy.io
     from PIL import Image
+
     from catpose.parallel import progress_bar
 
     root = Path(cfg.out)
