@@ -32,7 +32,6 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 
@@ -134,10 +133,10 @@ class EvalAlignConfig:
     alignment: Path = Path("runs/align/alignment.parquet")
     """alignment.parquet written by catpose align (with --labels also a folder of
     <category>/alignment.parquet)."""
-    labels: Literal["", "co3d-paper", "co3dv1-paper"] = ""
-    """Score real CO3D videos against shipped labels instead of synthetic ground truth: co3d-paper (the
-    paper's
-    162 labelled CO3D v2 sequences) or co3dv1-paper; prints the paper's published numbers alongside."""
+    labels: str = ""
+    """Score real CO3D videos against labels instead of synthetic ground truth: co3d-paper (the paper's 162
+    labelled CO3D v2 sequences), co3dv1-paper, or a folder of label files in od3d's label3d layout; prints
+    the paper's published numbers alongside."""
     od3d_aligned: Path | None = None
     """With --labels: score an od3d alignment folder (e.g. data/co3d/aligned_N_alpha500_dinov2s/r0) instead of
     --alignment."""
