@@ -72,7 +72,7 @@ def test_a_second_catpose_run_on_the_same_store_stops_before_any_stage(tmp_path)
                 "eval_pairs": 0,
                 "synth": {"category": ["car"], "videos": 3, "frames": 6, "size": 48, "supersample": 1},
                 "features": {"vertices": 150, "frames": 3},
-                "align": {"rotations": 128, "vertices": 100, "partners": 0},
+                "align": {"search": {"rotations": 128, "vertices": 100}, "partners": 0},
             }
         )
     )
