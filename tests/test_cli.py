@@ -255,7 +255,7 @@ def test_tune_command_sweeps_the_grid_and_writes_the_best_of_its_table(tmp_path,
         ]
     )
     assert r.returncode == 0, r.stderr[-3000:]
-    best = yaml.safe_load((tmp_path / "tune" / "best_config.yaml").read_text())["align"]
+    best = yaml.safe_load((tmp_path / "tune" / "best_config.yaml").read_text())["align"]["search"]
     rows = [line for line in (tmp_path / "tune" / "sweep_results.md").read_text().splitlines()
             if line.startswith("|") and not set(line) <= set("|-: ")]
     header, body = _cells(rows[0]), [_cells(x) for x in rows[1:]]
