@@ -34,10 +34,10 @@ def _normalise(V: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tenso
 def _subset(terms: PairTerms, n: int) -> PairTerms:
     """The pair restricted to FPS subsets; correspondences follow each vertex to its nearest kept one."""
     i_src = torch.as_tensor(
-        farthest_point_sample(terms.V.cpu().numpy(), n, exact=False).astype(np.int64), device=terms.V.device
+        farthest_point_sample(terms.V.cpu().numpy(), n).astype(np.int64), device=terms.V.device
     )
     i_ref = torch.as_tensor(
-        farthest_point_sample(terms.Vbar.cpu().numpy(), n, exact=False).astype(np.int64), device=terms.V.device
+        farthest_point_sample(terms.Vbar.cpu().numpy(), n).astype(np.int64), device=terms.V.device
     )
     near_ref = torch.cdist(terms.Vbar, terms.Vbar[i_ref]).argmin(1)  # full ref index -> subset index
     near_src = torch.cdist(terms.V, terms.V[i_src]).argmin(1)
@@ -105,7 +105,7 @@ def subsample_vertices(sf: SurfaceFeatures, n: int) -> np.ndarray:
     """Indices of at most ``n`` of a video's vertices (farthest point sampling, deterministic)."""
     if n <= 0 or len(sf.vertices) <= n:
         return np.arange(len(sf.vertices))
-    return np.asarray(farthest_point_sample(sf.vertices, n, exact=False), dtype=np.int64)
+    return np.asarray(farthest_point_sample(sf.vertices, n), dtype=np.int64)
 
 
 def align_pair(src: SurfaceFeatures, ref: SurfaceFeatures, cfg: SearchConfig | None = None,

@@ -96,7 +96,7 @@ def video_arrays(sf: SurfaceFeatures, cfg: SearchConfig) -> dict:
     if not np.isfinite(d) or d <= 0:
         raise ValueError(f"video '{sf.sequence}': its vertices span no volume (size {d})")
     Vn = (V - c) / d
-    subs = [np.arange(len(Vn)) if n >= len(Vn) else farthest_point_sample(Vn, n, exact=False).astype(np.int64)
+    subs = [np.arange(len(Vn)) if n >= len(Vn) else farthest_point_sample(Vn, n).astype(np.int64)
             for n in (cfg.coarse_vertices, cfg.prefilter_vertices or cfg.coarse_vertices)]
     # only visible (frame, vertex) features take part in min_{k,l}: about half of K·N on object orbits
     kk, ii = np.nonzero(np.asarray(sf.visible[:, i], dtype=bool))
