@@ -6,24 +6,8 @@ import pytest
 
 
 @pytest.fixture(scope="module")
-def shards_and_targets(synth_root, tmp_path_factory):
-    from catpose.config import ShardConfig
-    from catpose.data.co3d import Co3dCategory
-    from catpose.data.groundtruth import load_ground_truth
-    from catpose.data.shards import iter_shard_rows, write_shards
-    from catpose.features.surface import sequence_vertices
-    from catpose.learn.data import COLUMNS, VideoTargets
-    from catpose.learn.template import build_template, instance_correspondents
-    from catpose.learn.train import ground_truth_to_reference
-
-    shards = str(tmp_path_factory.mktemp("data") / "shards")
-    write_shards(ShardConfig(data=synth_root, out=shards, category=("car",)), progress=False)
-    tf = ground_truth_to_reference(synth_root, "car", sorted(load_ground_truth(synth_root, "car"))[0])
-    verts = {s.name: sequence_vertices(s.load_point_cloud(), 300)[0] for s in Co3dCategory(synth_root, "car")}
-    tpl = build_template([tf[n].apply(v).astype(np.float32) for n, v in verts.items()], 200)
-    targets = {n: VideoTargets(*instance_correspondents(tpl, v, tf[n]), v) for n, v in verts.items()}
-    rows = list(iter_shard_rows(shards, columns=COLUMNS))
-    return shards, {c: [r[c] for r in rows] for c in COLUMNS}, targets
+def shards_and_targets(car_rows):
+    return car_rows["shards"], car_rows["columns"], car_rows["targets"]
 
 
 def test_rows_of_other_videos_and_undecodable_frames_are_dropped(shards_and_targets):
