@@ -101,11 +101,12 @@ def refine(terms: PairTerms, R: torch.Tensor, alpha: float, iters: int = 15) -> 
     return best
 
 
-def subsample_vertices(sf: SurfaceFeatures, n: int) -> np.ndarray:
-    """Indices of at most ``n`` of a video's vertices (farthest point sampling, deterministic)."""
+def subsample_vertices(sf: SurfaceFeatures, n: int, exact: bool = False) -> np.ndarray:
+    """Indices of at most ``n`` of a video's vertices (farthest point sampling, deterministic; ``exact``:
+    the greedy sequence the GPU preparation computes, see ``farthest_point_sample``)."""
     if n <= 0 or len(sf.vertices) <= n:
         return np.arange(len(sf.vertices))
-    return np.asarray(farthest_point_sample(sf.vertices, n), dtype=np.int64)
+    return np.asarray(farthest_point_sample(sf.vertices, n, exact=exact), dtype=np.int64)
 
 
 def align_pair(src: SurfaceFeatures, ref: SurfaceFeatures, cfg: SearchConfig | None = None,

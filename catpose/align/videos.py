@@ -81,13 +81,14 @@ class VideoState:
         )
 
 
-def video_arrays(sf: SurfaceFeatures, cfg: SearchConfig) -> dict:
+def video_arrays(sf: SurfaceFeatures, cfg: SearchConfig, exact_fps: bool = False) -> dict:
     """The CPU part of a video's state (numpy; safe to run in threads): the FPS subset of
     ``cfg.vertices`` vertices (as the reference), normalised by its centroid ``c`` and ``d`` = twice
     the largest distance to it, the coarse and prefilter FPS subsets, and the visible (frame, vertex)
-    feature rows."""
+    feature rows. FPS is fpsample's bucket variant, the reference's; ``exact_fps``: the greedy sequence
+    that :func:`prepare_states` computes on a GPU (the CPU path's accuracy tests were set on the first)."""
 
-    i = subsample_vertices(sf, cfg.vertices)
+    i = subsample_vertices(sf, cfg.vertices, exact=exact_fps)
     V = sf.vertices[i].astype(np.float32)
     if len(V) == 0:
         raise ValueError(f"video '{sf.sequence}' has no vertices")
@@ -96,8 +97,10 @@ def video_arrays(sf: SurfaceFeatures, cfg: SearchConfig) -> dict:
     if not np.isfinite(d) or d <= 0:
         raise ValueError(f"video '{sf.sequence}': its vertices span no volume (size {d})")
     Vn = (V - c) / d
-    subs = [np.arange(len(Vn)) if n >= len(Vn) else farthest_point_sample(Vn, n).astype(np.int64)
-            for n in (cfg.coarse_vertices, cfg.prefilter_vertices or cfg.coarse_vertices)]
+    subs = [
+        np.arange(len(Vn)) if n >= len(Vn) else farthest_point_sample(Vn, n, exact=exact_fps).astype(np.int64)
+        for n in (cfg.coarse_vertices, cfg.prefilter_vertices or cfg.coarse_vertices)
+    ]
     # only visible (frame, vertex) features take part in min_{k,l}: about half of K·N on object orbits
     kk, ii = np.nonzero(np.asarray(sf.visible[:, i], dtype=bool))
     return {"name": sf.sequence, "V": Vn, "c": c.astype(np.float64), "d": float(d), "subs": subs,

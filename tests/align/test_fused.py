@@ -74,7 +74,8 @@ def test_weighted_similarity_matches_roma(device):
 def test_device_preparation_matches_the_cpu_one(videos, device):
     """prepare_states (batched, vertex-major, FPS on the device) gives the same vertices, subsets and
     appearance distances as the per-video CPU preparation."""
-    cpu = B.stack_videos([B.upload_video(B.video_arrays(sf, CFG), device) for sf in videos])
+    cpu = B.stack_videos([B.upload_video(B.video_arrays(sf, CFG, exact_fps=True), device)
+                          for sf in videos])
     dev = B.stack_videos(B.prepare_states(videos, CFG, device))
     assert dev.k == 8 and cpu.k == 0
     torch.testing.assert_close(dev.V, cpu.V, atol=1e-6, rtol=1e-5)
