@@ -93,9 +93,7 @@ def _join_cluster(cfg: PipelineConfig, store: Store) -> None:
     folder as the store of a cluster of several nodes is said."""
     from catpose.parallel import init_ray
 
-    if cfg.workers > 0 and os.environ.get(
-        "RAY_ADDRESS"
-    ):  # on a cluster: join it now (else Ray starts when needed)
+    if cfg.workers > 0 and os.environ.get("RAY_ADDRESS"):  # on a cluster: join it now
         init_ray()
     if cfg.workers > 0 and "ray" in sys.modules and sys.modules["ray"].is_initialized():
         import ray
@@ -103,9 +101,8 @@ def _join_cluster(cfg: PipelineConfig, store: Store) -> None:
         nodes = [n for n in ray.nodes() if n.get("Alive")]
         if len(nodes) > 1 and not store.is_s3:  # said, not an error: the folder may be a shared mount
             print(f"warning: the run's store {store.uri} is a local folder but the Ray cluster has "
-                  f"{len(nodes)} "
-                  "nodes; unless it is a mount every node shares, give an s3:// store (--out "
-                  "s3://...)", flush=True)
+                  f"{len(nodes)} nodes; unless it is a mount every node shares, give an s3:// store "
+                  "(--out s3://...)", flush=True)
 
 
 def _run(cfg: PipelineConfig) -> dict:
