@@ -28,6 +28,20 @@ def edit_records(path: Path, fn) -> list:
     return recs
 
 
+def small_run_yaml(tmp_path: Path, out: Path) -> Path:
+    """A main-job YAML for a few seconds' run into ``out``: 3 small synthetic cars, no training or pose."""
+    import yaml
+
+    conf = tmp_path / "small.yaml"
+    conf.write_text(yaml.safe_dump({
+        "out": str(out), "workers": 0, "train_categories": [], "pose_images": 0, "eval_pairs": 0,
+        "synth": {"category": ["car"], "videos": 3, "frames": 6, "size": 48, "supersample": 1},
+        "features": {"vertices": 150, "frames": 3},
+        "align": {"search": {"rotations": 128, "vertices": 100}, "partners": 0},
+    }))
+    return conf
+
+
 def frame_index(records: list, sequence: str, frame_number: int) -> int:
     return next(
         i

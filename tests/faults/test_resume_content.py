@@ -15,7 +15,7 @@ from PIL import Image
 from catpose import cli
 from catpose.storage import Store
 
-from .conftest import edit_records, frame_index
+from .conftest import edit_records, frame_index, small_run_yaml
 
 
 @pytest.fixture(scope="module")
@@ -189,21 +189,7 @@ def test_run_with_another_synth_seed_remakes_the_data_and_every_later_stage(tmp_
     import yaml
 
     out = tmp_path / "run"
-    conf = tmp_path / "small.yaml"
-    conf.write_text(
-        yaml.safe_dump(
-            {
-                "out": str(out),
-                "workers": 0,
-                "train_categories": [],
-                "pose_images": 0,
-                "eval_pairs": 0,
-                "synth": {"category": ["car"], "videos": 3, "frames": 6, "size": 48, "supersample": 1},
-                "features": {"vertices": 150, "frames": 3},
-                "align": {"search": {"rotations": 128, "vertices": 100}, "partners": 0},
-            }
-        )
-    )
+    conf = small_run_yaml(tmp_path, out)
     assert cli.main(["run", "--config", str(conf)]) == 0
     gt0 = (out / "data" / "catpose_gt.json").read_text()
     capsys.readouterr()

@@ -125,21 +125,9 @@ def test_a_run_of_one_category_is_not_scored_on_another(tmp_path):
     model = build_model(cfg, torch.as_tensor(tpl.vertices), backbone_weights=False)
     save_trained(Store(str(tmp_path / "runs")), "train-car", cfg, model, tpl, 1)
     run_dir = tmp_path / "runs" / "train-car"
-    r = run(
-        [
-            "evaluate",
-            "--checkpoint",
-            str(run_dir),
-            "--dataset",
-            "synth-wild",
-            "--root",
-            str(tmp_path / "none"),
-            "--category",
-            "mug",
-            "--out",
-            str(tmp_path / "eval"),
-        ]
-    )
+    args = ["evaluate", "--checkpoint", str(run_dir), "--dataset", "synth-wild",
+            "--root", str(tmp_path / "none"), "--category", "mug", "--out", str(tmp_path / "eval")]
+    r = run(args)
     line = one_clear_line(r)
     assert (
         f"{run_dir / 'model.pt'}: field 'config.category': the run was trained on category 'car', not 'mug'"
@@ -147,22 +135,7 @@ def test_a_run_of_one_category_is_not_scored_on_another(tmp_path):
     )
     assert "--allow-other-category" in line and not (tmp_path / "eval").exists()
     # asked for: the category check lets it through (it then stops at the missing image set, named)
-    r = run(
-        [
-            "evaluate",
-            "--checkpoint",
-            str(run_dir),
-            "--dataset",
-            "synth-wild",
-            "--root",
-            str(tmp_path / "none"),
-            "--category",
-            "mug",
-            "--out",
-            str(tmp_path / "eval"),
-            "--allow-other-category",
-        ]
-    )
+    r = run([*args, "--allow-other-category"])
     line = one_clear_line(r)
     assert "trained on category" not in line and str(tmp_path / "none") in line, line
     # estimate takes the images' category when it is known (--category): the same rule

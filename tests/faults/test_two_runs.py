@@ -11,6 +11,8 @@ import time
 
 from catpose.lease import LEASE
 
+from .conftest import small_run_yaml
+
 
 def test_a_second_catpose_on_the_same_store_stops_naming_the_first(tmp_path):
     out = tmp_path / "synth"
@@ -58,24 +60,9 @@ def test_a_second_catpose_run_on_the_same_store_stops_before_any_stage(tmp_path)
     """Issue 34, finding 4 as it was found: two ``catpose run``s on one --out. The second stops at once,
     naming the first, so the two can no longer train into one ``train/train-<category>`` and leave a
     model.pt of one and a retrieval_views.pt of the other; the first run's outputs are its own."""
-    import yaml
 
     out = tmp_path / "run"
-    conf = tmp_path / "small.yaml"
-    conf.write_text(
-        yaml.safe_dump(
-            {
-                "out": str(out),
-                "workers": 0,
-                "train_categories": [],
-                "pose_images": 0,
-                "eval_pairs": 0,
-                "synth": {"category": ["car"], "videos": 3, "frames": 6, "size": 48, "supersample": 1},
-                "features": {"vertices": 150, "frames": 3},
-                "align": {"search": {"rotations": 128, "vertices": 100}, "partners": 0},
-            }
-        )
-    )
+    conf = small_run_yaml(tmp_path, out)
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
     cmd = [sys.executable, "-m", "catpose", "run", "--config", str(conf)]
     first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
